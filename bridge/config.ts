@@ -1,0 +1,151 @@
+/**
+ * Configuration, resolved once at start: explicit options > environment > documented defaults.
+ * Nothing else in the bridge reads `process.env`.
+ */
+import { resolve } from 'node:path';
+import { HookbridgeError } from '../hooks/errors.js';
+
+export type FilterFailureMode = 'closed' | 'open';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export type DatabaseSource =
+  /** `DATABASE_URL` (or an explicit option). */
+  | { kind: 'url'; url: string }
+  /** libpq's `PG*` variables (PGHOST set, no DATABASE_URL). */
+  | { kind: 'pg-env'; host: string; port: number; user?: string; password?: string; database?: string }
+  /** Neither: start an embedded Postgres under `dataDir`. */
+  | { kind: 'embedded'; dataDir: string };
+
+export interface Config {
+  database: DatabaseSource;
+  extensionsPath: string;
+  extensionsAutoReload: boolean;
+  port: number;
+  logLevel: LogLevel;
+  /** Pretty, human logs (when a person watches a terminal) or pino's JSON lines. */
+  logFormat: 'pretty' | 'json';
+  schema: string;
+  slotName: string;
+  publicationName: string;
+  filterTimeoutMs: number;
+  filterFailureMode: FilterFailureMode;
+  /** What extensions receive as `env`: the environment with numbers and booleans parsed. */
+  env: Readonly<Record<string, unknown>>;
+}
+
+export type ConfigOptions = Partial<Omit<Config, 'database' | 'env'>> & {
+  databaseUrl?: string;
+  dataDir?: string;
+};
+
+export class ConfigError extends HookbridgeError {
+  constructor(setting: string, message: string) {
+    super('E_CONFIG', `${setting}: ${message}`, { details: { setting } });
+    this.name = 'ConfigError';
+  }
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export function resolveConfig(
+  options: ConfigOptions = {},
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  context: { cwd?: string; isTTY?: boolean } = {},
+): Readonly<Config> {
+  const cwd = context.cwd ?? process.cwd();
+  const pick = <T>(option: T | undefined, name: string): T | string | undefined =>
+    option !== undefined ? option : nonEmpty(env[name]);
+
+  const config: Config = {
+    database: resolveDatabase(options, env, cwd),
+    extensionsPath: resolve(cwd, String(pick(options.extensionsPath, 'EXTENSIONS_PATH') ?? './extensions')),
+    extensionsAutoReload: toBoolean('EXTENSIONS_AUTO_RELOAD', pick(options.extensionsAutoReload, 'EXTENSIONS_AUTO_RELOAD') ?? false),
+    port: toInteger('PORT', pick(options.port, 'PORT') ?? 8056, 0, 65535),
+    logLevel: toChoice('LOG_LEVEL', pick(options.logLevel, 'LOG_LEVEL') ?? 'info', LOG_LEVELS),
+    logFormat: toChoice('LOG_FORMAT', pick(options.logFormat, 'LOG_FORMAT') ?? (context.isTTY ? 'pretty' : 'json'), ['pretty', 'json'] as const),
+    schema: toIdentifier('HOOKBRIDGE_SCHEMA', pick(options.schema, 'HOOKBRIDGE_SCHEMA') ?? 'hookbridge'),
+    slotName: toIdentifier('HOOKBRIDGE_SLOT', pick(options.slotName, 'HOOKBRIDGE_SLOT') ?? 'hookbridge'),
+    publicationName: toIdentifier('HOOKBRIDGE_PUBLICATION', pick(options.publicationName, 'HOOKBRIDGE_PUBLICATION') ?? 'hookbridge'),
+    filterTimeoutMs: toInteger('FILTER_TIMEOUT_MS', pick(options.filterTimeoutMs, 'FILTER_TIMEOUT_MS') ?? 5000, 1, 3_600_000),
+    filterFailureMode: toChoice('FILTER_FAILURE_MODE', pick(options.filterFailureMode, 'FILTER_FAILURE_MODE') ?? 'closed', ['closed', 'open'] as const),
+    env: Object.freeze(parseEnvValues(env)),
+  };
+  return Object.freeze(config);
+}
+
+function resolveDatabase(options: ConfigOptions, env: Readonly<Record<string, string | undefined>>, cwd: string): DatabaseSource {
+  const url = options.databaseUrl ?? nonEmpty(env['DATABASE_URL']);
+  if (url !== undefined) {
+    if (!/^postgres(ql)?:\/\//.test(url)) {
+      // Never echo the value: it may hold a password.
+      throw new ConfigError('DATABASE_URL', 'must be a postgres:// or postgresql:// URL');
+    }
+    return { kind: 'url', url };
+  }
+  const host = nonEmpty(env['PGHOST']) ?? nonEmpty(env['PGHOSTADDR']);
+  if (host !== undefined) {
+    return {
+      kind: 'pg-env',
+      host,
+      port: toInteger('PGPORT', nonEmpty(env['PGPORT']) ?? 5432, 1, 65535),
+      user: nonEmpty(env['PGUSER']),
+      password: env['PGPASSWORD'],
+      database: nonEmpty(env['PGDATABASE']),
+    };
+  }
+  return { kind: 'embedded', dataDir: resolve(cwd, options.dataDir ?? nonEmpty(env['HOOKBRIDGE_DATA_DIR']) ?? './.hookbridge') };
+}
+
+/** Directus hands extensions its environment with types parsed; so do we. */
+export function parseEnvValues(env: Readonly<Record<string, string | undefined>>): Record<string, unknown> {
+  const parsed: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(env)) {
+    if (value === undefined) continue;
+    if (value === 'true' || value === 'false') parsed[key] = value === 'true';
+    else if (value.trim() !== '' && /^-?\d+(\.\d+)?$/.test(value) && String(Number(value)) === value) parsed[key] = Number(value);
+    else parsed[key] = value;
+  }
+  return parsed;
+}
+
+/** A connection string fit for logs: the password replaced, nothing else hidden. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparseable connection string)';
+  }
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+function toBoolean(name: string, value: unknown): boolean {
+  if (typeof value === 'boolean') return value;
+  const text = String(value).toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(text)) return true;
+  if (['false', '0', 'no', 'off'].includes(text)) return false;
+  throw new ConfigError(name, `expected true or false, got ${JSON.stringify(value)}`);
+}
+
+function toInteger(name: string, value: unknown, min: number, max: number): number {
+  const number = typeof value === 'number' ? value : Number(String(value).trim());
+  if (!Number.isInteger(number) || number < min || number > max) {
+    throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return number;
+}
+
+function toChoice<T extends string>(name: string, value: unknown, choices: readonly T[]): T {
+  if (typeof value === 'string' && (choices as readonly string[]).includes(value.toLowerCase())) return value.toLowerCase() as T;
+  throw new ConfigError(name, `expected one of ${choices.join(', ')}, got ${JSON.stringify(value)}`);
+}
+
+function toIdentifier(name: string, value: unknown): string {
+  if (typeof value === 'string' && IDENTIFIER.test(value)) return value;
+  throw new ConfigError(name, `expected a lower-case SQL identifier (letters, digits, _; at most 63), got ${JSON.stringify(value)}`);
+}

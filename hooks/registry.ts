@@ -1,0 +1,98 @@
+/**
+ * The registered hooks, answering "which handlers run for this event, in which order".
+ *
+ * Order is registration order: extensions in load order (sorted by name), and within an extension
+ * the order of its `filter()`/`action()` calls, whatever pattern each used. Lookups are cached per
+ * concrete event because the write path asks the same question for every row.
+ */
+import { matchesEvent, type EventRef, type WriteAction } from './event-name.js';
+import type { ActionEntry, ExtensionHooks, FilterEntry, HandlerEntry, InitEntry } from './register.js';
+
+export class HookRegistry {
+  #extensions: readonly ExtensionHooks[] = [];
+  /** Handlers added at run time through `emitter.onFilter/onAction/onInit`, in the order added. */
+  #emitterEntries: HandlerEntry[] = [];
+  readonly #cache = new Map<string, readonly HandlerEntry[]>();
+  readonly #listeners = new Set<() => void>();
+
+  get extensions(): readonly ExtensionHooks[] {
+    return this.#extensions;
+  }
+
+  /** Replaces every extension at once, so no event ever sees half of an old and half of a new set. */
+  replaceExtensions(extensions: readonly ExtensionHooks[]): void {
+    this.#extensions = [...extensions].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    this.#changed();
+  }
+
+  addEmitterEntry(entry: HandlerEntry): void {
+    this.#emitterEntries = [...this.#emitterEntries, entry];
+    this.#changed();
+  }
+
+  removeEmitterEntry(source: string, kind: HandlerEntry['kind'], handler: unknown): void {
+    const index = this.#emitterEntries.findIndex((e) => e.kind === kind && e.handler === handler && e.pattern.source === source);
+    if (index < 0) return;
+    this.#emitterEntries = this.#emitterEntries.filter((_, i) => i !== index);
+    this.#changed();
+  }
+
+  /** Called after every change (trigger and publication sync listen here). */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  filters(event: EventRef): readonly FilterEntry[] {
+    return this.lookup('filter', event) as readonly FilterEntry[];
+  }
+
+  actions(event: EventRef): readonly ActionEntry[] {
+    return this.lookup('action', event) as readonly ActionEntry[];
+  }
+
+  inits(name: string): readonly InitEntry[] {
+    const key = `init|${name}`;
+    let hit = this.#cache.get(key);
+    if (!hit) {
+      hit = [
+        ...this.#extensions.flatMap((ext) =>
+          ext.handlers.filter((h) => h.kind === 'init' && h.pattern.action === name),
+        ),
+        ...this.#emitterEntries.filter((h) => h.kind === 'init' && h.pattern.action === name),
+      ];
+      this.#cache.set(key, hit);
+    }
+    return hit as readonly InitEntry[];
+  }
+
+  /** Whether a write to `collection` has any handler of `kind` (decides where triggers go). */
+  has(kind: 'filter' | 'action', action: WriteAction, collection: string): boolean {
+    return this.lookup(kind, { scope: 'items', action, collection }).length > 0;
+  }
+
+  lookup(kind: 'filter' | 'action', event: EventRef): readonly HandlerEntry[] {
+    const key = `${kind}|${event.scope}|${event.action}|${event.collection ?? ''}`;
+    let hit = this.#cache.get(key);
+    if (!hit) {
+      const fromExtensions = this.#extensions.flatMap((ext) =>
+        ext.handlers.filter((h) => h.kind === kind && matchesEvent(h.pattern, event)),
+      );
+      const fromEmitter = this.#emitterEntries.filter((h) => h.kind === kind && matchesEvent(h.pattern, event));
+      hit = [...fromExtensions, ...fromEmitter];
+      this.#cache.set(key, hit);
+    }
+    return hit;
+  }
+
+  #changed(): void {
+    this.#cache.clear();
+    for (const listener of this.#listeners) {
+      try {
+        listener();
+      } catch {
+        // A listener's failure is its own business; the registry has already changed.
+      }
+    }
+  }
+}

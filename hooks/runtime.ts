@@ -1,0 +1,211 @@
+/**
+ * The hook runtime the bridge drives: discovers and loads extensions, keeps the registry, runs
+ * schedules, reloads on change, and answers the bridge's two questions: "filter this payload" and
+ * "dispatch this committed change".
+ */
+import { watch, type FSWatcher } from 'chokidar';
+import type { Logger } from 'pino';
+import { dispatchActions, type ActionFailure } from './action-dispatch.js';
+import { emptyContext, RegistryEmitter } from './emitter.js';
+import { describeHookError, exceptions } from './errors.js';
+import { formatPattern, type ItemAction } from './event-name.js';
+import { discoverExtensions } from './extension-discovery.js';
+import { loadExtensionModule } from './extension-loader.js';
+import { runFilterChain } from './filter-chain.js';
+import { collectHooks, type ExtensionHooks } from './register.js';
+import { HookRegistry } from './registry.js';
+import { ScheduleRunner } from './schedule.js';
+import type { HookContext, RegisterContext } from './types.js';
+
+export interface HookRuntimeOptions {
+  extensionsPath: string;
+  logger: Logger;
+  /** What extensions see as `env` (Directus passes its parsed environment). */
+  env?: Readonly<Record<string, unknown>>;
+  /** Register-context members the bridge provides once it has a database. */
+  services?: Record<string, unknown>;
+  database?: unknown;
+  getSchema?: () => Promise<unknown>;
+  /** Watch the extensions folder and reload on change (EXTENSIONS_AUTO_RELOAD). */
+  autoReload?: boolean;
+  reloadDebounceMs?: number;
+}
+
+export interface LoadedExtension {
+  name: string;
+  path: string;
+  events: string[];
+  schedules: string[];
+}
+
+export interface FailedExtension {
+  name?: string;
+  path: string;
+  code: string;
+  reason: string;
+}
+
+export interface LoadReport {
+  root: string;
+  /** False when the extensions folder does not exist. */
+  exists: boolean;
+  loaded: LoadedExtension[];
+  failed: FailedExtension[];
+}
+
+export class HookRuntime {
+  readonly registry = new HookRegistry();
+  readonly emitter: RegistryEmitter;
+  readonly #options: HookRuntimeOptions;
+  readonly #logger: Logger;
+  #schedules: ScheduleRunner | undefined;
+  #watcher: FSWatcher | undefined;
+  #reloadTimer: NodeJS.Timeout | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #report: LoadReport | undefined;
+  #started = false;
+
+  constructor(options: HookRuntimeOptions) {
+    this.#options = options;
+    this.#logger = options.logger;
+    this.emitter = new RegistryEmitter(this.registry, this.#logger);
+  }
+
+  get report(): LoadReport | undefined {
+    return this.#report;
+  }
+
+  /** Loads the extensions, starts their schedules and, if asked, the watcher. Safe to call twice. */
+  async start(): Promise<LoadReport> {
+    if (this.#started) return this.#report as LoadReport;
+    this.#started = true;
+    const report = await this.reload();
+    if (this.#options.autoReload) await this.#watch();
+    return report;
+  }
+
+  async stop(): Promise<void> {
+    this.#started = false;
+    clearTimeout(this.#reloadTimer);
+    const watcher = this.#watcher;
+    this.#watcher = undefined;
+    await watcher?.close();
+    await this.#queue.catch(() => undefined);
+    await this.#schedules?.stop();
+    this.#schedules = undefined;
+  }
+
+  /**
+   * Loads every extension afresh and swaps them in at once; the old handlers and schedules are
+   * dropped. Reloads never overlap.
+   */
+  reload(): Promise<LoadReport> {
+    const next = this.#queue.then(() => this.#reloadNow());
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async #reloadNow(): Promise<LoadReport> {
+    const discovery = await discoverExtensions(this.#options.extensionsPath);
+    const report: LoadReport = { root: discovery.root, exists: discovery.exists, loaded: [], failed: [] };
+    if (!discovery.exists) {
+      this.#logger.warn({ path: discovery.root }, 'extensions folder not found; no hooks loaded');
+    }
+    for (const problem of discovery.problems) {
+      report.failed.push({ path: problem.path, code: 'E_EXTENSION_DISCOVERY', reason: problem.reason });
+    }
+
+    const collected: ExtensionHooks[] = [];
+    for (const extension of discovery.extensions) {
+      try {
+        for (const module of await loadExtensionModule(extension, discovery.root)) {
+          collected.push(await collectHooks(module.exported, module, this.#registerContext(module.name)));
+        }
+      } catch (error) {
+        const described = describeHookError(error);
+        report.failed.push({ name: extension.name, path: extension.entry, code: described.code, reason: described.message });
+      }
+    }
+
+    const previousSchedules = this.#schedules;
+    this.registry.replaceExtensions(collected);
+    await previousSchedules?.stop();
+    const schedules = collected.flatMap((ext) => ext.schedules);
+    this.#schedules = new ScheduleRunner(schedules, this.#logger);
+    if (this.#started) this.#schedules.start();
+
+    report.loaded = this.registry.extensions.map((ext) => ({
+      name: ext.name,
+      path: ext.path,
+      events: ext.handlers.map((h) => `${h.kind} ${formatPattern(h.pattern)}`),
+      schedules: ext.schedules.map((s) => s.expression),
+    }));
+    for (const failure of report.failed) {
+      this.#logger.error({ extension: failure.name, path: failure.path, code: failure.code }, `extension not loaded: ${failure.reason}`);
+    }
+    for (const ext of report.loaded) {
+      this.#logger.info({ extension: ext.name, events: ext.events, schedules: ext.schedules }, 'extension loaded');
+    }
+    this.#report = report;
+    return report;
+  }
+
+  /** Runs the filters for a write; throws `FilterRejection` when one refuses it. */
+  runFilters<T>(action: ItemAction, collection: string, payload: T, meta: Record<string, unknown>, context?: Partial<HookContext>): Promise<T> {
+    const event = { scope: 'items' as const, action, collection };
+    return runFilterChain(this.registry.filters(event), event, payload, { ...meta, collection }, emptyContext(context));
+  }
+
+  /** Runs every action handler for a committed change; returns the failures (already logged). */
+  dispatchActions(action: ItemAction, collection: string, meta: Record<string, unknown>, context?: Partial<HookContext>): Promise<ActionFailure[]> {
+    const event = { scope: 'items' as const, action, collection };
+    return dispatchActions(this.registry.actions(event), event, { ...meta, collection }, emptyContext(context), this.#logger);
+  }
+
+  /** `server.start` / `server.stop` actions; `meta.server` is the HTTP server when there is one. */
+  dispatchServerEvent(action: 'start' | 'stop', meta: Record<string, unknown> = {}): Promise<ActionFailure[]> {
+    const event = { scope: 'server' as const, action };
+    return dispatchActions(this.registry.actions(event), event, { server: undefined, ...meta }, emptyContext(), this.#logger);
+  }
+
+  runInit(event: string, meta: Record<string, unknown> = {}): Promise<void> {
+    return this.emitter.emitInit(event, meta);
+  }
+
+  #registerContext(extension: string): RegisterContext {
+    const missing = (what: string) => () => {
+      throw new Error(`${what} is not available: this hook runtime was started without a database`);
+    };
+    return {
+      services: this.#options.services ?? {},
+      database: this.#options.database,
+      getSchema: (this.#options.getSchema ?? missing('getSchema()')) as () => Promise<unknown>,
+      env: this.#options.env ?? {},
+      logger: this.#logger.child({ extension }),
+      exceptions,
+      emitter: this.emitter,
+    };
+  }
+
+  async #watch(): Promise<void> {
+    const root = this.#report?.root ?? this.#options.extensionsPath;
+    if (!this.#report?.exists) {
+      this.#logger.warn({ path: root }, 'auto reload is on, but the extensions folder does not exist; not watching');
+      return;
+    }
+    const watcher = watch(root, {
+      ignoreInitial: true,
+      ignored: (path) => /(^|[\\/])(node_modules|\.git)([\\/]|$)/.test(path),
+    });
+    watcher.on('all', (_event, path) => {
+      clearTimeout(this.#reloadTimer);
+      this.#reloadTimer = setTimeout(() => {
+        this.#logger.info({ path }, 'extensions changed; reloading');
+        this.reload().catch((error) => this.#logger.error({ err: error }, 'reload failed'));
+      }, this.#options.reloadDebounceMs ?? 200);
+    });
+    watcher.on('error', (error) => this.#logger.error({ err: error }, 'extension watcher failed'));
+    await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+    this.#watcher = watcher;
+  }
+}

@@ -1,0 +1,21 @@
+/**
+ * What a hook author imports, whether from `hookbridge`, `@directus/extensions-sdk` or
+ * `@directus/errors`: the extension loader points those names here when the extension's own folder
+ * does not provide them.
+ */
+export { defineHook } from './define-hook.js';
+export * from './errors.js';
+export { Payload } from './payload.js';
+export type {
+  Accountability,
+  ActionHandler,
+  EmbedPosition,
+  FilterHandler,
+  HookConfig,
+  HookContext,
+  HookEmitter,
+  InitHandler,
+  RegisterContext,
+  RegisterFunctions,
+  ScheduleHandler,
+} from './types.js';

@@ -1,0 +1,82 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { runCli, startCli } from '../support/cli.js';
+import { useTestDatabase } from '../support/database.js';
+import { tempDir, writeTree } from '../support/file-tree.js';
+import { withClient } from '../support/helpers.js';
+
+const examples = fileURLToPath(new URL('../../examples/extensions', import.meta.url));
+const db = useTestDatabase();
+
+describe('hookbridge CLI', () => {
+  it('prints help for every command', async () => {
+    const top = await runCli(['--help']);
+    expect(top.code).toBe(0);
+    expect(top.stdout).toMatch(/start \[options\]/);
+    expect(top.stdout).toMatch(/extensions \[options\]/);
+    const start = await runCli(['start', '--help']);
+    expect(start.code).toBe(0);
+    expect(start.stdout).toMatch(/--database-url <url>.*DATABASE_URL/s);
+  });
+
+  it('lists extensions and their events, and fails when one is broken', async () => {
+    const ok = await runCli(['extensions', '--json', '-e', examples]);
+    expect(ok.code).toBe(0);
+    const report = JSON.parse(ok.stdout);
+    expect(report.loaded.map((e: { name: string }) => e.name)).toContain('articles-validation');
+
+    const dir = await tempDir();
+    try {
+      await writeTree(dir.path, { 'hooks/broken/index.js': `module.exports = ({ action }) => action('users.create', () => {});` });
+      const broken = await runCli(['extensions', '-e', dir.path]);
+      expect(broken.code).toBe(1);
+      expect(broken.stdout).toContain(join(dir.path, 'hooks/broken/index.js'));
+      expect(broken.stdout).toMatch(/E_EXTENSION_REGISTER: extension "broken": invalid event name "users.create"/);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it('refuses bad configuration with exit code 2, naming the setting and no secret', async () => {
+    const mode = await runCli(['start'], { env: { FILTER_FAILURE_MODE: 'maybe' } });
+    expect(mode.code).toBe(2);
+    expect(mode.stderr).toMatch(/FILTER_FAILURE_MODE: expected one of closed, open, got "maybe"/);
+    const url = await runCli(['start'], { env: { DATABASE_URL: 'mysql://root:s3cret-pass@db/app' } });
+    expect(url.code).toBe(2);
+    expect(url.stderr).toMatch(/DATABASE_URL: must be a postgres:\/\//);
+    expect(url.stderr).not.toContain('s3cret-pass');
+  });
+
+  it('starts against DATABASE_URL, logs ready without the password, and stops cleanly on SIGTERM', async () => {
+    const cli = startCli(['start', '-e', examples], { env: { DATABASE_URL: db.url } });
+    try {
+      const ready = await cli.waitForLog('ready');
+      expect(ready['extensions']).toBe(5);
+      expect(ready['database']).toMatch(/^postgres:\/\/.*\*\*\*@/);
+    } finally {
+      expect(await cli.stop('SIGTERM')).toBe(0);
+    }
+    const password = new URL(db.url).password;
+    if (password) expect(cli.output()).not.toContain(password);
+  });
+
+  it('starts an embedded Postgres when there is no DATABASE_URL, prints its URL, and stops it on SIGINT', async () => {
+    const cwd = await mkdtemp(join(fileURLToPath(new URL('../../.hookbridge/', import.meta.url)), 'cli-'));
+    const cli = startCli(['start', '-e', examples], { cwd });
+    let url: string | undefined;
+    try {
+      await cli.waitForLog('ready', 120_000);
+      url = /psql '(postgres:\/\/[^']+)'/.exec(cli.output())?.[1];
+      expect(url).toBeDefined();
+      const { rows } = await withClient(url as string, (c) => c.query<{ wal_level: string }>(`select current_setting('wal_level') as wal_level`));
+      expect(rows[0]?.wal_level).toBe('logical');
+    } finally {
+      expect(await cli.stop('SIGINT', 60_000)).toBe(0);
+    }
+    // Ctrl-C took the embedded server down with the bridge.
+    await expect(withClient(url as string, (c) => c.query('select 1'))).rejects.toThrow(/ECONNREFUSED/);
+    await rm(cwd, { recursive: true, force: true });
+  });
+});

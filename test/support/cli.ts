@@ -1,0 +1,96 @@
+/**
+ * Runs the built CLI (`dist/bridge/cli.js`, what `npx hookbridge` runs) as a child process.
+ * `npm test` builds first, so dist/ is never stale here.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { waitFor } from './helpers.js';
+
+export const CLI = fileURLToPath(new URL('../../dist/bridge/cli.js', import.meta.url));
+
+export interface CliOptions {
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  timeoutMs?: number;
+}
+
+/** A clean environment: none of the developer's PG*, DATABASE_URL or hookbridge settings leak in. */
+function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (/^(PG|DATABASE_URL$|EXTENSIONS_|HOOKBRIDGE_|LOG_|PORT$|FILTER_)/.test(key)) continue;
+    env[key] = value;
+  }
+  for (const [key, value] of Object.entries(extra)) if (value !== undefined) env[key] = value;
+  return env;
+}
+
+export async function runCli(args: string[], options: CliOptions = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: options.cwd, env: childEnv(options.env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => (stdout += chunk));
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+export interface RunningCli {
+  child: ChildProcess;
+  output(): string;
+  /** Parsed JSON log lines so far (non-JSON lines skipped). */
+  logLines(): Array<Record<string, unknown>>;
+  waitForLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Sends `signal` and resolves with the exit code; SIGKILLs after `timeoutMs`. */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
+}
+
+export function startCli(args: string[], options: CliOptions = {}): RunningCli {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    cwd: options.cwd,
+    env: childEnv({ LOG_FORMAT: 'json', ...options.env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const logLines = () =>
+    output
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => {
+        try {
+          return JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          return {};
+        }
+      });
+  return {
+    child,
+    output: () => output,
+    logLines,
+    waitForLog: (msg, timeoutMs = 60_000) =>
+      Promise.race([
+        waitFor(() => logLines().find((l) => l['msg'] === msg), {
+          timeoutMs,
+          message: () => `log line "${msg}" never came; output so far:\n${output}`,
+        }),
+        exited.then((code) => {
+          // Give the poller one more look: the line may have come just before the exit.
+          const line = logLines().find((l) => l['msg'] === msg);
+          if (line) return line;
+          throw new Error(`the CLI exited (code ${code}) before logging "${msg}":\n${output}`);
+        }),
+      ]),
+    async stop(signal = 'SIGTERM', timeoutMs = 30_000) {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
