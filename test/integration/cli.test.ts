@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -49,6 +49,13 @@ describe('hookbridge CLI', () => {
     expect(url.stderr).not.toContain('s3cret-pass');
   });
 
+  it('exits 1 with a clear error when the database cannot be reached, without the password', async () => {
+    const result = await runCli(['start'], { env: { DATABASE_URL: 'postgres://app:s3cret-pass@127.0.0.1:1/app' } });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/hookbridge: .*ECONNREFUSED 127\.0\.0\.1:1/);
+    expect(result.stderr + result.stdout).not.toContain('s3cret-pass');
+  });
+
   it('starts against DATABASE_URL, logs ready without the password, and stops cleanly on SIGTERM', async () => {
     const cli = startCli(['start', '-e', examples], { env: { DATABASE_URL: db.url } });
     try {
@@ -64,6 +71,8 @@ describe('hookbridge CLI', () => {
 
   it('starts an embedded Postgres when there is no DATABASE_URL, prints its URL, and stops it on SIGINT', async () => {
     const cwd = await mkdtemp(join(fileURLToPath(new URL('../../.hookbridge/', import.meta.url)), 'cli-'));
+    // mkdtemp makes it 0700; when tests run as root, Postgres runs as the postgres user and must get in.
+    await chmod(cwd, 0o755);
     const cli = startCli(['start', '-e', examples], { cwd });
     let url: string | undefined;
     try {
