@@ -2,11 +2,14 @@
  * The bridge's lifecycle: database (given or embedded) → hook runtime → ready; and back down.
  * `start()` and `stop()` are safe to call twice; `stop()` undoes whatever `start()` got to.
  */
+import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { redactUrl, type Config } from './config.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js';
+import { openDatabase, type OpenedDatabase } from './database.js';
+import { migrate } from './migrate.js';
+import { ActionStream } from './replication/action-stream.js';
 
 export interface DatabaseInfo {
   serverVersion: string;
@@ -16,7 +19,9 @@ export interface DatabaseInfo {
 
 export class Bridge {
   readonly runtime: HookRuntime;
-  #embedded: EmbeddedPostgres | undefined;
+  #database: Kysely<any> | undefined;
+  #actions: ActionStream | undefined;
+  #opened: OpenedDatabase | undefined;
   #pool: pg.Pool | undefined;
   #connection: pg.PoolConfig | undefined;
   #starting: Promise<void> | undefined;
@@ -31,12 +36,22 @@ export class Bridge {
       logger: logger.child({ component: 'hooks' }),
       env: config.env,
       autoReload: config.extensionsAutoReload,
+      provide: () => ({ database: this.#database }),
     });
+  }
+
+  /** True when replication streams and the publications match the loaded hooks. */
+  get healthy(): boolean {
+    return this.#actions?.healthy ?? false;
+  }
+
+  get actions(): ActionStream | undefined {
+    return this.#actions;
   }
 
   /** The URL of the embedded Postgres, when the bridge started one. */
   get embeddedUrl(): string | undefined {
-    return this.#embedded?.url;
+    return this.#opened?.embedded?.url;
   }
 
   get pool(): pg.Pool {
@@ -57,16 +72,26 @@ export class Bridge {
   }
 
   async #start(): Promise<void> {
-    this.#connection = await this.#connectionConfig();
+    this.#opened = await openDatabase(this.config.database, { owner: true, logger: this.logger });
+    this.#connection = this.#opened.connection;
     this.#pool = new pg.Pool({ ...this.#connection, max: 10, application_name: 'hookbridge' });
     this.#pool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
     const info = await this.#checkDatabase(this.#pool);
     this.logger.info({ serverVersion: info.serverVersion, role: info.role }, 'connected to Postgres');
-    if (info.walLevel !== 'logical') {
-      this.logger.warn({ walLevel: info.walLevel }, 'wal_level is not logical: action hooks need ALTER SYSTEM SET wal_level = logical and a restart');
-    }
+
+    this.#database = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#pool }) });
+    await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
 
     const report = await this.runtime.start();
+    this.#actions = new ActionStream({
+      config: this.config,
+      pool: this.#pool,
+      connection: this.#connection,
+      runtime: this.runtime,
+      logger: this.logger,
+      database: this.#database,
+    });
+    await this.#actions.start();
     await this.runtime.dispatchServerEvent('start');
     this.logger.info(
       { extensions: report.loaded.length, failed: report.failed.length, database: this.#describeDatabase() },
@@ -90,27 +115,13 @@ export class Bridge {
 
   /** Releases whatever exists; each step forgets its resource, so a second call does nothing. */
   async #teardown(): Promise<void> {
+    await this.#actions?.stop();
+    this.#actions = undefined;
     await this.runtime.stop();
     await this.#pool?.end().catch((error) => this.logger.warn({ err: error }, 'closing the pool failed'));
     this.#pool = undefined;
-    await this.#embedded?.stop();
-    this.#embedded = undefined;
-  }
-
-  async #connectionConfig(): Promise<pg.PoolConfig> {
-    const source = this.config.database;
-    if (source.kind === 'url') return { connectionString: source.url };
-    if (source.kind === 'pg-env') {
-      const { host, port, user, password, database } = source;
-      return { host, port, user, password, database };
-    }
-    this.logger.info({ dataDir: source.dataDir }, 'no DATABASE_URL: starting an embedded Postgres');
-    this.#embedded = await startEmbeddedPostgres({
-      dataDir: source.dataDir,
-      persistent: true,
-      logger: this.logger,
-    });
-    return { connectionString: this.#embedded.url };
+    await this.#opened?.release();
+    this.#opened = undefined;
   }
 
   async #checkDatabase(pool: pg.Pool): Promise<DatabaseInfo> {

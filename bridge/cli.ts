@@ -6,11 +6,16 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
 import { describeHookError } from '../hooks/errors.js';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { Bridge } from './bridge.js';
 import { ConfigError, resolveConfig, type ConfigOptions } from './config.js';
+import { openDatabase } from './database.js';
+import { listFailedEvents, replayFailedEvents } from './failed-events.js';
 import { createLogger } from './logger.js';
+import { migrate } from './migrate.js';
 import { packageInfo } from './package-info.js';
 
 
@@ -93,7 +98,66 @@ export function buildProgram(): Command {
     process.exitCode = report.failed.length > 0 ? 1 : 0;
   });
 
+  const failed = program.command('failed').description('action events parked after their handler kept failing');
+  commonOptions(
+    failed
+      .command('list')
+      .description('list parked events (not yet replayed)')
+      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .option('--all', 'include events already replayed')
+      .option('--json', 'print JSON'),
+  ).action(async (flags) => {
+    await withDatabase(flags, async ({ pool, config }) => {
+      const events = await listFailedEvents(pool, config.schema, { includeReplayed: Boolean(flags.all) });
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(events, null, 2)}\n`);
+      if (events.length === 0) return void process.stdout.write('no failed events\n');
+      for (const e of events) {
+        process.stdout.write(
+          `#${e.id}  ${e.event}  extension=${e.extension}  event-id=${e.eventId}  attempts=${e.attempts}  failed ${e.failedAt.toISOString()}\n` +
+            `      ${e.error.code ?? ''} ${e.error.message ?? ''}${e.replayError ? `\n      last replay: ${e.replayError.message}` : ''}${e.replayedAt ? `\n      replayed ${e.replayedAt.toISOString()}` : ''}\n`,
+        );
+      }
+    });
+  });
+  commonOptions(
+    failed
+      .command('replay [ids...]')
+      .description('run the handlers of parked events again (all of them, or the given ids); loads the extensions')
+      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL')),
+  ).action(async (ids: string[], flags) => {
+    await withDatabase(flags, async ({ pool, config, logger }) => {
+      const database = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+      const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger, env: config.env, provide: () => ({ database }) });
+      await runtime.reload();
+      try {
+        const results = await replayFailedEvents(pool, config.schema, runtime, { ids: ids.length ? ids : undefined, database });
+        for (const r of results) process.stdout.write(r.ok ? `#${r.id} replayed\n` : `#${r.id} failed again: ${r.error}\n`);
+        if (results.length === 0) process.stdout.write('nothing to replay\n');
+        process.exitCode = results.every((r) => r.ok) ? 0 : 1;
+      } finally {
+        await runtime.stop();
+      }
+    });
+  });
+
   return program;
+}
+
+async function withDatabase(
+  flags: CommonFlags & Record<string, unknown>,
+  fn: (ctx: { pool: pg.Pool; config: ReturnType<typeof resolveConfig>; logger: ReturnType<typeof createLogger> }) => Promise<void>,
+): Promise<void> {
+  const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stdout.isTTY });
+  const logger = createLogger(config);
+  const opened = await openDatabase(config.database, { owner: false, logger });
+  const pool = new pg.Pool({ ...opened.connection, max: 2, application_name: 'hookbridge:cli' });
+  try {
+    await migrate(pool, { schema: config.schema, logger });
+    await fn({ pool, config, logger });
+  } finally {
+    await pool.end();
+    await opened.release();
+  }
 }
 
 export function formatReport(report: LoadReport): string {

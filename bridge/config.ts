@@ -29,6 +29,10 @@ export interface Config {
   publicationName: string;
   filterTimeoutMs: number;
   filterFailureMode: FilterFailureMode;
+  /** Tries per action handler and event before the event is parked in failed_events. */
+  actionAttempts: number;
+  /** Longest an action handler may run before the try counts as failed. */
+  actionTimeoutMs: number;
   /** What extensions receive as `env`: the environment with numbers and booleans parsed. */
   env: Readonly<Record<string, unknown>>;
 }
@@ -69,6 +73,8 @@ export function resolveConfig(
     publicationName: toIdentifier('HOOKBRIDGE_PUBLICATION', pick(options.publicationName, 'HOOKBRIDGE_PUBLICATION') ?? 'hookbridge'),
     filterTimeoutMs: toInteger('FILTER_TIMEOUT_MS', pick(options.filterTimeoutMs, 'FILTER_TIMEOUT_MS') ?? 5000, 1, 3_600_000),
     filterFailureMode: toChoice('FILTER_FAILURE_MODE', pick(options.filterFailureMode, 'FILTER_FAILURE_MODE') ?? 'closed', ['closed', 'open'] as const),
+    actionAttempts: toInteger('ACTION_ATTEMPTS', pick(options.actionAttempts, 'ACTION_ATTEMPTS') ?? 5, 1, 1000),
+    actionTimeoutMs: toInteger('ACTION_TIMEOUT_MS', pick(options.actionTimeoutMs, 'ACTION_TIMEOUT_MS') ?? 30_000, 1, 86_400_000),
     env: Object.freeze(parseEnvValues(env)),
   };
   return Object.freeze(config);

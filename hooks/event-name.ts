@@ -17,7 +17,11 @@ import { HookbridgeError } from './errors.js';
 
 export type HookKind = 'filter' | 'action' | 'init';
 
-export const ITEM_ACTIONS = ['create', 'update', 'delete', 'read', 'query'] as const;
+/**
+ * `truncate` is hookbridge's own (Directus has no such event): it fires only for handlers that name it,
+ * never through a `*`, because a truncate carries no keys and `items.*` handlers expect them.
+ */
+export const ITEM_ACTIONS = ['create', 'update', 'delete', 'read', 'query', 'truncate'] as const;
 export type ItemAction = (typeof ITEM_ACTIONS)[number];
 
 /** Write actions: the ones the database itself can observe (triggers, WAL). */
@@ -211,6 +215,7 @@ function segmentMatches(pattern: string, value: string): boolean {
 export function matchesEvent(pattern: EventPattern, event: EventRef): boolean {
   if (pattern.scope !== event.scope) return false;
   if (pattern.scope === 'custom') return pattern.action === event.action;
+  if (event.action === 'truncate' && pattern.action !== 'truncate') return false;
   if (!segmentMatches(pattern.action, event.action)) return false;
   if (pattern.collection === null) return true;
   return event.collection !== undefined && segmentMatches(pattern.collection, event.collection);

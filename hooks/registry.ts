@@ -5,7 +5,7 @@
  * the order of its `filter()`/`action()` calls, whatever pattern each used. Lookups are cached per
  * concrete event because the write path asks the same question for every row.
  */
-import { matchesEvent, type EventRef, type WriteAction } from './event-name.js';
+import { matchesEvent, type EventRef, type ItemAction } from './event-name.js';
 import type { ActionEntry, ExtensionHooks, FilterEntry, HandlerEntry, InitEntry } from './register.js';
 
 export class HookRegistry {
@@ -67,7 +67,7 @@ export class HookRegistry {
   }
 
   /** Whether a write to `collection` has any handler of `kind` (decides where triggers go). */
-  has(kind: 'filter' | 'action', action: WriteAction, collection: string): boolean {
+  has(kind: 'filter' | 'action', action: ItemAction, collection: string): boolean {
     return this.lookup(kind, { scope: 'items', action, collection }).length > 0;
   }
 

@@ -22,10 +22,8 @@ export interface HookRuntimeOptions {
   logger: Logger;
   /** What extensions see as `env` (Directus passes its parsed environment). */
   env?: Readonly<Record<string, unknown>>;
-  /** Register-context members the bridge provides once it has a database. */
-  services?: Record<string, unknown>;
-  database?: unknown;
-  getSchema?: () => Promise<unknown>;
+  /** Register-context members the bridge provides once it has a database (read at each load). */
+  provide?: () => { services?: Record<string, unknown>; database?: unknown; getSchema?: () => Promise<unknown> };
   /** Watch the extensions folder and reload on change (EXTENSIONS_AUTO_RELOAD). */
   autoReload?: boolean;
   reloadDebounceMs?: number;
@@ -176,10 +174,11 @@ export class HookRuntime {
     const missing = (what: string) => () => {
       throw new Error(`${what} is not available: this hook runtime was started without a database`);
     };
+    const provided = this.#options.provide?.() ?? {};
     return {
-      services: this.#options.services ?? {},
-      database: this.#options.database,
-      getSchema: (this.#options.getSchema ?? missing('getSchema()')) as () => Promise<unknown>,
+      services: provided.services ?? {},
+      database: provided.database,
+      getSchema: (provided.getSchema ?? missing('getSchema()')) as () => Promise<unknown>,
       env: this.#options.env ?? {},
       logger: this.#logger.child({ extension }),
       exceptions,

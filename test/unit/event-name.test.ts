@@ -127,6 +127,10 @@ describe('matchesEvent and eventNameFor', () => {
     ['items.*ate', ev('update', 'x'), true],
     ['items.*ate', ev('delete', 'x'), false],
     ['статьи.items.create', ev('create', 'статьи'), true, 'статьи.items.create'],
+    ['items.truncate', ev('truncate', 'x'), true, 'items.truncate'],
+    ['items.*', ev('truncate', 'x'), false],
+    ['*', ev('truncate', 'x'), false],
+    ['items.*ate', ev('truncate', 'x'), false],
   ];
 
   it.each(cases)('%s vs %j → %s', (name, event, matches, seen) => {

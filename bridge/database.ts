@@ -1,0 +1,87 @@
+/**
+ * Where the bridge's database is: a URL, libpq's PG* variables, or the embedded Postgres under the
+ * data dir. The embedded server belongs to the bridge that started it (its pid is written beside the
+ * data); other commands (`hookbridge failed ...`) connect to it while that bridge runs, and a second
+ * `hookbridge start` on the same data dir is refused instead of stopping the first one's server.
+ */
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { HookbridgeError } from '../hooks/errors.js';
+import type { DatabaseSource } from './config.js';
+import { PASSWORD_FILE, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js';
+
+const OWNER_FILE = 'hookbridge-owner.pid';
+
+export interface OpenedDatabase {
+  connection: pg.ClientConfig;
+  /** Set when this process started an embedded server (stop it on the way out). */
+  embedded?: EmbeddedPostgres;
+  release(): Promise<void>;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function readInt(path: string, line = 0): Promise<number | undefined> {
+  try {
+    const value = Number.parseInt((await readFile(path, 'utf8')).split('\n')[line] ?? '', 10);
+    return Number.isInteger(value) && value > 0 ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The URL of the embedded server under `dataDir` if one runs for a live bridge, else undefined. */
+export async function runningEmbeddedUrl(dataDir: string): Promise<string | undefined> {
+  const owner = await readInt(join(dataDir, OWNER_FILE));
+  const postmaster = await readInt(join(dataDir, 'postmaster.pid'));
+  // postmaster.pid's fourth line is the port.
+  const port = await readInt(join(dataDir, 'postmaster.pid'), 3);
+  if (!owner || !alive(owner) || !postmaster || !alive(postmaster) || !port) return undefined;
+  const password = (await readFile(join(dataDir, PASSWORD_FILE), 'utf8')).trim();
+  return `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
+}
+
+/**
+ * Opens the configured database. `owner`: this process runs the bridge and owns an embedded server
+ * (refused if a live bridge already does); otherwise an embedded server that runs is reused and one
+ * that does not is started just for this command.
+ */
+export async function openDatabase(source: DatabaseSource, options: { owner: boolean; logger: Logger }): Promise<OpenedDatabase> {
+  if (source.kind === 'url') return { connection: { connectionString: source.url }, release: async () => {} };
+  if (source.kind === 'pg-env') {
+    const { host, port, user, password, database } = source;
+    return { connection: { host, port, user, password, database }, release: async () => {} };
+  }
+
+  const running = await runningEmbeddedUrl(source.dataDir);
+  if (running && options.owner) {
+    const owner = await readInt(join(source.dataDir, OWNER_FILE));
+    throw new HookbridgeError(
+      'E_DATA_DIR_IN_USE',
+      `another hookbridge (pid ${owner}) runs the embedded Postgres in ${source.dataDir}; stop it first, or use another --data-dir`,
+    );
+  }
+  if (running) return { connection: { connectionString: running }, release: async () => {} };
+
+  options.logger.info({ dataDir: source.dataDir }, 'no DATABASE_URL: starting an embedded Postgres');
+  const embedded = await startEmbeddedPostgres({ dataDir: source.dataDir, persistent: true, logger: options.logger });
+  const ownerFile = join(source.dataDir, OWNER_FILE);
+  if (options.owner) await writeFile(ownerFile, `${process.pid}\n`);
+  return {
+    connection: { connectionString: embedded.url },
+    embedded,
+    release: async () => {
+      if (options.owner) await rm(ownerFile, { force: true });
+      await embedded.stop();
+    },
+  };
+}

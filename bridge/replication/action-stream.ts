@@ -1,0 +1,215 @@
+/**
+ * The action path, assembled: slot and publications → replication stream → pgoutput decoding →
+ * transaction assembly → pipeline (order, concurrency, backpressure) → delivery (retries, parking)
+ * → confirmation back to Postgres.
+ */
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { HookRuntime } from '../../hooks/runtime.js';
+import type { HookContext } from '../../hooks/types.js';
+import { parseAccountabilityMessage, readAccountabilitySecret } from './accountability.js';
+import { actionMeta, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
+import { deliver } from './delivery.js';
+import { formatLsn, parseLsn } from './lsn.js';
+import { PgoutputDecoder } from './pgoutput-decoder.js';
+import { ChangePipeline } from './pipeline.js';
+import { listUserTables, syncPublications } from './publication.js';
+import { ensureSlot, preflight } from './setup.js';
+import { ReplicationStream } from './stream.js';
+
+export interface ActionStreamOptions {
+  config: Readonly<Config>;
+  pool: pg.Pool;
+  connection: pg.ClientConfig;
+  runtime: HookRuntime;
+  logger: Logger;
+  /** What handlers get as `context.database` (kysely). */
+  database?: unknown;
+}
+
+const WRITE_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
+
+export class ActionStream {
+  readonly #options: ActionStreamOptions;
+  readonly #logger: Logger;
+  readonly #abort = new AbortController();
+  #stream: ReplicationStream | undefined;
+  #pipeline: ChangePipeline | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #tablePoll: NodeJS.Timeout | undefined;
+  #syncing: Promise<void> = Promise.resolve();
+  #unsubscribe: (() => void) | undefined;
+  #publishedKey = '';
+  #inSync = false;
+
+  constructor(options: ActionStreamOptions) {
+    this.#options = options;
+    this.#logger = options.logger.child({ component: 'replication' });
+  }
+
+  /** True once the stream runs and the publications match the loaded hooks. */
+  get healthy(): boolean {
+    return (this.#stream?.streaming ?? false) && this.#inSync && this.#pipeline?.failure === undefined;
+  }
+
+  get confirmedLsn(): string | undefined {
+    return this.#stream ? formatLsn(this.#stream.confirmed) : undefined;
+  }
+
+  async start(): Promise<void> {
+    const { config, pool } = this.#options;
+    await preflight(pool, { slotName: config.slotName });
+    const slot = await ensureSlot(pool, config.slotName);
+    if (slot.created) this.#logger.info({ slot: config.slotName }, 'created replication slot');
+    await this.syncPublications();
+    this.#unsubscribe = this.#options.runtime.registry.onChange(() => void this.syncPublications());
+    this.#tablePoll = setInterval(() => void this.syncPublications(), 2_000);
+    this.#tablePoll.unref();
+
+    const secret = await readAccountabilitySecret(pool, config.schema);
+    let decoder = new PgoutputDecoder();
+    let assembler = new TransactionAssembler((content) => parseAccountabilityMessage(content, secret));
+    const pipeline = new ChangePipeline({
+      handleChange: (change) => this.#deliverChange(change),
+      handleTruncate: (truncate) => this.#deliverTruncate(truncate),
+      onConfirmable: (lsn) => this.#stream?.confirm(lsn),
+      logger: this.#logger,
+    });
+    this.#pipeline = pipeline;
+
+    this.#stream = new ReplicationStream({
+      connection: this.#options.connection,
+      slotName: config.slotName,
+      publications: [config.publicationName, `${config.publicationName}_inserts`],
+      startLsn: slot.confirmedFlushLsn ? parseLsn(slot.confirmedFlushLsn) : 0n,
+      logger: this.#logger,
+      onData: (payload, walLsn) => {
+        const event = assembler.next(decoder.decode(payload), walLsn);
+        if (!event) return;
+        pipeline.push(event);
+        return pipeline.waitForCapacity();
+      },
+      onDisconnect: async () => {
+        // Changes already handed out finish; a transaction cut off mid-way will be sent again.
+        await pipeline.whenIdle();
+        pipeline.resetOpenTransactions();
+        decoder = new PgoutputDecoder();
+        assembler = new TransactionAssembler((content) => parseAccountabilityMessage(content, secret));
+      },
+    });
+    await this.#stream.start();
+    this.#heartbeat = setInterval(() => void this.#emitHeartbeat(), 5_000);
+    this.#heartbeat.unref();
+  }
+
+  /**
+   * Stops reading, lets in-flight handlers finish for up to `graceMs`, confirms what finished, and
+   * closes the connection. What did not finish is delivered again after the next start.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    clearInterval(this.#heartbeat);
+    clearInterval(this.#tablePoll);
+    this.#unsubscribe?.();
+    const pipeline = this.#pipeline;
+    if (pipeline) {
+      const idle = pipeline.whenIdle();
+      const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), graceMs).unref());
+      if ((await Promise.race([idle, timer])) === 'timeout') {
+        this.#logger.warn({ inFlight: pipeline.inFlight }, 'handlers still running at shutdown; their changes will be delivered again');
+      }
+    }
+    this.#abort.abort();
+    await this.#stream?.stop();
+    pipeline?.close();
+    await this.#syncing.catch(() => undefined);
+  }
+
+  /** Makes the publications cover exactly the tables that have action hooks. Serialised. */
+  syncPublications(): Promise<void> {
+    const next = this.#syncing.then(() => this.#syncNow());
+    this.#syncing = next.catch((error) => {
+      this.#inSync = false;
+      this.#logger.error({ err: error }, 'publication sync failed');
+    });
+    return next;
+  }
+
+  async #syncNow(): Promise<void> {
+    const { config, pool, runtime } = this.#options;
+    const tables = await listUserTables(pool, { exclude: [config.schema] });
+    const wanted = tables.filter((t) => WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)));
+    const key = wanted.map((t) => `${t.oid}:${t.hasIdentityKey}`).join(',');
+    if (key !== this.#publishedKey) {
+      const result = await syncPublications(pool, { publication: config.publicationName, tables: wanted, schema: config.schema });
+      this.#publishedKey = key;
+      if (result.added.length || result.removed.length) {
+        this.#logger.info({ added: result.added, removed: result.removed }, 'publication updated');
+      }
+      for (const collection of result.insertOnly) {
+        this.#logger.warn(
+          { collection },
+          'table has no primary key or replica identity: only its inserts and truncates reach action hooks; ' +
+            'ALTER TABLE ... REPLICA IDENTITY FULL (or add a primary key) to get updates and deletes',
+        );
+      }
+    }
+    this.#inSync = true;
+  }
+
+  async #emitHeartbeat(): Promise<void> {
+    if (!this.#stream?.streaming) return;
+    try {
+      await this.#options.pool.query(`select pg_logical_emit_message(false, $1, ''::text)`, [HEARTBEAT_PREFIX]);
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'heartbeat failed');
+    }
+  }
+
+  #context(accountability: ChangeEvent['accountability']): Partial<HookContext> {
+    return { database: this.#options.database, schema: undefined, accountability };
+  }
+
+  #deliverChange(change: ChangeEvent): Promise<void> {
+    return deliver(
+      {
+        event: { scope: 'items', action: change.action, collection: change.collection },
+        id: change.id,
+        meta: actionMeta(change),
+        context: this.#context(change.accountability),
+        commitLsn: formatLsn(change.transaction.commitLsn),
+        xid: change.transaction.xid,
+      },
+      this.#deliveryOptions(),
+    );
+  }
+
+  async #deliverTruncate(truncate: TruncateEvent): Promise<void> {
+    for (const collection of truncate.collections) {
+      await deliver(
+        {
+          event: { scope: 'items', action: 'truncate', collection },
+          id: truncate.id,
+          meta: truncateMeta(truncate, collection),
+          context: this.#context(truncate.accountability),
+          commitLsn: formatLsn(truncate.transaction.commitLsn),
+          xid: truncate.transaction.xid,
+        },
+        this.#deliveryOptions(),
+      );
+    }
+  }
+
+  #deliveryOptions() {
+    const { config, pool, runtime } = this.#options;
+    return {
+      runtime,
+      pool,
+      schema: config.schema,
+      logger: this.#logger,
+      attempts: config.actionAttempts,
+      timeoutMs: config.actionTimeoutMs,
+      signal: this.#abort.signal,
+    };
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * From decoded pgoutput messages to the events action hooks receive.
+ *
+ * The assembler follows the transaction framing (Begin … Commit) and numbers the changes of each
+ * transaction, which gives every event a stable id: `<commit LSN>:<n>`. Postgres re-sends a
+ * transaction identically after a restart, so a handler can de-duplicate on that id.
+ */
+import type { Accountability } from '../../hooks/types.js';
+import { formatLsn } from './lsn.js';
+import type { PgoutputMessage, RelationInfo, Row } from './pgoutput-decoder.js';
+
+export const ACCOUNTABILITY_PREFIX = 'hookbridge.accountability';
+export const HEARTBEAT_PREFIX = 'hookbridge.heartbeat';
+
+export interface TransactionInfo {
+  xid: number;
+  commitLsn: bigint;
+  commitTime: Date;
+}
+
+export interface ChangeEvent {
+  /** Stable across redeliveries: `<commit LSN>:<position in the transaction>`. */
+  id: string;
+  action: 'create' | 'update' | 'delete';
+  collection: string;
+  table: { schema: string; name: string };
+  /** The primary key (replica identity) value; an object for composite keys; null without one. */
+  key: unknown;
+  /** The key before an update that changed it. */
+  previousKey?: unknown;
+  /** create/update: the new row (unchanged TOASTed columns absent); delete: the old row if known. */
+  row: Row;
+  /** The old row, when the table has REPLICA IDENTITY FULL. */
+  previous: Row | null;
+  /** Columns whose TOASTed values did not change and were not sent. */
+  unchangedToast: string[];
+  /** Per-key ordering: events sharing one of these strings are handled one after another. */
+  orderKeys: string[];
+  transaction: TransactionInfo;
+  accountability: Accountability | null;
+}
+
+export interface TruncateEvent {
+  id: string;
+  collections: string[];
+  cascade: boolean;
+  restartIdentity: boolean;
+  transaction: TransactionInfo;
+  accountability: Accountability | null;
+}
+
+export type StreamEvent =
+  | { kind: 'begin'; transaction: TransactionInfo }
+  | { kind: 'change'; change: ChangeEvent }
+  | { kind: 'truncate'; truncate: TruncateEvent }
+  | { kind: 'commit'; transaction: TransactionInfo; endLsn: bigint }
+  /** A position with nothing before it left to handle (a heartbeat): safe to confirm once reached. */
+  | { kind: 'marker'; lsn: bigint };
+
+export function collectionOf(relation: Pick<RelationInfo, 'schema' | 'name'>): string {
+  return relation.schema === 'public' ? relation.name : `${relation.schema}.${relation.name}`;
+}
+
+export function keyOf(relation: RelationInfo, row: Row | null): unknown {
+  if (!row || relation.keyColumns.length === 0) return null;
+  if (relation.keyColumns.length === 1) {
+    const value = row[relation.keyColumns[0] as string];
+    return value === undefined ? null : value;
+  }
+  const key: Record<string, unknown> = {};
+  for (const column of relation.keyColumns) key[column] = row[column];
+  return key;
+}
+
+function orderKey(collection: string, key: unknown): string {
+  return `${collection}\u0000${stableJson(key)}`;
+}
+
+function stableJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : Buffer.isBuffer(v) ? v.toString('hex') : v)) ?? 'null';
+}
+
+export class TransactionAssembler {
+  #transaction: TransactionInfo | undefined;
+  #seq = 0;
+  #accountability: Accountability | null = null;
+
+  constructor(private readonly readAccountability: (content: Buffer) => Accountability | undefined) {}
+
+  /** Returns the event for one message, or undefined for bookkeeping messages. */
+  next(message: PgoutputMessage, walLsn: bigint): StreamEvent | undefined {
+    switch (message.tag) {
+      case 'begin':
+        this.#transaction = { xid: message.xid, commitLsn: message.finalLsn, commitTime: message.commitTime };
+        this.#seq = 0;
+        this.#accountability = null;
+        return { kind: 'begin', transaction: this.#transaction };
+      case 'commit': {
+        const transaction = this.#require('commit');
+        this.#transaction = undefined;
+        return { kind: 'commit', transaction, endLsn: message.endLsn };
+      }
+      case 'message':
+        if (message.transactional) {
+          if (message.prefix === ACCOUNTABILITY_PREFIX) this.#accountability = this.readAccountability(message.content) ?? null;
+          return undefined;
+        }
+        return message.prefix === HEARTBEAT_PREFIX ? { kind: 'marker', lsn: walLsn } : undefined;
+      case 'insert':
+        return this.#change('create', message.relation, message.new, null, null, []);
+      case 'update': {
+        const change = this.#change('update', message.relation, message.new, message.old, message.key ?? message.old, message.unchangedToast);
+        return change;
+      }
+      case 'delete': {
+        const old = message.old ?? message.key ?? Object.create(null);
+        return this.#change('delete', message.relation, old, message.old, old, []);
+      }
+      case 'truncate': {
+        const transaction = this.#require('truncate');
+        return {
+          kind: 'truncate',
+          truncate: {
+            id: `${formatLsn(transaction.commitLsn)}:${this.#seq++}`,
+            collections: message.relations.map(collectionOf),
+            cascade: message.cascade,
+            restartIdentity: message.restartIdentity,
+            transaction,
+            accountability: this.#accountability,
+          },
+        };
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  #change(
+    action: ChangeEvent['action'],
+    relation: RelationInfo,
+    row: Row,
+    previous: Row | null,
+    oldKeySource: Row | null,
+    unchangedToast: string[],
+  ): StreamEvent {
+    const transaction = this.#require(action);
+    const collection = collectionOf(relation);
+    const key = keyOf(relation, row);
+    const change: ChangeEvent = {
+      id: `${formatLsn(transaction.commitLsn)}:${this.#seq++}`,
+      action,
+      collection,
+      table: { schema: relation.schema, name: relation.name },
+      key,
+      row,
+      previous,
+      unchangedToast,
+      orderKeys: [orderKey(collection, key)],
+      transaction,
+      accountability: this.#accountability,
+    };
+    if (action === 'update' && oldKeySource) {
+      const oldKey = keyOf(relation, oldKeySource);
+      if (oldKey !== null && stableJson(oldKey) !== stableJson(key)) {
+        change.previousKey = oldKey;
+        change.orderKeys.push(orderKey(collection, oldKey));
+      }
+    }
+    return { kind: 'change', change };
+  }
+
+  #require(what: string): TransactionInfo {
+    if (!this.#transaction) throw new Error(`pgoutput sent a ${what} outside a transaction`);
+    return this.#transaction;
+  }
+}
+
+/** The meta an action handler receives (Directus 10 shapes, plus hookbridge's delivery fields). */
+export function actionMeta(change: ChangeEvent): Record<string, unknown> {
+  const common = {
+    collection: change.collection,
+    id: change.id,
+    lsn: formatLsn(change.transaction.commitLsn),
+    xid: change.transaction.xid,
+    committedAt: change.transaction.commitTime,
+  };
+  switch (change.action) {
+    case 'create':
+      return { ...common, payload: change.row, key: change.key };
+    case 'update':
+      return {
+        ...common,
+        payload: change.row,
+        keys: [change.key],
+        ...(change.previousKey !== undefined ? { previousKeys: [change.previousKey] } : {}),
+        ...(change.previous ? { previous: change.previous } : {}),
+        ...(change.unchangedToast.length ? { unchangedToast: change.unchangedToast } : {}),
+      };
+    case 'delete':
+      return { ...common, payload: [change.key], keys: [change.key], ...(change.previous ? { previous: change.previous } : {}) };
+  }
+}
+
+export function truncateMeta(truncate: TruncateEvent, collection: string): Record<string, unknown> {
+  return {
+    collection,
+    payload: null,
+    keys: null,
+    id: truncate.id,
+    lsn: formatLsn(truncate.transaction.commitLsn),
+    xid: truncate.transaction.xid,
+    committedAt: truncate.transaction.commitTime,
+    cascade: truncate.cascade,
+    restartIdentity: truncate.restartIdentity,
+  };
+}

@@ -1,0 +1,168 @@
+/**
+ * Delivering one committed change to its action handlers, at least once.
+ *
+ * Every matching handler runs; a handler that throws (or outlives `timeoutMs`) is retried alone with
+ * jittered exponential backoff, and after `attempts` tries its event is parked in
+ * `<schema>.failed_events` (a durable insert) so the stream can go on. Only then is the change done.
+ * If even parking fails (the database is gone), parking is retried until it works or the bridge
+ * stops; in the latter case the change stays unconfirmed and Postgres sends it again later.
+ */
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { invokeAction } from '../../hooks/action-dispatch.js';
+import { describeHookError } from '../../hooks/errors.js';
+import type { EventRef } from '../../hooks/event-name.js';
+import type { ActionEntry } from '../../hooks/register.js';
+import type { HookRuntime } from '../../hooks/runtime.js';
+import type { HookContext } from '../../hooks/types.js';
+import { eventNameFor } from '../../hooks/event-name.js';
+
+export interface DeliveryOptions {
+  runtime: HookRuntime;
+  pool: pg.Pool;
+  schema: string;
+  logger: Logger;
+  /** Tries per handler before parking (first try included). */
+  attempts: number;
+  /** Longest a handler may run before the try counts as failed. */
+  timeoutMs: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  signal: AbortSignal;
+}
+
+export interface Delivery {
+  event: EventRef;
+  /** Stable id of the change (`<commit LSN>:<n>`). */
+  id: string;
+  meta: Record<string, unknown>;
+  context: Partial<HookContext>;
+  commitLsn: string;
+  xid: number;
+}
+
+export class DeliveryAborted extends Error {
+  constructor() {
+    super('delivery aborted: the bridge is stopping');
+    this.name = 'DeliveryAborted';
+  }
+}
+
+export async function deliver(delivery: Delivery, options: DeliveryOptions): Promise<void> {
+  const entries = options.runtime.registry.actions(delivery.event);
+  await Promise.all(entries.map((entry) => deliverToHandler(entry, delivery, options)));
+}
+
+async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options: DeliveryOptions): Promise<void> {
+  const event = eventNameFor(entry.pattern, delivery.event);
+  const logger = options.logger.child({ extension: entry.extension, event, collection: delivery.event.collection, id: delivery.id });
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= options.attempts; attempt++) {
+    if (options.signal.aborted) throw new DeliveryAborted();
+    try {
+      await withTimeout(invokeAction(entry, delivery.event, delivery.meta, fullContext(delivery.context)), options.timeoutMs, options.signal);
+      if (attempt > 1) logger.info({ attempt }, 'action handler succeeded after retrying');
+      return;
+    } catch (error) {
+      if (error instanceof DeliveryAborted) throw error;
+      lastError = error;
+      const last = attempt === options.attempts;
+      logger.warn({ err: error, attempt, of: options.attempts }, last ? 'action handler failed; parking the event' : 'action handler failed; retrying');
+      if (!last) await sleep(backoff(attempt, options), options.signal);
+    }
+  }
+  await park(entry, event, delivery, lastError, options, logger);
+}
+
+async function park(entry: ActionEntry, event: string, delivery: Delivery, error: unknown, options: DeliveryOptions, logger: Logger): Promise<void> {
+  const described = describeHookError(error);
+  const errorJson = { message: described.message, code: described.code, stack: error instanceof Error ? error.stack : undefined };
+  for (let attempt = 1; ; attempt++) {
+    if (options.signal.aborted) throw new DeliveryAborted();
+    try {
+      await options.pool.query(
+        `insert into ${pg.escapeIdentifier(options.schema)}.failed_events
+           (event_id, extension, event, collection, action, commit_lsn, xid, meta, error, attempts, accountability)
+         values ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8::jsonb, $9::jsonb, $10, $11::jsonb)
+         on conflict (event_id, extension, event) do update
+           set attempts = failed_events.attempts + excluded.attempts, error = excluded.error,
+               failed_at = now(), replayed_at = null, replay_error = null`,
+        [
+          delivery.id,
+          entry.extension,
+          event,
+          delivery.event.collection ?? '',
+          delivery.event.action,
+          delivery.commitLsn,
+          delivery.xid,
+          toJson(delivery.meta),
+          JSON.stringify(errorJson),
+          options.attempts,
+          toJson(delivery.context.accountability ?? null),
+        ],
+      );
+      logger.error({ err: error }, 'action event parked in failed_events');
+      return;
+    } catch (parkError) {
+      logger.error({ err: parkError, attempt }, 'parking a failed event failed; retrying');
+      await sleep(backoff(Math.min(attempt, 10), options), options.signal);
+    }
+  }
+}
+
+function fullContext(context: Partial<HookContext>): HookContext {
+  return { database: undefined, schema: undefined, accountability: null, ...context };
+}
+
+/** JSON for jsonb: bigint as string, Buffer as `\x…` hex (what bytea prints). */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, function (this: unknown, key, v: unknown) {
+    const raw = (this as Record<string, unknown>)[key];
+    if (typeof raw === 'bigint') return raw.toString();
+    if (Buffer.isBuffer(raw)) return `\\x${raw.toString('hex')}`;
+    return v;
+  });
+}
+
+export function backoff(attempt: number, options: Pick<DeliveryOptions, 'baseDelayMs' | 'maxDelayMs'>): number {
+  const base = options.baseDelayMs ?? 100;
+  const cap = options.maxDelayMs ?? 10_000;
+  const exponential = Math.min(cap, base * 2 ** (attempt - 1));
+  // Full jitter: retries of many failing events do not stampede together.
+  return Math.round(exponential / 2 + Math.random() * (exponential / 2));
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new DeliveryAborted());
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new DeliveryAborted());
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number, signal: AbortSignal): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`action handler did not finish within ${ms} ms`)), ms);
+      }),
+      new Promise<never>((_, reject) => {
+        onAbort = () => reject(new DeliveryAborted());
+        signal.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
+}

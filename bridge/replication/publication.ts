@@ -1,0 +1,345 @@
+/**
+ * Which tables the action path hears about, and everything hookbridge attaches to them.
+ *
+ * Two publications, because a table without a replica identity in a publication that publishes
+ * UPDATE/DELETE makes the user's own UPDATE/DELETE fail, and hookbridge must never do that:
+ *   <publication>          insert, update, delete, truncate   tables with an identity key
+ *   <publication>_inserts  insert, truncate                   tables without one
+ * Both publish partitions as their root table. Every published table (and each of its partitions,
+ * which a writer may target directly) carries the statement trigger that tells action hooks who wrote.
+ */
+import pg from 'pg';
+import { HookbridgeError } from '../../hooks/errors.js';
+import { dropSlot } from './setup.js';
+
+export class PublicationError extends HookbridgeError {
+  constructor(code: string, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(code, message, options);
+    this.name = 'PublicationError';
+  }
+}
+
+export interface UserTable {
+  oid: number;
+  schema: string;
+  name: string;
+  /** `name` in `public`, `schema.name` elsewhere. */
+  collection: string;
+  replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
+  /** UPDATE/DELETE can be published without failing the writer's statement. */
+  hasIdentityKey: boolean;
+}
+
+export interface SyncPublicationsResult {
+  /** Collections in `<publication>` (all changes). */
+  full: string[];
+  /** Collections in `<publication>_inserts` (inserts and truncates only). */
+  insertOnly: string[];
+  /** Collections published now that were in neither publication before. */
+  added: string[];
+  /** Collections that were published and no longer are. */
+  removed: string[];
+}
+
+export const ACCOUNTABILITY_TRIGGER = 'hookbridge_accountability';
+const FULL_PUBLISH = 'insert, update, delete, truncate';
+const INSERTS_PUBLISH = 'insert, truncate';
+const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
+
+const IDENTITIES = { d: 'default', n: 'nothing', f: 'full', i: 'index' } as const;
+
+/**
+ * Whether UPDATE/DELETE on relation `alias` may be published. Mirrors Postgres' own rule: a default
+ * identity needs a primary key that is not deferrable, USING INDEX needs that index to still exist.
+ * Foreign partitions are never published, so they cannot fail.
+ */
+const identityOk = (alias: string): string => `
+  case when ${alias}.relkind = 'f' then true else
+    case ${alias}.relreplident
+      when 'f' then true
+      when 'd' then exists (select 1 from pg_index i where i.indrelid = ${alias}.oid and i.indisprimary and i.indimmediate)
+      when 'i' then exists (select 1 from pg_index i where i.indrelid = ${alias}.oid and i.indisreplident)
+      else false
+    end
+  end`;
+
+/** For a partitioned table every leaf decides, since the identity check runs on the partition written. */
+const hasIdentityKeySql = (alias: string): string => `
+  coalesce(
+    (select bool_and(${identityOk('l')}) from pg_partition_tree(${alias}.oid) pt join pg_class l on l.oid = pt.relid where pt.isleaf),
+    ${identityOk(alias)}
+  )`;
+
+type Queryable = Pick<pg.ClientBase, 'query'> | pg.Pool;
+
+function collectionOf(schema: string, name: string): string {
+  return schema === 'public' ? name : `${schema}.${name}`;
+}
+
+function qualified(schema: string, name: string): string {
+  return `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(name)}`;
+}
+
+/**
+ * Tables a hook could be about: ordinary and partitioned tables the current role may use, without
+ * system and temporary schemas, the `exclude`d schemas, partitions (published via their root) and
+ * unlogged tables (they write no WAL, so nothing could be decoded, and Postgres refuses to publish them).
+ */
+export async function listUserTables(pool: Queryable, options: { exclude: string[] }): Promise<UserTable[]> {
+  const { rows } = await pool.query<{ oid: number; schema: string; name: string; relreplident: string; has_identity_key: boolean }>(
+    `select c.oid, n.nspname as schema, c.relname as name, c.relreplident, ${hasIdentityKeySql('c')} as has_identity_key
+       from pg_class c
+       join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p')
+        and not c.relispartition
+        and c.relpersistence = 'p'
+        and n.nspname !~ '^pg_'
+        and n.nspname <> 'information_schema'
+        and n.nspname <> all ($1::text[])
+        and has_schema_privilege(n.oid, 'USAGE')
+        and has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+      order by n.nspname, c.relname`,
+    [options.exclude],
+  );
+  return rows.map((row) => ({
+    oid: row.oid,
+    schema: row.schema,
+    name: row.name,
+    collection: collectionOf(row.schema, row.name),
+    replicaIdentity: IDENTITIES[row.relreplident as keyof typeof IDENTITIES] ?? 'default',
+    hasIdentityKey: row.has_identity_key,
+  }));
+}
+
+export function insertsPublicationName(publication: string): string {
+  return `${publication}_inserts`;
+}
+
+export interface SyncPublicationsOptions {
+  publication: string;
+  tables: UserTable[];
+  /** hookbridge's schema, where the trigger function lives. */
+  schema: string;
+  /** Longest wait for a table lock; a busy table makes the sync fail (to be retried), never stall its writers. */
+  lockTimeoutMs?: number;
+}
+
+interface Relation {
+  oid: number;
+  schema: string;
+  name: string;
+}
+
+/**
+ * Makes both publications and the accountability triggers cover exactly `tables`, in one
+ * transaction. Where a table goes is decided from the catalog inside that transaction, not from
+ * `hasIdentityKey` as listed, so a primary key dropped in between cannot break the user's writes.
+ */
+export async function syncPublications(pool: pg.Pool, options: SyncPublicationsOptions): Promise<SyncPublicationsResult> {
+  const { publication } = options;
+  const inserts = insertsPublicationName(publication);
+  if (Buffer.byteLength(inserts) > 63) {
+    throw new PublicationError(
+      'E_PUBLICATION_NAME',
+      `The publication name "${publication}" is too long: hookbridge also creates "${inserts}", and Postgres names ` +
+        'are at most 63 bytes. Set HOOKBRIDGE_PUBLICATION to a name of at most 55 characters.',
+      { details: { publication } },
+    );
+  }
+  const client = await pool.connect();
+  let broken: unknown;
+  try {
+    await client.query('begin');
+    try {
+      const result = await syncInTransaction(client, options, inserts);
+      await client.query('commit');
+      return result;
+    } catch (error) {
+      await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError));
+      if ((error as { code?: unknown }).code === '55P03') {
+        throw new PublicationError(
+          'E_PUBLICATION_LOCK_TIMEOUT',
+          `Could not update publication "${publication}": a table stayed locked by another transaction for more than ` +
+            `${options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS} ms. Nothing was changed; the bridge tries again. ` +
+            'If this repeats, look for long-running transactions (pg_stat_activity).',
+          { cause: error, details: { publication } },
+        );
+      }
+      throw error;
+    }
+  } finally {
+    client.release(broken instanceof Error ? broken : undefined);
+  }
+}
+
+async function syncInTransaction(client: pg.PoolClient, options: SyncPublicationsOptions, inserts: string): Promise<SyncPublicationsResult> {
+  const { publication, schema } = options;
+  const lockTimeout = Math.max(1, Math.floor(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS));
+  await client.query(`select set_config('lock_timeout', $1, true)`, [`${lockTimeout}ms`]);
+  // Bridges sharing the publication take turns, so neither works from a stale view of the other's changes.
+  await client.query('select pg_advisory_xact_lock(hashtextextended($1, 0))', [`hookbridge.publication:${publication}`]);
+
+  const fn = await client.query<{ oid: number | null }>('select to_regprocedure($1)::oid as oid', [
+    `${pg.escapeIdentifier(schema)}.accountability_trigger()`,
+  ]);
+  const triggerFunction = fn.rows[0]?.oid ?? null;
+  if (triggerFunction === null) {
+    throw new PublicationError(
+      'E_NOT_MIGRATED',
+      `${schema}.accountability_trigger() does not exist: hookbridge's migrations have not run in this database ` +
+        '(or HOOKBRIDGE_SCHEMA differs from the schema they installed). Run them (the bridge does at start) and try again.',
+      { details: { schema } },
+    );
+  }
+  await ensurePublication(client, publication, FULL_PUBLISH);
+  await ensurePublication(client, inserts, INSERTS_PUBLISH);
+
+  // Tables dropped since they were listed have no pg_class row and fall out here.
+  const wanted = await client.query<Relation & { has_identity_key: boolean }>(
+    `select c.oid, n.nspname as schema, c.relname as name, ${hasIdentityKeySql('c')} as has_identity_key
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.oid = any ($1::oid[]) and c.relkind in ('r', 'p') and not c.relispartition and c.relpersistence = 'p'`,
+    [options.tables.map((t) => t.oid)],
+  );
+  const members = await client.query<Relation & { pubname: string }>(
+    `select p.pubname, c.oid, n.nspname as schema, c.relname as name
+       from pg_publication p
+       join pg_publication_rel pr on pr.prpubid = p.oid
+       join pg_class c on c.oid = pr.prrelid
+       join pg_namespace n on n.oid = c.relnamespace
+      where p.pubname = any ($1::text[])`,
+    [[publication, inserts]],
+  );
+
+  const wantFull = new Map<number, Relation>();
+  const wantInserts = new Map<number, Relation>();
+  for (const row of wanted.rows) (row.has_identity_key ? wantFull : wantInserts).set(row.oid, row);
+  const inFull = new Map(members.rows.filter((r) => r.pubname === publication).map((r) => [r.oid, r]));
+  const inInserts = new Map(members.rows.filter((r) => r.pubname === inserts).map((r) => [r.oid, r]));
+
+  // Leaving first: a table losing its identity must be out of the full publication before anything else.
+  await alterPublication(client, publication, 'drop', [...inFull.values()].filter((r) => !wantFull.has(r.oid)));
+  await alterPublication(client, inserts, 'drop', [...inInserts.values()].filter((r) => !wantInserts.has(r.oid)));
+  await alterPublication(client, publication, 'add', [...wantFull.values()].filter((r) => !inFull.has(r.oid)));
+  await alterPublication(client, inserts, 'add', [...wantInserts.values()].filter((r) => !inInserts.has(r.oid)));
+
+  await syncTriggers(client, schema, triggerFunction, wanted.rows.map((r) => r.oid));
+
+  const byCollection = (rows: Iterable<Relation>) => [...rows].map((r) => collectionOf(r.schema, r.name)).sort();
+  const before = new Map([...inFull, ...inInserts]);
+  const after = new Map([...wantFull, ...wantInserts]);
+  return {
+    full: byCollection(wantFull.values()),
+    insertOnly: byCollection(wantInserts.values()),
+    added: byCollection([...after.values()].filter((r) => !before.has(r.oid))),
+    removed: byCollection([...before.values()].filter((r) => !after.has(r.oid))),
+  };
+}
+
+async function ensurePublication(client: pg.PoolClient, name: string, publish: string): Promise<void> {
+  const { rows } = await client.query<{ puballtables: boolean; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; pubviaroot: boolean }>(
+    'select puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot from pg_publication where pubname = $1',
+    [name],
+  );
+  const settings = `publish = ${pg.escapeLiteral(publish)}, publish_via_partition_root = true`;
+  const existing = rows[0];
+  if (!existing) {
+    await client.query(`create publication ${pg.escapeIdentifier(name)} with (${settings})`);
+    return;
+  }
+  if (existing.puballtables) {
+    throw new PublicationError(
+      'E_PUBLICATION_ALL_TABLES',
+      `The publication "${name}" is FOR ALL TABLES, but hookbridge manages its table list itself. Drop it ` +
+        `(DROP PUBLICATION "${name}";) if nothing else uses it, or set HOOKBRIDGE_PUBLICATION to another name.`,
+      { details: { publication: name } },
+    );
+  }
+  const wantsChanges = publish.includes('update');
+  const matches =
+    existing.pubinsert && existing.pubtruncate && existing.pubviaroot &&
+    existing.pubupdate === wantsChanges && existing.pubdelete === wantsChanges;
+  if (!matches) await client.query(`alter publication ${pg.escapeIdentifier(name)} set (${settings})`);
+}
+
+async function alterPublication(client: pg.PoolClient, name: string, verb: 'add' | 'drop', relations: Relation[]): Promise<void> {
+  if (relations.length === 0) return;
+  const list = relations.map((r) => qualified(r.schema, r.name)).join(', ');
+  await client.query(`alter publication ${pg.escapeIdentifier(name)} ${verb} table ${list}`);
+}
+
+/** The trigger on each wanted table and every partition under it; off every other table. */
+async function syncTriggers(client: pg.PoolClient, schema: string, triggerFunction: number, roots: number[]): Promise<void> {
+  const targets = await client.query<Relation>(
+    `select distinct c.oid, n.nspname as schema, c.relname as name
+       from unnest($1::oid[]) as root(oid)
+       cross join lateral (select root.oid as relid union all select relid from pg_partition_tree(root.oid)) tree
+       join pg_class c on c.oid = tree.relid
+       join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p')`,
+    [roots],
+  );
+  const existing = await client.query<Relation & { ours: boolean }>(
+    `select c.oid, n.nspname as schema, c.relname as name, t.tgfoid = $2::oid as ours
+       from pg_trigger t
+       join pg_class c on c.oid = t.tgrelid
+       join pg_namespace n on n.oid = c.relnamespace
+      where t.tgname = $1 and not t.tgisinternal`,
+    [ACCOUNTABILITY_TRIGGER, triggerFunction],
+  );
+  const wanted = new Set(targets.rows.map((r) => r.oid));
+  const ours = new Set(existing.rows.filter((r) => r.ours).map((r) => r.oid));
+  const trigger = pg.escapeIdentifier(ACCOUNTABILITY_TRIGGER);
+  for (const r of existing.rows) {
+    // A same-named trigger calling another function is another hookbridge schema's; not ours to drop.
+    if (r.ours && !wanted.has(r.oid)) await client.query(`drop trigger if exists ${trigger} on ${qualified(r.schema, r.name)}`);
+  }
+  for (const r of targets.rows) {
+    if (ours.has(r.oid)) continue;
+    await client.query(
+      `create or replace trigger ${trigger}
+         before insert or update or delete or truncate on ${qualified(r.schema, r.name)}
+         for each statement execute function ${pg.escapeIdentifier(schema)}.accountability_trigger()`,
+    );
+  }
+}
+
+/**
+ * Removes everything hookbridge installed in this database: its triggers on user tables, both
+ * publications, the slot and its schema. User tables and their rows stay as they are.
+ */
+export async function uninstall(pool: pg.Pool, options: { schema: string; slotName: string; publication: string }): Promise<void> {
+  const { schema, publication } = options;
+  const client = await pool.connect();
+  let broken: unknown;
+  try {
+    await client.query('begin');
+    try {
+      // Clones on partitions (tgparentid <> 0) go with their parent's trigger and cannot be dropped alone.
+      const { rows } = await client.query<{ schema: string; table: string; trigger: string }>(
+        `select n.nspname as schema, c.relname as table, t.tgname as trigger
+           from pg_trigger t
+           join pg_class c on c.oid = t.tgrelid
+           join pg_namespace n on n.oid = c.relnamespace
+           join pg_proc p on p.oid = t.tgfoid
+           join pg_namespace pn on pn.oid = p.pronamespace
+          where not t.tgisinternal and t.tgparentid = 0 and n.nspname <> $1
+            and (pn.nspname = $1 or t.tgname = $2)`,
+        [schema, ACCOUNTABILITY_TRIGGER],
+      );
+      for (const r of rows) {
+        await client.query(`drop trigger if exists ${pg.escapeIdentifier(r.trigger)} on ${qualified(r.schema, r.table)}`);
+      }
+      await client.query(`drop publication if exists ${pg.escapeIdentifier(publication)}, ${pg.escapeIdentifier(insertsPublicationName(publication))}`);
+      await client.query(`drop schema if exists ${pg.escapeIdentifier(schema)} cascade`);
+      await client.query('commit');
+    } catch (error) {
+      await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError));
+      throw error;
+    }
+  } finally {
+    client.release(broken instanceof Error ? broken : undefined);
+  }
+  // Last, and outside the transaction: ending a walsender is not transactional anyway.
+  await dropSlot(pool, options.slotName);
+}

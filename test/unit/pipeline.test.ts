@@ -1,0 +1,197 @@
+import { describe, expect, it } from 'vitest';
+import type { ChangeEvent, StreamEvent, TruncateEvent } from '../../bridge/replication/change-events.js';
+import { ChangePipeline } from '../../bridge/replication/pipeline.js';
+import { captureLogger } from '../support/capture-logger.js';
+
+const transaction = { xid: 1, commitLsn: 0n, commitTime: new Date(0) };
+
+function change(id: string, key: string, extra: Partial<ChangeEvent> = {}): StreamEvent {
+  return {
+    kind: 'change',
+    change: {
+      id,
+      action: 'update',
+      collection: 't',
+      table: { schema: 'public', name: 't' },
+      key,
+      row: {},
+      previous: null,
+      unchangedToast: [],
+      orderKeys: [`t\u0000${key}`],
+      transaction,
+      accountability: null,
+      ...extra,
+    },
+  };
+}
+const begin = (): StreamEvent => ({ kind: 'begin', transaction });
+const commit = (endLsn: bigint): StreamEvent => ({ kind: 'commit', transaction, endLsn });
+
+/** A handler whose calls finish only when the test says so. */
+function controlled() {
+  const started: string[] = [];
+  const finished: string[] = [];
+  const gates = new Map<string, { resolve: () => void; reject: (e: unknown) => void }>();
+  const handle = (c: { id: string }) =>
+    new Promise<void>((resolve, reject) => {
+      started.push(c.id);
+      gates.set(c.id, {
+        resolve: () => {
+          finished.push(c.id);
+          resolve();
+        },
+        reject,
+      });
+    });
+  const release = async (id: string) => {
+    await tick();
+    const gate = gates.get(id);
+    if (!gate) throw new Error(`${id} has not started (started: ${started.join(',')})`);
+    gate.resolve();
+    await tick();
+  };
+  return { started, finished, handle, release, gates };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+function pipelineWith(handle: (c: ChangeEvent) => Promise<void>, options: { highWater?: number; lowWater?: number; concurrency?: number; truncate?: (t: TruncateEvent) => Promise<void> } = {}) {
+  const confirmed: bigint[] = [];
+  const pipeline = new ChangePipeline({
+    handleChange: handle,
+    handleTruncate: options.truncate ?? (async () => {}),
+    onConfirmable: (lsn) => confirmed.push(lsn),
+    logger: captureLogger().logger,
+    ...options,
+  });
+  return { pipeline, confirmed };
+}
+
+describe('ChangePipeline', () => {
+  it('runs different keys concurrently and one key in commit order', async () => {
+    const h = controlled();
+    const { pipeline } = pipelineWith(h.handle);
+    for (const e of [begin(), change('a1', 'a'), change('b1', 'b'), change('a2', 'a'), commit(10n)]) pipeline.push(e);
+    await tick();
+    expect(h.started).toEqual(['a1', 'b1']);
+    await h.release('b1');
+    expect(h.started).toEqual(['a1', 'b1']);
+    await h.release('a1');
+    expect(h.started).toEqual(['a1', 'b1', 'a2']);
+    await h.release('a2');
+    pipeline.close();
+  });
+
+  it('confirms a transaction only when it and every earlier one are done', async () => {
+    const h = controlled();
+    const { pipeline, confirmed } = pipelineWith(h.handle);
+    for (const e of [begin(), change('t1', 'a'), commit(100n), begin(), change('t2', 'b'), commit(200n)]) pipeline.push(e);
+    await h.release('t2');
+    expect(confirmed).toEqual([]);
+    await h.release('t1');
+    expect(confirmed).toEqual([200n]);
+    expect(pipeline.confirmable).toBe(200n);
+    pipeline.close();
+  });
+
+  it('does not confirm a transaction before its commit arrived', async () => {
+    const h = controlled();
+    const { pipeline, confirmed } = pipelineWith(h.handle);
+    pipeline.push(begin());
+    pipeline.push(change('x', 'a'));
+    await h.release('x');
+    expect(confirmed).toEqual([]);
+    pipeline.push(commit(50n));
+    expect(confirmed).toEqual([50n]);
+    pipeline.close();
+  });
+
+  it('confirms markers (heartbeats) between transactions, never inside one', async () => {
+    const h = controlled();
+    const { pipeline, confirmed } = pipelineWith(h.handle);
+    pipeline.push({ kind: 'marker', lsn: 5n });
+    expect(confirmed).toEqual([5n]);
+    pipeline.push(begin());
+    pipeline.push(change('x', 'a'));
+    pipeline.push({ kind: 'marker', lsn: 7n });
+    pipeline.push(commit(9n));
+    pipeline.push({ kind: 'marker', lsn: 11n });
+    expect(confirmed).toEqual([5n]);
+    await h.release('x');
+    expect(confirmed).toEqual([5n, 11n]);
+    pipeline.close();
+  });
+
+  it('applies backpressure above the high-water mark and releases at the low-water mark', async () => {
+    const h = controlled();
+    const { pipeline } = pipelineWith(h.handle, { highWater: 4, lowWater: 2 });
+    pipeline.push(begin());
+    for (let i = 0; i < 4; i++) pipeline.push(change(`c${i}`, `k${i}`));
+    let released = false;
+    const wait = pipeline.waitForCapacity().then(() => (released = true));
+    await h.release('c0');
+    expect(released).toBe(false);
+    await h.release('c1');
+    await wait;
+    expect(released).toBe(true);
+    await h.release('c2');
+    await h.release('c3');
+    pipeline.close();
+  });
+
+  it('lets a truncate wait for earlier changes and hold later ones', async () => {
+    const h = controlled();
+    const order: string[] = [];
+    const { pipeline, confirmed } = pipelineWith(
+      async (c) => {
+        await h.handle(c);
+        order.push(c.id);
+      },
+      { truncate: async (t) => void order.push(t.id) },
+    );
+    const truncate: StreamEvent = {
+      kind: 'truncate',
+      truncate: { id: 'trunc', collections: ['t'], cascade: false, restartIdentity: false, transaction, accountability: null },
+    };
+    for (const e of [begin(), change('before', 'a'), truncate, change('after', 'b'), commit(30n)]) pipeline.push(e);
+    await tick();
+    expect(h.started).toEqual(['before']);
+    await h.release('before');
+    await tick();
+    expect(order).toEqual(['before', 'trunc']);
+    await h.release('after');
+    expect(order).toEqual(['before', 'trunc', 'after']);
+    expect(confirmed).toEqual([30n]);
+    pipeline.close();
+  });
+
+  it('never confirms past a change that could not be handled', async () => {
+    const h = controlled();
+    const { pipeline, confirmed } = pipelineWith(h.handle);
+    for (const e of [begin(), change('bad', 'a'), commit(10n), begin(), change('good', 'b'), commit(20n)]) pipeline.push(e);
+    await tick();
+    h.gates.get('bad')?.reject(new Error('stopping'));
+    await h.release('good');
+    await tick();
+    expect(confirmed).toEqual([]);
+    expect(pipeline.failure).toBeInstanceOf(Error);
+    pipeline.close();
+  });
+
+  it('orders an update that changed the key after events on the old and the new key', async () => {
+    const h = controlled();
+    const { pipeline } = pipelineWith(h.handle);
+    pipeline.push(begin());
+    pipeline.push(change('old', '1'));
+    pipeline.push(change('new', '2'));
+    pipeline.push(change('move', '2', { orderKeys: ['t\u00002', 't\u00001'] }));
+    await tick();
+    expect(h.started).toEqual(['old', 'new']);
+    await h.release('new');
+    expect(h.started).toEqual(['old', 'new']);
+    await h.release('old');
+    expect(h.started).toEqual(['old', 'new', 'move']);
+    await h.release('move');
+    pipeline.close();
+  });
+});
