@@ -16,6 +16,7 @@ import { openDatabase } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
+import { uninstall } from './replication/publication.js';
 import { packageInfo } from './package-info.js';
 
 
@@ -98,6 +99,26 @@ export function buildProgram(): Command {
     process.exitCode = report.failed.length > 0 ? 1 : 0;
   });
 
+  commonOptions(
+    program
+      .command('uninstall')
+      .description("remove everything hookbridge installed (triggers, publications, the slot, the hookbridge schema); user data is untouched")
+      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .option('--yes', 'really do it'),
+  ).action(async (flags) => {
+    const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stdout.isTTY });
+    const what = `schema "${config.schema}", publications "${config.publicationName}" and "${config.publicationName}_inserts", slot "${config.slotName}", and hookbridge's triggers`;
+    if (!flags.yes) {
+      process.stdout.write(`would remove ${what}; run again with --yes to do it\n`);
+      process.exitCode = 1;
+      return;
+    }
+    await withDatabase(flags, async ({ pool }) => {
+      await uninstall(pool, { schema: config.schema, slotName: config.slotName, publication: config.publicationName });
+      process.stdout.write(`removed ${what}\n`);
+    }, { migrate: false });
+  });
+
   const failed = program.command('failed').description('action events parked after their handler kept failing');
   commonOptions(
     failed
@@ -146,13 +167,14 @@ export function buildProgram(): Command {
 async function withDatabase(
   flags: CommonFlags & Record<string, unknown>,
   fn: (ctx: { pool: pg.Pool; config: ReturnType<typeof resolveConfig>; logger: ReturnType<typeof createLogger> }) => Promise<void>,
+  options: { migrate?: boolean } = {},
 ): Promise<void> {
   const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stdout.isTTY });
   const logger = createLogger(config);
   const opened = await openDatabase(config.database, { owner: false, logger });
   const pool = new pg.Pool({ ...opened.connection, max: 2, application_name: 'hookbridge:cli' });
   try {
-    await migrate(pool, { schema: config.schema, logger });
+    if (options.migrate !== false) await migrate(pool, { schema: config.schema, logger });
     await fn({ pool, config, logger });
   } finally {
     await pool.end();

@@ -41,7 +41,10 @@ export class ActionStream {
   #syncing: Promise<void> = Promise.resolve();
   #unsubscribe: (() => void) | undefined;
   #publishedKey = '';
+  #lastFullSync = 0;
   #inSync = false;
+  /** Primary keys by table oid, from the catalog (pgoutput cannot tell them under REPLICA IDENTITY FULL). */
+  #primaryKeys = new Map<number, string[]>();
 
   constructor(options: ActionStreamOptions) {
     this.#options = options;
@@ -69,7 +72,12 @@ export class ActionStream {
 
     const secret = await readAccountabilitySecret(pool, config.schema);
     let decoder = new PgoutputDecoder();
-    let assembler = new TransactionAssembler((content) => parseAccountabilityMessage(content, secret));
+    const newAssembler = () =>
+      new TransactionAssembler(
+        (content) => parseAccountabilityMessage(content, secret),
+        (relation) => this.#primaryKeys.get(relation.oid),
+      );
+    let assembler = newAssembler();
     const pipeline = new ChangePipeline({
       handleChange: (change) => this.#deliverChange(change),
       handleTruncate: (truncate) => this.#deliverTruncate(truncate),
@@ -95,7 +103,7 @@ export class ActionStream {
         await pipeline.whenIdle();
         pipeline.resetOpenTransactions();
         decoder = new PgoutputDecoder();
-        assembler = new TransactionAssembler((content) => parseAccountabilityMessage(content, secret));
+        assembler = newAssembler();
       },
     });
     await this.#stream.start();
@@ -138,9 +146,13 @@ export class ActionStream {
   async #syncNow(): Promise<void> {
     const { config, pool, runtime } = this.#options;
     const tables = await listUserTables(pool, { exclude: [config.schema] });
+    this.#primaryKeys = new Map(tables.map((t) => [t.oid, t.primaryKey]));
     const wanted = tables.filter((t) => WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)));
     const key = wanted.map((t) => `${t.oid}:${t.hasIdentityKey}`).join(',');
-    if (key !== this.#publishedKey) {
+    // The key does not see partitions attached later (they need the accountability trigger too),
+    // so a full sync also runs every 30 s.
+    if (key !== this.#publishedKey || Date.now() - this.#lastFullSync > 30_000) {
+      this.#lastFullSync = Date.now();
       const result = await syncPublications(pool, { publication: config.publicationName, tables: wanted, schema: config.schema });
       this.#publishedKey = key;
       if (result.added.length || result.removed.length) {

@@ -61,14 +61,14 @@ export function collectionOf(relation: Pick<RelationInfo, 'schema' | 'name'>): s
   return relation.schema === 'public' ? relation.name : `${relation.schema}.${relation.name}`;
 }
 
-export function keyOf(relation: RelationInfo, row: Row | null): unknown {
-  if (!row || relation.keyColumns.length === 0) return null;
-  if (relation.keyColumns.length === 1) {
-    const value = row[relation.keyColumns[0] as string];
+export function keyOf(keyColumns: readonly string[], row: Row | null): unknown {
+  if (!row || keyColumns.length === 0) return null;
+  if (keyColumns.length === 1) {
+    const value = row[keyColumns[0] as string];
     return value === undefined ? null : value;
   }
   const key: Record<string, unknown> = {};
-  for (const column of relation.keyColumns) key[column] = row[column];
+  for (const column of keyColumns) key[column] = row[column];
   return key;
 }
 
@@ -85,7 +85,20 @@ export class TransactionAssembler {
   #seq = 0;
   #accountability: Accountability | null = null;
 
-  constructor(private readonly readAccountability: (content: Buffer) => Accountability | undefined) {}
+  /**
+   * @param primaryKeyOf the table's primary key columns from the catalog. Needed because under
+   *   REPLICA IDENTITY FULL pgoutput flags every column as a key column.
+   */
+  constructor(
+    private readonly readAccountability: (content: Buffer) => Accountability | undefined,
+    private readonly primaryKeyOf: (relation: RelationInfo) => readonly string[] | undefined = () => undefined,
+  ) {}
+
+  #keyColumns(relation: RelationInfo): readonly string[] {
+    if (relation.replicaIdentity !== 'full') return relation.keyColumns;
+    const primaryKey = this.primaryKeyOf(relation);
+    return primaryKey && primaryKey.length > 0 ? primaryKey : relation.keyColumns;
+  }
 
   /** Returns the event for one message, or undefined for bookkeeping messages. */
   next(message: PgoutputMessage, walLsn: bigint): StreamEvent | undefined {
@@ -145,7 +158,8 @@ export class TransactionAssembler {
   ): StreamEvent {
     const transaction = this.#require(action);
     const collection = collectionOf(relation);
-    const key = keyOf(relation, row);
+    const keyColumns = this.#keyColumns(relation);
+    const key = keyOf(keyColumns, row);
     const change: ChangeEvent = {
       id: `${formatLsn(transaction.commitLsn)}:${this.#seq++}`,
       action,
@@ -160,7 +174,7 @@ export class TransactionAssembler {
       accountability: this.#accountability,
     };
     if (action === 'update' && oldKeySource) {
-      const oldKey = keyOf(relation, oldKeySource);
+      const oldKey = keyOf(keyColumns, oldKeySource);
       if (oldKey !== null && stableJson(oldKey) !== stableJson(key)) {
         change.previousKey = oldKey;
         change.orderKeys.push(orderKey(collection, oldKey));

@@ -28,6 +28,8 @@ export interface UserTable {
   replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
   /** UPDATE/DELETE can be published without failing the writer's statement. */
   hasIdentityKey: boolean;
+  /** Primary key columns in key order (empty without one). */
+  primaryKey: string[];
 }
 
 export interface SyncPublicationsResult {
@@ -86,8 +88,19 @@ function qualified(schema: string, name: string): string {
  * unlogged tables (they write no WAL, so nothing could be decoded, and Postgres refuses to publish them).
  */
 export async function listUserTables(pool: Queryable, options: { exclude: string[] }): Promise<UserTable[]> {
-  const { rows } = await pool.query<{ oid: number; schema: string; name: string; relreplident: string; has_identity_key: boolean }>(
-    `select c.oid, n.nspname as schema, c.relname as name, c.relreplident, ${hasIdentityKeySql('c')} as has_identity_key
+  const { rows } = await pool.query<{
+    oid: number;
+    schema: string;
+    name: string;
+    relreplident: string;
+    has_identity_key: boolean;
+    primary_key: string[] | null;
+  }>(
+    `select c.oid, n.nspname as schema, c.relname as name, c.relreplident, ${hasIdentityKeySql('c')} as has_identity_key,
+            (select array_agg(a.attname::text order by array_position(i.indkey::int2[], a.attnum))
+               from pg_index i
+               join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey::int2[])
+              where i.indrelid = c.oid and i.indisprimary) as primary_key
        from pg_class c
        join pg_namespace n on n.oid = c.relnamespace
       where c.relkind in ('r', 'p')
@@ -108,6 +121,7 @@ export async function listUserTables(pool: Queryable, options: { exclude: string
     collection: collectionOf(row.schema, row.name),
     replicaIdentity: IDENTITIES[row.relreplident as keyof typeof IDENTITIES] ?? 'default',
     hasIdentityKey: row.has_identity_key,
+    primaryKey: row.primary_key ?? [],
   }));
 }
 

@@ -46,6 +46,8 @@ beforeAll(async () => {
     await c.query(`create table items (
       id bigserial primary key, title text, n numeric, big int8, doc jsonb, at timestamptz, raw bytea,
       tags text[], feeling mood, feelings mood[])`);
+    // Tests insert explicit small ids; generated ones (pgbench) start far above them.
+    await c.query(`alter sequence items_id_seq restart with 100000`);
     await c.query(`create table flaky (id int primary key, v text)`);
     await c.query(`create table "Odd Name" (id int primary key, "Value" text)`);
     await c.query(`create schema shop`);

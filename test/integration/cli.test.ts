@@ -56,8 +56,10 @@ describe('hookbridge CLI', () => {
     expect(result.stderr + result.stdout).not.toContain('s3cret-pass');
   });
 
-  it('starts against DATABASE_URL, logs ready without the password, and stops cleanly on SIGTERM', async () => {
-    const cli = startCli(['start', '-e', examples], { env: { DATABASE_URL: db.url } });
+  it('starts against DATABASE_URL, logs ready without the password, stops cleanly on SIGTERM, and uninstalls', async () => {
+    const env = { DATABASE_URL: db.url, HOOKBRIDGE_SLOT: 'hb_cli_test' };
+    await withClient(db.url, (c) => c.query(`create table articles (id serial primary key, title text)`));
+    const cli = startCli(['start', '-e', examples], { env });
     try {
       const ready = await cli.waitForLog('ready');
       expect(ready['extensions']).toBe(5);
@@ -67,6 +69,23 @@ describe('hookbridge CLI', () => {
     }
     const password = new URL(db.url).password;
     if (password) expect(cli.output()).not.toContain(password);
+
+    const dryRun = await runCli(['uninstall'], { env });
+    expect(dryRun.code).toBe(1);
+    expect(dryRun.stdout).toMatch(/would remove .*slot "hb_cli_test".*--yes/);
+    const removed = await runCli(['uninstall', '--yes'], { env });
+    expect(removed.stderr).toBe('');
+    expect(removed.code).toBe(0);
+    await withClient(db.url, async (c) => {
+      const left = await c.query(
+        `select (select count(*) from pg_replication_slots where slot_name = 'hb_cli_test')::int as slots,
+                (select count(*) from pg_publication)::int as publications,
+                (select count(*) from pg_namespace where nspname = 'hookbridge')::int as schemas,
+                (select count(*) from pg_trigger where tgname like 'hookbridge%')::int as triggers,
+                (select count(*) from articles)::int as articles`,
+      );
+      expect(left.rows[0]).toEqual({ slots: 0, publications: 0, schemas: 0, triggers: 0, articles: 0 });
+    });
   });
 
   it('starts an embedded Postgres when there is no DATABASE_URL, prints its URL, and stops it on SIGINT', async () => {
