@@ -86,7 +86,14 @@ export class ActionStream {
     });
     this.#pipeline = pipeline;
 
+    // Status updates must reach the walsender well within wal_sender_timeout, even while reading is
+    // paused by a slow handler (0 disables the timeout).
+    const { rows } = await pool.query<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'wal_sender_timeout'`);
+    const senderTimeoutMs = rows[0]?.ms ?? 60_000;
+    const statusIntervalMs = senderTimeoutMs > 0 ? Math.max(100, Math.min(10_000, Math.floor(senderTimeoutMs / 3))) : 10_000;
+
     this.#stream = new ReplicationStream({
+      statusIntervalMs,
       connection: this.#options.connection,
       slotName: config.slotName,
       publications: [config.publicationName, `${config.publicationName}_inserts`],
