@@ -1,0 +1,59 @@
+/**
+ * The slot is never confirmed past a change whose handler has not finished, whatever else the
+ * stream sees meanwhile (later transactions, heartbeats, keepalives).
+ */
+import { afterAll, expect, it } from 'vitest';
+import { startTestBridge, type TestBridge } from '../support/bridge.js';
+import { useTestDatabase } from '../support/database.js';
+import { waitFor, withClient } from '../support/helpers.js';
+
+const db = useTestDatabase();
+let tb: TestBridge | undefined;
+const release: { fn?: () => void } = {};
+(globalThis as Record<string, unknown>)['__release'] = release;
+afterAll(async () => {
+  release.fn?.();
+  await tb?.dispose();
+});
+
+const confirmedFlush = (slot: string) =>
+  withClient(db.url, async (c) => {
+    const { rows } = await c.query<{ lsn: string }>(`select confirmed_flush_lsn::text as lsn from pg_replication_slots where slot_name = $1`, [slot]);
+    return rows[0]?.lsn as string;
+  });
+const lsnLessThan = (a: string, b: string) =>
+  withClient(db.url, async (c) => (await c.query<{ lt: boolean }>(`select $1::pg_lsn < $2::pg_lsn as lt`, [a, b])).rows[0]?.lt);
+
+it('holds the confirmed position before an unfinished handler, then moves on once it finishes', async () => {
+  await withClient(db.url, (c) => c.query(`create table acks (id int primary key)`));
+  const handled: number[] = [];
+  (globalThis as Record<string, unknown>)['__handled'] = handled;
+  tb = await startTestBridge(db.url, {
+    'hooks/blocker/index.js': `
+      module.exports = ({ action }) => {
+        action('acks.items.create', async ({ key }) => {
+          if (key === 1) await new Promise((resolve) => { globalThis.__release.fn = resolve; });
+          globalThis.__handled.push(key);
+        });
+      };`,
+  }, { actionTimeoutMs: 600_000 });
+
+  const before = await withClient(db.url, async (c) => (await c.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`)).rows[0]?.lsn as string);
+  await withClient(db.url, async (c) => {
+    await c.query(`insert into acks values (1)`);
+    for (let i = 2; i <= 5; i++) await c.query(`insert into acks values ($1)`, [i]);
+  });
+  await waitFor(() => handled.length === 4, { message: 'later transactions were not handled' });
+  // Heartbeats (every 5 s) and status updates have had time to run.
+  await new Promise((resolve) => setTimeout(resolve, 6_000));
+  // Row 1's transaction starts after `before`: confirming it, or anything after it (rows 2-5,
+  // heartbeats), would put the slot past `before`.
+  const held = await confirmedFlush(tb.slotName);
+  expect(await lsnLessThan(before, held)).toBe(false);
+  const afterAll = await withClient(db.url, async (c) => (await c.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`)).rows[0]?.lsn as string);
+  release.fn?.();
+  await waitFor(async () => !(await lsnLessThan(await confirmedFlush(tb!.slotName), afterAll)), {
+    timeoutMs: 20_000,
+    message: 'the slot did not advance after the handler finished',
+  });
+});
