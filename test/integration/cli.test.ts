@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -47,6 +47,41 @@ describe('hookbridge CLI', () => {
     expect(url.code).toBe(2);
     expect(url.stderr).toMatch(/DATABASE_URL: must be a postgres:\/\//);
     expect(url.stderr).not.toContain('s3cret-pass');
+  });
+
+  it('lists and replays parked events', async () => {
+    const dir = await tempDir();
+    try {
+      const out = join(dir.path, 'replayed.json');
+      await writeTree(dir.path, {
+        'hooks/mailer/index.js': `
+          const { writeFileSync } = require('node:fs');
+          module.exports = ({ action }, { env }) => {
+            action('orders.items.create', (meta, ctx) => writeFileSync(env.OUT, JSON.stringify({ meta, who: ctx.accountability })));
+          };`,
+      });
+      const env = { DATABASE_URL: db.url, OUT: out, EXTENSIONS_PATH: dir.path };
+      const empty = await runCli(['failed', 'list'], { env });
+      expect(empty.stdout).toBe('no failed events\n');
+      await withClient(db.url, (c) =>
+        c.query(
+          `insert into hookbridge.failed_events (event_id, extension, event, collection, action, meta, accountability, error, attempts)
+           values ('0/1:0', 'mailer', 'orders.items.create', 'orders', 'create', '{"key": 7, "payload": {"id": 7}}',
+                   '{"role": "shop"}', '{"message": "smtp down", "code": "INTERNAL"}', 5)`,
+        ),
+      );
+      const listed = await runCli(['failed', 'list'], { env });
+      expect(listed.stdout).toMatch(/#\d+ {2}orders\.items\.create {2}extension=mailer {2}event-id=0\/1:0 {2}attempts=5/);
+      expect(listed.stdout).toMatch(/INTERNAL smtp down/);
+      const replay = await runCli(['failed', 'replay'], { env });
+      expect(replay.stdout).toMatch(/#\d+ replayed/);
+      expect(replay.code).toBe(0);
+      expect(JSON.parse(await readFile(out, 'utf8'))).toMatchObject({ meta: { key: 7, event: 'orders.items.create' }, who: { role: 'shop' } });
+      expect((await runCli(['failed', 'list'], { env })).stdout).toBe('no failed events\n');
+      expect((await runCli(['failed', 'list', '--all', '--json'], { env })).stdout).toMatch(/"replayedAt": "/);
+    } finally {
+      await dir.remove();
+    }
   });
 
   it('exits 1 with a clear error when the database cannot be reached, without the password', async () => {
