@@ -8,6 +8,7 @@
  * Both publish partitions as their root table. Every published table (and each of its partitions,
  * which a writer may target directly) carries the statement trigger that tells action hooks who wrote.
  */
+import { collectionOf } from './change-events.js';
 import pg from 'pg';
 import { HookbridgeError } from '../../hooks/errors.js';
 import { dropSlot } from './setup.js';
@@ -74,10 +75,6 @@ const hasIdentityKeySql = (alias: string): string => `
 
 type Queryable = Pick<pg.ClientBase, 'query'> | pg.Pool;
 
-function collectionOf(schema: string, name: string): string {
-  return schema === 'public' ? name : `${schema}.${name}`;
-}
-
 function qualified(schema: string, name: string): string {
   return `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(name)}`;
 }
@@ -118,7 +115,7 @@ export async function listUserTables(pool: Queryable, options: { exclude: string
     oid: row.oid,
     schema: row.schema,
     name: row.name,
-    collection: collectionOf(row.schema, row.name),
+    collection: collectionOf(row),
     replicaIdentity: IDENTITIES[row.relreplident as keyof typeof IDENTITIES] ?? 'default',
     hasIdentityKey: row.has_identity_key,
     primaryKey: row.primary_key ?? [],
@@ -239,7 +236,7 @@ async function syncInTransaction(client: pg.PoolClient, options: SyncPublication
 
   await syncTriggers(client, schema, triggerFunction, wanted.rows.map((r) => r.oid));
 
-  const byCollection = (rows: Iterable<Relation>) => [...rows].map((r) => collectionOf(r.schema, r.name)).sort();
+  const byCollection = (rows: Iterable<Relation>) => [...rows].map((r) => collectionOf(r)).sort();
   const before = new Map([...inFull, ...inInserts]);
   const after = new Map([...wantFull, ...wantInserts]);
   return {
