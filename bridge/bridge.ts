@@ -9,6 +9,7 @@ import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { redactUrl, type Config } from './config.js';
 import { openDatabase, type OpenedDatabase } from './database.js';
 import { migrate } from './migrate.js';
+import { FilterService } from './filters/filter-service.js';
 import { ActionStream } from './replication/action-stream.js';
 
 export interface DatabaseInfo {
@@ -21,6 +22,7 @@ export class Bridge {
   readonly runtime: HookRuntime;
   #database: Kysely<any> | undefined;
   #actions: ActionStream | undefined;
+  #filters: FilterService | undefined;
   #opened: OpenedDatabase | undefined;
   #pool: pg.Pool | undefined;
   #connection: pg.PoolConfig | undefined;
@@ -40,9 +42,13 @@ export class Bridge {
     });
   }
 
-  /** True when replication streams and the publications match the loaded hooks. */
+  /** True when replication streams and publications and filter triggers match the loaded hooks. */
   get healthy(): boolean {
-    return this.#actions?.healthy ?? false;
+    return (this.#actions?.healthy ?? false) && (this.#filters?.healthy ?? false);
+  }
+
+  get filters(): FilterService | undefined {
+    return this.#filters;
   }
 
   get actions(): ActionStream | undefined {
@@ -83,6 +89,14 @@ export class Bridge {
     await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
 
     const report = await this.runtime.start();
+    this.#filters = new FilterService({
+      config: this.config,
+      pool: this.#pool,
+      runtime: this.runtime,
+      logger: this.logger,
+      database: this.#database,
+    });
+    await this.#filters.start();
     this.#actions = new ActionStream({
       config: this.config,
       pool: this.#pool,
@@ -117,6 +131,8 @@ export class Bridge {
   async #teardown(): Promise<void> {
     await this.#actions?.stop();
     this.#actions = undefined;
+    await this.#filters?.stop();
+    this.#filters = undefined;
     await this.runtime.stop();
     await this.#pool?.end().catch((error) => this.logger.warn({ err: error }, 'closing the pool failed'));
     this.#pool = undefined;

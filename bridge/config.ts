@@ -29,6 +29,12 @@ export interface Config {
   publicationName: string;
   filterTimeoutMs: number;
   filterFailureMode: FilterFailureMode;
+  /** Where the filter server listens (triggers reach it through dblink). */
+  filterListenHost: string;
+  /** Its port; 0 picks a free one (triggers read the current one from the database). */
+  filterPort: number;
+  /** The address the *database server* uses to reach the bridge. */
+  filterCallbackHost: string;
   /** Tries per action handler and event before the event is parked in failed_events. */
   actionAttempts: number;
   /** Longest an action handler may run before the try counts as failed. */
@@ -73,6 +79,9 @@ export function resolveConfig(
     publicationName: toIdentifier('HOOKBRIDGE_PUBLICATION', pick(options.publicationName, 'HOOKBRIDGE_PUBLICATION') ?? 'hookbridge'),
     filterTimeoutMs: toInteger('FILTER_TIMEOUT_MS', pick(options.filterTimeoutMs, 'FILTER_TIMEOUT_MS') ?? 5000, 1, 3_600_000),
     filterFailureMode: toChoice('FILTER_FAILURE_MODE', pick(options.filterFailureMode, 'FILTER_FAILURE_MODE') ?? 'closed', ['closed', 'open'] as const),
+    filterListenHost: String(pick(options.filterListenHost, 'FILTER_LISTEN_HOST') ?? '127.0.0.1'),
+    filterPort: toInteger('FILTER_PORT', pick(options.filterPort, 'FILTER_PORT') ?? 0, 0, 65535),
+    filterCallbackHost: String(pick(options.filterCallbackHost, 'FILTER_CALLBACK_HOST') ?? '127.0.0.1'),
     actionAttempts: toInteger('ACTION_ATTEMPTS', pick(options.actionAttempts, 'ACTION_ATTEMPTS') ?? 5, 1, 1000),
     actionTimeoutMs: toInteger('ACTION_TIMEOUT_MS', pick(options.actionTimeoutMs, 'ACTION_TIMEOUT_MS') ?? 30_000, 1, 86_400_000),
     env: Object.freeze(parseEnvValues(env)),

@@ -1,0 +1,158 @@
+/**
+ * One filter call, from the trigger's request to its verdict. Pure mapping plus the filter chain:
+ * what the hook sees follows Directus (create: the new row; update: the changed fields and `keys`;
+ * delete: `[key]`), and what goes back is only what the hooks changed, so values the hook merely
+ * read (and JSON may have rounded, like a big int8) are never written back.
+ */
+import { describeHookError } from '../../hooks/errors.js';
+import { FilterRejection } from '../../hooks/filter-chain.js';
+import type { HookRuntime } from '../../hooks/runtime.js';
+import type { Accountability } from '../../hooks/types.js';
+import { collectionOf, keyOf } from '../replication/change-events.js';
+import type { QueryResult, WireError } from './wire-server.js';
+
+export interface FilterRequest {
+  op: 'INSERT' | 'UPDATE' | 'DELETE';
+  schema: string;
+  table: string;
+  new: Record<string, unknown> | null;
+  old: Record<string, unknown> | null;
+  who: {
+    role: string;
+    admin: boolean;
+    application_name: string | null;
+    client_addr: string | null;
+    user: string | null;
+    claims: string | null;
+  };
+}
+
+export interface FilterCallOptions {
+  runtime: HookRuntime;
+  timeoutMs: number;
+  failureMode: 'closed' | 'open';
+  primaryKeyOf: (collection: string) => readonly string[] | undefined;
+  database?: unknown;
+  onTimeout?: (collection: string, op: string) => void;
+}
+
+const REQUEST_PREFIX = 'HBF1 ';
+
+/** HB + the HTTP-like status of the error: HB400 invalid payload, HB403 forbidden, HB503, ... */
+export function sqlstateFor(status: number): string {
+  return `HB${Number.isInteger(status) && status >= 100 && status <= 599 ? status : 500}`;
+}
+
+export function parseRequest(query: string): FilterRequest | undefined {
+  if (!query.startsWith(REQUEST_PREFIX)) return undefined;
+  return JSON.parse(query.slice(REQUEST_PREFIX.length)) as FilterRequest;
+}
+
+export function accountabilityOf(who: FilterRequest['who']): Accountability {
+  let claims: Record<string, unknown> | null = null;
+  try {
+    claims = who.claims ? (JSON.parse(who.claims) as Record<string, unknown>) : null;
+  } catch {
+    claims = null;
+  }
+  const sub = claims && typeof claims['sub'] === 'string' ? claims['sub'] : null;
+  return {
+    user: who.user ?? sub,
+    role: who.role,
+    admin: who.admin,
+    app: false,
+    ip: who.client_addr,
+    userAgent: who.application_name,
+    claims,
+    database: { role: who.role, applicationName: who.application_name, clientAddress: who.client_addr },
+  };
+}
+
+/** Columns whose values differ (compared as JSON, which is how they arrived). */
+export function changedFields(next: Record<string, unknown>, previous: Record<string, unknown>): Record<string, unknown> {
+  const changed: Record<string, unknown> = {};
+  for (const [column, value] of Object.entries(next)) {
+    if (JSON.stringify(value) !== JSON.stringify(previous[column])) changed[column] = value;
+  }
+  return changed;
+}
+
+function rejection(sqlstate: string, message: string, detail?: string, hint?: string): { error: WireError } {
+  return { error: { sqlstate, message, detail, hint } };
+}
+
+export async function answerFilterCall(request: FilterRequest, options: FilterCallOptions): Promise<QueryResult> {
+  const collection = collectionOf({ schema: request.schema, name: request.table });
+  const primaryKey = options.primaryKeyOf(collection) ?? [];
+  const context = { database: options.database, schema: undefined, accountability: accountabilityOf(request.who) };
+  const action = request.op === 'INSERT' ? 'create' : request.op === 'UPDATE' ? 'update' : 'delete';
+
+  let payload: unknown;
+  const meta: Record<string, unknown> = {};
+  if (action === 'create') {
+    payload = { ...request.new };
+  } else if (action === 'update') {
+    payload = changedFields(request.new ?? {}, request.old ?? {});
+    meta['keys'] = [keyOf(primaryKey, request.old)];
+  } else {
+    payload = [keyOf(primaryKey, request.old)];
+  }
+
+  let result: unknown;
+  try {
+    result = await withTimeout(options.runtime.runFilters(action, collection, payload, meta, context), options.timeoutMs);
+  } catch (error) {
+    if (error instanceof FilterTimeout) {
+      options.onTimeout?.(collection, request.op);
+      const text = `hookbridge: the filter hooks for ${collection} did not answer within ${options.timeoutMs} ms`;
+      if (options.failureMode === 'open') return { row: `W${text}; the row was written unfiltered` };
+      return rejection('HB504', text, 'code: FILTER_TIMEOUT', 'make the hook faster, or raise FILTER_TIMEOUT_MS');
+    }
+    if (error instanceof FilterRejection) {
+      return rejection(sqlstateFor(error.status), error.message, `code: ${error.code}`, `extension "${error.extension}", event ${error.event}`);
+    }
+    const described = describeHookError(error);
+    return rejection(sqlstateFor(described.status), described.message, `code: ${described.code}`);
+  }
+
+  if (action === 'delete') return { row: 'K' };
+  if (result === null || typeof result !== 'object' || Array.isArray(result)) {
+    return rejection('HB500', `hookbridge: a ${collection} filter returned ${Array.isArray(result) ? 'an array' : String(result)} instead of the row`, 'code: E_FILTER_RESULT');
+  }
+  const returned = result as Record<string, unknown>;
+  const columns = request.new ?? {};
+  const unknown = Object.keys(returned).filter((key) => !(key in columns));
+  if (unknown.length) {
+    return rejection(
+      'HB400',
+      `hookbridge: a ${collection} filter returned unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}`,
+      'code: E_FILTER_RESULT',
+    );
+  }
+  // What to write: the columns the hooks changed, compared with what the writer would have written.
+  const patch = changedFields(returned, columns);
+  if (action === 'update') {
+    // Directus semantics: the returned payload is what gets written; a changed field the hooks left
+    // out is not written (it keeps its old value).
+    for (const column of Object.keys(payload as Record<string, unknown>)) {
+      if (!(column in returned)) patch[column] = (request.old ?? {})[column];
+    }
+  }
+  return Object.keys(patch).length === 0 ? { row: 'K' } : { row: `M${JSON.stringify(patch)}` };
+}
+
+class FilterTimeout extends Error {}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new FilterTimeout()), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

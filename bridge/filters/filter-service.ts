@@ -1,0 +1,210 @@
+/**
+ * The filter path, assembled: a wire-protocol server the triggers call through dblink, the endpoint
+ * row that tells triggers where it is, and the triggers themselves — only on tables that have a
+ * matching filter hook, for just the operations that do, kept in sync as extensions and tables change.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { HookbridgeError } from '../../hooks/errors.js';
+import type { HookRuntime } from '../../hooks/runtime.js';
+import type { Config } from '../config.js';
+import { listUserTables, type UserTable } from '../replication/publication.js';
+import { answerFilterCall, parseRequest } from './filter-requests.js';
+import { WireServer } from './wire-server.js';
+
+export const FILTER_TRIGGER = 'hookbridge_filter';
+
+const OPERATIONS = [
+  ['create', 'INSERT'],
+  ['update', 'UPDATE'],
+  ['delete', 'DELETE'],
+] as const;
+
+export interface FilterServiceOptions {
+  config: Readonly<Config>;
+  pool: pg.Pool;
+  runtime: HookRuntime;
+  logger: Logger;
+  database?: unknown;
+}
+
+export class FilterService {
+  readonly #options: FilterServiceOptions;
+  readonly #logger: Logger;
+  #server: WireServer | undefined;
+  #primaryKeys = new Map<string, string[]>();
+  #poll: NodeJS.Timeout | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #syncing: Promise<void> = Promise.resolve();
+  #inSync = false;
+  #requests = 0;
+
+  constructor(options: FilterServiceOptions) {
+    this.#options = options;
+    this.#logger = options.logger.child({ component: 'filters' });
+  }
+
+  get healthy(): boolean {
+    return this.#server !== undefined && this.#inSync;
+  }
+
+  /** Filter calls answered so far. */
+  get requests(): number {
+    return this.#requests;
+  }
+
+  async start(): Promise<void> {
+    const { config, pool } = this.#options;
+    const password = randomBytes(24).toString('base64url');
+    this.#server = new WireServer({
+      host: config.filterListenHost,
+      port: config.filterPort,
+      password,
+      logger: this.#logger,
+      onQuery: (query) => this.#answer(query),
+    });
+    const address = await this.#server.listen();
+    const conninfo = [
+      `host=${config.filterCallbackHost}`,
+      `port=${address.port}`,
+      'user=hookbridge',
+      'dbname=hookbridge',
+      `password=${password}`,
+      'application_name=hookbridge-filter',
+      `connect_timeout=${Math.max(2, Math.ceil(config.filterTimeoutMs / 1000))}`,
+      // A peer that vanished without closing the connection (a partition) fails the write instead of hanging it.
+      `tcp_user_timeout=${config.filterTimeoutMs}`,
+      'keepalives=1',
+    ].join(' ');
+    await pool.query(
+      `insert into ${pg.escapeIdentifier(config.schema)}.filter_endpoint (conninfo, failure_mode, timeout_ms, updated_at)
+       values ($1, $2, $3, now())
+       on conflict (id) do update set conninfo = excluded.conninfo, failure_mode = excluded.failure_mode,
+                                      timeout_ms = excluded.timeout_ms, updated_at = now()`,
+      [conninfo, config.filterFailureMode, config.filterTimeoutMs],
+    );
+    this.#logger.info({ port: address.port, callbackHost: config.filterCallbackHost }, 'filter server listening');
+    await this.sync();
+    this.#unsubscribe = this.#options.runtime.registry.onChange(() => void this.sync());
+    this.#poll = setInterval(() => void this.sync(), 2_000);
+    this.#poll.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#poll);
+    this.#unsubscribe?.();
+    await this.#syncing.catch(() => undefined);
+    await this.#server?.close();
+    this.#server = undefined;
+  }
+
+  /** Puts the trigger on exactly the tables (and operations) that have filter hooks. Serialised. */
+  sync(): Promise<void> {
+    const next = this.#syncing.then(() => this.#syncNow());
+    this.#syncing = next.catch((error) => {
+      this.#inSync = false;
+      this.#logger.error({ err: error }, 'filter trigger sync failed');
+    });
+    return next;
+  }
+
+  async #syncNow(): Promise<void> {
+    const { config, pool, runtime } = this.#options;
+    const tables = await listUserTables(pool, { exclude: [config.schema] });
+    this.#primaryKeys = new Map(tables.map((t) => [t.collection, t.primaryKey]));
+    const wanted = new Map<number, { table: UserTable; events: string[] }>();
+    for (const table of tables) {
+      const events = OPERATIONS.filter(([action]) => runtime.registry.has('filter', action, table.collection)).map(([, op]) => op);
+      if (events.length) wanted.set(table.oid, { table, events });
+    }
+    const { rows: existing } = await pool.query<{ oid: number; events: string[] }>(
+      `select t.tgrelid::int as oid,
+              array_remove(array[case when t.tgtype & 4 <> 0 then 'INSERT' end,
+                                 case when t.tgtype & 16 <> 0 then 'UPDATE' end,
+                                 case when t.tgtype & 8 <> 0 then 'DELETE' end], null) as events
+         from pg_trigger t where t.tgname = $1`,
+      [FILTER_TRIGGER],
+    );
+    const have = new Map(existing.map((r) => [r.oid, r.events.join(' OR ')]));
+    const changes: Array<{ oid: number; create?: { table: UserTable; events: string[] } }> = [];
+    for (const [oid, want] of wanted) if (have.get(oid) !== want.events.join(' OR ')) changes.push({ oid, create: want });
+    for (const oid of have.keys()) if (!wanted.has(oid)) changes.push({ oid });
+    if (changes.length === 0) {
+      this.#inSync = true;
+      return;
+    }
+    if (wanted.size > 0) await this.#ensureDblink();
+
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      // Never stall the user's traffic behind a lock we wait for: fail and retry on the next sync.
+      await client.query(`set local lock_timeout = '5s'`);
+      for (const change of changes) {
+        const { rows } = await client.query<{ name: string }>(`select $1::regclass::text as name`, [change.oid]);
+        const name = rows[0]?.name;
+        if (!name) continue;
+        await client.query(`drop trigger if exists ${FILTER_TRIGGER} on ${name}`);
+        if (change.create) {
+          await client.query(
+            `create trigger ${FILTER_TRIGGER} before ${change.create.events.join(' or ')} on ${name}
+               for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger()`,
+          );
+        }
+      }
+      await client.query('commit');
+    } catch (error) {
+      await client.query('rollback').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+    this.#logger.info(
+      { tables: [...wanted.values()].map((w) => `${w.table.collection} (${w.events.join(', ')})`) },
+      'filter triggers updated',
+    );
+    this.#inSync = true;
+  }
+
+  async #ensureDblink(): Promise<void> {
+    const { pool, config } = this.#options;
+    const { rows } = await pool.query<{ schema: string }>(
+      `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
+    );
+    if (rows[0]) {
+      if (rows[0].schema !== config.schema && rows[0].schema !== 'public') {
+        throw new HookbridgeError(
+          'E_DBLINK',
+          `dblink is installed in schema "${rows[0].schema}", where filter triggers cannot see it; ALTER EXTENSION dblink SET SCHEMA public`,
+        );
+      }
+      return;
+    }
+    try {
+      await pool.query(`create extension if not exists dblink schema ${pg.escapeIdentifier(config.schema)}`);
+    } catch (error) {
+      throw new HookbridgeError(
+        'E_DBLINK',
+        'filter hooks need the dblink extension, and the bridge could not create it; as a superuser run: CREATE EXTENSION dblink',
+        { cause: error },
+      );
+    }
+  }
+
+  async #answer(query: string) {
+    const request = parseRequest(query);
+    // libpq and dblink send a few set-up statements of their own on connect.
+    if (!request) return { command: query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY' };
+    this.#requests += 1;
+    const { config, runtime, database } = this.#options;
+    return answerFilterCall(request, {
+      runtime,
+      timeoutMs: config.filterTimeoutMs,
+      failureMode: config.filterFailureMode,
+      primaryKeyOf: (collection) => this.#primaryKeys.get(collection),
+      database,
+      onTimeout: (collection, op) => this.#logger.warn({ collection, op, timeoutMs: config.filterTimeoutMs }, 'filter hooks timed out'),
+    });
+  }
+}

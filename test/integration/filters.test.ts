@@ -1,0 +1,199 @@
+/**
+ * Filter hooks on table writes: BEFORE triggers call the bridge through dblink and apply its verdict
+ * inside the writer's transaction, from any client.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestBridge, type TestBridge } from '../support/bridge.js';
+import { useTestDatabase } from '../support/database.js';
+import { findPsql, waitFor, withClient } from '../support/helpers.js';
+
+const run = promisify(execFile);
+const db = useTestDatabase();
+const seen: Array<{ event: string; payload: unknown; meta: Record<string, unknown>; who: unknown }> = [];
+(globalThis as Record<string, unknown>)['__filterSeen'] = seen;
+
+const extensions = {
+  'hooks/articles/index.js': `
+    module.exports = ({ filter }, { exceptions }) => {
+      filter('articles.items.create', (payload, meta, ctx) => {
+        globalThis.__filterSeen.push({ event: meta.event, payload, meta, who: ctx.accountability });
+        if (payload.title === 'reject me') throw new exceptions.InvalidPayloadException('Title may not be "reject me"');
+        if (payload.title === 'hang') return new Promise(() => {});
+        if (payload.title === 'bad column') return { ...payload, nope: 1 };
+        return { ...payload, slug: String(payload.title).toLowerCase().replace(/[^a-z0-9]+/g, '-') };
+      });
+      filter('articles.items.update', (payload, meta) => {
+        globalThis.__filterSeen.push({ event: meta.event, payload, meta, who: null });
+        if ('title' in payload) return { ...payload, title: payload.title.toUpperCase() };
+        return payload;
+      });
+      filter('articles.items.delete', (keys, meta) => {
+        globalThis.__filterSeen.push({ event: meta.event, payload: keys, meta, who: null });
+        if (keys[0] === 999) throw new exceptions.ForbiddenException();
+      });
+      filter('Odd "Table".items.create', (payload) => ({ ...payload, "Note": 'filtered' }));
+    };`,
+};
+
+let tb: TestBridge;
+
+beforeAll(async () => {
+  await withClient(db.url, async (c) => {
+    await c.query(`create table articles (id int primary key, title text not null, slug text, body text, n int8)`);
+    await c.query(`create table "Odd ""Table""" (id int primary key, "Note" text)`);
+    await c.query(`create table untouched (id int primary key)`);
+  });
+  tb = await startTestBridge(db.url, extensions, { filterTimeoutMs: 1500 });
+});
+
+afterAll(async () => {
+  await tb?.dispose();
+});
+
+const rows = (sql: string, params: unknown[] = []) => withClient(db.url, async (c) => (await c.query(sql, params)).rows);
+const failure = (sql: string, url = db.url) => withClient(url, (c) => c.query(sql)).then(() => undefined, (e: pg.DatabaseError) => e);
+
+describe('filter hooks on writes', () => {
+  it('install triggers only where filters match, for just those operations', async () => {
+    const triggers = await rows(`select tgrelid::regclass::text as t from pg_trigger where tgname = 'hookbridge_filter' order by 1`);
+    expect(triggers.map((r) => r.t)).toEqual(['"Odd ""Table"""', 'articles']);
+  });
+
+  it('let a filter modify the row, seeing the writer', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query(`set application_name = 'cms'`);
+      await c.query(`insert into articles (id, title) values (1, 'Hello World')`);
+    });
+    expect(await rows(`select slug from articles where id = 1`)).toEqual([{ slug: 'hello-world' }]);
+    expect(seen.at(-1)).toMatchObject({ event: 'articles.items.create', payload: { id: 1, title: 'Hello World', slug: null } });
+    expect(seen.at(-1)?.who).toMatchObject({ role: 'postgres', admin: true, userAgent: 'cms' });
+  });
+
+  it('let a filter reject the write with its message, a SQLSTATE and the code in DETAIL', async () => {
+    const error = await failure(`insert into articles (id, title) values (2, 'reject me')`);
+    expect(error).toMatchObject({ code: 'HB400', message: 'Title may not be "reject me"', detail: 'code: INVALID_PAYLOAD' });
+    expect(await rows(`select * from articles where id = 2`)).toEqual([]);
+  });
+
+  it('give update filters the changed fields and keys, and delete filters [key]', async () => {
+    await withClient(db.url, (c) => c.query(`update articles set title = 'shout', body = 'b' where id = 1`));
+    const update = seen.at(-1);
+    expect(update).toMatchObject({ event: 'articles.items.update', payload: { title: 'shout', body: 'b' }, meta: { keys: [1] } });
+    expect(await rows(`select title, body from articles where id = 1`)).toEqual([{ title: 'SHOUT', body: 'b' }]);
+    await withClient(db.url, (c) => c.query(`insert into articles (id, title) values (999, 'protected')`));
+    const error = await failure(`delete from articles where id = 999`);
+    expect(error).toMatchObject({ code: 'HB403', detail: 'code: FORBIDDEN' });
+    expect(seen.at(-1)).toMatchObject({ event: 'articles.items.delete', payload: [999] });
+    await withClient(db.url, (c) => c.query(`delete from articles where id = 1`));
+    expect(await rows(`select id from articles where id in (1, 999) order by id`)).toEqual([{ id: 999 }]);
+  });
+
+  it.each(['read committed', 'repeatable read', 'serializable'])('work in %s transactions', async (level) => {
+    const id = { 'read committed': 10, 'repeatable read': 11, serializable: 12 }[level] as number;
+    await withClient(db.url, async (c) => {
+      await c.query(`begin isolation level ${level}`);
+      await c.query(`insert into articles (id, title) values ($1, 'In Tx')`, [id]);
+      await c.query(`update articles set title = 'again' where id = $1`, [id]);
+      await c.query('commit');
+    });
+    expect(await rows(`select slug, title from articles where id = $1`, [id])).toEqual([{ slug: 'in-tx', title: 'AGAIN' }]);
+  });
+
+  it('filter every row of multi-row statements and COPY', async () => {
+    await withClient(db.url, (c) => c.query(`insert into articles (id, title) select g, 'Row ' || g from generate_series(100, 149) g`));
+    expect(await rows(`select count(*)::int as n from articles where slug like 'row-%'`)).toEqual([{ n: 50 }]);
+    const psql = findPsql();
+    if (psql) {
+      const copy = run(psql, [db.url, '-v', 'ON_ERROR_STOP=1', '-c', `copy articles (id, title) from stdin`]);
+      copy.child.stdin?.end('200\tCopied One\n201\tCopied Two\n');
+      await copy;
+      expect(await rows(`select slug from articles where id in (200, 201) order by id`)).toEqual([{ slug: 'copied-one' }, { slug: 'copied-two' }]);
+    }
+  });
+
+  it('carry rows far larger than NOTIFY allows (200 kB)', async () => {
+    const body = 'x'.repeat(200_000);
+    await withClient(db.url, (c) => c.query(`insert into articles (id, title, body) values (300, 'Big One', $1)`, [body]));
+    expect(await rows(`select slug, length(body) as len from articles where id = 300`)).toEqual([{ slug: 'big-one', len: 200_000 }]);
+  });
+
+  it('work for a non-superuser writer, who can neither read the endpoint nor skip the filters', async () => {
+    const role = `hb_writer_${Date.now()}`;
+    await withClient(db.url, async (c) => {
+      await c.query(`create role ${role} login password 'pw'`);
+      await c.query(`grant insert, select on articles to ${role}`);
+    });
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = 'pw';
+    try {
+      await withClient(url.toString(), (c) => c.query(`insert into articles (id, title) values (400, 'Plain Role')`));
+      expect(await rows(`select slug from articles where id = 400`)).toEqual([{ slug: 'plain-role' }]);
+      expect(seen.at(-1)?.who).toMatchObject({ role, admin: false });
+      expect(await failure(`select conninfo from hookbridge.filter_endpoint`, url.toString())).toMatchObject({ code: '42501' });
+      expect(await failure(`set session_replication_role = replica`, url.toString())).toMatchObject({ code: '42501' });
+      const bypass = await withClient(url.toString(), async (c) => {
+        await c.query(`set hookbridge.skip_filters = 'on'`);
+        await c.query(`set hookbridge.bypass = 'on'`);
+        return c.query(`insert into articles (id, title) values (401, 'reject me')`).then(() => 'written', (e: pg.DatabaseError) => e.code);
+      });
+      expect(bypass).toBe('HB400');
+    } finally {
+      await withClient(db.url, async (c) => {
+        await c.query(`reassign owned by ${role} to postgres`);
+        await c.query(`drop owned by ${role}`);
+        await c.query(`drop role ${role}`);
+      });
+    }
+  });
+
+  it('serve 16 concurrent writers', async () => {
+    const pool = new pg.Pool({ connectionString: db.url, max: 16 });
+    try {
+      await Promise.all(
+        Array.from({ length: 16 }, (_, w) =>
+          (async () => {
+            for (let i = 0; i < 20; i++) await pool.query(`insert into articles (id, title) values ($1, $2)`, [1000 + w * 100 + i, `W ${w} ${i}`]);
+          })(),
+        ),
+      );
+    } finally {
+      await pool.end();
+    }
+    expect(await rows(`select count(*)::int as n from articles where id >= 1000 and slug like 'w-%'`)).toEqual([{ n: 320 }]);
+  });
+
+  it('name quoted tables verbatim', async () => {
+    await withClient(db.url, (c) => c.query(`insert into "Odd ""Table""" (id) values (1)`));
+    expect(await rows(`select "Note" from "Odd ""Table"""`)).toEqual([{ Note: 'filtered' }]);
+  });
+
+  it('refuse unknown columns in a returned payload', async () => {
+    const error = await failure(`insert into articles (id, title) values (500, 'bad column')`);
+    expect(error).toMatchObject({ code: 'HB400', message: expect.stringMatching(/unknown column "nope"/) });
+  });
+
+  it('time out a hook that hangs instead of hanging the writer', async () => {
+    const error = await failure(`insert into articles (id, title) values (501, 'hang')`);
+    expect(error).toMatchObject({ code: 'HB504', detail: 'code: FILTER_TIMEOUT' });
+  });
+
+  it('fail writes clearly while the bridge is stopped, and recover when it is back', async () => {
+    await tb.stop();
+    const error = await failure(`insert into articles (id, title) values (600, 'Bridge Down')`);
+    expect(error).toMatchObject({ code: 'HB503', detail: 'code: SERVICE_UNAVAILABLE' });
+    expect(error?.message).toMatch(/^hookbridge: filter hooks could not run/);
+    await tb.restart();
+    await waitFor(() => tb.bridge.healthy, { message: 'bridge not healthy after restart' });
+    await withClient(db.url, (c) => c.query(`insert into articles (id, title) values (601, 'Back Again')`));
+    expect(await rows(`select slug from articles where id = 601`)).toEqual([{ slug: 'back-again' }]);
+  });
+
+  it('leave tables without filters alone', async () => {
+    await withClient(db.url, (c) => c.query(`insert into untouched values (1)`));
+    expect(await rows(`select count(*)::int as n from pg_trigger where tgrelid = 'untouched'::regclass`)).toEqual([{ n: 0 }]);
+  });
+});
