@@ -150,6 +150,14 @@ describe('filter hooks on writes', () => {
     }
   });
 
+  it("skip filters only for the bridge's own role when it opts in (emitEvents: false)", async () => {
+    await withClient(db.url, async (c) => {
+      await c.query(`set hookbridge.bypass = 'on'`);
+      await c.query(`insert into articles (id, title) values (450, 'reject me')`);
+    });
+    expect(await rows(`select title, slug from articles where id = 450`)).toEqual([{ title: 'reject me', slug: null }]);
+  });
+
   it('serve 16 concurrent writers', async () => {
     const pool = new pg.Pool({ connectionString: db.url, max: 16 });
     try {
