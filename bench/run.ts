@@ -1,0 +1,165 @@
+/**
+ * `npm run bench [-- --quick] [-- --database-url postgres://...]`
+ *
+ * Runs each scenario against its peer in one run, on the same database, and prints a table plus one
+ * `BENCH {json}` line per scenario; writes bench/results/latest.json. pgbench drives the insert
+ * scenarios (a public harness, not hand-rolled timers).
+ *
+ * Scenarios so far: filter-overhead-1, filter-overhead-16, big-transaction. (action-throughput and
+ * action-latency against postgres.js come with the benchmark issue.)
+ */
+import { spawn, execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../bridge/embedded-postgres.js';
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('..', import.meta.url));
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const urlArg = args[args.indexOf('--database-url') + 1];
+const databaseUrl = args.includes('--database-url') ? urlArg : undefined;
+const seconds = quick ? 3 : 10;
+const bigRows = quick ? 300_000 : 5_000_000;
+const SLOT = 'hb_bench';
+
+interface BenchResult {
+  scenario: string;
+  ours: number;
+  peer: number | null;
+  ratio: number | null;
+  unit: string;
+  [key: string]: unknown;
+}
+
+function findTool(name: string): string {
+  return [`/usr/lib/postgresql/15/bin/${name}`, `/usr/bin/${name}`].find((candidate) => existsSync(candidate)) ?? name;
+}
+
+async function pgbenchTps(url: string, script: string, clients: number): Promise<number> {
+  const { stdout } = await run(findTool('pgbench'), ['-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(seconds), '-f', script, url]);
+  const match = /tps = ([\d.]+)/.exec(stdout);
+  if (!match) throw new Error(`pgbench printed no tps:\n${stdout}`);
+  return Number(match[1]);
+}
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(join(root, '.hookbridge', 'bench-'));
+  await chmod(work, 0o755);
+  let embedded: EmbeddedPostgres | undefined;
+  let bridge: ReturnType<typeof spawn> | undefined;
+  const results: BenchResult[] = [];
+  try {
+    if (!databaseUrl) embedded = await startEmbeddedPostgres({ dataDir: join(work, 'pg'), persistent: false });
+    const url = databaseUrl ?? (embedded as EmbeddedPostgres).url;
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    await pool.query(`
+      drop table if exists bench_plain, bench_filtered, bench_plpgsql, bench_big;
+      create table bench_plain (id bigserial primary key, v text);
+      create table bench_filtered (id bigserial primary key, v text);
+      create table bench_plpgsql (id bigserial primary key, v text);
+      create table bench_big (id int primary key, v text);
+      create or replace function bench_noop() returns trigger language plpgsql as $$ begin return new; end $$;
+      create trigger bench_noop before insert on bench_plpgsql for each row execute function bench_noop();`);
+
+    const extensions = join(work, 'extensions');
+    const counter = join(work, 'big-count');
+    await mkdir(join(extensions, 'hooks', 'bench'), { recursive: true });
+    await writeFile(
+      join(extensions, 'hooks', 'bench', 'index.js'),
+      `const { writeFileSync } = require('node:fs');
+       let seen = 0;
+       module.exports = ({ filter, action }, { env }) => {
+         filter('bench_filtered.items.create', () => undefined);
+         action('bench_big.items.create', () => { seen += 1; if (seen % 10000 === 0) writeFileSync(env.COUNT_FILE, String(seen)); });
+       };`,
+    );
+    bridge = spawn(process.execPath, [join(root, 'dist', 'bridge', 'cli.js'), 'start', '-e', extensions], {
+      env: { ...process.env, DATABASE_URL: url, HOOKBRIDGE_SLOT: SLOT, COUNT_FILE: counter, LOG_FORMAT: 'json', LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await waitUntil(async () => (await pool.query(`select 1 from pg_trigger where tgname = 'hookbridge_filter'`)).rowCount === 1, 60_000, 'the bridge never installed its filter trigger');
+
+    for (const table of ['plain', 'filtered', 'plpgsql']) {
+      await writeFile(join(work, `${table}.sql`), `insert into bench_${table} (v) values ('x');\n`);
+    }
+    for (const clients of [1, 16]) {
+      const plain = await pgbenchTps(url, join(work, 'plain.sql'), clients);
+      const filtered = await pgbenchTps(url, join(work, 'filtered.sql'), clients);
+      const plpgsql = await pgbenchTps(url, join(work, 'plpgsql.sql'), clients);
+      results.push({
+        scenario: `filter-overhead-${clients}`,
+        ours: round(filtered),
+        peer: round(plain),
+        ratio: round(filtered / plain, 3),
+        unit: 'rows/s',
+        plpgsql_trigger: round(plpgsql),
+        clients,
+        seconds,
+      });
+    }
+
+    const started = Date.now();
+    await pool.query(`insert into bench_big select g, 'row ' || g from generate_series(1, ${bigRows}) g`);
+    const committed = Date.now();
+    await waitUntil(async () => Number(await readFile(counter, 'utf8').catch(() => '0')) >= bigRows, 900_000, 'big transaction not delivered');
+    const delivered = Date.now();
+    const status = await readFile(`/proc/${bridge.pid}/status`, 'utf8');
+    const peakMb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+    results.push({
+      scenario: 'big-transaction',
+      ours: round(peakMb),
+      peer: null,
+      ratio: null,
+      unit: 'MB peak RSS',
+      rows: bigRows,
+      insert_seconds: round((committed - started) / 1000, 1),
+      delivery_seconds: round((delivered - committed) / 1000, 1),
+      rows_per_second: round(bigRows / ((delivered - committed) / 1000)),
+    });
+    await pool.end();
+  } finally {
+    if (bridge && bridge.exitCode === null) {
+      bridge.kill('SIGTERM');
+      await new Promise((resolve) => bridge?.once('close', resolve));
+    }
+    if (databaseUrl) {
+      const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+      await pool.query(`select pg_drop_replication_slot($1) from pg_replication_slots where slot_name = $1`, [SLOT]).catch(() => undefined);
+      await pool.end();
+    }
+    await embedded?.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+
+  process.stdout.write(`\n${'scenario'.padEnd(22)}${'ours'.padStart(12)}${'peer'.padStart(12)}${'ratio'.padStart(9)}  unit\n`);
+  for (const r of results) {
+    process.stdout.write(`${r.scenario.padEnd(22)}${String(r.ours).padStart(12)}${String(r.peer ?? '—').padStart(12)}${String(r.ratio ?? '—').padStart(9)}  ${r.unit}\n`);
+  }
+  process.stdout.write('\n');
+  for (const r of results) process.stdout.write(`BENCH ${JSON.stringify(r)}\n`);
+  await mkdir(join(root, 'bench', 'results'), { recursive: true });
+  await writeFile(join(root, 'bench', 'results', 'latest.json'), `${JSON.stringify({ at: new Date().toISOString(), quick, results }, null, 2)}\n`);
+}
+
+function round(value: number, digits = 0): number {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}
+
+async function waitUntil(predicate: () => Promise<boolean>, timeoutMs: number, message: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(message);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+  process.exit(1);
+});
