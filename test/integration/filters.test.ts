@@ -35,6 +35,7 @@ const extensions = {
         if (keys[0] === 999) throw new exceptions.ForbiddenException();
       });
       filter('Odd "Table".items.create', (payload) => ({ ...payload, "Note": 'filtered' }));
+      filter('late_*.items.create', (payload) => ({ ...payload, v: 'late and filtered' }));
     };`,
 };
 
@@ -198,6 +199,15 @@ describe('filter hooks on writes', () => {
     await waitFor(() => tb.bridge.healthy, { message: 'bridge not healthy after restart' });
     await withClient(db.url, (c) => c.query(`insert into articles (id, title) values (601, 'Back Again')`));
     expect(await rows(`select slug from articles where id = 601`)).toEqual([{ slug: 'back-again' }]);
+  });
+
+  it('put the trigger on a table created while the bridge runs', async () => {
+    await withClient(db.url, (c) => c.query(`create table late_arrival (id int primary key, v text)`));
+    await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = 'hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1, {
+      message: 'the new table never got its trigger',
+    });
+    await withClient(db.url, (c) => c.query(`insert into late_arrival values (1, 'raw')`));
+    expect(await rows(`select v from late_arrival`)).toEqual([{ v: 'late and filtered' }]);
   });
 
   it('leave tables without filters alone', async () => {
