@@ -10,6 +10,8 @@ import { redactUrl, type Config } from './config.js';
 import { openDatabase, type OpenedDatabase } from './database.js';
 import { migrate } from './migrate.js';
 import { FilterService } from './filters/filter-service.js';
+import { startHttp, type HealthReport, type HttpServer } from './http.js';
+import { createMetrics, type BridgeMetrics } from './metrics.js';
 import { ActionStream } from './replication/action-stream.js';
 
 export interface DatabaseInfo {
@@ -23,6 +25,8 @@ export class Bridge {
   #database: Kysely<any> | undefined;
   #actions: ActionStream | undefined;
   #filters: FilterService | undefined;
+  #http: HttpServer | undefined;
+  readonly metrics: BridgeMetrics;
   #opened: OpenedDatabase | undefined;
   #pool: pg.Pool | undefined;
   #connection: pg.PoolConfig | undefined;
@@ -40,6 +44,28 @@ export class Bridge {
       autoReload: config.extensionsAutoReload,
       provide: () => ({ database: this.#database }),
     });
+    this.metrics = createMetrics({
+      filterConnections: () => this.#filters?.connections ?? 0,
+      replicationLag: async () => this.#actions?.lagBytes(),
+    });
+  }
+
+  /** The HTTP port, once listening. */
+  get httpPort(): number | undefined {
+    return this.#http?.port;
+  }
+
+  health(): HealthReport {
+    const actions = this.#actions;
+    const filters = this.#filters;
+    const report = this.runtime.report;
+    const healthy = this.healthy;
+    return {
+      status: healthy ? 'ok' : 'unavailable',
+      replication: { streaming: actions?.streaming ?? false, publicationsInSync: actions?.publicationsInSync ?? false, confirmedLsn: actions?.confirmedLsn ?? null },
+      filters: { listening: filters !== undefined, triggersInSync: filters?.triggersInSync ?? false, connections: filters?.connections ?? 0 },
+      extensions: { loaded: report?.loaded.length ?? 0, failed: report?.failed.length ?? 0 },
+    };
   }
 
   /** True when replication streams and publications and filter triggers match the loaded hooks. */
@@ -95,6 +121,7 @@ export class Bridge {
       runtime: this.runtime,
       logger: this.logger,
       database: this.#database,
+      metrics: this.metrics,
     });
     await this.#filters.start();
     this.#actions = new ActionStream({
@@ -104,9 +131,18 @@ export class Bridge {
       runtime: this.runtime,
       logger: this.logger,
       database: this.#database,
+      metrics: this.metrics,
     });
     await this.#actions.start();
-    await this.runtime.dispatchServerEvent('start');
+    this.#http = await startHttp({
+      host: this.config.host,
+      port: this.config.port,
+      runtime: this.runtime,
+      metrics: this.metrics,
+      health: () => this.health(),
+      logger: this.logger,
+    });
+    await this.runtime.dispatchServerEvent('start', { server: this.#http.server });
     this.logger.info(
       { extensions: report.loaded.length, failed: report.failed.length, database: this.#describeDatabase() },
       'ready',
@@ -123,12 +159,14 @@ export class Bridge {
       () => true,
       () => false,
     );
-    if (started) await this.runtime.dispatchServerEvent('stop');
+    if (started) await this.runtime.dispatchServerEvent('stop', { server: this.#http?.server });
     await this.#teardown();
   }
 
   /** Releases whatever exists; each step forgets its resource, so a second call does nothing. */
   async #teardown(): Promise<void> {
+    await this.#http?.close();
+    this.#http = undefined;
     await this.#actions?.stop();
     this.#actions = undefined;
     await this.#filters?.stop();

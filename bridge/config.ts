@@ -20,6 +20,8 @@ export interface Config {
   database: DatabaseSource;
   extensionsPath: string;
   extensionsAutoReload: boolean;
+  /** HTTP listen address (health, metrics, routes of init hooks). */
+  host: string;
   port: number;
   logLevel: LogLevel;
   /** Pretty, human logs (when a person watches a terminal) or pino's JSON lines. */
@@ -71,6 +73,7 @@ export function resolveConfig(
     database: resolveDatabase(options, env, cwd),
     extensionsPath: resolve(cwd, String(pick(options.extensionsPath, 'EXTENSIONS_PATH') ?? './extensions')),
     extensionsAutoReload: toBoolean('EXTENSIONS_AUTO_RELOAD', pick(options.extensionsAutoReload, 'EXTENSIONS_AUTO_RELOAD') ?? false),
+    host: String(pick(options.host, 'HOST') ?? '127.0.0.1'),
     port: toInteger('PORT', pick(options.port, 'PORT') ?? 8056, 0, 65535),
     logLevel: toChoice('LOG_LEVEL', pick(options.logLevel, 'LOG_LEVEL') ?? 'info', LOG_LEVELS),
     logFormat: toChoice('LOG_FORMAT', pick(options.logFormat, 'LOG_FORMAT') ?? (context.isTTY ? 'pretty' : 'json'), ['pretty', 'json'] as const),

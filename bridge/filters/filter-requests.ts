@@ -1,6 +1,6 @@
 /**
  * One filter call, from the trigger's request to its verdict. Pure mapping plus the filter chain:
- * what the hook sees follows Directus (create: the new row; update: the changed fields and `keys`;
+ * what the hook sees follows Directus (create: the new row without its NULLs; update: the changed fields and `keys`;
  * delete: `[key]`), and what goes back is only what the hooks changed, so values the hook merely
  * read (and JSON may have rounded, like a big int8) are never written back.
  */
@@ -90,7 +90,9 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
   let payload: unknown;
   const meta: Record<string, unknown> = {};
   if (action === 'create') {
-    payload = { ...request.new };
+    // A BEFORE trigger cannot tell a column the writer left out from one it set to NULL; Directus
+    // create payloads hold only what was given, so NULLs are left out (hooks can still set them).
+    payload = Object.fromEntries(Object.entries(request.new ?? {}).filter(([, value]) => value !== null));
   } else if (action === 'update') {
     payload = changedFields(request.new ?? {}, request.old ?? {});
     meta['keys'] = [keyOf(primaryKey, request.old)];
@@ -117,7 +119,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
 
   if (action === 'delete') return { row: 'K' };
   if (result === null || typeof result !== 'object' || Array.isArray(result)) {
-    return rejection('HB500', `hookbridge: a ${collection} filter returned ${Array.isArray(result) ? 'an array' : String(result)} instead of the row`, 'code: E_FILTER_RESULT');
+    return rejection('HB500', `hookbridge: a filter on ${collection} returned ${Array.isArray(result) ? 'an array' : String(result)} instead of the row`, 'code: E_FILTER_RESULT');
   }
   const returned = result as Record<string, unknown>;
   const columns = request.new ?? {};
@@ -125,7 +127,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
   if (unknown.length) {
     return rejection(
       'HB400',
-      `hookbridge: a ${collection} filter returned unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}`,
+      `hookbridge: a filter on ${collection} returned unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}`,
       'code: E_FILTER_RESULT',
     );
   }

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { HookbridgeError } from '../../hooks/errors.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Config } from '../config.js';
+import type { BridgeMetrics } from '../metrics.js';
 import { listUserTables, type UserTable } from '../replication/publication.js';
 import { answerFilterCall, parseRequest } from './filter-requests.js';
 import { WireServer } from './wire-server.js';
@@ -27,6 +28,7 @@ export interface FilterServiceOptions {
   runtime: HookRuntime;
   logger: Logger;
   database?: unknown;
+  metrics?: Pick<BridgeMetrics, 'filterCalls'>;
 }
 
 export class FilterService {
@@ -52,6 +54,15 @@ export class FilterService {
   /** Filter calls answered so far. */
   get requests(): number {
     return this.#requests;
+  }
+
+  /** Writer sessions connected to the filter server. */
+  get connections(): number {
+    return this.#server?.connections ?? 0;
+  }
+
+  get triggersInSync(): boolean {
+    return this.#inSync;
   }
 
   async start(): Promise<void> {
@@ -197,8 +208,9 @@ export class FilterService {
     // libpq and dblink send a few set-up statements of their own on connect.
     if (!request) return { command: query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY' };
     this.#requests += 1;
-    const { config, runtime, database } = this.#options;
-    return answerFilterCall(request, {
+    const { config, runtime, database, metrics } = this.#options;
+    const stop = metrics?.filterCalls.startTimer({ collection: request.schema === 'public' ? request.table : `${request.schema}.${request.table}`, operation: request.op });
+    const result = await answerFilterCall(request, {
       runtime,
       timeoutMs: config.filterTimeoutMs,
       failureMode: config.filterFailureMode,
@@ -206,5 +218,7 @@ export class FilterService {
       database,
       onTimeout: (collection, op) => this.#logger.warn({ collection, op, timeoutMs: config.filterTimeoutMs }, 'filter hooks timed out'),
     });
+    stop?.({ outcome: 'error' in result ? result.error.sqlstate : 'row' in result && result.row?.startsWith('M') ? 'modified' : 'kept' });
+    return result;
   }
 }

@@ -6,6 +6,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import type { BridgeMetrics } from '../metrics.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { HookContext } from '../../hooks/types.js';
 import { parseAccountabilityMessage, readAccountabilitySecret } from './accountability.js';
@@ -26,6 +27,7 @@ export interface ActionStreamOptions {
   logger: Logger;
   /** What handlers get as `context.database` (kysely). */
   database?: unknown;
+  metrics?: BridgeMetrics;
 }
 
 const WRITE_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
@@ -58,6 +60,23 @@ export class ActionStream {
 
   get confirmedLsn(): string | undefined {
     return this.#stream ? formatLsn(this.#stream.confirmed) : undefined;
+  }
+
+  get streaming(): boolean {
+    return this.#stream?.streaming ?? false;
+  }
+
+  get publicationsInSync(): boolean {
+    return this.#inSync;
+  }
+
+  /** WAL bytes between the server's current position and the slot's confirmed one. */
+  async lagBytes(): Promise<number | undefined> {
+    const { rows } = await this.#options.pool.query<{ lag: string | null }>(
+      `select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text as lag from pg_replication_slots where slot_name = $1`,
+      [this.#options.config.slotName],
+    );
+    return rows[0]?.lag == null ? undefined : Number(rows[0].lag);
   }
 
   async start(): Promise<void> {
@@ -229,6 +248,7 @@ export class ActionStream {
       attempts: config.actionAttempts,
       timeoutMs: config.actionTimeoutMs,
       signal: this.#abort.signal,
+      metrics: this.#options.metrics,
     };
   }
 }

@@ -16,6 +16,7 @@ import type { ActionEntry } from '../../hooks/register.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { HookContext } from '../../hooks/types.js';
 import { eventNameFor } from '../../hooks/event-name.js';
+import type { BridgeMetrics } from '../metrics.js';
 
 export interface DeliveryOptions {
   runtime: HookRuntime;
@@ -29,6 +30,7 @@ export interface DeliveryOptions {
   baseDelayMs?: number;
   maxDelayMs?: number;
   signal: AbortSignal;
+  metrics?: Pick<BridgeMetrics, 'actionEvents' | 'actionFailures' | 'parkedEvents'>;
 }
 
 export interface Delivery {
@@ -51,6 +53,7 @@ export class DeliveryAborted extends Error {
 export async function deliver(delivery: Delivery, options: DeliveryOptions): Promise<void> {
   const entries = options.runtime.registry.actions(delivery.event);
   await Promise.all(entries.map((entry) => deliverToHandler(entry, delivery, options)));
+  options.metrics?.actionEvents.inc({ collection: delivery.event.collection ?? '', action: delivery.event.action });
 }
 
 async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options: DeliveryOptions): Promise<void> {
@@ -66,6 +69,7 @@ async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options:
     } catch (error) {
       if (error instanceof DeliveryAborted) throw error;
       lastError = error;
+      options.metrics?.actionFailures.inc({ extension: entry.extension });
       const last = attempt === options.attempts;
       logger.warn({ err: error, attempt, of: options.attempts }, last ? 'action handler failed; parking the event' : 'action handler failed; retrying');
       if (!last) await sleep(backoff(attempt, options), options.signal);
@@ -102,6 +106,7 @@ async function park(entry: ActionEntry, event: string, delivery: Delivery, error
         ],
       );
       logger.error({ err: error }, 'action event parked in failed_events');
+      options.metrics?.parkedEvents.inc({ extension: entry.extension });
       return;
     } catch (parkError) {
       logger.error({ err: parkError, attempt }, 'parking a failed event failed; retrying');

@@ -93,12 +93,20 @@ describe('hookbridge CLI', () => {
 
   it('starts against DATABASE_URL, logs ready without the password, stops cleanly on SIGTERM, and uninstalls', async () => {
     const env = { DATABASE_URL: db.url, HOOKBRIDGE_SLOT: 'hb_cli_test' };
-    await withClient(db.url, (c) => c.query(`create table articles (id serial primary key, title text)`));
+    await withClient(db.url, (c) => c.query(`create table articles (id serial primary key, title text, uuid uuid)`));
     const cli = startCli(['start', '-e', examples], { env });
     try {
       const ready = await cli.waitForLog('ready');
       expect(ready['extensions']).toBe(5);
       expect(ready['database']).toMatch(/^postgres:\/\/.*\*\*\*@/);
+      const port = (await cli.waitForLog('http listening'))['port'];
+      const health = await fetch(`http://127.0.0.1:${port}/health`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toMatchObject({ status: 'ok', replication: { streaming: true }, filters: { triggersInSync: true } });
+      await withClient(db.url, (c) => c.query(`insert into articles (title) values ('HelloWorld42')`));
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(metrics).toMatch(/hookbridge_filter_call_seconds_count\{collection="articles",operation="INSERT",outcome="modified"\} 1/);
+      expect(metrics).toMatch(/hookbridge_replication_lag_bytes \d+/);
     } finally {
       expect(await cli.stop('SIGTERM')).toBe(0);
     }
@@ -119,7 +127,7 @@ describe('hookbridge CLI', () => {
                 (select count(*) from pg_trigger where tgname like 'hookbridge%')::int as triggers,
                 (select count(*) from articles)::int as articles`,
       );
-      expect(left.rows[0]).toEqual({ slots: 0, publications: 0, schemas: 0, triggers: 0, articles: 0 });
+      expect(left.rows[0]).toEqual({ slots: 0, publications: 0, schemas: 0, triggers: 0, articles: 1 });
     });
   });
 

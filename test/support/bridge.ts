@@ -35,7 +35,7 @@ export async function startTestBridge(
   const log = captureLogger(options.logLevel === 'silent' ? 'info' : 'debug');
   const make = () =>
     new Bridge(
-      resolveConfig({ databaseUrl: url, extensionsPath: dir.path, slotName, logLevel: 'debug', ...options }, { ...options.env }),
+      resolveConfig({ databaseUrl: url, extensionsPath: dir.path, slotName, logLevel: 'debug', port: 0, ...options }, { ...options.env }),
       log.logger,
     );
   const handle: TestBridge = {

@@ -50,7 +50,8 @@ export interface RunningCli {
 export function startCli(args: string[], options: CliOptions = {}): RunningCli {
   const child = spawn(process.execPath, [CLI, ...args], {
     cwd: options.cwd,
-    env: childEnv({ LOG_FORMAT: 'json', ...options.env }),
+    // PORT 0: test files run in parallel, each bridge takes a free HTTP port (logged as "http listening").
+    env: childEnv({ LOG_FORMAT: 'json', PORT: '0', ...options.env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

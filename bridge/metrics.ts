@@ -1,0 +1,65 @@
+/**
+ * Prometheus metrics (prom-client), one registry per bridge so that two bridges in one process (tests)
+ * never share counters.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface BridgeMetrics {
+  registry: Registry;
+  actionEvents: Counter<'collection' | 'action'>;
+  actionFailures: Counter<'extension'>;
+  parkedEvents: Counter<'extension'>;
+  filterCalls: Histogram<'collection' | 'operation' | 'outcome'>;
+  filterConnections: Gauge;
+  replicationLag: Gauge;
+}
+
+export function createMetrics(options: { filterConnections: () => number; replicationLag: () => Promise<number | undefined> }): BridgeMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'hookbridge_process_' });
+  return {
+    registry,
+    actionEvents: new Counter({
+      name: 'hookbridge_action_events_total',
+      help: 'Committed changes delivered to action hooks (rate() gives events/s)',
+      labelNames: ['collection', 'action'],
+      registers: [registry],
+    }),
+    actionFailures: new Counter({
+      name: 'hookbridge_action_failures_total',
+      help: 'Action handler tries that threw or timed out',
+      labelNames: ['extension'],
+      registers: [registry],
+    }),
+    parkedEvents: new Counter({
+      name: 'hookbridge_parked_events_total',
+      help: 'Action events parked in failed_events after their retries',
+      labelNames: ['extension'],
+      registers: [registry],
+    }),
+    filterCalls: new Histogram({
+      name: 'hookbridge_filter_call_seconds',
+      help: 'Time the bridge spent answering one filter call (one row)',
+      labelNames: ['collection', 'operation', 'outcome'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5],
+      registers: [registry],
+    }),
+    filterConnections: new Gauge({
+      name: 'hookbridge_filter_connections',
+      help: 'Writer sessions connected to the filter server (the filter path has no ticket pool)',
+      registers: [registry],
+      collect() {
+        this.set(options.filterConnections());
+      },
+    }),
+    replicationLag: new Gauge({
+      name: 'hookbridge_replication_lag_bytes',
+      help: 'WAL bytes between the server and what the bridge confirmed',
+      registers: [registry],
+      async collect() {
+        const lag = await options.replicationLag().catch(() => undefined);
+        if (lag !== undefined) this.set(lag);
+      },
+    }),
+  };
+}
