@@ -27,6 +27,8 @@ export class Bridge {
   #filters: FilterService | undefined;
   #http: HttpServer | undefined;
   readonly metrics: BridgeMetrics;
+  /** Runs after hookbridge's schema is installed and before hooks load (the CLI's --demo tables). */
+  beforeHooks: ((pool: pg.Pool) => Promise<void>) | undefined;
   #opened: OpenedDatabase | undefined;
   #pool: pg.Pool | undefined;
   #connection: pg.PoolConfig | undefined;
@@ -113,6 +115,7 @@ export class Bridge {
 
     this.#database = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#pool }) });
     await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
+    await this.beforeHooks?.(this.#pool);
 
     const report = await this.runtime.start();
     this.#filters = new FilterService({

@@ -58,7 +58,8 @@ export function buildProgram(): Command {
       .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
       .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .addOption(new Option('-p, --port <port>', 'HTTP port').env('PORT'))
-      .option('--auto-reload', 'reload extensions when their files change (env: EXTENSIONS_AUTO_RELOAD=true)'),
+      .option('--auto-reload', 'reload extensions when their files change (env: EXTENSIONS_AUTO_RELOAD=true)')
+      .option('--demo', 'create demo tables (articles, recipes) for the examples, if missing'),
   ).action(async (flags) => {
     const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stdout.isTTY });
     const logger = createLogger(config);
@@ -78,6 +79,7 @@ export function buildProgram(): Command {
     };
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));
+    if (flags.demo) bridge.beforeHooks = (pool) => createDemoTables(pool);
     await bridge.start();
     if (bridge.embeddedUrl) {
       // The embedded server is a local, throwaway one: its URL (with its password) is what a newcomer needs.
@@ -180,6 +182,23 @@ async function withDatabase(
     await pool.end();
     await opened.release();
   }
+}
+
+/** The tables examples/extensions act on, so that a newcomer can psql in and watch hooks fire. */
+async function createDemoTables(pool: pg.Pool): Promise<void> {
+  await pool.query(`
+    create table if not exists articles (
+      id serial primary key,
+      title text not null,
+      body text,
+      uuid uuid,
+      created_at timestamptz not null default now()
+    );
+    create table if not exists recipes (
+      id serial primary key,
+      name text not null,
+      synced_with_example boolean not null default false
+    );`);
 }
 
 export function formatReport(report: LoadReport): string {

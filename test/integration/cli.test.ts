@@ -5,7 +5,11 @@ import { describe, expect, it } from 'vitest';
 import { runCli, startCli } from '../support/cli.js';
 import { useTestDatabase } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
-import { withClient } from '../support/helpers.js';
+import { findPsql, withClient } from '../support/helpers.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
 
 const examples = fileURLToPath(new URL('../../examples/extensions', import.meta.url));
 const db = useTestDatabase();
@@ -131,18 +135,26 @@ describe('hookbridge CLI', () => {
     });
   });
 
-  it('starts an embedded Postgres when there is no DATABASE_URL, prints its URL, and stops it on SIGINT', async () => {
+  it('starts an embedded Postgres (npm start: examples and demo tables), prints its URL, filters, and stops it all on SIGINT', async () => {
     const cwd = await mkdtemp(join(fileURLToPath(new URL('../../.hookbridge/', import.meta.url)), 'cli-'));
     // mkdtemp makes it 0700; when tests run as root, Postgres runs as the postgres user and must get in.
     await chmod(cwd, 0o755);
-    const cli = startCli(['start', '-e', examples], { cwd });
+    const cli = startCli(['start', '-e', examples, '--demo'], { cwd });
     let url: string | undefined;
     try {
       await cli.waitForLog('ready', 120_000);
       url = /psql '(postgres:\/\/[^']+)'/.exec(cli.output())?.[1];
       expect(url).toBeDefined();
-      const { rows } = await withClient(url as string, (c) => c.query<{ wal_level: string }>(`select current_setting('wal_level') as wal_level`));
-      expect(rows[0]?.wal_level).toBe('logical');
+      const port = (await cli.waitForLog('http listening'))['port'];
+      expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
+      const psql = findPsql();
+      const shortTitle = psql
+        ? await run(psql, [url as string, '-c', `insert into articles (title) values ('short')`]).then(() => 'inserted', (e: { stderr: string }) => e.stderr)
+        : await withClient(url as string, (c) => c.query(`insert into articles (title) values ('short')`)).then(() => 'inserted', (e: Error) => e.message);
+      expect(shortTitle).toMatch(/Article title is too short/);
+      await withClient(url as string, (c) => c.query(`insert into articles (title) values ('HelloWorld42')`));
+      const { rows } = await withClient(url as string, (c) => c.query(`select uuid::text, current_setting('wal_level') as wal_level from articles`));
+      expect(rows).toEqual([{ uuid: expect.stringMatching(/^[0-9a-f-]{36}$/), wal_level: 'logical' }]);
     } finally {
       expect(await cli.stop('SIGINT', 60_000)).toBe(0);
     }
