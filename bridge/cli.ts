@@ -14,6 +14,7 @@ import { Bridge } from './bridge.js';
 import { ConfigError, resolveConfig, type ConfigOptions } from './config.js';
 import { openDatabase } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
+import { doctor, status } from './inspect.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
 import { uninstall } from './replication/publication.js';
@@ -99,6 +100,53 @@ export function buildProgram(): Command {
     await runtime.stop();
     process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
     process.exitCode = report.failed.length > 0 ? 1 : 0;
+  });
+
+  commonOptions(
+    program
+      .command('status')
+      .description('slot and lag, publications, filter triggers, extensions and their events, failed events')
+      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .option('--json', 'print JSON'),
+  ).action(async (flags) => {
+    await withDatabase(
+      flags,
+      async ({ pool, config, logger }) => {
+        const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger, env: config.env });
+        const extensions = await runtime.reload();
+        await runtime.stop();
+        const report = { ...(await status(pool, config)), extensions };
+        if (flags.json) return void process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        const lines = [
+          `hookbridge schema: ${report.installed ? 'installed' : 'not installed'}`,
+          `slot ${report.slot.name}: ${report.slot.exists ? `${report.slot.active ? 'streaming' : 'idle'}, confirmed ${report.slot.confirmedFlushLsn}, lag ${report.slot.lagBytes} bytes` : 'missing'}`,
+          ...Object.entries(report.publications).map(([name, tables]) => `publication ${name}: ${tables.join(', ') || '(none)'}`),
+          `filter triggers: ${report.filterTriggers.map((t) => `${t.table} (${t.operations.join(', ')})`).join(', ') || '(none)'}`,
+          `failed events waiting for replay: ${report.failedEvents}`,
+        ];
+        process.stdout.write(`${lines.join('\n')}\n${formatReport(extensions)}`);
+      },
+      { migrate: false },
+    );
+  });
+
+  commonOptions(
+    program
+      .command('doctor')
+      .description('check what the bridge needs from the server (wal_level, privileges, slots, dblink) and say how to fix it')
+      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .option('--json', 'print JSON'),
+  ).action(async (flags) => {
+    await withDatabase(
+      flags,
+      async ({ pool, config }) => {
+        const checks = await doctor(pool, config);
+        if (flags.json) process.stdout.write(`${JSON.stringify(checks, null, 2)}\n`);
+        else for (const c of checks) process.stdout.write(`${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ''}\n`);
+        process.exitCode = checks.every((c) => c.ok) ? 0 : 1;
+      },
+      { migrate: false },
+    );
   });
 
   commonOptions(

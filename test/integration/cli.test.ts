@@ -117,6 +117,18 @@ describe('hookbridge CLI', () => {
     const password = new URL(db.url).password;
     if (password) expect(cli.output()).not.toContain(password);
 
+    const statusRun = await runCli(['status', '--json', '-e', examples], { env });
+    expect(statusRun.code).toBe(0);
+    const report = JSON.parse(statusRun.stdout);
+    expect(report).toMatchObject({ installed: true, slot: { name: 'hb_cli_test', exists: true, active: false } });
+    expect(report.filterTriggers).toEqual([{ table: 'articles', operations: ['INSERT', 'UPDATE'] }]);
+    expect(report.publications.hookbridge).toContain('public.articles');
+    expect(report.extensions.loaded).toHaveLength(5);
+    const doctorRun = await runCli(['doctor'], { env });
+    expect(doctorRun.stdout).toMatch(/✓ wal_level: logical/);
+    expect(doctorRun.stdout).toMatch(/✓ dblink \(filter hooks\): installed/);
+    expect(doctorRun.code).toBe(0);
+
     const dryRun = await runCli(['uninstall'], { env });
     expect(dryRun.code).toBe(1);
     expect(dryRun.stdout).toMatch(/would remove .*slot "hb_cli_test".*--yes/);

@@ -1,0 +1,119 @@
+/**
+ * What `hookbridge status` and `hookbridge doctor` report: read-only looks at the database.
+ */
+import pg from 'pg';
+import type { Config } from './config.js';
+import { readReplicationFacts, replicationProblems } from './replication/setup.js';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+  fix?: string;
+}
+
+/** Everything the bridge needs from the server, each with how to fix it. */
+export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<Check[]> {
+  const checks: Check[] = [];
+  const { rows: version } = await pool.query<{ num: number; text: string }>(
+    `select current_setting('server_version_num')::int as num, current_setting('server_version') as text`,
+  );
+  const num = version[0]?.num ?? 0;
+  checks.push({
+    name: 'PostgreSQL version',
+    ok: num >= 140000,
+    detail: version[0]?.text ?? 'unknown',
+    fix: num >= 140000 ? undefined : 'hookbridge needs PostgreSQL 14 or newer',
+  });
+
+  const facts = await readReplicationFacts(pool, config.slotName);
+  const problems = replicationProblems(facts);
+  const byCode = new Map(problems.map((p) => [p.code, p.message]));
+  const replicationCheck = (name: string, code: string, detail: string) =>
+    checks.push({ name, ok: !byCode.has(code), detail, fix: byCode.get(code) });
+  replicationCheck('wal_level', 'E_WAL_LEVEL', facts.walLevel);
+  replicationCheck('replication privilege', 'E_REPLICATION_PRIVILEGE', `role ${facts.role}${facts.superuser ? ' (superuser)' : ''}${facts.replication ? ' (replication)' : ''}`);
+  replicationCheck(
+    'replication slots',
+    'E_SLOTS_EXHAUSTED',
+    `${facts.usedReplicationSlots} of ${facts.maxReplicationSlots} used; slot "${config.slotName}" ${facts.slotExists ? 'exists' : 'will be created'}`,
+  );
+  replicationCheck('WAL senders', 'E_WAL_SENDERS', `${facts.activeWalSenders} of ${facts.maxWalSenders} in use`);
+
+  const { rows: dblink } = await pool.query<{ installed: string | null; available: boolean; schema: string | null }>(
+    `select (select extversion from pg_extension where extname = 'dblink') as installed,
+            exists (select 1 from pg_available_extensions where name = 'dblink') as available,
+            (select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink') as schema`,
+  );
+  const d = dblink[0];
+  checks.push({
+    name: 'dblink (filter hooks)',
+    ok: Boolean(d?.installed) || (Boolean(d?.available) && facts.superuser),
+    detail: d?.installed ? `installed in schema ${d.schema}` : d?.available ? 'available, not installed' : 'not available on this server',
+    fix: d?.installed
+      ? undefined
+      : d?.available
+        ? facts.superuser
+          ? undefined
+          : 'as a superuser: CREATE EXTENSION dblink'
+        : "install PostgreSQL's contrib package (dblink) on the server",
+  });
+  return checks;
+}
+
+export interface Status {
+  installed: boolean;
+  slot: { name: string; exists: boolean; active: boolean; confirmedFlushLsn: string | null; lagBytes: number | null };
+  publications: Record<string, string[]>;
+  filterTriggers: Array<{ table: string; operations: string[] }>;
+  failedEvents: number;
+  filterEndpoint: { updatedAt: Date } | null;
+}
+
+export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<Status> {
+  const schema = config.schema;
+  const { rows: installed } = await pool.query<{ ok: boolean }>(`select exists (select 1 from pg_namespace where nspname = $1) as ok`, [schema]);
+  const { rows: slots } = await pool.query<{ active: boolean; lsn: string | null; lag: string | null }>(
+    `select active, confirmed_flush_lsn::text as lsn, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text as lag
+       from pg_replication_slots where slot_name = $1 and database = current_database()`,
+    [config.slotName],
+  );
+  const { rows: publicationTables } = await pool.query<{ pubname: string; tbl: string }>(
+    `select pubname, format('%I.%I', schemaname, tablename) as tbl from pg_publication_tables
+      where pubname = any ($1::text[]) order by 1, 2`,
+    [[config.publicationName, `${config.publicationName}_inserts`]],
+  );
+  const publications: Record<string, string[]> = {};
+  for (const row of publicationTables) (publications[row.pubname] ??= []).push(row.tbl);
+  const { rows: triggers } = await pool.query<{ tbl: string; ops: string[] }>(
+    `select tgrelid::regclass::text as tbl,
+            array_remove(array[case when tgtype & 4 <> 0 then 'INSERT' end, case when tgtype & 16 <> 0 then 'UPDATE' end,
+                               case when tgtype & 8 <> 0 then 'DELETE' end], null) as ops
+       from pg_trigger where tgname = 'hookbridge_filter' order by 1`,
+  );
+  let failedEvents = 0;
+  let filterEndpoint: Status['filterEndpoint'] = null;
+  if (installed[0]?.ok) {
+    const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from ${pg.escapeIdentifier(schema)}.failed_events where replayed_at is null`).catch(() => ({ rows: [{ n: 0 }] }));
+    failedEvents = rows[0]?.n ?? 0;
+    const endpoint = await pool
+      .query<{ updated_at: Date }>(`select updated_at from ${pg.escapeIdentifier(schema)}.filter_endpoint`)
+      .catch(() => ({ rows: [] as Array<{ updated_at: Date }> }));
+    filterEndpoint = endpoint.rows[0] ? { updatedAt: endpoint.rows[0].updated_at } : null;
+  }
+  const slot = slots[0];
+  return {
+    installed: Boolean(installed[0]?.ok),
+    slot: {
+      name: config.slotName,
+      exists: slot !== undefined,
+      active: slot?.active ?? false,
+      confirmedFlushLsn: slot?.lsn ?? null,
+      lagBytes: slot?.lag == null ? null : Number(slot.lag),
+    },
+    publications,
+    filterTriggers: triggers.map((t) => ({ table: t.tbl, operations: t.ops })),
+    failedEvents,
+    filterEndpoint,
+  };
+}
