@@ -3,7 +3,9 @@
  * `hookbridge <command>`. Flags override the environment, which overrides the defaults
  * (see `resolveConfig`). Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
  */
-import { realpathSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { Kysely, PostgresDialect } from 'kysely';
@@ -100,6 +102,22 @@ export function buildProgram(): Command {
     await runtime.stop();
     process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
     process.exitCode = report.failed.length > 0 ? 1 : 0;
+  });
+
+  commonOptions(
+    program
+      .command('init <name>')
+      .description('scaffold a TypeScript hook at <extensions>/hooks/<name>/index.ts'),
+  ).action(async (name: string, flags) => {
+    const config = resolveConfig({ logLevel: 'silent', ...toConfigOptions(flags) }, process.env);
+    if (!/^[a-z0-9][a-z0-9._-]*$/i.test(name)) {
+      throw new ConfigError('name', `"${name}" is not a usable folder name (letters, digits, . _ -)`);
+    }
+    const file = join(config.extensionsPath, 'hooks', name, 'index.ts');
+    if (existsSync(file)) throw new ConfigError('name', `${file} already exists`);
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(file, HOOK_TEMPLATE);
+    process.stdout.write(`created ${file}\n`);
   });
 
   commonOptions(
@@ -231,6 +249,25 @@ async function withDatabase(
     await opened.release();
   }
 }
+
+const HOOK_TEMPLATE = `import { defineHook } from 'hookbridge';
+import { InvalidPayloadError } from 'hookbridge';
+
+export default defineHook(({ filter, action }, { logger }) => {
+  // Runs inside the writer's transaction, before the row is written: return the row to write, or throw.
+  filter('items.create', (payload, meta) => {
+    if (meta.collection === 'articles' && !payload.title) {
+      throw new InvalidPayloadError({ reason: 'An article needs a title' });
+    }
+    return payload;
+  });
+
+  // Runs after commit, at least once per change: make it idempotent (meta.id is stable).
+  action('items.create', ({ collection, key, id }) => {
+    logger.info({ collection, key, id }, 'created');
+  });
+});
+`;
 
 /** The tables examples/extensions act on, so that a newcomer can psql in and watch hooks fire. */
 async function createDemoTables(pool: pg.Pool): Promise<void> {

@@ -43,6 +43,19 @@ describe('hookbridge CLI', () => {
     }
   });
 
+  it('scaffolds a hook that loads', async () => {
+    const dir = await tempDir();
+    try {
+      const created = await runCli(['init', 'my-hook', '-e', dir.path]);
+      expect(created.stdout).toContain(join(dir.path, 'hooks/my-hook/index.ts'));
+      const listed = await runCli(['extensions', '--json', '-e', dir.path]);
+      expect(JSON.parse(listed.stdout).loaded).toEqual([expect.objectContaining({ name: 'my-hook', events: ['filter items.create', 'action items.create'] })]);
+      expect((await runCli(['init', 'my-hook', '-e', dir.path])).code).toBe(2);
+    } finally {
+      await dir.remove();
+    }
+  });
+
   it('refuses bad configuration with exit code 2, naming the setting and no secret', async () => {
     const mode = await runCli(['start'], { env: { FILTER_FAILURE_MODE: 'maybe' } });
     expect(mode.code).toBe(2);

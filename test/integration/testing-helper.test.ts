@@ -9,7 +9,8 @@ it('starts Postgres and a bridge with the given extensions, and stops both', asy
   const hb = await startTestBridge({
     extensions: {
       'hooks/shout/index.js': `
-        module.exports = ({ filter, action }) => {
+        module.exports = ({ filter, action, init }) => {
+          init('routes.custom.before', ({ app }) => app.get('/custom/ping', (_req, res) => res.json({ pong: true })));
           filter('notes.items.create', (p) => ({ ...p, body: String(p.body).toUpperCase() }));
           action('notes.items.create', ({ key }) => globalThis.__testingCreated.push(key));
         };`,
@@ -21,6 +22,9 @@ it('starts Postgres and a bridge with the given extensions, and stops both', asy
     await withClient(url, (c) => c.query(`insert into notes values (1, 'quiet')`));
     expect(await withClient(url, async (c) => (await c.query(`select body from notes`)).rows)).toEqual([{ body: 'QUIET' }]);
     await waitFor(() => created.length === 1, { message: 'the action hook never ran' });
+    // Init hooks get the express app, as in Directus.
+    const ping = await fetch(`http://127.0.0.1:${hb.bridge.httpPort}/custom/ping`);
+    expect(await ping.json()).toEqual({ pong: true });
   } finally {
     await hb.stop();
   }
