@@ -19,7 +19,7 @@ create or replace function :"schema".filter_connect() returns void
   language plpgsql
   volatile
   security definer
-  set search_path = :"schema", public, pg_catalog, pg_temp
+  set search_path = pg_catalog, :"schema", pg_temp
 as $$
 declare
   target text;
@@ -38,12 +38,17 @@ create or replace function :"schema".filter_failure_mode() returns text
   language sql
   stable
   security definer
-  set search_path = :"schema", pg_catalog, pg_temp
+  set search_path = pg_catalog, :"schema", pg_temp
 as $$ select coalesce((select failure_mode from filter_endpoint), 'closed') $$;
 
--- The trigger. Writes the request, waits for the verdict:
+-- The trigger. SECURITY DEFINER, owned by the bridge's role, which alone may use dblink (the bridge
+-- revokes dblink from PUBLIC): a writer can neither point the connection elsewhere nor send requests
+-- of its own, and every TG_* value and the identity below come from Postgres, not from the writer.
+-- pg_catalog comes first in its search_path, so nothing a user creates can stand in for a built-in.
+-- Writes the request, waits for the verdict:
 --   K            keep the row as it is
---   M<json>      apply these columns to NEW (Postgres coerces the types)
+--   M<json>      {"set": {...}, "keep": [...]}: apply `set` to NEW (Postgres coerces the types) and
+--                give the `keep` columns back their OLD values (copied in SQL: no precision lost)
 --   W<message>   pass unfiltered, with a warning (failure mode "open")
 -- A refusal arrives as an error whose SQLSTATE is HB<status> (HB400, HB403, ...), re-raised as is;
 -- failing to reach the bridge surfaces as a connection error (class 08) and never as HB*.
@@ -52,11 +57,16 @@ as $$ select coalesce((select failure_mode from filter_endpoint), 'closed') $$;
 create or replace function :"schema".filter_trigger() returns trigger
   language plpgsql
   volatile
-  set search_path = :"schema", public, pg_catalog, pg_temp
+  security definer
+  set search_path = pg_catalog, :"schema", pg_temp
 as $$
 declare
   request text;
   verdict text;
+  patch jsonb;
+  writer text := case when current_setting('role') = 'none' then session_user::text else current_setting('role') end;
+  collection_schema text := tg_table_schema;
+  collection_table text := tg_table_name;
   err_state text;
   err_message text;
   err_detail text;
@@ -70,15 +80,22 @@ begin
     return case when tg_op = 'DELETE' then old else new end;
   end if;
 
+  -- A partition is filtered as its partitioned table (the trigger was cloned onto it).
+  if (select c.relispartition from pg_class c where c.oid = tg_relid) then
+    select n.nspname, c.relname into collection_schema, collection_table
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where c.oid = pg_partition_root(tg_relid);
+  end if;
+
   request := 'HBF1 ' || json_build_object(
     'op', tg_op,
-    'schema', tg_table_schema,
-    'table', tg_table_name,
+    'schema', collection_schema,
+    'table', collection_table,
     'new', case when tg_op <> 'DELETE' then to_jsonb(new) end,
     'old', case when tg_op <> 'INSERT' then to_jsonb(old) end,
     'who', json_build_object(
-      'role', current_user,
-      'admin', current_setting('is_superuser') = 'on',
+      'role', writer,
+      'admin', coalesce((select r.rolsuper from pg_roles r where r.rolname = writer), false),
       'application_name', nullif(current_setting('application_name'), ''),
       'client_addr', host(inet_client_addr()),
       'user', nullif(current_setting('hookbridge.user', true), ''),
@@ -121,13 +138,18 @@ begin
     raise warning '%', substr(verdict, 2);
     return case when tg_op = 'DELETE' then old else new end;
   elsif left(verdict, 1) = 'M' and tg_op <> 'DELETE' then
-    new := jsonb_populate_record(new, substr(verdict, 2)::jsonb);
+    patch := substr(verdict, 2)::jsonb;
+    new := jsonb_populate_record(
+      new,
+      coalesce(patch -> 'set', '{}'::jsonb)
+        || coalesce((select jsonb_object_agg(k, to_jsonb(old) -> k) from jsonb_array_elements_text(patch -> 'keep') k), '{}'::jsonb));
     return new;
   end if;
   raise exception using errcode = 'HB500', message = 'hookbridge: the bridge sent an unreadable verdict';
 end
 $$;
 
-grant execute on function :"schema".filter_connect() to public;
-grant execute on function :"schema".filter_failure_mode() to public;
-grant execute on function :"schema".filter_trigger() to public;
+-- Only the trigger (running as the owner) calls these; writers need nothing here.
+revoke all on function :"schema".filter_connect() from public;
+revoke all on function :"schema".filter_failure_mode() from public;
+revoke all on function :"schema".filter_trigger() from public;

@@ -100,6 +100,8 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     payload = [keyOf(primaryKey, request.old)];
   }
 
+  // Hooks may mutate the payload in place (`delete payload.x`): remember what was given.
+  const given = action === 'delete' ? [] : Object.keys(payload as Record<string, unknown>);
   let result: unknown;
   try {
     result = await withTimeout(options.runtime.runFilters(action, collection, payload, meta, context), options.timeoutMs);
@@ -132,15 +134,18 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     );
   }
   // What to write: the columns the hooks changed, compared with what the writer would have written.
-  const patch = changedFields(returned, columns);
-  if (action === 'update') {
-    // Directus semantics: the returned payload is what gets written; a changed field the hooks left
-    // out is not written (it keeps its old value).
-    for (const column of Object.keys(payload as Record<string, unknown>)) {
-      if (!(column in returned)) patch[column] = (request.old ?? {})[column];
-    }
+  const set = changedFields(returned, columns);
+  const keep: string[] = [];
+  for (const column of given) {
+    if (column in returned) continue;
+    // Directus semantics: the returned payload is what gets written. A field the hooks removed is not
+    // written: on create it becomes NULL (a NOT NULL column then fails the insert), on update it keeps
+    // its old value, copied in SQL so that nothing is rounded on the way through JSON.
+    if (action === 'create') set[column] = null;
+    else keep.push(column);
   }
-  return Object.keys(patch).length === 0 ? { row: 'K' } : { row: `M${JSON.stringify(patch)}` };
+  if (Object.keys(set).length === 0 && keep.length === 0) return { row: 'K' };
+  return { row: `M${JSON.stringify({ set, keep })}` };
 }
 
 class FilterTimeout extends Error {}

@@ -87,6 +87,9 @@ export class FilterService {
       // A peer that vanished without closing the connection (a partition) fails the write instead of hanging it.
       `tcp_user_timeout=${config.filterTimeoutMs}`,
       'keepalives=1',
+      'keepalives_idle=1',
+      'keepalives_interval=1',
+      `keepalives_count=${Math.max(2, Math.ceil(config.filterTimeoutMs / 1000))}`,
     ].join(' ');
     await pool.query(
       `insert into ${pg.escapeIdentifier(config.schema)}.filter_endpoint (conninfo, failure_mode, timeout_ms, updated_at)
@@ -134,7 +137,7 @@ export class FilterService {
               array_remove(array[case when t.tgtype & 4 <> 0 then 'INSERT' end,
                                  case when t.tgtype & 16 <> 0 then 'UPDATE' end,
                                  case when t.tgtype & 8 <> 0 then 'DELETE' end], null) as events
-         from pg_trigger t where t.tgname = $1`,
+         from pg_trigger t where t.tgname = $1 and t.tgparentid = 0 and not t.tgisinternal`,
       [FILTER_TRIGGER],
     );
     const have = new Map(existing.map((r) => [r.oid, r.events.join(' OR ')]));
@@ -147,29 +150,40 @@ export class FilterService {
     }
     if (wanted.size > 0) await this.#ensureDblink();
 
+    // One table per transaction with a short lock timeout: a DDL statement waiting for its lock makes
+    // every later writer of that table wait too, so never wait long and never hold one table's lock
+    // while waiting for another's. A busy table is retried on the next sync.
+    let pending = 0;
     const client = await pool.connect();
     try {
-      await client.query('begin');
-      // Never stall the user's traffic behind a lock we wait for: fail and retry on the next sync.
-      await client.query(`set local lock_timeout = '5s'`);
       for (const change of changes) {
-        const { rows } = await client.query<{ name: string }>(`select $1::regclass::text as name`, [change.oid]);
-        const name = rows[0]?.name;
-        if (!name) continue;
-        await client.query(`drop trigger if exists ${FILTER_TRIGGER} on ${name}`);
-        if (change.create) {
-          await client.query(
-            `create trigger ${FILTER_TRIGGER} before ${change.create.events.join(' or ')} on ${name}
-               for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger()`,
-          );
+        try {
+          await client.query('begin');
+          await client.query(`set local lock_timeout = '200ms'`);
+          const { rows } = await client.query<{ name: string | null }>(`select to_regclass($1::oid::regclass::text)::text as name`, [change.oid]);
+          const name = rows[0]?.name;
+          if (name) {
+            await client.query(`drop trigger if exists ${FILTER_TRIGGER} on ${name}`);
+            if (change.create) {
+              await client.query(
+                `create trigger ${FILTER_TRIGGER} before ${change.create.events.join(' or ')} on ${name}
+                   for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger()`,
+              );
+            }
+          }
+          await client.query('commit');
+        } catch (error) {
+          await client.query('rollback').catch(() => undefined);
+          pending += 1;
+          this.#logger.warn({ err: error, oid: change.oid }, 'filter trigger change postponed (table busy?)');
         }
       }
-      await client.query('commit');
-    } catch (error) {
-      await client.query('rollback').catch(() => undefined);
-      throw error;
     } finally {
       client.release();
+    }
+    if (pending > 0) {
+      this.#inSync = false;
+      return;
     }
     this.#logger.info(
       { tables: [...wanted.values()].map((w) => `${w.table.collection} (${w.events.join(', ')})`) },
@@ -178,28 +192,32 @@ export class FilterService {
     this.#inSync = true;
   }
 
+  /**
+   * dblink must live in hookbridge's schema (the trigger's search_path has no `public`, so that
+   * nothing a user creates there can stand in for a built-in) and must not be callable by PUBLIC
+   * (a writer could otherwise point the trigger's connection at a server of its own).
+   */
   async #ensureDblink(): Promise<void> {
     const { pool, config } = this.#options;
-    const { rows } = await pool.query<{ schema: string }>(
-      `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
-    );
-    if (rows[0]) {
-      if (rows[0].schema !== config.schema && rows[0].schema !== 'public') {
-        throw new HookbridgeError(
-          'E_DBLINK',
-          `dblink is installed in schema "${rows[0].schema}", where filter triggers cannot see it; ALTER EXTENSION dblink SET SCHEMA public`,
-        );
-      }
-      return;
-    }
+    const schema = pg.escapeIdentifier(config.schema);
+    const fix = `as a superuser: CREATE EXTENSION dblink SCHEMA ${schema} (or ALTER EXTENSION dblink SET SCHEMA ${schema}), then restart the bridge`;
     try {
-      await pool.query(`create extension if not exists dblink schema ${pg.escapeIdentifier(config.schema)}`);
-    } catch (error) {
-      throw new HookbridgeError(
-        'E_DBLINK',
-        'filter hooks need the dblink extension, and the bridge could not create it; as a superuser run: CREATE EXTENSION dblink',
-        { cause: error },
+      const { rows } = await pool.query<{ schema: string }>(
+        `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
       );
+      if (!rows[0]) await pool.query(`create extension dblink schema ${schema}`);
+      else if (rows[0].schema !== config.schema) await pool.query(`alter extension dblink set schema ${schema}`);
+      const { rows: functions } = await pool.query<{ fn: string }>(
+        `select p.oid::regprocedure::text as fn
+           from pg_depend d
+           join pg_extension e on e.oid = d.refobjid and e.extname = 'dblink'
+           join pg_proc p on p.oid = d.objid
+          where d.deptype = 'e' and d.classid = 'pg_proc'::regclass
+            and has_function_privilege('public', p.oid, 'execute')`,
+      );
+      for (const { fn } of functions) await pool.query(`revoke execute on function ${fn} from public`);
+    } catch (error) {
+      throw new HookbridgeError('E_DBLINK', `filter hooks need dblink in schema ${schema}, callable by the bridge only; ${fix}`, { cause: error });
     }
   }
 

@@ -76,7 +76,15 @@ export class WireServer {
   }
 }
 
+/** Before a client has authenticated it may send only small messages (startup, password). */
+const MAX_UNAUTHENTICATED = 10_000;
+/** A connection that has not authenticated by then is closed. */
+const AUTHENTICATION_DEADLINE_MS = 10_000;
+
 class Session {
+  /** Received bytes not yet consumed: chunks are joined once a whole message is there, not per chunk. */
+  #chunks: Buffer[] = [];
+  #buffered = 0;
   #buffer: Buffer = Buffer.alloc(0);
   #started = false;
   #authenticated = false;
@@ -88,10 +96,25 @@ class Session {
     private readonly socket: Socket,
     private readonly id: number,
     private readonly options: WireServerOptions,
-  ) {}
+  ) {
+    const deadline = setTimeout(() => {
+      if (!this.#authenticated) socket.destroy();
+    }, AUTHENTICATION_DEADLINE_MS);
+    deadline.unref();
+    socket.once('close', () => clearTimeout(deadline));
+  }
 
   receive(chunk: Buffer): void {
-    this.#buffer = this.#buffer.length ? Buffer.concat([this.#buffer, chunk]) : chunk;
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+    if (!this.#authenticated && this.#buffer.length + this.#buffered > MAX_UNAUTHENTICATED) return void this.socket.destroy();
+    // Join only when the message we wait for is complete (or its header is): large rows arrive in many
+    // chunks, and joining per chunk would cost the square of their size.
+    const needed = this.#needed();
+    if (needed !== undefined && this.#buffer.length + this.#buffered < needed) return;
+    this.#buffer = Buffer.concat([this.#buffer, ...this.#chunks]);
+    this.#chunks = [];
+    this.#buffered = 0;
     for (;;) {
       if (!this.#started) {
         if (this.#buffer.length < 8) return;
@@ -106,12 +129,20 @@ class Session {
       if (this.#buffer.length < 5) return;
       const type = this.#buffer[0] as number;
       const length = this.#buffer.readInt32BE(1);
-      if (length < 4 || length > MAX_MESSAGE) return void this.socket.destroy();
+      const limit = this.#authenticated ? MAX_MESSAGE : MAX_UNAUTHENTICATED;
+      if (length < 4 || length > limit) return void this.socket.destroy();
       if (this.#buffer.length < length + 1) return;
       const body = this.#buffer.subarray(5, length + 1);
       this.#buffer = this.#buffer.subarray(length + 1);
       this.#message(type, Buffer.from(body));
     }
+  }
+
+  /** Bytes needed for the message at the head of the buffer, when its header has arrived. */
+  #needed(): number | undefined {
+    const head = this.#buffer;
+    if (!this.#started) return head.length >= 4 ? head.readInt32BE(0) : undefined;
+    return head.length >= 5 ? head.readInt32BE(1) + 1 : undefined;
   }
 
   #startup(body: Buffer): void {

@@ -145,6 +145,8 @@ export class ActionStream {
     clearInterval(this.#heartbeat);
     clearInterval(this.#tablePoll);
     this.#unsubscribe?.();
+    // Stop taking new changes first, or "idle" might never come.
+    this.#stream?.pauseReading();
     const pipeline = this.#pipeline;
     if (pipeline) {
       const idle = pipeline.whenIdle();

@@ -31,6 +31,8 @@ interface Slot {
   lsn: bigint | undefined;
   pending: number;
   closed: boolean;
+  /** A change of it was neither handled nor parked: never confirmable (sticky, a later Commit cannot undo it). */
+  failed?: boolean;
 }
 
 type Work = { slot: Slot; run: () => Promise<void>; orderKeys: string[]; done: () => void };
@@ -74,6 +76,7 @@ export class ChangePipeline {
   push(event: StreamEvent): void {
     switch (event.kind) {
       case 'begin':
+        if (this.#open) throw new Error('pgoutput began a transaction inside another one');
         this.#open = { lsn: undefined, pending: 0, closed: false };
         this.#slots.push(this.#open);
         return;
@@ -189,7 +192,7 @@ export class ChangePipeline {
     if (this.#inFlight <= this.#options.lowWater && this.#capacityWaiters.length) {
       for (const resolve of this.#capacityWaiters.splice(0)) resolve();
     }
-    if (this.#idleWaiters.length) for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    if (this.#inFlight === 0 && this.#idleWaiters.length) for (const resolve of this.#idleWaiters.splice(0)) resolve();
   }
 
   #fail(slot: Slot, error: unknown): void {
@@ -197,8 +200,7 @@ export class ChangePipeline {
     // so Postgres sends them again after a restart.
     this.#failed ??= error;
     this.#options.logger.error({ err: error }, 'a change could not be handled nor parked; confirmations stop here');
-    slot.lsn = undefined;
-    slot.closed = false;
+    slot.failed = true;
     this.#finish(slot);
   }
 
@@ -206,7 +208,7 @@ export class ChangePipeline {
     let confirmable = this.#confirmable;
     while (this.#slots.length) {
       const head = this.#slots[0] as Slot;
-      if (!head.closed || head.pending > 0 || head.lsn === undefined) break;
+      if (head.failed || !head.closed || head.pending > 0 || head.lsn === undefined) break;
       if (head.lsn > confirmable) confirmable = head.lsn;
       this.#slots.shift();
     }

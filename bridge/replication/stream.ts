@@ -9,7 +9,12 @@
  *   that way would let Postgres skip a transaction whose commit record starts exactly at E, so we
  *   pass E - 1.
  * - On reconnect it would restart from the last LSN *received*; Postgres starts from
- *   max(requested, slot's confirmed_flush_lsn), so we always request 0/0 and let the slot decide.
+ *   max(requested, slot's confirmed_flush_lsn), so we request what *we* confirmed (everything up to
+ *   it is handled, even if Postgres has not heard of it yet).
+ * - With flow control, a throwing data handler only makes it emit 'error'; messages it had already
+ *   queued keep coming until the connection closes. A Commit after a change that failed to decode
+ *   would then confirm a transaction with a hole in it, so after the first failure a connection's
+ *   data is ignored.
  *
  * We send our own status updates: on every keepalive that asks for one, whenever the confirmable LSN
  * moves (throttled), and every `statusIntervalMs` even while reading is paused for backpressure, so
@@ -62,6 +67,7 @@ export class ReplicationStream {
   #streaming = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
+  #paused = false;
 
   constructor(options: StreamOptions) {
     this.#options = options;
@@ -98,11 +104,16 @@ export class ReplicationStream {
     }, 20);
   }
 
-  /** Sends the final confirmation and closes the connection. */
+  /** Stops handing out data (what is not handed out is sent again after the next start). */
+  pauseReading(): void {
+    this.#paused = true;
+  }
+
+  /** Sends the final confirmation and closes the connection. Safe to call twice. */
   async stop(): Promise<void> {
-    if (this.#stopped) return;
-    this.#stopped = true;
     clearInterval(this.#statusTimer);
+    if (this.#stopped) return void (await this.#loop);
+    this.#stopped = true;
     clearTimeout(this.#sendTimer);
     this.#sendTimer = undefined;
     this.#sendStatus(true);
@@ -136,11 +147,21 @@ export class ReplicationStream {
       service.on('heartbeat', (_lsn: string, _time: number, shouldRespond: boolean) => {
         if (shouldRespond) this.#sendStatus(true);
       });
-      service.on('data', (lsn: string, payload: Buffer) => this.#options.onData(payload, parseLsn(lsn)));
+      let poisoned = false;
+      service.on('data', async (lsn: string, payload: Buffer) => {
+        // Never resolves: the library's queue stops here, and nothing more is read before we close.
+        if (poisoned || this.#paused) return new Promise<void>(() => {});
+        try {
+          await this.#options.onData(payload, parseLsn(lsn));
+        } catch (error) {
+          poisoned = true;
+          throw error;
+        }
+      });
 
       this.#options.logger.debug({ attempt }, 'replication: subscribing');
       const outcome = await Promise.race([
-        service.subscribe(rawPgoutput(this.#options.publications), this.#options.slotName, '0/0').then(
+        service.subscribe(rawPgoutput(this.#options.publications), this.#options.slotName, formatLsn(this.#confirmed)).then(
           () => new Error('the replication stream ended'),
           (error: unknown) => error,
         ),
@@ -156,6 +177,7 @@ export class ReplicationStream {
       if (!everStarted) {
         firstStart.reject(outcome);
         this.#stopped = true;
+        clearInterval(this.#statusTimer);
         break;
       }
       await this.#options.onDisconnect();

@@ -36,6 +36,9 @@ const extensions = {
       });
       filter('Odd "Table".items.create', (payload) => ({ ...payload, "Note": 'filtered' }));
       filter('late_*.items.create', (payload) => ({ ...payload, v: 'late and filtered' }));
+      filter('readings.items.create', (payload) => ({ ...payload, note: 'via ' + 'readings' }));
+      filter('accounts.items.create', (payload) => { delete payload.is_admin; return payload; });
+      filter('accounts.items.update', (payload) => { const { amount, ...rest } = payload; return rest; });
     };`,
 };
 
@@ -46,6 +49,9 @@ beforeAll(async () => {
     await c.query(`create table articles (id int primary key, title text not null, slug text, body text, n int8)`);
     await c.query(`create table "Odd ""Table""" (id int primary key, "Note" text)`);
     await c.query(`create table untouched (id int primary key)`);
+    await c.query(`create table readings (id int, at date not null, note text, primary key (id, at)) partition by range (at)`);
+    await c.query(`create table readings_2026 partition of readings for values from ('2026-01-01') to ('2027-01-01')`);
+    await c.query(`create table accounts (id int primary key, name text, is_admin boolean, amount numeric)`);
   });
   tb = await startTestBridge(db.url, extensions, { filterTimeoutMs: 1500 });
 });
@@ -60,7 +66,7 @@ const failure = (sql: string, url = db.url) => withClient(url, (c) => c.query(sq
 describe('filter hooks on writes', () => {
   it('install triggers only where filters match, for just those operations', async () => {
     const triggers = await rows(`select tgrelid::regclass::text as t from pg_trigger where tgname = 'hookbridge_filter' order by 1`);
-    expect(triggers.map((r) => r.t)).toEqual(['"Odd ""Table"""', 'articles']);
+    expect(triggers.map((r) => r.t)).toEqual(['"Odd ""Table"""', 'accounts', 'articles', 'readings', 'readings_2026']);
   });
 
   it('let a filter modify the row, seeing the writer', async () => {
@@ -209,6 +215,50 @@ describe('filter hooks on writes', () => {
     });
     await withClient(db.url, (c) => c.query(`insert into late_arrival values (1, 'raw')`));
     expect(await rows(`select v from late_arrival`)).toEqual([{ v: 'late and filtered' }]);
+  });
+
+  it('filter rows of a partitioned table as that table, through its partitions', async () => {
+    await withClient(db.url, (c) => c.query(`insert into readings (id, at) values (1, '2026-05-01')`));
+    expect(await rows(`select note from readings`)).toEqual([{ note: 'via readings' }]);
+  });
+
+  it('do not write a field a create filter removed, and restore an update field left out without rounding it', async () => {
+    await withClient(db.url, (c) => c.query(`insert into accounts values (1, 'eve', true, 0.1000000000000000055511151231257827)`));
+    expect(await rows(`select is_admin, amount::text from accounts`)).toEqual([{ is_admin: null, amount: '0.1000000000000000055511151231257827' }]);
+    await withClient(db.url, (c) => c.query(`update accounts set amount = 5, name = 'eve2' where id = 1`));
+    expect(await rows(`select name, amount::text from accounts`)).toEqual([{ name: 'eve2', amount: '0.1000000000000000055511151231257827' }]);
+  });
+
+  it('give writers no way to point the trigger elsewhere or stand in for built-ins', async () => {
+    const role = `hb_mallory_${Date.now()}`;
+    await withClient(db.url, async (c) => {
+      await c.query(`create role ${role} login password 'pw'`);
+      await c.query(`grant insert, select on articles to ${role}`);
+      await c.query(`grant create on schema public to ${role}`);
+    });
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = 'pw';
+    const as = url.toString();
+    try {
+      expect(await failure(`select hookbridge.dblink_connect('hookbridge_filter', 'host=127.0.0.1 port=1')`, as)).toMatchObject({ code: '42501' });
+      expect(await failure(`select hookbridge.filter_connect()`, as)).toMatchObject({ code: '42501' });
+      const outcome = await withClient(as, async (c) => {
+        // A look-alike of a built-in the trigger uses, in a schema the writer may create in.
+        await c.query(`create function public.pg_get_userbyid(oid) returns name language sql as $$ select session_user $$`);
+        await c.query(`set hookbridge.bypass = 'on'`);
+        return c.query(`insert into articles (id, title) values (460, 'reject me')`).then(() => 'written', (e: pg.DatabaseError) => e.code);
+      });
+      expect(outcome).toBe('HB400');
+    } finally {
+      await withClient(db.url, async (c) => {
+        await c.query(`drop function if exists public.pg_get_userbyid(oid)`);
+        await c.query(`revoke create on schema public from ${role}`);
+        await c.query(`reassign owned by ${role} to postgres`);
+        await c.query(`drop owned by ${role}`);
+        await c.query(`drop role ${role}`);
+      });
+    }
   });
 
   it('leave tables without filters alone', async () => {
