@@ -69,9 +69,18 @@ export function buildProgram(): Command {
     const bridge = new Bridge(config, logger);
     let stopping = false;
     const shutdown = (signal: string) => {
-      if (stopping) return;
+      if (stopping) {
+        logger.warn({ signal }, 'second signal: exiting now; unfinished action events are delivered again after the next start');
+        process.exit(1);
+      }
       stopping = true;
       logger.info({ signal }, 'shutting down');
+      // Handlers get a grace period inside stop(); past this deadline the process goes anyway (nothing is
+      // lost: what was not confirmed is sent again).
+      setTimeout(() => {
+        logger.error('shutdown took longer than 30 s; exiting');
+        process.exit(1);
+      }, 30_000).unref();
       bridge.stop().then(
         () => process.exit(0),
         (error) => {
@@ -80,8 +89,8 @@ export function buildProgram(): Command {
         },
       );
     };
-    process.once('SIGINT', () => shutdown('SIGINT'));
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.on('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
     if (flags.demo) bridge.beforeHooks = (pool) => createDemoTables(pool);
     await bridge.start();
     if (bridge.embeddedUrl) {

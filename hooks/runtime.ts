@@ -121,7 +121,12 @@ export class HookRuntime {
         }
       } catch (error) {
         const described = describeHookError(error);
-        report.failed.push({ name: extension.name, path: extension.entry, code: described.code, reason: described.message });
+        // A reload that breaks an extension keeps its last good version: dropping it would take its
+        // filter triggers away (writes would pass unfiltered) until someone notices.
+        const previous = this.registry.extensions.filter((ext) => ext.name === extension.name || ext.name.startsWith(`${extension.name}/`));
+        collected.push(...previous);
+        const kept = previous.length ? ' (its previous version stays active)' : '';
+        report.failed.push({ name: extension.name, path: extension.entry, code: described.code, reason: described.message + kept });
       }
     }
 

@@ -100,7 +100,7 @@ async function park(entry: ActionEntry, event: string, delivery: Delivery, error
           delivery.commitLsn,
           delivery.xid,
           toJson(delivery.meta),
-          JSON.stringify(errorJson),
+          toJson(errorJson),
           options.attempts,
           toJson(delivery.context.accountability ?? null),
         ],
@@ -119,14 +119,23 @@ function fullContext(context: Partial<HookContext>): HookContext {
   return { database: undefined, schema: undefined, accountability: null, ...context };
 }
 
-/** JSON for jsonb: bigint as string, Buffer as `\x…` hex (what bytea prints). */
+/**
+ * JSON for jsonb: bigint as string, Buffer as `\x…` hex (what bytea prints), NUL characters (which
+ * jsonb refuses) replaced. Never throws: a meta that a handler made circular is parked as a note, so
+ * that parking itself can always succeed.
+ */
 export function toJson(value: unknown): string {
-  return JSON.stringify(value, function (this: unknown, key, v: unknown) {
-    const raw = (this as Record<string, unknown>)[key];
-    if (typeof raw === 'bigint') return raw.toString();
-    if (Buffer.isBuffer(raw)) return `\\x${raw.toString('hex')}`;
-    return v;
-  });
+  try {
+    const text = JSON.stringify(value, function (this: unknown, key, v: unknown) {
+      const raw = (this as Record<string, unknown>)[key];
+      if (typeof raw === 'bigint') return raw.toString();
+      if (Buffer.isBuffer(raw)) return `\\x${raw.toString('hex')}`;
+      return v;
+    });
+    return (text ?? 'null').replaceAll('\\u0000', '\\ufffd');
+  } catch (error) {
+    return JSON.stringify({ unserialisable: (error as Error).message });
+  }
 }
 
 export function backoff(attempt: number, options: Pick<DeliveryOptions, 'baseDelayMs' | 'maxDelayMs'>): number {

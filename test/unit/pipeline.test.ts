@@ -178,6 +178,43 @@ describe('ChangePipeline', () => {
     pipeline.close();
   });
 
+  it('keeps a failed transaction unconfirmed even when its commit arrives after the failure', async () => {
+    const h = controlled();
+    const { pipeline, confirmed } = pipelineWith(h.handle);
+    pipeline.push(begin());
+    pipeline.push(change('bad', 'a'));
+    await tick();
+    h.gates.get('bad')?.reject(new Error('stopping'));
+    await tick();
+    pipeline.push(commit(10n));
+    pipeline.push({ kind: 'marker', lsn: 20n });
+    expect(confirmed).toEqual([]);
+    pipeline.close();
+  });
+
+  it('refuses a transaction that begins inside another', () => {
+    const { pipeline } = pipelineWith(async () => {});
+    pipeline.push(begin());
+    expect(() => pipeline.push(begin())).toThrow(/inside another/);
+    pipeline.close();
+  });
+
+  it('is idle only when nothing is in flight', async () => {
+    const h = controlled();
+    const { pipeline } = pipelineWith(h.handle);
+    pipeline.push(begin());
+    pipeline.push(change('x', 'a'));
+    pipeline.push(change('y', 'b'));
+    let idle = false;
+    const waiting = pipeline.whenIdle().then(() => (idle = true));
+    await h.release('x');
+    expect(idle).toBe(false);
+    await h.release('y');
+    await waiting;
+    expect(idle).toBe(true);
+    pipeline.close();
+  });
+
   it('orders an update that changed the key after events on the old and the new key', async () => {
     const h = controlled();
     const { pipeline } = pipelineWith(h.handle);

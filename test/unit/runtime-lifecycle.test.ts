@@ -95,7 +95,7 @@ describe('hot reload', () => {
     expect(await runtime.runFilters('create', 't', {}, {})).toEqual({});
   });
 
-  it('keeps the others running when an edit breaks one extension, and reports it', async () => {
+  it('keeps the last good version of an extension an edit broke, and reports it', async () => {
     const { runtime, dir, log } = await runtimeWith(
       {
         'hooks/a/index.js': `module.exports = ({ filter }) => filter('items.create', (p) => ({ ...p, a: 1 }));`,
@@ -106,7 +106,9 @@ describe('hot reload', () => {
     await runtime.start();
     await writeFile(join(dir, 'hooks/b/index.js'), `module.exports = ({ filter }) => filter('items.create', (p) => ({ ...p, b: 1 })`);
     await waitFor(() => runtime.report?.failed.length === 1, { timeoutMs: 10000, message: 'broken edit not reported' });
-    expect(await runtime.runFilters('create', 't', {}, {})).toEqual({ a: 1 });
+    // b's last good version stays: a typo must not make writes pass unfiltered.
+    expect(await runtime.runFilters('create', 't', {}, {})).toEqual({ a: 1, b: 1 });
+    expect(runtime.report?.failed[0]?.reason).toMatch(/its previous version stays active/);
     expect(log.lines().some((l) => l['msg'] === 'extension not loaded: ' + runtime.report?.failed[0]?.reason)).toBe(true);
   });
 });
