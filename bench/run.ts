@@ -5,8 +5,9 @@
  * `BENCH {json}` line per scenario; writes bench/results/latest.json. pgbench drives the insert
  * scenarios (a public harness, not hand-rolled timers).
  *
- * Scenarios so far: filter-overhead-1, filter-overhead-16, big-transaction. (action-throughput and
- * action-latency against postgres.js come with the benchmark issue.)
+ * Scenarios: action-throughput, action-latency (against postgres.js `sql.subscribe`, with bare
+ * pg-logical-replication and pg_recvlogical as reference rows), filter-overhead-1, filter-overhead-16,
+ * big-transaction.
  */
 import { spawn, execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -16,6 +17,17 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../bridge/embedded-postgres.js';
+import {
+  actionExtension,
+  createActionTables,
+  latencyOurs,
+  latencyPostgresJs,
+  percentile,
+  throughputLogicalReplication,
+  throughputOurs,
+  throughputPostgresJs,
+  throughputRecvlogical,
+} from './actions.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -25,6 +37,9 @@ const urlArg = args[args.indexOf('--database-url') + 1];
 const databaseUrl = args.includes('--database-url') ? urlArg : undefined;
 const seconds = quick ? 3 : 10;
 const bigRows = quick ? 300_000 : 5_000_000;
+const throughputRows = quick ? 50_000 : 300_000;
+const latencyRows = quick ? 200 : 1000;
+const latencyIntervalMs = quick ? 20 : 10;
 const SLOT = 'hb_bench';
 
 interface BenchResult {
@@ -78,11 +93,61 @@ async function main(): Promise<void> {
          action('bench_big.items.create', () => { seen += 1; if (seen % 10000 === 0) writeFileSync(env.COUNT_FILE, String(seen)); });
        };`,
     );
+    await createActionTables(pool);
+    await mkdir(join(extensions, 'hooks', 'bench-actions'), { recursive: true });
+    await writeFile(join(extensions, 'hooks', 'bench-actions', 'index.js'), actionExtension());
+    const tpDone = join(work, 'tp-done');
+    const latDone = join(work, 'lat-done');
     bridge = spawn(process.execPath, [join(root, 'dist', 'bridge', 'cli.js'), 'start', '-e', extensions], {
-      env: { ...process.env, DATABASE_URL: url, HOOKBRIDGE_SLOT: SLOT, COUNT_FILE: counter, LOG_FORMAT: 'json', LOG_LEVEL: 'warn' },
+      env: {
+        ...process.env,
+        DATABASE_URL: url,
+        HOOKBRIDGE_SLOT: SLOT,
+        COUNT_FILE: counter,
+        TP_ROWS: String(throughputRows),
+        TP_DONE: tpDone,
+        LAT_ROWS: String(latencyRows),
+        LAT_DONE: latDone,
+        PORT: '0',
+        LOG_FORMAT: 'json',
+        LOG_LEVEL: 'warn',
+      },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     await waitUntil(async () => (await pool.query(`select 1 from pg_trigger where tgname = 'hookbridge_filter'`)).rowCount === 1, 60_000, 'the bridge never installed its filter trigger');
+
+    await waitUntil(
+      async () => (await pool.query(`select 1 from pg_publication_tables where pubname = 'hookbridge' and tablename = 'bench_tp_ours'`)).rowCount === 1,
+      60_000,
+      'the bridge never published its tables',
+    );
+    const ours = await throughputOurs(pool, throughputRows, tpDone);
+    const js = await throughputPostgresJs(url, pool, throughputRows);
+    const lr = await throughputLogicalReplication(url, pool, throughputRows);
+    const recv = await throughputRecvlogical(url, pool, throughputRows, findTool('pg_recvlogical'), join(work, 'recv.out'));
+    results.push({
+      scenario: 'action-throughput',
+      ours: round(ours),
+      peer: round(js),
+      ratio: round(ours / js, 3),
+      unit: 'rows/s',
+      rows: throughputRows,
+      pg_logical_replication: round(lr),
+      pg_recvlogical: round(recv),
+    });
+    const oursLatency = await latencyOurs(pool, latencyRows, latencyIntervalMs, latDone);
+    const jsLatency = await latencyPostgresJs(url, pool, latencyRows, latencyIntervalMs);
+    results.push({
+      scenario: 'action-latency',
+      ours: percentile(oursLatency, 50),
+      peer: percentile(jsLatency, 50),
+      ratio: round(percentile(oursLatency, 50) / Math.max(1, percentile(jsLatency, 50)), 3),
+      unit: 'ms p50 (lower is better)',
+      ours_p99: percentile(oursLatency, 99),
+      peer_p99: percentile(jsLatency, 99),
+      rows: latencyRows,
+      rate_per_second: Math.round(1000 / latencyIntervalMs),
+    });
 
     for (const table of ['plain', 'filtered', 'plpgsql']) {
       await writeFile(join(work, `${table}.sql`), `insert into bench_${table} (v) values ('x');\n`);
@@ -136,9 +201,16 @@ async function main(): Promise<void> {
     await rm(work, { recursive: true, force: true });
   }
 
-  process.stdout.write(`\n${'scenario'.padEnd(22)}${'ours'.padStart(12)}${'peer'.padStart(12)}${'ratio'.padStart(9)}  unit\n`);
+  process.stdout.write(`\n${'scenario'.padEnd(30)}${'ours'.padStart(12)}${'peer'.padStart(12)}${'ratio'.padStart(9)}  unit\n`);
+  const line = (name: string, ours: unknown, peer: unknown, ratio: unknown, unit: string) =>
+    process.stdout.write(`${name.padEnd(30)}${String(ours).padStart(12)}${String(peer ?? '—').padStart(12)}${String(ratio ?? '—').padStart(9)}  ${unit}\n`);
   for (const r of results) {
-    process.stdout.write(`${r.scenario.padEnd(22)}${String(r.ours).padStart(12)}${String(r.peer ?? '—').padStart(12)}${String(r.ratio ?? '—').padStart(9)}  ${r.unit}\n`);
+    line(r.scenario, r.ours, r.peer, r.ratio, r.unit);
+    if (r.scenario === 'action-throughput') {
+      line('  reference: pg-logical-replication', r['pg_logical_replication'], null, null, 'rows/s (bare, auto-ack, no handler)');
+      line('  reference: pg_recvlogical', r['pg_recvlogical'], null, null, 'rows/s (raw stream, no decoding)');
+    }
+    if (r.scenario === 'action-latency') line('  p99', r['ours_p99'], r['peer_p99'], null, 'ms');
   }
   process.stdout.write('\n');
   for (const r of results) process.stdout.write(`BENCH ${JSON.stringify(r)}\n`);

@@ -15,6 +15,8 @@ export const HEARTBEAT_PREFIX = 'hookbridge.heartbeat';
 export interface TransactionInfo {
   xid: number;
   commitLsn: bigint;
+  /** `commitLsn` as Postgres prints it (computed once: every event id starts with it). */
+  lsn: string;
   commitTime: Date;
 }
 
@@ -104,7 +106,7 @@ export class TransactionAssembler {
   next(message: PgoutputMessage, walLsn: bigint): StreamEvent | undefined {
     switch (message.tag) {
       case 'begin':
-        this.#transaction = { xid: message.xid, commitLsn: message.finalLsn, commitTime: message.commitTime };
+        this.#transaction = { xid: message.xid, commitLsn: message.finalLsn, lsn: formatLsn(message.finalLsn), commitTime: message.commitTime };
         this.#seq = 0;
         this.#accountability = null;
         return { kind: 'begin', transaction: this.#transaction };
@@ -134,7 +136,7 @@ export class TransactionAssembler {
         return {
           kind: 'truncate',
           truncate: {
-            id: `${formatLsn(transaction.commitLsn)}:${this.#seq++}`,
+            id: `${transaction.lsn}:${this.#seq++}`,
             collections: message.relations.map(collectionOf),
             cascade: message.cascade,
             restartIdentity: message.restartIdentity,
@@ -161,7 +163,7 @@ export class TransactionAssembler {
     const keyColumns = this.#keyColumns(relation);
     const key = keyOf(keyColumns, row);
     const change: ChangeEvent = {
-      id: `${formatLsn(transaction.commitLsn)}:${this.#seq++}`,
+      id: `${transaction.lsn}:${this.#seq++}`,
       action,
       collection,
       table: { schema: relation.schema, name: relation.name },
@@ -194,7 +196,7 @@ export function actionMeta(change: ChangeEvent): Record<string, unknown> {
   const common = {
     collection: change.collection,
     id: change.id,
-    lsn: formatLsn(change.transaction.commitLsn),
+    lsn: change.transaction.lsn,
     xid: change.transaction.xid,
     committedAt: change.transaction.commitTime,
   };
@@ -221,7 +223,7 @@ export function truncateMeta(truncate: TruncateEvent, collection: string): Recor
     payload: null,
     keys: null,
     id: truncate.id,
-    lsn: formatLsn(truncate.transaction.commitLsn),
+    lsn: truncate.transaction.lsn,
     xid: truncate.transaction.xid,
     committedAt: truncate.transaction.commitTime,
     cascade: truncate.cascade,

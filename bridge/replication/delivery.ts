@@ -52,30 +52,38 @@ export class DeliveryAborted extends Error {
 
 export async function deliver(delivery: Delivery, options: DeliveryOptions): Promise<void> {
   const entries = options.runtime.registry.actions(delivery.event);
-  await Promise.all(entries.map((entry) => deliverToHandler(entry, delivery, options)));
+  if (entries.length === 1) await deliverToHandler(entries[0] as ActionEntry, delivery, options);
+  else if (entries.length > 1) await Promise.all(entries.map((entry) => deliverToHandler(entry, delivery, options)));
   options.metrics?.actionEvents.inc({ collection: delivery.event.collection ?? '', action: delivery.event.action });
 }
 
 async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options: DeliveryOptions): Promise<void> {
-  const event = eventNameFor(entry.pattern, delivery.event);
-  const logger = options.logger.child({ extension: entry.extension, event, collection: delivery.event.collection, id: delivery.id });
+  // The child logger is made only when there is something to log: this path runs once per change.
+  let logger: Logger | undefined;
+  const log = () =>
+    (logger ??= options.logger.child({
+      extension: entry.extension,
+      event: eventNameFor(entry.pattern, delivery.event),
+      collection: delivery.event.collection,
+      id: delivery.id,
+    }));
   let lastError: unknown;
   for (let attempt = 1; attempt <= options.attempts; attempt++) {
     if (options.signal.aborted) throw new DeliveryAborted();
     try {
       await withTimeout(invokeAction(entry, delivery.event, delivery.meta, fullContext(delivery.context)), options.timeoutMs, options.signal);
-      if (attempt > 1) logger.info({ attempt }, 'action handler succeeded after retrying');
+      if (attempt > 1) log().info({ attempt }, 'action handler succeeded after retrying');
       return;
     } catch (error) {
       if (error instanceof DeliveryAborted) throw error;
       lastError = error;
       options.metrics?.actionFailures.inc({ extension: entry.extension });
       const last = attempt === options.attempts;
-      logger.warn({ err: error, attempt, of: options.attempts }, last ? 'action handler failed; parking the event' : 'action handler failed; retrying');
+      log().warn({ err: error, attempt, of: options.attempts }, last ? 'action handler failed; parking the event' : 'action handler failed; retrying');
       if (!last) await sleep(backoff(attempt, options), options.signal);
     }
   }
-  await park(entry, event, delivery, lastError, options, logger);
+  await park(entry, eventNameFor(entry.pattern, delivery.event), delivery, lastError, options, log());
 }
 
 async function park(entry: ActionEntry, event: string, delivery: Delivery, error: unknown, options: DeliveryOptions, logger: Logger): Promise<void> {

@@ -148,11 +148,15 @@ export class ReplicationStream {
         if (shouldRespond) this.#sendStatus(true);
       });
       let poisoned = false;
-      service.on('data', async (lsn: string, payload: Buffer) => {
+      service.on('data', (lsn: string, payload: Buffer) => {
         // Never resolves: the library's queue stops here, and nothing more is read before we close.
         if (poisoned || this.#paused) return new Promise<void>(() => {});
         try {
-          await this.#options.onData(payload, parseLsn(lsn));
+          const pending = this.#options.onData(payload, parseLsn(lsn));
+          return pending?.catch((error: unknown) => {
+            poisoned = true;
+            throw error;
+          });
         } catch (error) {
           poisoned = true;
           throw error;

@@ -3,7 +3,7 @@ import type { ChangeEvent, StreamEvent, TruncateEvent } from '../../bridge/repli
 import { ChangePipeline } from '../../bridge/replication/pipeline.js';
 import { captureLogger } from '../support/capture-logger.js';
 
-const transaction = { xid: 1, commitLsn: 0n, commitTime: new Date(0) };
+const transaction = { xid: 1, commitLsn: 0n, lsn: '0/0', commitTime: new Date(0) };
 
 function change(id: string, key: string, extra: Partial<ChangeEvent> = {}): StreamEvent {
   return {
