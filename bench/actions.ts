@@ -28,7 +28,7 @@ export function actionExtension(): string {
         if (seen === Number(env.TP_ROWS)) writeFileSync(env.TP_DONE, String(Date.now()));
       });
       action('bench_lat_ours.items.create', ({ payload }) => {
-        latencies.push(Date.now() - Number(payload.sent_at));
+        latencies.push(performance.timeOrigin + performance.now() - Number(payload.sent_at));
         if (latencies.length === Number(env.LAT_ROWS)) writeFileSync(env.LAT_DONE, JSON.stringify(latencies));
       });
     };`;
@@ -36,7 +36,7 @@ export function actionExtension(): string {
 
 export async function createActionTables(pool: pg.Pool): Promise<void> {
   for (const table of ACTION_TABLES) {
-    await pool.query(`drop table if exists ${table}; create table ${table} (id bigserial primary key, v text, sent_at bigint)`);
+    await pool.query(`drop table if exists ${table}; create table ${table} (id bigserial primary key, v text, sent_at double precision)`);
   }
   await pool.query(`drop publication if exists alltables; create publication alltables for table bench_tp_js, bench_lat_js`);
   await pool.query(`drop publication if exists bench_lr; create publication bench_lr for table bench_tp_lr, bench_tp_recv`);
@@ -130,10 +130,15 @@ export async function throughputRecvlogical(url: string, pool: pg.Pool, rows: nu
 async function steadyInserts(pool: pg.Pool, table: string, rows: number, intervalMs: number): Promise<void> {
   for (let i = 0; i < rows; i++) {
     const next = Date.now() + intervalMs;
-    await pool.query(`insert into ${table} (v, sent_at) values ('x', $1)`, [Date.now()]);
+    // Sub-millisecond wall-clock time, comparable across the processes of this machine.
+    await pool.query(`insert into ${table} (v, sent_at) values ('x', $1)`, [now()]);
     const wait = next - Date.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   }
+}
+
+function now(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 export function percentile(values: number[], p: number): number {
@@ -150,7 +155,7 @@ export async function latencyPostgresJs(url: string, pool: pg.Pool, rows: number
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   const latencies: number[] = [];
   try {
-    await sql.subscribe('insert:bench_lat_js', (row) => latencies.push(Date.now() - Number(row?.['sent_at'])));
+    await sql.subscribe('insert:bench_lat_js', (row) => latencies.push(now() - Number(row?.['sent_at'])));
     await steadyInserts(pool, 'bench_lat_js', rows, intervalMs);
     await waitUntil(() => (latencies.length >= rows ? true : undefined), 60_000, 'postgres.js latency run');
     return latencies;

@@ -139,12 +139,12 @@ async function main(): Promise<void> {
     const jsLatency = await latencyPostgresJs(url, pool, latencyRows, latencyIntervalMs);
     results.push({
       scenario: 'action-latency',
-      ours: percentile(oursLatency, 50),
-      peer: percentile(jsLatency, 50),
-      ratio: round(percentile(oursLatency, 50) / Math.max(1, percentile(jsLatency, 50)), 3),
+      ours: round(percentile(oursLatency, 50), 2),
+      peer: round(percentile(jsLatency, 50), 2),
+      ratio: round(percentile(oursLatency, 50) / percentile(jsLatency, 50), 3),
       unit: 'ms p50 (lower is better)',
-      ours_p99: percentile(oursLatency, 99),
-      peer_p99: percentile(jsLatency, 99),
+      ours_p99: round(percentile(oursLatency, 99), 2),
+      peer_p99: round(percentile(jsLatency, 99), 2),
       rows: latencyRows,
       rate_per_second: Math.round(1000 / latencyIntervalMs),
     });

@@ -15,13 +15,24 @@ export interface ActionFailure {
   error: unknown;
 }
 
+/**
+ * Calls one handler with `{ ...meta, event }`. `ownsMeta`: the caller made `meta` for this call alone,
+ * so it is completed in place instead of copied (the replication path does this once per change).
+ */
 export async function invokeAction(
   entry: ActionEntry,
   event: EventRef,
   meta: Record<string, unknown>,
   context: HookContext,
+  ownsMeta = false,
 ): Promise<void> {
-  await entry.handler({ ...meta, event: eventNameFor(entry.pattern, event) }, context);
+  const name = eventNameFor(entry.pattern, event);
+  if (ownsMeta) {
+    meta['event'] = name;
+    await entry.handler(meta, context);
+  } else {
+    await entry.handler({ ...meta, event: name }, context);
+  }
 }
 
 export async function dispatchActions(

@@ -75,7 +75,10 @@ export function keyOf(keyColumns: readonly string[], row: Row | null): unknown {
 }
 
 function orderKey(collection: string, key: unknown): string {
-  return `${collection}\u0000${stableJson(key)}`;
+  // Strings and numbers (nearly every primary key) skip JSON; the type letter keeps 1 and '1' apart.
+  if (typeof key === 'string') return `${collection}\u0000s${key}`;
+  if (typeof key === 'number') return `${collection}\u0000n${key}`;
+  return `${collection}\u0000j${stableJson(key)}`;
 }
 
 function stableJson(value: unknown): string {
@@ -193,28 +196,25 @@ export class TransactionAssembler {
 
 /** The meta an action handler receives (Directus 10 shapes, plus hookbridge's delivery fields). */
 export function actionMeta(change: ChangeEvent): Record<string, unknown> {
-  const common = {
+  // Built field by field: this runs once per change, and object spreads were a visible cost.
+  const meta: Record<string, unknown> = {
     collection: change.collection,
     id: change.id,
     lsn: change.transaction.lsn,
     xid: change.transaction.xid,
     committedAt: change.transaction.commitTime,
   };
-  switch (change.action) {
-    case 'create':
-      return { ...common, payload: change.row, key: change.key };
-    case 'update':
-      return {
-        ...common,
-        payload: change.row,
-        keys: [change.key],
-        ...(change.previousKey !== undefined ? { previousKeys: [change.previousKey] } : {}),
-        ...(change.previous ? { previous: change.previous } : {}),
-        ...(change.unchangedToast.length ? { unchangedToast: change.unchangedToast } : {}),
-      };
-    case 'delete':
-      return { ...common, payload: [change.key], keys: [change.key], ...(change.previous ? { previous: change.previous } : {}) };
+  if (change.action === 'create') {
+    meta['payload'] = change.row;
+    meta['key'] = change.key;
+    return meta;
   }
+  meta['payload'] = change.action === 'delete' ? [change.key] : change.row;
+  meta['keys'] = [change.key];
+  if (change.previousKey !== undefined) meta['previousKeys'] = [change.previousKey];
+  if (change.previous) meta['previous'] = change.previous;
+  if (change.unchangedToast.length) meta['unchangedToast'] = change.unchangedToast;
+  return meta;
 }
 
 export function truncateMeta(truncate: TruncateEvent, collection: string): Record<string, unknown> {
