@@ -9,6 +9,7 @@ import { FilterRejection } from '../../hooks/filter-chain.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
 import { collectionOf, keyOf } from '../replication/change-events.js';
+import { withTimeout } from '../timeout.js';
 import type { QueryResult, WireError } from './wire-server.js';
 
 export interface FilterRequest {
@@ -104,7 +105,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
   const given = action === 'delete' ? [] : Object.keys(payload as Record<string, unknown>);
   let result: unknown;
   try {
-    result = await withTimeout(options.runtime.runFilters(action, collection, payload, meta, context), options.timeoutMs);
+    result = await withTimeout(options.runtime.runFilters(action, collection, payload, meta, context), options.timeoutMs, () => new FilterTimeout());
   } catch (error) {
     if (error instanceof FilterTimeout) {
       options.onTimeout?.(collection, request.op);
@@ -149,17 +150,3 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
 }
 
 class FilterTimeout extends Error {}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new FilterTimeout()), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

@@ -17,6 +17,7 @@ import type { HookRuntime } from '../../hooks/runtime.js';
 import type { HookContext } from '../../hooks/types.js';
 import { eventNameFor } from '../../hooks/event-name.js';
 import type { BridgeMetrics } from '../metrics.js';
+import { withTimeout } from '../timeout.js';
 
 export interface DeliveryOptions {
   runtime: HookRuntime;
@@ -72,7 +73,13 @@ async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options:
     if (options.signal.aborted) throw new DeliveryAborted();
     try {
       // With a single handler, the meta made for this delivery is completed in place instead of copied.
-      await withTimeout(invokeAction(entry, delivery.event, delivery.meta, fullContext(delivery.context), ownsMeta), options.timeoutMs);
+      // A try that outlives the timeout counts as failed. (Shutdown does not cut a running try short:
+      // stop() gives running handlers a grace period; the abort is checked before each try and in backoff.)
+      await withTimeout(
+        invokeAction(entry, delivery.event, delivery.meta, fullContext(delivery.context), ownsMeta),
+        options.timeoutMs,
+        () => new Error(`action handler did not finish within ${options.timeoutMs} ms`),
+      );
       if (attempt > 1) log().info({ attempt }, 'action handler succeeded after retrying');
       return;
     } catch (error) {
@@ -168,22 +175,4 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     };
     signal.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-/**
- * A try that outlives `ms` counts as failed. (Shutdown does not cut a running try short: stop() gives
- * running handlers a grace period, and the abort is checked before each try and during backoff.)
- */
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`action handler did not finish within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
