@@ -12,6 +12,7 @@ import { migrate } from './migrate.js';
 import { FilterService } from './filters/filter-service.js';
 import { startHttp, type HealthReport, type HttpServer } from './http.js';
 import { createMetrics, type BridgeMetrics } from './metrics.js';
+import { SchemaReader, type SchemaOverview } from './schema-overview.js';
 import { ActionStream } from './replication/action-stream.js';
 
 export interface DatabaseInfo {
@@ -26,6 +27,10 @@ export class Bridge {
   #actions: ActionStream | undefined;
   #filters: FilterService | undefined;
   #http: HttpServer | undefined;
+  #schema: SchemaReader | undefined;
+  /** The latest schema overview, refreshed in the background: what handlers get as `context.schema`. */
+  #latestSchema: SchemaOverview | undefined;
+  #schemaTimer: NodeJS.Timeout | undefined;
   readonly metrics: BridgeMetrics;
   /** Runs after hookbridge's schema is installed and before hooks load (the CLI's --demo tables). */
   beforeHooks: ((pool: pg.Pool) => Promise<void>) | undefined;
@@ -44,12 +49,18 @@ export class Bridge {
       logger: logger.child({ component: 'hooks' }),
       env: config.env,
       autoReload: config.extensionsAutoReload,
-      provide: () => ({ database: this.#database }),
+      provide: () => ({ database: this.#database, getSchema: () => this.getSchema() }),
     });
     this.metrics = createMetrics({
       filterConnections: () => this.#filters?.connections ?? 0,
       replicationLag: async () => this.#actions?.lagBytes(),
     });
+  }
+
+  /** The user's tables, columns, keys and relations (cached; re-read when the catalog changes). */
+  getSchema(): Promise<SchemaOverview> {
+    if (!this.#schema) return Promise.reject(new Error('the bridge is not started'));
+    return this.#schema.getSchema();
   }
 
   /** The HTTP port, once listening. */
@@ -116,6 +127,15 @@ export class Bridge {
     this.#database = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#pool }) });
     await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
     await this.beforeHooks?.(this.#pool);
+    this.#schema = new SchemaReader(this.#pool, [this.config.schema]);
+    this.#latestSchema = await this.#schema.getSchema();
+    this.#schemaTimer = setInterval(() => {
+      this.#schema?.getSchema().then(
+        (overview) => (this.#latestSchema = overview),
+        (error) => this.logger.warn({ err: error }, 'reading the schema failed'),
+      );
+    }, 2_000);
+    this.#schemaTimer.unref();
 
     const report = await this.runtime.start();
     this.#filters = new FilterService({
@@ -124,6 +144,7 @@ export class Bridge {
       runtime: this.runtime,
       logger: this.logger,
       database: this.#database,
+      schema: () => this.#latestSchema,
       metrics: this.metrics,
     });
     await this.#filters.start();
@@ -134,6 +155,7 @@ export class Bridge {
       runtime: this.runtime,
       logger: this.logger,
       database: this.#database,
+      schema: () => this.#latestSchema,
       metrics: this.metrics,
     });
     await this.#actions.start();
@@ -168,6 +190,7 @@ export class Bridge {
 
   /** Releases whatever exists; each step forgets its resource, so a second call does nothing. */
   async #teardown(): Promise<void> {
+    clearInterval(this.#schemaTimer);
     await this.#http?.close();
     this.#http = undefined;
     await this.#actions?.stop();

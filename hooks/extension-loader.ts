@@ -1,24 +1,22 @@
 /**
  * Loads extension modules: JavaScript (ESM or CommonJS) and TypeScript without a build step, through
- * jiti. Every load is fresh, so a reload sees edited files: jiti's synchronous loader transpiles ESM
- * (which Node's own loader would cache for the life of the process), and CommonJS files that Node
- * loads natively are dropped from `require.cache` first. Only a module with top-level await needs
- * Node's native `import()`, and such a module keeps its first version until restart.
+ * jiti. The entry file is always transpiled and evaluated by jiti (even plain CommonJS, which jiti
+ * would otherwise hand to Node), so that its `require`/`import` of `hookbridge` goes through jiti too,
+ * and every load is fresh, so a reload sees edited files. CommonJS files it requires that Node loads
+ * natively are dropped from `require.cache` first. Only a module with top-level await needs Node's
+ * native `import()`, and such a module keeps its first version until restart.
  *
- * `hookbridge` always resolves to this running copy; `@directus/extensions-sdk` and `@directus/errors`
- * resolve to hookbridge's own `defineHook` and errors unless the extension's folder has the real
- * packages installed, in which case those are used.
+ * `hookbridge` is this running copy's hook API (the very module objects the bridge uses, so error
+ * classes and `Payload` are the same); so are `@directus/extensions-sdk` and `@directus/errors`
+ * unless the extension's folder has the real packages installed, in which case those are used.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, extname, join, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { sep } from 'node:path';
 import { createJiti } from 'jiti';
 import { HookbridgeError } from './errors.js';
 import type { DiscoveredExtension } from './extension-discovery.js';
-
-const here = fileURLToPath(import.meta.url);
-/** `hooks/sdk.ts` when running from source (tests), `dist/hooks/sdk.js` when built. */
-const sdkPath = join(dirname(here), `sdk${extname(here)}`);
+import * as sdk from './sdk.js';
 
 const PROVIDED_PACKAGES = ['@directus/extensions-sdk', '@directus/errors'] as const;
 
@@ -48,10 +46,15 @@ export async function loadExtensionModule(extension: DiscoveredExtension, root: 
       moduleCache: false,
       fsCache: false,
       interopDefault: false,
-      alias: aliasesFor(extension.entry),
+      virtualModules: virtualModulesFor(extension.entry),
     });
     try {
-      namespace = jiti(extension.entry);
+      namespace = jiti.evalModule(readFileSync(extension.entry, 'utf8'), {
+        id: extension.entry,
+        filename: extension.entry,
+        async: false,
+        forceTranspile: true,
+      });
     } catch (error) {
       if (!isTopLevelAwait(error)) throw error;
       namespace = await jiti.import(extension.entry);
@@ -90,17 +93,17 @@ function isTopLevelAwait(error: unknown): boolean {
   return error instanceof SyntaxError && /await is only valid/.test(error.message);
 }
 
-function aliasesFor(entry: string): Record<string, string> {
-  const aliases: Record<string, string> = { hookbridge: sdkPath };
+function virtualModulesFor(entry: string): Record<string, unknown> {
+  const modules: Record<string, unknown> = { hookbridge: sdk };
   const require = createRequire(entry);
   for (const name of PROVIDED_PACKAGES) {
     try {
       require.resolve(name);
     } catch {
-      aliases[name] = sdkPath;
+      modules[name] = sdk;
     }
   }
-  return aliases;
+  return modules;
 }
 
 function defaultExport(namespace: unknown): unknown {

@@ -6,6 +6,8 @@
 export { defineHook } from './define-hook.js';
 export * from './errors.js';
 export { Payload } from './payload.js';
+/** kysely's raw SQL tag, for `context.database` (a kysely instance): sql`select ...`.execute(database). */
+export { sql } from 'kysely';
 export type {
   Accountability,
   ActionHandler,

@@ -34,6 +34,7 @@ export interface FilterCallOptions {
   failureMode: 'closed' | 'open';
   primaryKeyOf: (collection: string) => readonly string[] | undefined;
   database?: unknown;
+  schema?: unknown;
   onTimeout?: (collection: string, op: string) => void;
 }
 
@@ -85,7 +86,7 @@ function rejection(sqlstate: string, message: string, detail?: string, hint?: st
 export async function answerFilterCall(request: FilterRequest, options: FilterCallOptions): Promise<QueryResult> {
   const collection = collectionOf({ schema: request.schema, name: request.table });
   const primaryKey = options.primaryKeyOf(collection) ?? [];
-  const context = { database: options.database, schema: undefined, accountability: accountabilityOf(request.who) };
+  const context = { database: options.database, schema: options.schema, accountability: accountabilityOf(request.who) };
   const action = request.op === 'INSERT' ? 'create' : request.op === 'UPDATE' ? 'update' : 'delete';
 
   let payload: unknown;

@@ -28,6 +28,7 @@ export interface FilterServiceOptions {
   runtime: HookRuntime;
   logger: Logger;
   database?: unknown;
+  schema?: () => unknown;
   metrics?: Pick<BridgeMetrics, 'filterCalls'>;
 }
 
@@ -234,6 +235,7 @@ export class FilterService {
       failureMode: config.filterFailureMode,
       primaryKeyOf: (collection) => this.#primaryKeys.get(collection),
       database,
+      schema: this.#options.schema?.(),
       onTimeout: (collection, op) => this.#logger.warn({ collection, op, timeoutMs: config.filterTimeoutMs }, 'filter hooks timed out'),
     });
     stop?.({ outcome: 'error' in result ? result.error.sqlstate : 'row' in result && result.row?.startsWith('M') ? 'modified' : 'kept' });

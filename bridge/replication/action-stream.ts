@@ -27,6 +27,8 @@ export interface ActionStreamOptions {
   logger: Logger;
   /** What handlers get as `context.database` (kysely). */
   database?: unknown;
+  /** What handlers get as `context.schema`. */
+  schema?: () => unknown;
   metrics?: BridgeMetrics;
 }
 
@@ -207,7 +209,7 @@ export class ActionStream {
   }
 
   #context(accountability: ChangeEvent['accountability']): Partial<HookContext> {
-    return { database: this.#options.database, schema: undefined, accountability };
+    return { database: this.#options.database, schema: this.#options.schema?.(), accountability };
   }
 
   #deliverChange(change: ChangeEvent): Promise<void> {

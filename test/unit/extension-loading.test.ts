@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { discoverExtensions } from '../../hooks/extension-discovery.js';
+import { ForbiddenError } from '../../hooks/errors.js';
 import { FilterRejection } from '../../hooks/filter-chain.js';
 import { HookRuntime, type LoadReport } from '../../hooks/runtime.js';
 import { captureLogger } from '../support/capture-logger.js';
@@ -31,6 +32,13 @@ const tree: Record<string, string> = {
       filter('items.delete', (keys, meta) => { if (meta.collection === 'locked') throw new ForbiddenException(); });
       init('app.before', () => { globalThis.__inits?.push('commonjs'); });
     };`,
+  // Plain CommonJS requiring the SDK: resolved by hookbridge, and the very same classes the bridge uses
+  'hooks/cjs-require/index.js': `
+    const { defineHook } = require('@directus/extensions-sdk');
+    const { ForbiddenError } = require('hookbridge');
+    module.exports = defineHook(({ filter }) => {
+      filter('vault.items.create', () => { throw new ForbiddenError(); });
+    });`,
   // Directus 9 RC (seed 001): a file under hooks/, returning an event map; .before = filter with an array
   'hooks/rc-sync.js': `
     module.exports = function registerHook({ exceptions }) {
@@ -114,6 +122,7 @@ afterAll(async () => {
 describe('discovery and loading', () => {
   it('loads every style and layout', () => {
     expect(report.loaded.map((e) => e.name)).toEqual([
+      'cjs-require',
       'commonjs',
       'directus-extension-my-package',
       'legacy/one',
@@ -181,6 +190,12 @@ describe('filters', () => {
   it('make a Directus 8 filter error reach the writer', async () => {
     const error = await runtime.runFilters('create', 'articles', { title: 'x', uuid: 'mine' }, {}).catch((e) => e);
     expect(error).toMatchObject({ code: 'INTERNAL', extension: 'v8-articles', message: 'User are not allowed to set UUID' });
+  });
+
+  it("share the bridge's own error classes with CommonJS extensions that require the SDK", async () => {
+    const error = await runtime.runFilters('create', 'vault', {}, {}).catch((e) => e);
+    expect(error).toMatchObject({ code: 'FORBIDDEN', status: 403, extension: 'cjs-require' });
+    expect(error.cause).toBeInstanceOf(ForbiddenError);
   });
 
   it('leave tables without filters alone', async () => {

@@ -1,0 +1,81 @@
+/** What hooks get besides the payload: getSchema(), context.schema, database (kysely), accountability. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestBridge, type TestBridge } from '../support/bridge.js';
+import { useTestDatabase } from '../support/database.js';
+import { waitFor, withClient } from '../support/helpers.js';
+
+const db = useTestDatabase();
+const seen: Record<string, unknown> = {};
+(globalThis as Record<string, unknown>)['__context'] = seen;
+let tb: TestBridge;
+
+beforeAll(async () => {
+  await withClient(db.url, async (c) => {
+    await c.query(`create schema shop`);
+    await c.query(`create table authors (id serial primary key, name varchar(80) not null)`);
+    await c.query(`create table shop.books (
+      isbn text, edition int, author_id int references authors (id), price numeric(8,2) default 9.99,
+      tags text[], meta jsonb, published timestamptz, primary key (isbn, edition))`);
+  });
+  tb = await startTestBridge(db.url, {
+    'hooks/context/index.js': `
+      module.exports = ({ init, action, filter }, { getSchema, database }) => {
+        init('app.before', async () => { globalThis.__context.schema = await getSchema(); });
+        filter('authors.items.create', async (payload, meta, ctx) => {
+          globalThis.__context.filterSchemaHasAuthors = Boolean(ctx.schema?.collections?.authors);
+          return payload;
+        });
+        action('authors.items.create', async ({ key }, ctx) => {
+          const row = await ctx.database.selectFrom('authors').select('name').where('id', '=', key).executeTakeFirst();
+          const { sql } = require('hookbridge');
+          const raw = await sql\`select count(*)::int as n from authors\`.execute(ctx.database);
+          globalThis.__context.readBack = row?.name + ':' + raw.rows[0]?.n;
+        });
+      };`,
+  });
+});
+
+afterAll(async () => {
+  await tb?.dispose();
+});
+
+describe('hook context', () => {
+  it('getSchema() describes tables, columns, keys and relations', async () => {
+    await waitFor(() => seen['schema'] !== undefined, { message: 'init hook never ran' });
+    const schema = seen['schema'] as { collections: Record<string, any>; relations: any[] };
+    expect(schema.collections['authors']).toMatchObject({
+      primary: 'id',
+      fields: { id: { type: 'integer', nullable: false, generated: false }, name: { dbType: 'character varying(80)', type: 'string', nullable: false } },
+    });
+    expect(schema.collections['authors'].fields.id.defaultValue).toMatch(/nextval/);
+    expect(schema.collections['shop.books']).toMatchObject({
+      primaryKey: ['isbn', 'edition'],
+      fields: {
+        price: { dbType: 'numeric(8,2)', type: 'decimal', defaultValue: '9.99' },
+        tags: { type: 'csv' },
+        meta: { type: 'json' },
+        published: { type: 'timestamp' },
+      },
+    });
+    expect(schema.relations).toEqual([
+      { collection: 'shop.books', field: 'author_id', related_collection: 'authors', related_field: 'id', constraint: 'books_author_id_fkey' },
+    ]);
+    expect(schema.collections['hookbridge.failed_events']).toBeUndefined();
+  });
+
+  it('gives handlers the schema and a kysely database', async () => {
+    await withClient(db.url, (c) => c.query(`insert into authors (name) values ('Ada')`));
+    await waitFor(() => seen['readBack'] === 'Ada:1', {
+      message: () => `the action hook could not read back through kysely: ${String(seen['readBack'])} ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40).map((l) => [l['msg'], (l['err'] as { message?: string } | undefined)?.message]))}`,
+    });
+    expect(seen['filterSchemaHasAuthors']).toBe(true);
+  });
+
+  it('sees schema changes', async () => {
+    await withClient(db.url, (c) => c.query(`alter table authors add column born date`));
+    await waitFor(async () => Boolean((await tb.bridge.getSchema()).collections['authors']?.fields['born']), {
+      message: 'the new column never appeared',
+    });
+    expect((await tb.bridge.getSchema()).collections['authors']?.fields['born']?.type).toBe('date');
+  });
+});
