@@ -13,6 +13,7 @@ import { FilterService } from './filters/filter-service.js';
 import { startHttp, type HealthReport, type HttpServer } from './http.js';
 import { createMetrics, type BridgeMetrics } from './metrics.js';
 import { SchemaReader, type SchemaOverview } from './schema-overview.js';
+import { createServices } from './services/items-service.js';
 import { ActionStream } from './replication/action-stream.js';
 
 export interface DatabaseInfo {
@@ -49,7 +50,11 @@ export class Bridge {
       logger: logger.child({ component: 'hooks' }),
       env: config.env,
       autoReload: config.extensionsAutoReload,
-      provide: () => ({ database: this.#database, getSchema: () => this.getSchema() }),
+      provide: () => ({
+        database: this.#database,
+        getSchema: () => this.getSchema(),
+        services: this.#database ? createServices({ database: this.#database, runtime: this.runtime, getSchema: () => this.getSchema() }) : {},
+      }),
     });
     this.metrics = createMetrics({
       filterConnections: () => this.#filters?.connections ?? 0,

@@ -74,14 +74,16 @@ begin atomic
     from (
       select w.*,
              pg_current_xact_id()::text || e'\n' || w.role || e'\n' || coalesce(w.app_user, '') || e'\n'
-               || coalesce(w.claims, '') || e'\n' || w.application_name as marker
+               || coalesce(w.claims, '') || e'\n' || w.application_name || e'\n' || coalesce(w.bypass, '') as marker
         from (
           select coalesce(nullif(current_setting('role'), 'none'), session_user::text) as role,
                  current_setting('hookbridge.user', true) as app_user,
                  current_setting('request.jwt.claims', true) as claims,
-                 current_setting('application_name') as application_name
+                 current_setting('application_name') as application_name,
+                 current_setting('hookbridge.bypass', true) as bypass
         ) w
     ) i
+    cross join :"schema".secret s
     cross join lateral (
       select json_build_object(
                'role', i.role,
@@ -89,10 +91,13 @@ begin atomic
                'application_name', nullif(i.application_name, ''),
                'client_addr', host(inet_client_addr()),
                'user', nullif(i.app_user, ''),
-               'claims', nullif(i.claims, '')
+               'claims', nullif(i.claims, ''),
+               -- The bridge's own writes with { emitEvents: false }: only a session logged in as the
+               -- bridge's role (the owner of the secret) can mark its changes so.
+               'bypass', coalesce(i.bypass, '') = 'on'
+                         and session_user::text = (select pg_get_userbyid(c.relowner)::text from pg_class c where c.oid = s.tableoid)
              )::text as doc
     ) d
-    cross join :"schema".secret s
    where i.marker is distinct from current_setting('hookbridge.accountability_emitted', true);
 end;
 
@@ -112,7 +117,8 @@ begin
        || coalesce(nullif(current_setting('role'), 'none'), session_user::text) || e'\n'
        || coalesce(current_setting('hookbridge.user', true), '') || e'\n'
        || coalesce(current_setting('request.jwt.claims', true), '') || e'\n'
-       || current_setting('application_name')
+       || current_setting('application_name') || e'\n'
+       || coalesce(current_setting('hookbridge.bypass', true), '')
   then
     perform emit_accountability();
   end if;

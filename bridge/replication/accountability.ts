@@ -31,6 +31,8 @@ export interface WriterAccountability extends Accountability {
   /** PostgREST's `request.jwt.claims`, parsed; null when unset or not a JSON object. */
   claims: Record<string, unknown> | null;
   database: DatabaseIdentity;
+  /** The change was written by the bridge itself with `{ emitEvents: false }`: action hooks skip it. */
+  bypass?: boolean;
 }
 
 type Queryable = Pick<pg.ClientBase, 'query'> | pg.Pool;
@@ -104,6 +106,7 @@ export function parseAccountabilityMessage(content: Buffer, secret: Buffer): Wri
     userAgent: applicationName,
     claims,
     database: { role, applicationName, clientAddress },
+    ...(parsed['bypass'] === true ? { bypass: true } : {}),
   };
 }
 

@@ -213,6 +213,8 @@ export class ActionStream {
   }
 
   #deliverChange(change: ChangeEvent): Promise<void> {
+    // Written by the bridge's own services with { emitEvents: false }.
+    if (change.accountability?.['bypass'] === true) return Promise.resolve();
     return deliver(
       {
         event: { scope: 'items', action: change.action, collection: change.collection },
