@@ -25,6 +25,9 @@ export interface DatabaseInfo {
 export class Bridge {
   readonly runtime: HookRuntime;
   #database: Kysely<any> | undefined;
+  /** What filters get as `context.database`: the same, with a lock timeout (see README, self-deadlock). */
+  #filterDatabase: Kysely<any> | undefined;
+  #filterPool: pg.Pool | undefined;
   #actions: ActionStream | undefined;
   #filters: FilterService | undefined;
   #http: HttpServer | undefined;
@@ -130,6 +133,12 @@ export class Bridge {
     this.logger.info({ serverVersion: info.serverVersion, role: info.role }, 'connected to Postgres');
 
     this.#database = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#pool }) });
+    // A filter runs while the writer holds its row's lock: a filter that touches that row would wait
+    // for a transaction that waits for the filter. A short lock timeout turns that into a clear error.
+    const lockTimeoutMs = Math.max(100, Math.min(2_000, Math.floor(this.config.filterTimeoutMs / 2)));
+    this.#filterPool = new pg.Pool({ ...this.#connection, max: 10, application_name: 'hookbridge:filters', options: `-c lock_timeout=${lockTimeoutMs}` });
+    this.#filterPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
+    this.#filterDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#filterPool }) });
     await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
     await this.beforeHooks?.(this.#pool);
     this.#schema = new SchemaReader(this.#pool, [this.config.schema]);
@@ -148,7 +157,7 @@ export class Bridge {
       pool: this.#pool,
       runtime: this.runtime,
       logger: this.logger,
-      database: this.#database,
+      database: this.#filterDatabase,
       schema: () => this.#latestSchema,
       metrics: this.metrics,
     });
@@ -203,6 +212,8 @@ export class Bridge {
     await this.#filters?.stop();
     this.#filters = undefined;
     await this.runtime.stop();
+    await this.#filterPool?.end().catch((error) => this.logger.warn({ err: error }, 'closing the pool failed'));
+    this.#filterPool = undefined;
     await this.#pool?.end().catch((error) => this.logger.warn({ err: error }, 'closing the pool failed'));
     this.#pool = undefined;
     await this.#opened?.release();

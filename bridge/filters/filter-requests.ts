@@ -115,6 +115,14 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
       return rejection('HB504', text, 'code: FILTER_TIMEOUT', 'make the hook faster, or raise FILTER_TIMEOUT_MS');
     }
     if (error instanceof FilterRejection) {
+      if ((error.cause as { code?: unknown } | undefined)?.code === '55P03') {
+        return rejection(
+          'HB409',
+          `hookbridge: a filter on ${collection} waited too long for a lock, most likely one the write itself holds (extension "${error.extension}")`,
+          'code: FILTER_SELF_LOCK',
+          'filters run outside the writer\'s transaction: change the row through the payload the filter returns, or do the write in an action hook',
+        );
+      }
       return rejection(sqlstateFor(error.status), error.message, `code: ${error.code}`, `extension "${error.extension}", event ${error.event}`);
     }
     const described = describeHookError(error);

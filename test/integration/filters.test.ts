@@ -36,6 +36,11 @@ const extensions = {
       });
       filter('Odd "Table".items.create', (payload) => ({ ...payload, "Note": 'filtered' }));
       filter('late_*.items.create', (payload) => ({ ...payload, v: 'late and filtered' }));
+      filter('selflock.items.update', async (payload, meta, ctx) => {
+        // Writes the very row being updated, on the bridge's own connection: it waits for the writer.
+        await ctx.database.updateTable('selflock').set({ n: 99 }).where('id', '=', meta.keys[0]).execute();
+        return payload;
+      });
       filter('readings.items.create', (payload) => ({ ...payload, note: 'via ' + 'readings' }));
       filter('accounts.items.create', (payload) => { delete payload.is_admin; return payload; });
       filter('accounts.items.update', (payload) => { const { amount, ...rest } = payload; return rest; });
@@ -52,6 +57,8 @@ beforeAll(async () => {
     await c.query(`create table readings (id int, at date not null, note text, primary key (id, at)) partition by range (at)`);
     await c.query(`create table readings_2026 partition of readings for values from ('2026-01-01') to ('2027-01-01')`);
     await c.query(`create table accounts (id int primary key, name text, is_admin boolean, amount numeric)`);
+    await c.query(`create table selflock (id int primary key, n int)`);
+    await c.query(`insert into selflock values (1, 0)`);
   });
   tb = await startTestBridge(db.url, extensions, { filterTimeoutMs: 1500 });
 });
@@ -66,7 +73,7 @@ const failure = (sql: string, url = db.url) => withClient(url, (c) => c.query(sq
 describe('filter hooks on writes', () => {
   it('install triggers only where filters match, for just those operations', async () => {
     const triggers = await rows(`select tgrelid::regclass::text as t from pg_trigger where tgname = 'hookbridge_filter' order by 1`);
-    expect(triggers.map((r) => r.t)).toEqual(['"Odd ""Table"""', 'accounts', 'articles', 'readings', 'readings_2026']);
+    expect(triggers.map((r) => r.t)).toEqual(['"Odd ""Table"""', 'accounts', 'articles', 'readings', 'readings_2026', 'selflock']);
   });
 
   it('let a filter modify the row, seeing the writer', async () => {
@@ -190,6 +197,12 @@ describe('filter hooks on writes', () => {
   it('refuse unknown columns in a returned payload', async () => {
     const error = await failure(`insert into articles (id, title) values (500, 'bad column')`);
     expect(error).toMatchObject({ code: 'HB400', message: expect.stringMatching(/unknown column "nope"/) });
+  });
+
+  it('turn a filter that writes the row being written into a clear error, not a hang', async () => {
+    const error = await failure(`update selflock set n = 1 where id = 1`);
+    expect(error).toMatchObject({ code: 'HB409', detail: 'code: FILTER_SELF_LOCK' });
+    expect(error?.message).toMatch(/waited too long for a lock, most likely one the write itself holds/);
   });
 
   it('time out a hook that hangs instead of hanging the writer', async () => {

@@ -23,9 +23,11 @@ beforeAll(async () => {
         init('app.before', async () => { globalThis.__context.schema = await getSchema(); });
         filter('authors.items.create', async (payload, meta, ctx) => {
           globalThis.__context.filterSchemaHasAuthors = Boolean(ctx.schema?.collections?.authors);
+          globalThis.__context.filterWho = ctx.accountability;
           return payload;
         });
         action('authors.items.create', async ({ key }, ctx) => {
+          globalThis.__context.actionWho = ctx.accountability;
           const row = await ctx.database.selectFrom('authors').select('name').where('id', '=', key).executeTakeFirst();
           const { sql } = require('hookbridge');
           const raw = await sql\`select count(*)::int as n from authors\`.execute(ctx.database);
@@ -69,6 +71,34 @@ describe('hook context', () => {
       message: () => `the action hook could not read back through kysely: ${String(seen['readBack'])} ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40).map((l) => [l['msg'], (l['err'] as { message?: string } | undefined)?.message]))}`,
     });
     expect(seen['filterSchemaHasAuthors']).toBe(true);
+  });
+
+  it('tells filters and actions who wrote: a plain role with a PostgREST claim', async () => {
+    const role = `hb_web_${Date.now()}`;
+    await withClient(db.url, async (c) => {
+      await c.query(`create role ${role} login password 'pw'`);
+      await c.query(`grant insert, select on authors to ${role}; grant usage on sequence authors_id_seq to ${role}`);
+    });
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = 'pw';
+    try {
+      await withClient(url.toString(), async (c) => {
+        await c.query('begin');
+        await c.query(`select set_config('request.jwt.claims', '{"sub":"bob","role":"web"}', true)`);
+        await c.query(`insert into authors (name) values ('Bob')`);
+        await c.query('commit');
+      });
+      await waitFor(() => seen['readBack'] === 'Bob:2', { message: 'the action for Bob never ran' });
+      for (const who of [seen['filterWho'], seen['actionWho']]) {
+        expect(who).toMatchObject({ role, admin: false, user: 'bob', claims: { sub: 'bob', role: 'web' } });
+      }
+    } finally {
+      await withClient(db.url, async (c) => {
+        await c.query(`drop owned by ${role}`);
+        await c.query(`drop role ${role}`);
+      });
+    }
   });
 
   it('sees schema changes', async () => {
