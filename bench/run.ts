@@ -149,6 +149,22 @@ async function main(): Promise<void> {
       rate_per_second: Math.round(1000 / latencyIntervalMs),
     });
 
+    // The accountability statement trigger on published tables (WAL carries no session data): the same
+    // one-row insert into a published table (trigger, plus the bridge decoding it) and an unpublished one.
+    await writeFile(join(work, 'published.sql'), `insert into bench_tp_ours (v) values ('x');\n`);
+    await writeFile(join(work, 'unpublished.sql'), `insert into bench_plain (v) values ('x');\n`);
+    const unpublished = await pgbenchTps(url, join(work, 'unpublished.sql'), 1);
+    const published = await pgbenchTps(url, join(work, 'published.sql'), 1);
+    results.push({
+      scenario: 'accountability-overhead-1',
+      ours: round(published),
+      peer: round(unpublished),
+      ratio: round(published / unpublished, 3),
+      unit: 'rows/s (published table with accountability trigger / plain table)',
+      clients: 1,
+      seconds,
+    });
+
     for (const table of ['plain', 'filtered', 'plpgsql']) {
       await writeFile(join(work, `${table}.sql`), `insert into bench_${table} (v) values ('x');\n`);
     }

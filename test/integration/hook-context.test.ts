@@ -73,7 +73,7 @@ describe('hook context', () => {
     expect(seen['filterSchemaHasAuthors']).toBe(true);
   });
 
-  it('tells filters and actions who wrote: a plain role with a PostgREST claim', async () => {
+  it('tells filters and actions who wrote: a plain role with a PostgREST claim, then with hookbridge.user', async () => {
     const role = `hb_web_${Date.now()}`;
     await withClient(db.url, async (c) => {
       await c.query(`create role ${role} login password 'pw'`);
@@ -92,6 +92,15 @@ describe('hook context', () => {
       await waitFor(() => seen['readBack'] === 'Bob:2', { message: 'the action for Bob never ran' });
       for (const who of [seen['filterWho'], seen['actionWho']]) {
         expect(who).toMatchObject({ role, admin: false, user: 'bob', claims: { sub: 'bob', role: 'web' } });
+      }
+      // The same role naming its application user itself (USER is reserved: quote it).
+      await withClient(url.toString(), async (c) => {
+        await c.query(`set hookbridge."user" = 'carol'`);
+        await c.query(`insert into authors (name) values ('Carol')`);
+      });
+      await waitFor(() => seen['readBack'] === 'Carol:3', { message: 'the action for Carol never ran' });
+      for (const who of [seen['filterWho'], seen['actionWho']]) {
+        expect(who).toMatchObject({ role, admin: false, user: 'carol', claims: null });
       }
     } finally {
       await withClient(db.url, async (c) => {
