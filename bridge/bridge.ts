@@ -118,7 +118,8 @@ export class Bridge {
 
   start(): Promise<void> {
     this.#starting ??= this.#start().catch(async (error) => {
-      await this.#teardown();
+      // The start error is the one worth reporting; teardown problems are only logged.
+      await this.#teardown().catch(() => undefined);
       throw error;
     });
     return this.#starting;
@@ -203,22 +204,36 @@ export class Bridge {
   }
 
   /** Releases whatever exists; each step forgets its resource, so a second call does nothing. */
+  /**
+   * Releases whatever exists, in order; each step forgets its resource, so a second call does nothing,
+   * and a step that fails is logged without skipping the ones after it (an embedded Postgres must not
+   * outlive the bridge because a handler misbehaved on the way out).
+   */
   async #teardown(): Promise<void> {
     clearInterval(this.#schemaTimer);
-    await this.#http?.close();
+    const step = async (what: string, run: () => Promise<unknown> | undefined) => {
+      try {
+        await run();
+      } catch (error) {
+        this.logger.warn({ err: error }, `stopping: ${what} failed`);
+      }
+    };
+    await step('closing the HTTP server', () => this.#http?.close());
     this.#http = undefined;
-    await this.#actions?.stop();
+    await step('stopping the action stream', () => this.#actions?.stop());
     this.#actions = undefined;
-    await this.#filters?.stop();
+    await step('stopping the filter server', () => this.#filters?.stop());
     this.#filters = undefined;
-    await this.runtime.stop();
-    await this.#filterPool?.end().catch((error) => this.logger.warn({ err: error }, 'closing the pool failed'));
+    await step('stopping the hook runtime', () => this.runtime.stop());
+    await step('closing the filter pool', () => this.#filterPool?.end());
     this.#filterPool = undefined;
-    await this.#pool?.end().catch((error) => this.logger.warn({ err: error }, 'closing the pool failed'));
+    await step('closing the pool', () => this.#pool?.end());
     this.#pool = undefined;
-    await this.#opened?.release();
+    this.#schema = undefined;
+    await step('releasing the database', () => this.#opened?.release());
     this.#opened = undefined;
   }
+
 
   async #checkDatabase(pool: pg.Pool): Promise<DatabaseInfo> {
     const { rows } = await pool.query<{ server_version: string; wal_level: string; role: string }>(

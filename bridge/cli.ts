@@ -134,6 +134,7 @@ export function buildProgram(): Command {
       .command('status')
       .description('slot and lag, publications, filter triggers, extensions and their events, failed events')
       .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .option('--json', 'print JSON'),
   ).action(async (flags) => {
     await withDatabase(
@@ -162,6 +163,7 @@ export function buildProgram(): Command {
       .command('doctor')
       .description('check what the bridge needs from the server (wal_level, privileges, slots, dblink) and say how to fix it')
       .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .option('--json', 'print JSON'),
   ).action(async (flags) => {
     await withDatabase(
@@ -181,6 +183,7 @@ export function buildProgram(): Command {
       .command('uninstall')
       .description("remove everything hookbridge installed (triggers, publications, the slot, the hookbridge schema); user data is untouched")
       .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .option('--yes', 'really do it'),
   ).action(async (flags) => {
     const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stdout.isTTY });
@@ -202,6 +205,7 @@ export function buildProgram(): Command {
       .command('list')
       .description('list parked events (not yet replayed)')
       .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .option('--all', 'include events already replayed')
       .option('--json', 'print JSON'),
   ).action(async (flags) => {
@@ -221,7 +225,8 @@ export function buildProgram(): Command {
     failed
       .command('replay [ids...]')
       .description('run the handlers of parked events again (all of them, or the given ids); loads the extensions')
-      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL')),
+      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR')),
   ).action(async (ids: string[], flags) => {
     await withDatabase(flags, async ({ pool, config, logger }) => {
       const database = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });

@@ -6,7 +6,8 @@
  *   // ... write through hb.url with any client, assert on what the hooks did ...
  *   await hb.stop();
  *
- * Postgres: `databaseUrl` if given (a fresh slot name is used and dropped at stop); else
+ * Postgres: `databaseUrl` if given (a fresh slot name is used and dropped at stop; the schema,
+ * publications and filter endpoint are per database, so run one bridge per database at a time); else
  * `postgres: 'testcontainers'` (needs Docker and the optional `@testcontainers/postgresql` package);
  * else an embedded PostgreSQL 18 in a temporary folder, removed at stop.
  */
@@ -72,27 +73,31 @@ async function startDatabase(options: TestBridgeOptions, scratch: string): Promi
 
 export async function startTestBridge(options: TestBridgeOptions = {}): Promise<TestBridge> {
   const scratch = await mkdtemp(join(tmpdir(), 'hookbridge-test-'));
-  // When tests run as root, the embedded server runs as the postgres user and must get in.
-  await chmod(scratch, 0o755);
-  let extensionsPath = options.extensionsPath;
-  if (options.extensions) {
-    extensionsPath = join(scratch, 'extensions');
-    for (const [path, content] of Object.entries(options.extensions)) {
-      await mkdir(dirname(join(extensionsPath, path)), { recursive: true });
-      await writeFile(join(extensionsPath, path), content);
-    }
-  }
-  const database = await startDatabase(options, scratch);
   const slotName = `hb_test_${randomBytes(4).toString('hex')}`;
+  let database: Database | undefined;
   const cleanup = async () => {
-    if (options.databaseUrl) {
-      const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 1 });
-      await dropSlot(pool, slotName).finally(() => pool.end());
+    try {
+      if (options.databaseUrl) {
+        const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 1 });
+        await dropSlot(pool, slotName).finally(() => pool.end());
+      }
+      await database?.stop();
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
     }
-    await database.stop();
-    await rm(scratch, { recursive: true, force: true });
   };
   try {
+    // When tests run as root, the embedded server runs as the postgres user and must get in.
+    await chmod(scratch, 0o755);
+    let extensionsPath = options.extensionsPath;
+    if (options.extensions) {
+      extensionsPath = join(scratch, 'extensions');
+      for (const [path, content] of Object.entries(options.extensions)) {
+        await mkdir(dirname(join(extensionsPath, path)), { recursive: true });
+        await writeFile(join(extensionsPath, path), content);
+      }
+    }
+    database = await startDatabase(options, scratch);
     await options.setup?.(database.url);
     const config = resolveConfig(
       { port: 0, logLevel: 'warn', ...options.config, databaseUrl: database.url, extensionsPath: extensionsPath ?? './extensions', slotName },
@@ -104,7 +109,7 @@ export async function startTestBridge(options: TestBridgeOptions = {}): Promise<
     return {
       url: database.url,
       bridge,
-      stop: () => (stopping ??= bridge.stop().then(cleanup)),
+      stop: () => (stopping ??= bridge.stop().finally(cleanup)),
     };
   } catch (error) {
     await cleanup().catch(() => undefined);

@@ -57,9 +57,9 @@ export function createServices(context: ServicesContext) {
 
     async createMany(data: Item[], options: MutationOptions = {}): Promise<PrimaryKey[]> {
       if (data.length === 0) return [];
-      const { table, primary } = await this.#table();
+      const { table, name, primary } = await this.#table();
       return this.#write(options, async (db) => {
-        const rows = await table(db).insertInto(this.#name()).values(data).returning(primary).execute();
+        const rows = await table(db).insertInto(name).values(data).returning(primary).execute();
         return rows.map((row) => row[primary] as PrimaryKey);
       });
     }
@@ -72,15 +72,21 @@ export function createServices(context: ServicesContext) {
 
     async readMany(keys: PrimaryKey[], query: Query = {}): Promise<Item[]> {
       const { primary } = await this.#table();
-      return this.readByQuery({ ...query, filter: { _and: [{ [primary]: { _in: keys } }, ...(query.filter ? [query.filter] : [])] } });
+      return this.readByQuery({
+        ...query,
+        // As Directus: without a limit, as many rows as keys (not the default 100).
+        limit: query.limit ?? keys.length,
+        filter: { _and: [{ [primary]: { _in: keys } }, ...(query.filter ? [query.filter] : [])] },
+      });
     }
 
     async readByQuery(query: Query = {}, options: MutationOptions = {}): Promise<Item[]> {
       const emit = options.emitEvents !== false;
       const hookContext = { database: context.database, schema: this.#schema, accountability: this.accountability };
       const finalQuery = emit ? await context.runtime.runFilters('query', this.collection, query, {}, hookContext) : query;
-      const { table } = await this.#table();
-      let builder = table(context.database).selectFrom(this.#name());
+      const { table, name, fields: known } = await this.#table();
+      checkFields(finalQuery, known);
+      let builder = table(context.database).selectFrom(name);
       const fields = finalQuery.fields && !finalQuery.fields.includes('*') ? finalQuery.fields : undefined;
       builder = fields ? builder.select(fields) : builder.selectAll();
       if (finalQuery.filter) builder = builder.where((eb: Eb) => toExpression(eb, finalQuery.filter as Record<string, unknown>));
@@ -94,7 +100,8 @@ export function createServices(context: ServicesContext) {
       let rows = (await builder.execute()) as Item[];
       if (emit) {
         rows = await context.runtime.runFilters('read', this.collection, rows, { query: finalQuery }, hookContext);
-        void context.runtime.dispatchActions('read', this.collection, { payload: rows, query: finalQuery }, hookContext);
+        // dispatchActions logs handler failures itself; nothing here may become an unhandled rejection.
+        context.runtime.dispatchActions('read', this.collection, { payload: rows, query: finalQuery }, hookContext).catch(() => undefined);
       }
       return rows;
     }
@@ -106,9 +113,9 @@ export function createServices(context: ServicesContext) {
 
     async updateMany(keys: PrimaryKey[], data: Item, options: MutationOptions = {}): Promise<PrimaryKey[]> {
       if (keys.length === 0) return [];
-      const { table, primary } = await this.#table();
+      const { table, name, primary } = await this.#table();
       return this.#write(options, async (db) => {
-        await table(db).updateTable(this.#name()).set(data).where(primary, 'in', keys).execute();
+        await table(db).updateTable(name).set(data).where(primary, 'in', keys).execute();
         return keys;
       });
     }
@@ -120,16 +127,11 @@ export function createServices(context: ServicesContext) {
 
     async deleteMany(keys: PrimaryKey[], options: MutationOptions = {}): Promise<PrimaryKey[]> {
       if (keys.length === 0) return [];
-      const { table, primary } = await this.#table();
+      const { table, name, primary } = await this.#table();
       return this.#write(options, async (db) => {
-        await table(db).deleteFrom(this.#name()).where(primary, 'in', keys).execute();
+        await table(db).deleteFrom(name).where(primary, 'in', keys).execute();
         return keys;
       });
-    }
-
-    #name(): string {
-      const dot = this.collection.indexOf('.');
-      return dot < 0 ? this.collection : this.collection.slice(dot + 1);
     }
 
     async #table() {
@@ -137,8 +139,13 @@ export function createServices(context: ServicesContext) {
       const overview = this.#schema.collections[this.collection] ?? (await context.getSchema()).collections[this.collection];
       if (!overview) throw new InvalidQueryError({ reason: `there is no collection "${this.collection}"` });
       if (!overview.primary) throw new InvalidQueryError({ reason: `collection "${this.collection}" has no primary key` });
+      // kysely reads a dot in a table name as schema.table (and " as " as an alias): such names cannot be
+      // addressed through it, so refuse them rather than touch another table.
+      if (/\.|\s+as\s+/i.test(overview.table)) {
+        throw new InvalidQueryError({ reason: `table name ${JSON.stringify(overview.table)} cannot be used through ItemsService` });
+      }
       const schemaName = overview.schema;
-      return { table: (db: Kysely<any>) => db.withSchema(schemaName), primary: overview.primary };
+      return { table: (db: Kysely<any>) => db.withSchema(schemaName), name: overview.table, primary: overview.primary, fields: Object.keys(overview.fields) };
     }
 
     async #write<T>(options: MutationOptions, run: (db: Kysely<any>) => Promise<T>): Promise<T> {
@@ -171,6 +178,24 @@ const OPERATORS: Record<string, (eb: Eb, field: string, value: any) => any> = {
   _between: (eb, f, v) => eb.between(eb.ref(f), v?.[0], v?.[1]),
   _nbetween: (eb, f, v) => eb.not(eb.between(eb.ref(f), v?.[0], v?.[1])),
 };
+
+/** Every column a query names must exist: unknown names are the caller's error, not a database one. */
+function checkFields(query: Query, known: string[]): void {
+  const columns = new Set(known);
+  const check = (field: string, where: string) => {
+    if (!columns.has(field)) throw new InvalidQueryError({ reason: `unknown field ${JSON.stringify(field)} in ${where}` });
+  };
+  for (const field of query.fields ?? []) if (field !== '*') check(field, 'fields');
+  for (const field of query.sort ?? []) check(field.replace(/^-/, ''), 'sort');
+  const walk = (filter: Record<string, unknown>) => {
+    for (const [key, value] of Object.entries(filter)) {
+      if (key === '_and' || key === '_or') {
+        if (Array.isArray(value)) for (const inner of value) walk(inner as Record<string, unknown>);
+      } else check(key, 'filter');
+    }
+  };
+  if (query.filter) walk(query.filter);
+}
 
 function escapeLike(value: string): string {
   return value.replace(/[\\%_]/g, (c) => `\\${c}`);

@@ -1,5 +1,8 @@
 /** `services.ItemsService` from inside hooks, emitEvents: false, and recursion. */
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServices } from '../../bridge/services/items-service.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
 import { waitFor, withClient } from '../support/helpers.js';
@@ -78,5 +81,23 @@ describe('ItemsService in hooks', () => {
     await waitFor(() => out['echoes'] === 2, { message: 'the echo did not fire twice' });
     await new Promise((resolve) => setTimeout(resolve, 1000));
     expect(out['echoes']).toBe(2);
+  });
+
+  it('reads as many rows as keys, and refuses unknown fields with INVALID_QUERY', async () => {
+    const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    const database = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      const { ItemsService } = createServices({ database, runtime: tb.bridge.runtime, getSchema: () => tb.bridge.getSchema() });
+      // echo: no items.query filter of the test's hook rewrites its limit.
+      const posts = new ItemsService('echo');
+      const ids = await posts.createMany(Array.from({ length: 150 }, () => ({ depth: 5 })), { emitEvents: false });
+      expect(await posts.readMany(ids)).toHaveLength(150);
+      for (const query of [{ fields: ['nope'] }, { sort: ['-nope'] }, { filter: { _or: [{ nope: { _eq: 1 } }] } }, { sort: ['id; drop table echo'] }]) {
+        await expect(posts.readByQuery(query)).rejects.toMatchObject({ code: 'INVALID_QUERY' });
+      }
+      await expect(new ItemsService('missing').readByQuery()).rejects.toMatchObject({ code: 'INVALID_QUERY' });
+    } finally {
+      await database.destroy();
+    }
   });
 });
