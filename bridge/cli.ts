@@ -29,11 +29,19 @@ interface CommonFlags {
   logFormat?: string;
 }
 
-function commonOptions(command: Command): Command {
+function commonOptions(command: Command, options: { database?: boolean } = {}): Command {
+  if (options.database) databaseOptions(command);
   return command
     .addOption(new Option('-e, --extensions <path>', 'extensions folder').env('EXTENSIONS_PATH'))
     .addOption(new Option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent').env('LOG_LEVEL'))
     .addOption(new Option('--log-format <format>', 'pretty|json (pretty when stdout is a terminal)').env('LOG_FORMAT'));
+}
+
+/** For commands that need a database (not `start`, which documents these itself). */
+function databaseOptions(command: Command): Command {
+  return command
+    .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
+    .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'));
 }
 
 function toConfigOptions(flags: CommonFlags & Record<string, unknown>): ConfigOptions {
@@ -58,11 +66,10 @@ export function buildProgram(): Command {
     program
       .command('start')
       .description('run the bridge; with no DATABASE_URL (or PGHOST), start an embedded Postgres under ./.hookbridge')
-      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
-      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .addOption(new Option('-p, --port <port>', 'HTTP port').env('PORT'))
       .option('--auto-reload', 'reload extensions when their files change (env: EXTENSIONS_AUTO_RELOAD=true)')
       .option('--demo', 'create demo tables (articles, recipes) for the examples, if missing'),
+    { database: true },
   ).action(async (flags) => {
     const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stdout.isTTY });
     const logger = createLogger(config);
@@ -133,9 +140,8 @@ export function buildProgram(): Command {
     program
       .command('status')
       .description('slot and lag, publications, filter triggers, extensions and their events, failed events')
-      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
-      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .option('--json', 'print JSON'),
+    { database: true },
   ).action(async (flags) => {
     await withDatabase(
       flags,
@@ -162,9 +168,8 @@ export function buildProgram(): Command {
     program
       .command('doctor')
       .description('check what the bridge needs from the server (wal_level, privileges, slots, dblink) and say how to fix it')
-      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
-      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .option('--json', 'print JSON'),
+    { database: true },
   ).action(async (flags) => {
     await withDatabase(
       flags,
@@ -182,9 +187,8 @@ export function buildProgram(): Command {
     program
       .command('uninstall')
       .description("remove everything hookbridge installed (triggers, publications, the slot, the hookbridge schema); user data is untouched")
-      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
-      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .option('--yes', 'really do it'),
+    { database: true },
   ).action(async (flags) => {
     const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stdout.isTTY });
     const what = `schema "${config.schema}", publications "${config.publicationName}" and "${config.publicationName}_inserts", slot "${config.slotName}", and hookbridge's triggers`;
@@ -204,10 +208,9 @@ export function buildProgram(): Command {
     failed
       .command('list')
       .description('list parked events (not yet replayed)')
-      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
-      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'))
       .option('--all', 'include events already replayed')
       .option('--json', 'print JSON'),
+    { database: true },
   ).action(async (flags) => {
     await withDatabase(flags, async ({ pool, config }) => {
       const events = await listFailedEvents(pool, config.schema, { includeReplayed: Boolean(flags.all) });
@@ -225,8 +228,8 @@ export function buildProgram(): Command {
     failed
       .command('replay [ids...]')
       .description('run the handlers of parked events again (all of them, or the given ids); loads the extensions')
-      .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
-      .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR')),
+,
+    { database: true },
   ).action(async (ids: string[], flags) => {
     await withDatabase(flags, async ({ pool, config, logger }) => {
       const database = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
