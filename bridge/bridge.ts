@@ -15,6 +15,7 @@ import { createMetrics, type BridgeMetrics } from './metrics.js';
 import { SchemaReader, type SchemaOverview } from './schema-overview.js';
 import { createServices } from './services/items-service.js';
 import { ActionStream } from './replication/action-stream.js';
+import { listUserTables } from './replication/publication.js';
 
 export interface DatabaseInfo {
   serverVersion: string;
@@ -35,6 +36,8 @@ export class Bridge {
   /** The latest schema overview, refreshed in the background: what handlers get as `context.schema`. */
   #latestSchema: SchemaOverview | undefined;
   #schemaTimer: NodeJS.Timeout | undefined;
+  #catalogTimer: NodeJS.Timeout | undefined;
+  #unsubscribeRegistry: (() => void) | undefined;
   readonly metrics: BridgeMetrics;
   /** Runs after hookbridge's schema is installed and before hooks load (the CLI's --demo tables). */
   beforeHooks: ((pool: pg.Pool) => Promise<void>) | undefined;
@@ -182,11 +185,29 @@ export class Bridge {
       health: () => this.health(),
       logger: this.logger,
     });
+    // One catalog read feeds both syncs: filter triggers and publications follow reloads and new tables.
+    this.#unsubscribeRegistry = this.runtime.registry.onChange(() => void this.#syncCatalog());
+    this.#catalogTimer = setInterval(() => void this.#syncCatalog(), 2_000);
+    this.#catalogTimer.unref();
     await this.runtime.dispatchServerEvent('start', { server: this.#http.server });
     this.logger.info(
       { extensions: report.loaded.length, failed: report.failed.length, database: this.#describeDatabase() },
       'ready',
     );
+  }
+
+  async #syncCatalog(): Promise<void> {
+    const pool = this.#pool;
+    if (!pool) return;
+    let tables;
+    try {
+      tables = await listUserTables(pool, { exclude: [this.config.schema] });
+    } catch (error) {
+      this.logger.warn({ err: error }, 'reading the tables failed');
+      return;
+    }
+    // Each sync reports its own failure (and marks itself out of sync for /health).
+    await Promise.all([this.#filters?.sync(tables).catch(() => undefined), this.#actions?.syncPublications(tables).catch(() => undefined)]);
   }
 
   stop(): Promise<void> {
@@ -211,6 +232,9 @@ export class Bridge {
    */
   async #teardown(): Promise<void> {
     clearInterval(this.#schemaTimer);
+    clearInterval(this.#catalogTimer);
+    this.#unsubscribeRegistry?.();
+    this.#unsubscribeRegistry = undefined;
     const step = async (what: string, run: () => Promise<unknown> | undefined) => {
       try {
         await run();

@@ -12,6 +12,7 @@ import type { Config } from '../config.js';
 import type { BridgeMetrics } from '../metrics.js';
 import { listUserTables, type UserTable } from '../replication/publication.js';
 import { answerFilterCall, parseRequest } from './filter-requests.js';
+import { SerialQueue } from '../serial-queue.js';
 import { WireServer } from './wire-server.js';
 
 export const FILTER_TRIGGER = 'hookbridge_filter';
@@ -37,9 +38,7 @@ export class FilterService {
   readonly #logger: Logger;
   #server: WireServer | undefined;
   #primaryKeys = new Map<string, string[]>();
-  #poll: NodeJS.Timeout | undefined;
-  #unsubscribe: (() => void) | undefined;
-  #syncing: Promise<void> = Promise.resolve();
+  readonly #syncs = new SerialQueue();
   #inSync = false;
   #requests = 0;
 
@@ -100,33 +99,31 @@ export class FilterService {
       [conninfo, config.filterFailureMode, config.filterTimeoutMs],
     );
     this.#logger.info({ port: address.port, callbackHost: config.filterCallbackHost }, 'filter server listening');
-    await this.sync();
-    this.#unsubscribe = this.#options.runtime.registry.onChange(() => void this.sync());
-    this.#poll = setInterval(() => void this.sync(), 2_000);
-    this.#poll.unref();
+    await this.sync(await listUserTables(pool, { exclude: [config.schema] }));
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.#poll);
-    this.#unsubscribe?.();
-    await this.#syncing.catch(() => undefined);
+    await this.#syncs.idle();
     await this.#server?.close();
     this.#server = undefined;
   }
 
-  /** Puts the trigger on exactly the tables (and operations) that have filter hooks. Serialised. */
-  sync(): Promise<void> {
-    const next = this.#syncing.then(() => this.#syncNow());
-    this.#syncing = next.catch((error) => {
-      this.#inSync = false;
-      this.#logger.error({ err: error }, 'filter trigger sync failed');
-    });
-    return next;
+  /**
+   * Puts the trigger on exactly the tables (and operations) that have filter hooks. Serialised. The
+   * bridge calls it with the current tables when extensions reload and as the catalog changes.
+   */
+  sync(tables: UserTable[]): Promise<void> {
+    return this.#syncs.run(
+      () => this.#syncNow(tables),
+      (error) => {
+        this.#inSync = false;
+        this.#logger.error({ err: error }, 'filter trigger sync failed');
+      },
+    );
   }
 
-  async #syncNow(): Promise<void> {
+  async #syncNow(tables: UserTable[]): Promise<void> {
     const { config, pool, runtime } = this.#options;
-    const tables = await listUserTables(pool, { exclude: [config.schema] });
     this.#primaryKeys = new Map(tables.map((t) => [t.collection, t.primaryKey]));
     const wanted = new Map<number, { table: UserTable; events: string[] }>();
     for (const table of tables) {

@@ -15,7 +15,8 @@ import { deliver } from './delivery.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { PgoutputDecoder } from './pgoutput-decoder.js';
 import { ChangePipeline } from './pipeline.js';
-import { listUserTables, syncPublications } from './publication.js';
+import { SerialQueue } from '../serial-queue.js';
+import { listUserTables, syncPublications, type UserTable } from './publication.js';
 import { ensureSlot, preflight } from './setup.js';
 import { ReplicationStream } from './stream.js';
 
@@ -41,9 +42,7 @@ export class ActionStream {
   #stream: ReplicationStream | undefined;
   #pipeline: ChangePipeline | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
-  #tablePoll: NodeJS.Timeout | undefined;
-  #syncing: Promise<void> = Promise.resolve();
-  #unsubscribe: (() => void) | undefined;
+  readonly #syncs = new SerialQueue();
   #publishedKey = '';
   #lastFullSync = 0;
   #inSync = false;
@@ -86,10 +85,7 @@ export class ActionStream {
     await preflight(pool, { slotName: config.slotName });
     const slot = await ensureSlot(pool, config.slotName);
     if (slot.created) this.#logger.info({ slot: config.slotName }, 'created replication slot');
-    await this.syncPublications();
-    this.#unsubscribe = this.#options.runtime.registry.onChange(() => void this.syncPublications());
-    this.#tablePoll = setInterval(() => void this.syncPublications(), 2_000);
-    this.#tablePoll.unref();
+    await this.syncPublications(await listUserTables(pool, { exclude: [config.schema] }));
 
     const secret = await readAccountabilitySecret(pool, config.schema);
     let decoder = new PgoutputDecoder();
@@ -145,8 +141,6 @@ export class ActionStream {
    */
   async stop(graceMs = 10_000): Promise<void> {
     clearInterval(this.#heartbeat);
-    clearInterval(this.#tablePoll);
-    this.#unsubscribe?.();
     // Stop taking new changes first, or "idle" might never come.
     this.#stream?.pauseReading();
     const pipeline = this.#pipeline;
@@ -160,22 +154,25 @@ export class ActionStream {
     this.#abort.abort();
     await this.#stream?.stop();
     pipeline?.close();
-    await this.#syncing.catch(() => undefined);
+    await this.#syncs.idle();
   }
 
-  /** Makes the publications cover exactly the tables that have action hooks. Serialised. */
-  syncPublications(): Promise<void> {
-    const next = this.#syncing.then(() => this.#syncNow());
-    this.#syncing = next.catch((error) => {
-      this.#inSync = false;
-      this.#logger.error({ err: error }, 'publication sync failed');
-    });
-    return next;
+  /**
+   * Makes the publications cover exactly the tables that have action hooks. Serialised. The bridge
+   * calls it with the current tables when extensions reload and as the catalog changes.
+   */
+  syncPublications(tables: UserTable[]): Promise<void> {
+    return this.#syncs.run(
+      () => this.#syncNow(tables),
+      (error) => {
+        this.#inSync = false;
+        this.#logger.error({ err: error }, 'publication sync failed');
+      },
+    );
   }
 
-  async #syncNow(): Promise<void> {
+  async #syncNow(tables: UserTable[]): Promise<void> {
     const { config, pool, runtime } = this.#options;
-    const tables = await listUserTables(pool, { exclude: [config.schema] });
     this.#primaryKeys = new Map(tables.map((t) => [t.oid, t.primaryKey]));
     const wanted = tables.filter((t) => WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)));
     const key = wanted.map((t) => `${t.oid}:${t.hasIdentityKey}`).join(',');
