@@ -35,7 +35,6 @@ export class Bridge {
   #schema: SchemaReader | undefined;
   /** The latest schema overview, refreshed in the background: what handlers get as `context.schema`. */
   #latestSchema: SchemaOverview | undefined;
-  #schemaTimer: NodeJS.Timeout | undefined;
   #catalogTimer: NodeJS.Timeout | undefined;
   #unsubscribeRegistry: (() => void) | undefined;
   readonly metrics: BridgeMetrics;
@@ -147,13 +146,6 @@ export class Bridge {
     await this.beforeHooks?.(this.#pool);
     this.#schema = new SchemaReader(this.#pool, [this.config.schema]);
     this.#latestSchema = await this.#schema.getSchema();
-    this.#schemaTimer = setInterval(() => {
-      this.#schema?.getSchema().then(
-        (overview) => (this.#latestSchema = overview),
-        (error) => this.logger.warn({ err: error }, 'reading the schema failed'),
-      );
-    }, 2_000);
-    this.#schemaTimer.unref();
 
     const report = await this.runtime.start();
     this.#filters = new FilterService({
@@ -185,7 +177,8 @@ export class Bridge {
       health: () => this.health(),
       logger: this.logger,
     });
-    // One catalog read feeds both syncs: filter triggers and publications follow reloads and new tables.
+    // One catalog read feeds both syncs (filter triggers and publications follow reloads and new
+    // tables), and the schema handlers see is refreshed on the same beat.
     this.#unsubscribeRegistry = this.runtime.registry.onChange(() => void this.#syncCatalog());
     this.#catalogTimer = setInterval(() => void this.#syncCatalog(), 2_000);
     this.#catalogTimer.unref();
@@ -207,7 +200,14 @@ export class Bridge {
       return;
     }
     // Each sync reports its own failure (and marks itself out of sync for /health).
-    await Promise.all([this.#filters?.sync(tables).catch(() => undefined), this.#actions?.syncPublications(tables).catch(() => undefined)]);
+    await Promise.all([
+      this.#filters?.sync(tables).catch(() => undefined),
+      this.#actions?.syncPublications(tables).catch(() => undefined),
+      this.#schema?.getSchema().then(
+        (overview) => (this.#latestSchema = overview),
+        (error) => this.logger.warn({ err: error }, 'reading the schema failed'),
+      ),
+    ]);
   }
 
   stop(): Promise<void> {
@@ -231,7 +231,6 @@ export class Bridge {
    * outlive the bridge because a handler misbehaved on the way out).
    */
   async #teardown(): Promise<void> {
-    clearInterval(this.#schemaTimer);
     clearInterval(this.#catalogTimer);
     this.#unsubscribeRegistry?.();
     this.#unsubscribeRegistry = undefined;
