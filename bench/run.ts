@@ -6,8 +6,9 @@
  * scenarios (a public harness, not hand-rolled timers).
  *
  * Scenarios: action-throughput, action-latency (against postgres.js `sql.subscribe`, with bare
- * pg-logical-replication and pg_recvlogical as reference rows), filter-overhead-1, filter-overhead-16,
- * big-transaction.
+ * pg-logical-replication and pg_recvlogical as reference rows), filter-overhead-1, filter-overhead-16
+ * (direct transport), big-transaction, filter-overhead-notify-1, filter-overhead-notify-16 (a second
+ * bridge with FILTER_TRANSPORT=notify, after the first has stopped).
  */
 import { spawn, execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -63,6 +64,7 @@ async function pgbenchTps(url: string, script: string, clients: number): Promise
 }
 
 async function main(): Promise<void> {
+  await mkdir(join(root, '.hookbridge'), { recursive: true });
   const work = await mkdtemp(join(root, '.hookbridge', 'bench-'));
   await chmod(work, 0o755);
   let embedded: EmbeddedPostgres | undefined;
@@ -98,9 +100,10 @@ async function main(): Promise<void> {
     await writeFile(join(extensions, 'hooks', 'bench-actions', 'index.js'), actionExtension());
     const tpDone = join(work, 'tp-done');
     const latDone = join(work, 'lat-done');
-    bridge = spawn(process.execPath, [join(root, 'dist', 'bridge', 'cli.js'), 'start', '-e', extensions], {
+    const startBridge = (transport: 'direct' | 'notify') => spawn(process.execPath, [join(root, 'dist', 'bridge', 'cli.js'), 'start', '-e', extensions], {
       env: {
         ...process.env,
+        FILTER_TRANSPORT: transport,
         DATABASE_URL: url,
         HOOKBRIDGE_SLOT: SLOT,
         COUNT_FILE: counter,
@@ -114,6 +117,7 @@ async function main(): Promise<void> {
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
+    bridge = startBridge('direct');
     await waitUntil(async () => (await pool.query(`select 1 from pg_trigger where tgname = 'hookbridge_filter'`)).rowCount === 1, 60_000, 'the bridge never installed its filter trigger');
 
     await waitUntil(
@@ -168,21 +172,27 @@ async function main(): Promise<void> {
     for (const table of ['plain', 'filtered', 'plpgsql']) {
       await writeFile(join(work, `${table}.sql`), `insert into bench_${table} (v) values ('x');\n`);
     }
-    for (const clients of [1, 16]) {
-      const plain = await pgbenchTps(url, join(work, 'plain.sql'), clients);
-      const filtered = await pgbenchTps(url, join(work, 'filtered.sql'), clients);
-      const plpgsql = await pgbenchTps(url, join(work, 'plpgsql.sql'), clients);
-      results.push({
-        scenario: `filter-overhead-${clients}`,
-        ours: round(filtered),
-        peer: round(plain),
-        ratio: round(filtered / plain, 3),
-        unit: 'rows/s',
-        plpgsql_trigger: round(plpgsql),
-        clients,
-        seconds,
-      });
-    }
+    const filterOverhead = async (transport: 'direct' | 'notify') => {
+      for (const clients of [1, 16]) {
+        const plain = await pgbenchTps(url, join(work, 'plain.sql'), clients);
+        const filtered = await pgbenchTps(url, join(work, 'filtered.sql'), clients);
+        const plpgsql = await pgbenchTps(url, join(work, 'plpgsql.sql'), clients);
+        results.push({
+          scenario: transport === 'direct' ? `filter-overhead-${clients}` : `filter-overhead-notify-${clients}`,
+          ours: round(filtered),
+          peer: round(plain),
+          ratio: round(filtered / plain, 3),
+          unit: 'rows/s',
+          transport,
+          plpgsql_trigger: round(plpgsql),
+          // Wall time per row above the same insert with a no-op PL/pgSQL trigger, at this concurrency.
+          us_per_row_over_plpgsql: round(1e6 / filtered - 1e6 / plpgsql, 1),
+          clients,
+          seconds,
+        });
+      }
+    };
+    await filterOverhead('direct');
 
     const started = Date.now();
     await pool.query(`insert into bench_big select g, 'row ' || g from generate_series(1, ${bigRows}) g`);
@@ -202,12 +212,24 @@ async function main(): Promise<void> {
       delivery_seconds: round((delivered - committed) / 1000, 1),
       rows_per_second: round(bigRows / ((delivered - committed) / 1000)),
     });
+
+    // The notify transport: one bridge per database, so the first one goes first.
+    await stopBridge(bridge);
+    bridge = startBridge('notify');
+    await waitUntil(
+      async () => (await pool.query(`select 1 from hookbridge.filter_endpoint where transport = 'notify' and updated_at > now() - interval '1 minute'`)).rowCount === 1,
+      60_000,
+      'the notify bridge never published its endpoint',
+    );
+    await waitUntil(
+      async () => pool.query(`insert into bench_filtered (v) values ('warm-up')`).then(() => true, () => false),
+      60_000,
+      'filtered inserts never passed through the notify bridge',
+    );
+    await filterOverhead('notify');
     await pool.end();
   } finally {
-    if (bridge && bridge.exitCode === null) {
-      bridge.kill('SIGTERM');
-      await new Promise((resolve) => bridge?.once('close', resolve));
-    }
+    await stopBridge(bridge);
     if (databaseUrl) {
       const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
       await pool.query(`select pg_drop_replication_slot($1) from pg_replication_slots where slot_name = $1`, [SLOT]).catch(() => undefined);
@@ -232,6 +254,13 @@ async function main(): Promise<void> {
   for (const r of results) process.stdout.write(`BENCH ${JSON.stringify(r)}\n`);
   await mkdir(join(root, 'bench', 'results'), { recursive: true });
   await writeFile(join(root, 'bench', 'results', 'latest.json'), `${JSON.stringify({ at: new Date().toISOString(), quick, results }, null, 2)}\n`);
+}
+
+async function stopBridge(bridge: ReturnType<typeof spawn> | undefined): Promise<void> {
+  if (!bridge || bridge.exitCode !== null) return;
+  const closed = new Promise((resolve) => bridge.once('close', resolve));
+  bridge.kill('SIGTERM');
+  await closed;
 }
 
 function round(value: number, digits = 0): number {

@@ -7,7 +7,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { redactUrl, type Config } from './config.js';
-import { openDatabase, type OpenedDatabase } from './database.js';
+import { internalConnection, openDatabase, type OpenedDatabase } from './database.js';
 import { migrate } from './migrate.js';
 import { FilterService } from './filters/filter-service.js';
 import { startHttp, type HealthReport, type HttpServer } from './http.js';
@@ -29,6 +29,8 @@ export class Bridge {
   /** What filters get as `context.database`: the same, with a lock timeout (see README, self-deadlock). */
   #filterDatabase: Kysely<any> | undefined;
   #filterPool: pg.Pool | undefined;
+  /** What hooks get as `database` outside filters: the user's own search_path. */
+  #hooksPool: pg.Pool | undefined;
   #actions: ActionStream | undefined;
   #filters: FilterService | undefined;
   #http: HttpServer | undefined;
@@ -86,7 +88,14 @@ export class Bridge {
     return {
       status: healthy ? 'ok' : 'unavailable',
       replication: { streaming: actions?.streaming ?? false, publicationsInSync: actions?.publicationsInSync ?? false, confirmedLsn: actions?.confirmedLsn ?? null },
-      filters: { listening: filters !== undefined, triggersInSync: filters?.triggersInSync ?? false, connections: filters?.connections ?? 0 },
+      filters: {
+        transport: filters?.transport ?? null,
+        reachable: filters !== undefined && filters.problem === undefined,
+        problem: filters?.problem ?? null,
+        triggersInSync: filters?.triggersInSync ?? false,
+        tickets: filters?.tickets ?? { size: 0, armed: 0 },
+        connections: filters?.connections ?? 0,
+      },
       extensions: { loaded: report?.loaded.length ?? 0, failed: report?.failed.length ?? 0 },
     };
   }
@@ -129,34 +138,40 @@ export class Bridge {
 
   async #start(): Promise<void> {
     this.#opened = await openDatabase(this.config.database, { owner: true, logger: this.logger });
-    this.#connection = this.#opened.connection;
+    // The bridge's own sessions see only pg_catalog (see internalConnection); hooks' pools keep the user's search_path.
+    this.#connection = internalConnection(this.#opened.connection);
     this.#pool = new pg.Pool({ ...this.#connection, max: 10, application_name: 'hookbridge' });
     this.#pool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
     const info = await this.#checkDatabase(this.#pool);
     this.logger.info({ serverVersion: info.serverVersion, role: info.role }, 'connected to Postgres');
 
-    this.#database = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#pool }) });
+    this.#hooksPool = new pg.Pool({ ...this.#opened.connection, max: 10, application_name: 'hookbridge:hooks' });
+    this.#hooksPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
+    this.#database = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#hooksPool }) });
     // A filter runs while the writer holds its row's lock: a filter that touches that row would wait
     // for a transaction that waits for the filter. A short lock timeout turns that into a clear error.
     const lockTimeoutMs = Math.max(100, Math.min(2_000, Math.floor(this.config.filterTimeoutMs / 2)));
-    this.#filterPool = new pg.Pool({ ...this.#connection, max: 10, application_name: 'hookbridge:filters', options: `-c lock_timeout=${lockTimeoutMs}` });
+    this.#filterPool = new pg.Pool({ ...this.#opened.connection, max: 10, application_name: 'hookbridge:filters', options: `-c lock_timeout=${lockTimeoutMs}` });
     this.#filterPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
     this.#filterDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#filterPool }) });
     await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
-    await this.beforeHooks?.(this.#pool);
-    this.#schema = new SchemaReader(this.#pool, [this.config.schema]);
-    this.#latestSchema = await this.#schema.getSchema();
-
-    const report = await this.runtime.start();
+    // Before anything else changes: a second bridge on this database stops here, touching nothing.
     this.#filters = new FilterService({
       config: this.config,
       pool: this.#pool,
+      connection: this.#connection,
       runtime: this.runtime,
       logger: this.logger,
       database: this.#filterDatabase,
       schema: () => this.#latestSchema,
       metrics: this.metrics,
     });
+    await this.#filters.claim();
+    await this.beforeHooks?.(this.#hooksPool);
+    this.#schema = new SchemaReader(this.#pool, [this.config.schema]);
+    this.#latestSchema = await this.#schema.getSchema();
+
+    const report = await this.runtime.start();
     await this.#filters.start();
     this.#actions = new ActionStream({
       config: this.config,
@@ -250,6 +265,8 @@ export class Bridge {
     await step('stopping the hook runtime', () => this.runtime.stop());
     await step('closing the filter pool', () => this.#filterPool?.end());
     this.#filterPool = undefined;
+    await step('closing the hooks pool', () => this.#hooksPool?.end());
+    this.#hooksPool = undefined;
     await step('closing the pool', () => this.#pool?.end());
     this.#pool = undefined;
     this.#schema = undefined;

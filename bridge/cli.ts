@@ -14,7 +14,7 @@ import { describeHookError } from '../hooks/errors.js';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { Bridge } from './bridge.js';
 import { ConfigError, resolveConfig, type ConfigOptions } from './config.js';
-import { openDatabase } from './database.js';
+import { internalConnection, openDatabase } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
 import { doctor, status } from './inspect.js';
 import { createLogger } from './logger.js';
@@ -257,7 +257,7 @@ async function withDatabase(
   const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stdout.isTTY });
   const logger = createLogger(config);
   const opened = await openDatabase(config.database, { owner: false, logger });
-  const pool = new pg.Pool({ ...opened.connection, max: 2, application_name: 'hookbridge:cli' });
+  const pool = new pg.Pool({ ...internalConnection(opened.connection), max: 2, application_name: 'hookbridge:cli' });
   try {
     if (options.migrate !== false) await migrate(pool, { schema: config.schema, logger });
     await fn({ pool, config, logger });

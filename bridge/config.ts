@@ -6,6 +6,8 @@ import { resolve } from 'node:path';
 import { HookbridgeError } from '../hooks/errors.js';
 
 export type FilterFailureMode = 'closed' | 'open';
+/** How filter calls travel (see bridge/filters/filter-service.ts). */
+export type FilterTransport = 'auto' | 'direct' | 'notify';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export type DatabaseSource =
@@ -31,6 +33,9 @@ export interface Config {
   publicationName: string;
   filterTimeoutMs: number;
   filterFailureMode: FilterFailureMode;
+  filterTransport: FilterTransport;
+  /** Filter calls that can be in flight at once (more writers wait for a free one). */
+  filterTickets: number;
   /** Where the filter server listens (triggers reach it through dblink). */
   filterListenHost: string;
   /** Its port; 0 picks a free one (triggers read the current one from the database). */
@@ -82,6 +87,8 @@ export function resolveConfig(
     publicationName: toIdentifier('HOOKBRIDGE_PUBLICATION', pick(options.publicationName, 'HOOKBRIDGE_PUBLICATION') ?? 'hookbridge'),
     filterTimeoutMs: toInteger('FILTER_TIMEOUT_MS', pick(options.filterTimeoutMs, 'FILTER_TIMEOUT_MS') ?? 5000, 1, 3_600_000),
     filterFailureMode: toChoice('FILTER_FAILURE_MODE', pick(options.filterFailureMode, 'FILTER_FAILURE_MODE') ?? 'closed', ['closed', 'open'] as const),
+    filterTransport: toChoice('FILTER_TRANSPORT', pick(options.filterTransport, 'FILTER_TRANSPORT') ?? 'auto', ['auto', 'direct', 'notify'] as const),
+    filterTickets: toInteger('FILTER_TICKETS', pick(options.filterTickets, 'FILTER_TICKETS') ?? 64, 1, 10_000),
     filterListenHost: String(pick(options.filterListenHost, 'FILTER_LISTEN_HOST') ?? '127.0.0.1'),
     filterPort: toInteger('FILTER_PORT', pick(options.filterPort, 'FILTER_PORT') ?? 0, 0, 65535),
     filterCallbackHost: String(pick(options.filterCallbackHost, 'FILTER_CALLBACK_HOST') ?? '127.0.0.1'),

@@ -7,6 +7,7 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type pg from 'pg';
+import { parse as parseConnectionString } from 'pg-connection-string';
 import type { Logger } from 'pino';
 import { HookbridgeError } from '../hooks/errors.js';
 import type { DatabaseSource } from './config.js';
@@ -84,4 +85,24 @@ export async function openDatabase(source: DatabaseSource, options: { owner: boo
       await embedded.stop();
     },
   };
+}
+
+/**
+ * The same connection with server settings for every session it opens (libpq `options`). A settings
+ * string inside a connection string would otherwise override these, so the URL is taken apart first.
+ */
+export function withSessionSettings(connection: pg.ClientConfig, settings: Readonly<Record<string, string>>): pg.ClientConfig {
+  const { connectionString, ...rest } = connection;
+  const base = (connectionString ? { ...rest, ...parseConnectionString(connectionString) } : rest) as pg.ClientConfig;
+  const extra = Object.entries(settings).map(([name, value]) => `-c ${name}=${value}`);
+  return { ...base, options: [base.options, ...extra].filter(Boolean).join(' ') };
+}
+
+/**
+ * For hookbridge's own sessions: only pg_catalog on the search path, so no function or operator a user
+ * created (in public, say) can be picked by the bridge's queries and run with the bridge's rights.
+ * Hooks' `database` keeps the user's search_path.
+ */
+export function internalConnection(connection: pg.ClientConfig, settings: Readonly<Record<string, string>> = {}): pg.ClientConfig {
+  return withSessionSettings(connection, { search_path: 'pg_catalog', ...settings });
 }

@@ -86,10 +86,11 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
   const publications: Record<string, string[]> = {};
   for (const row of publicationTables) (publications[row.pubname] ??= []).push(row.tbl);
   const { rows: triggers } = await pool.query<{ tbl: string; ops: string[] }>(
-    `select tgrelid::regclass::text as tbl,
-            array_remove(array[case when tgtype & 4 <> 0 then 'INSERT' end, case when tgtype & 16 <> 0 then 'UPDATE' end,
-                               case when tgtype & 8 <> 0 then 'DELETE' end], null) as ops
-       from pg_trigger where tgname = 'hookbridge_filter' order by 1`,
+    `select case when n.nspname = 'public' then c.relname::text else n.nspname || '.' || c.relname end as tbl,
+            array_remove(array[case when t.tgtype::int4 & 4 <> 0 then 'INSERT' end, case when t.tgtype::int4 & 16 <> 0 then 'UPDATE' end,
+                               case when t.tgtype::int4 & 8 <> 0 then 'DELETE' end], null) as ops
+       from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+      where t.tgname = 'hookbridge_filter' order by 1`,
   );
   let failedEvents = 0;
   let filterEndpoint: Status['filterEndpoint'] = null;

@@ -11,6 +11,7 @@ export interface BridgeMetrics {
   parkedEvents: Counter<'extension'>;
   filterCalls: Histogram<'collection' | 'operation' | 'outcome'>;
   filterConnections: Gauge;
+  filterUnfiltered: Counter<'reason'>;
   replicationLag: Gauge;
 }
 
@@ -44,9 +45,15 @@ export function createMetrics(options: { filterConnections: () => number; replic
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5],
       registers: [registry],
     }),
+    filterUnfiltered: new Counter({
+      name: 'hookbridge_filter_unfiltered_total',
+      help: 'Rows written without their filter hooks in FILTER_FAILURE_MODE=open (reason: timeout, unreachable)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
     filterConnections: new Gauge({
       name: 'hookbridge_filter_connections',
-      help: 'Writer sessions connected to the filter server (the filter path has no ticket pool)',
+      help: 'Writer sessions connected to the filter server (direct transport)',
       registers: [registry],
       collect() {
         this.set(options.filterConnections());

@@ -10,10 +10,11 @@ import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
 import { collectionOf, keyOf } from '../replication/change-events.js';
 import { withTimeout } from '../timeout.js';
-import type { QueryResult, WireError } from './wire-server.js';
+import type { WireError } from './wire-server.js';
 
 export interface FilterRequest {
-  op: 'INSERT' | 'UPDATE' | 'DELETE';
+  /** PROBE: the bridge's own health check, which runs no hooks. */
+  op: 'INSERT' | 'UPDATE' | 'DELETE' | 'PROBE';
   schema: string;
   table: string;
   new: Record<string, unknown> | null;
@@ -38,16 +39,41 @@ export interface FilterCallOptions {
   onTimeout?: (collection: string, op: string) => void;
 }
 
-const REQUEST_PREFIX = 'HBF1 ';
+/** What the direct transport sends: `HBF2 <ticket> <call id> <request json>`. */
+const CALL = /^HBF2 (\d{1,9}) ([0-9a-f-]{36}) /;
+
+export interface FilterCall {
+  ticket: number;
+  id: string;
+  body: string;
+}
+
+/**
+ * The trigger's verdict (see filter_call in sql/000003.sql): K keep, M<json> modify, W<text> passed
+ * unfiltered with a warning, E<json> refuse with that error.
+ */
+export type Verdict = string;
+
+export const KEEP: Verdict = 'K';
 
 /** HB + the HTTP-like status of the error: HB400 invalid payload, HB403 forbidden, HB503, ... */
 export function sqlstateFor(status: number): string {
   return `HB${Number.isInteger(status) && status >= 100 && status <= 599 ? status : 500}`;
 }
 
-export function parseRequest(query: string): FilterRequest | undefined {
-  if (!query.startsWith(REQUEST_PREFIX)) return undefined;
-  return JSON.parse(query.slice(REQUEST_PREFIX.length)) as FilterRequest;
+/** A direct-transport call, or undefined for anything else (libpq's set-up statements). */
+export function parseCall(query: string): FilterCall | undefined {
+  const match = CALL.exec(query);
+  if (!match) return undefined;
+  return { ticket: Number(match[1]), id: match[2] as string, body: query.slice(match[0].length) };
+}
+
+export function parseRequest(body: string): FilterRequest {
+  return JSON.parse(body) as FilterRequest;
+}
+
+export function rejectionVerdict(error: WireError): Verdict {
+  return `E${JSON.stringify(error)}`;
 }
 
 export function accountabilityOf(who: FilterRequest['who']): Accountability {
@@ -79,11 +105,12 @@ export function changedFields(next: Record<string, unknown>, previous: Record<st
   return changed;
 }
 
-function rejection(sqlstate: string, message: string, detail?: string, hint?: string): { error: WireError } {
-  return { error: { sqlstate, message, detail, hint } };
+function rejection(sqlstate: string, message: string, detail?: string, hint?: string): Verdict {
+  return rejectionVerdict({ sqlstate, message, detail, hint });
 }
 
-export async function answerFilterCall(request: FilterRequest, options: FilterCallOptions): Promise<QueryResult> {
+export async function answerFilterCall(request: FilterRequest, options: FilterCallOptions): Promise<Verdict> {
+  if (request.op === 'PROBE') return KEEP;
   const collection = collectionOf({ schema: request.schema, name: request.table });
   const primaryKey = options.primaryKeyOf(collection) ?? [];
   const context = { database: options.database, schema: options.schema, accountability: accountabilityOf(request.who) };
@@ -111,7 +138,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     if (error instanceof FilterTimeout) {
       options.onTimeout?.(collection, request.op);
       const text = `hookbridge: the filter hooks for ${collection} did not answer within ${options.timeoutMs} ms`;
-      if (options.failureMode === 'open') return { row: `W${text}; the row was written unfiltered` };
+      if (options.failureMode === 'open') return `W${text}; the row was written unfiltered`;
       return rejection('HB504', text, 'code: FILTER_TIMEOUT', 'make the hook faster, or raise FILTER_TIMEOUT_MS');
     }
     if (error instanceof FilterRejection) {
@@ -129,7 +156,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     return rejection(sqlstateFor(described.status), described.message, `code: ${described.code}`);
   }
 
-  if (action === 'delete') return { row: 'K' };
+  if (action === 'delete') return KEEP;
   if (result === null || typeof result !== 'object' || Array.isArray(result)) {
     return rejection('HB500', `hookbridge: a filter on ${collection} returned ${Array.isArray(result) ? 'an array' : String(result)} instead of the row`, 'code: E_FILTER_RESULT');
   }
@@ -154,8 +181,8 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     if (action === 'create') set[column] = null;
     else keep.push(column);
   }
-  if (Object.keys(set).length === 0 && keep.length === 0) return { row: 'K' };
-  return { row: `M${JSON.stringify({ set, keep })}` };
+  if (Object.keys(set).length === 0 && keep.length === 0) return KEEP;
+  return `M${JSON.stringify({ set, keep })}`;
 }
 
 class FilterTimeout extends Error {}

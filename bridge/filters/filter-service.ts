@@ -1,19 +1,27 @@
 /**
- * The filter path, assembled: a wire-protocol server the triggers call through dblink, the endpoint
- * row that tells triggers where it is, and the triggers themselves — only on tables that have a
- * matching filter hook, for just the operations that do, kept in sync as extensions and tables change.
+ * The filter path, assembled: the ticket board (how writers wait), one of two transports (how requests
+ * reach the bridge and verdicts reach the writer), the endpoint row that tells triggers which, and the
+ * triggers themselves — only on tables that have a matching filter hook, for just the operations that
+ * do, kept in sync as extensions and tables change. See sql/000003.sql for the writer's side.
+ *
+ *   direct  the trigger sends the request over dblink to the bridge's wire server and reads the signed
+ *           verdict from it (the database server must reach FILTER_CALLBACK_HOST)
+ *   notify  a loopback dblink session commits the request and NOTIFYs; the bridge commits the verdict
+ *           into a table (every connection is one the bridge opens, plus the database's own loopback)
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookbridgeError } from '../../hooks/errors.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
-import type { Config } from '../config.js';
+import type { Config, FilterTransport } from '../config.js';
 import type { BridgeMetrics } from '../metrics.js';
+import { readAccountabilitySecret } from '../replication/accountability.js';
 import { listUserTables, type UserTable } from '../replication/publication.js';
-import { answerFilterCall, parseRequest } from './filter-requests.js';
 import { SerialQueue } from '../serial-queue.js';
-import { WireServer } from './wire-server.js';
+import { answerFilterCall, parseCall, parseRequest, rejectionVerdict, type Verdict } from './filter-requests.js';
+import { TicketBoard } from './tickets.js';
+import { WireServer, type QueryResult } from './wire-server.js';
 
 export const FILTER_TRIGGER = 'hookbridge_filter';
 
@@ -23,32 +31,65 @@ const OPERATIONS = [
   ['delete', 'DELETE'],
 ] as const;
 
+/** How often the bridge walks the writers' whole path to itself (what /health reports). */
+const PROBE_INTERVAL_MS = 5_000;
+
 export interface FilterServiceOptions {
   config: Readonly<Config>;
+  /** The bridge's own pool (pg_catalog-only search_path). */
   pool: pg.Pool;
+  /** The same database, for the ticket and listener sessions the service opens itself. */
+  connection: pg.ClientConfig;
   runtime: HookRuntime;
   logger: Logger;
   database?: unknown;
   schema?: () => unknown;
-  metrics?: Pick<BridgeMetrics, 'filterCalls'>;
+  metrics?: Pick<BridgeMetrics, 'filterCalls' | 'filterUnfiltered'>;
 }
 
 export class FilterService {
   readonly #options: FilterServiceOptions;
   readonly #logger: Logger;
+  readonly #board: TicketBoard;
   #server: WireServer | undefined;
+  #listener: pg.Client | undefined;
+  #listenerRetry: NodeJS.Timeout | undefined;
+  #key: Buffer | undefined;
+  #transport: Exclude<FilterTransport, 'auto'> | undefined;
+  /** Why writers cannot reach this bridge right now, if they cannot. */
+  #problem: string | undefined = 'not started';
+  #probeTimer: NodeJS.Timeout | undefined;
   #primaryKeys = new Map<string, string[]>();
   readonly #syncs = new SerialQueue();
   #inSync = false;
+  #wanted = 0;
   #requests = 0;
+  #stopped = false;
 
   constructor(options: FilterServiceOptions) {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'filters' });
+    this.#board = new TicketBoard({
+      connection: options.connection,
+      schema: options.config.schema,
+      tickets: options.config.filterTickets,
+      logger: this.#logger,
+    });
   }
 
+  /** Triggers match the hooks, and writers of filtered tables can reach this bridge. */
   get healthy(): boolean {
-    return this.#server !== undefined && this.#inSync;
+    return this.#inSync && (this.#wanted === 0 || this.#problem === undefined);
+  }
+
+  /** The transport writers use, once chosen. */
+  get transport(): Exclude<FilterTransport, 'auto'> | undefined {
+    return this.#transport;
+  }
+
+  /** Why writers cannot reach the bridge, when they cannot. */
+  get problem(): string | undefined {
+    return this.#problem;
   }
 
   /** Filter calls answered so far. */
@@ -56,56 +97,56 @@ export class FilterService {
     return this.#requests;
   }
 
-  /** Writer sessions connected to the filter server. */
+  /** Writer sessions connected to the filter server (direct transport). */
   get connections(): number {
     return this.#server?.connections ?? 0;
+  }
+
+  get tickets(): { size: number; armed: number } {
+    return { size: this.#board.size, armed: this.#board.armed };
   }
 
   get triggersInSync(): boolean {
     return this.#inSync;
   }
 
+  /**
+   * Takes this database's filter calls: the alive lock and the tickets. Refuses (E_BRIDGE_RUNNING),
+   * touching nothing, while another bridge serves them.
+   */
+  async claim(): Promise<void> {
+    await this.#board.open();
+  }
+
   async start(): Promise<void> {
     const { config, pool } = this.#options;
-    const password = randomBytes(24).toString('base64url');
-    this.#server = new WireServer({
-      host: config.filterListenHost,
-      port: config.filterPort,
-      password,
-      logger: this.#logger,
-      onQuery: (query) => this.#answer(query),
-    });
-    const address = await this.#server.listen();
-    const conninfo = [
-      `host=${config.filterCallbackHost}`,
-      `port=${address.port}`,
-      'user=hookbridge',
-      'dbname=hookbridge',
-      `password=${password}`,
-      'application_name=hookbridge-filter',
-      `connect_timeout=${Math.max(2, Math.ceil(config.filterTimeoutMs / 1000))}`,
-      // A peer that vanished without closing the connection (a partition) fails the write instead of hanging it.
-      `tcp_user_timeout=${config.filterTimeoutMs}`,
-      'keepalives=1',
-      'keepalives_idle=1',
-      'keepalives_interval=1',
-      `keepalives_count=${Math.max(2, Math.ceil(config.filterTimeoutMs / 1000))}`,
-    ].join(' ');
-    await pool.query(
-      `insert into ${pg.escapeIdentifier(config.schema)}.filter_endpoint (conninfo, failure_mode, timeout_ms, updated_at)
-       values ($1, $2, $3, now())
-       on conflict (id) do update set conninfo = excluded.conninfo, failure_mode = excluded.failure_mode,
-                                      timeout_ms = excluded.timeout_ms, updated_at = now()`,
-      [conninfo, config.filterFailureMode, config.filterTimeoutMs],
+    const tables = await listUserTables(pool, { exclude: [config.schema] });
+    this.#key = await readAccountabilitySecret(pool, config.schema);
+    const dblink = await this.#prepareDblink().then(
+      () => undefined,
+      (error: unknown) => error,
     );
-    this.#logger.info({ port: address.port, callbackHost: config.filterCallbackHost }, 'filter server listening');
-    await this.sync(await listUserTables(pool, { exclude: [config.schema] }));
+    if (dblink) {
+      this.#problem = (dblink as Error).message;
+      if (this.#wantedTables(tables).size > 0) throw dblink;
+      this.#logger.warn({ err: dblink }, 'filter hooks are unavailable until dblink is usable; no extension needs them now');
+    } else {
+      await this.#chooseTransport();
+      this.#probeTimer = setInterval(() => void this.#probe(), PROBE_INTERVAL_MS);
+      this.#probeTimer.unref();
+    }
+    await this.sync(tables);
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#probeTimer);
+    clearTimeout(this.#listenerRetry);
     await this.#syncs.idle();
+    await this.#closeListener();
     await this.#server?.close();
     this.#server = undefined;
+    await this.#board.close();
   }
 
   /**
@@ -122,31 +163,43 @@ export class FilterService {
     );
   }
 
-  async #syncNow(tables: UserTable[]): Promise<void> {
-    const { config, pool, runtime } = this.#options;
-    this.#primaryKeys = new Map(tables.map((t) => [t.collection, t.primaryKey]));
+  #wantedTables(tables: UserTable[]): Map<number, { table: UserTable; events: string[] }> {
+    const { runtime } = this.#options;
     const wanted = new Map<number, { table: UserTable; events: string[] }>();
     for (const table of tables) {
       const events = OPERATIONS.filter(([action]) => runtime.registry.has('filter', action, table.collection)).map(([, op]) => op);
       if (events.length) wanted.set(table.oid, { table, events });
     }
-    const { rows: existing } = await pool.query<{ oid: number; events: string[] }>(
+    return wanted;
+  }
+
+  async #syncNow(tables: UserTable[]): Promise<void> {
+    const { config, pool } = this.#options;
+    this.#primaryKeys = new Map(tables.map((t) => [t.collection, t.primaryKey]));
+    const wanted = this.#wantedTables(tables);
+    this.#wanted = wanted.size;
+    // What each trigger does (its operations) and whom it names (its arguments: schema and table).
+    const { rows: existing } = await pool.query<{ oid: number; events: string[]; args: string }>(
       `select t.tgrelid::int as oid,
-              array_remove(array[case when t.tgtype & 4 <> 0 then 'INSERT' end,
-                                 case when t.tgtype & 16 <> 0 then 'UPDATE' end,
-                                 case when t.tgtype & 8 <> 0 then 'DELETE' end], null) as events
+              array_remove(array[case when t.tgtype::int4 & 4 <> 0 then 'INSERT' end,
+                                 case when t.tgtype::int4 & 16 <> 0 then 'UPDATE' end,
+                                 case when t.tgtype::int4 & 8 <> 0 then 'DELETE' end], null) as events,
+              encode(t.tgargs, 'hex') as args
          from pg_trigger t where t.tgname = $1 and t.tgparentid = 0 and not t.tgisinternal`,
       [FILTER_TRIGGER],
     );
-    const have = new Map(existing.map((r) => [r.oid, r.events.join(' OR ')]));
+    const shape = (events: string[], args: string) => `${events.join(' OR ')} ${args}`;
+    const argsOf = (table: UserTable) => Buffer.from(`${table.schema}\0${table.name}\0`, 'utf8').toString('hex');
+    const have = new Map(existing.map((r) => [r.oid, shape(r.events, r.args)]));
     const changes: Array<{ oid: number; create?: { table: UserTable; events: string[] } }> = [];
-    for (const [oid, want] of wanted) if (have.get(oid) !== want.events.join(' OR ')) changes.push({ oid, create: want });
+    for (const [oid, want] of wanted) if (have.get(oid) !== shape(want.events, argsOf(want.table))) changes.push({ oid, create: want });
     for (const oid of have.keys()) if (!wanted.has(oid)) changes.push({ oid });
     if (changes.length === 0) {
       this.#inSync = true;
       return;
     }
-    if (wanted.size > 0) await this.#ensureDblink();
+    // Never put a trigger in place that a writer could get around (dblink within its reach).
+    if (wanted.size > 0) await this.#prepareDblink();
 
     // One table per transaction with a short lock timeout: a DDL statement waiting for its lock makes
     // every later writer of that table wait too, so never wait long and never hold one table's lock
@@ -165,7 +218,8 @@ export class FilterService {
             if (change.create) {
               await client.query(
                 `create trigger ${FILTER_TRIGGER} before ${change.create.events.join(' or ')} on ${name}
-                   for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger()`,
+                   for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger(
+                     ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
               );
             }
           }
@@ -192,10 +246,11 @@ export class FilterService {
 
   /**
    * dblink must live in hookbridge's schema (the trigger's search_path has no `public`, so that
-   * nothing a user creates there can stand in for a built-in) and must not be callable by PUBLIC
-   * (a writer could otherwise point the trigger's connection at a server of its own).
+   * nothing a user creates there can stand in for a built-in), and no role but the bridge's may reach
+   * it: a writer that can call dblink can point the trigger's connection at a server of its own, or
+   * send requests of its own over it.
    */
-  async #ensureDblink(): Promise<void> {
+  async #prepareDblink(): Promise<void> {
     const { pool, config } = this.#options;
     const schema = pg.escapeIdentifier(config.schema);
     const fix = `as a superuser: CREATE EXTENSION dblink SCHEMA ${schema} (or ALTER EXTENSION dblink SET SCHEMA ${schema}), then restart the bridge`;
@@ -205,37 +260,325 @@ export class FilterService {
       );
       if (!rows[0]) await pool.query(`create extension dblink schema ${schema}`);
       else if (rows[0].schema !== config.schema) await pool.query(`alter extension dblink set schema ${schema}`);
-      const { rows: functions } = await pool.query<{ fn: string }>(
-        `select p.oid::regprocedure::text as fn
-           from pg_depend d
-           join pg_extension e on e.oid = d.refobjid and e.extname = 'dblink'
-           join pg_proc p on p.oid = d.objid
-          where d.deptype = 'e' and d.classid = 'pg_proc'::regclass
-            and has_function_privilege('public', p.oid, 'execute')`,
-      );
+      // Best effort: as a non-owner of the functions (a superuser created the extension) this only warns,
+      // which is why the check below decides.
+      await pool.query(`revoke usage on schema ${schema} from public`);
+      const { rows: functions } = await pool.query<{ fn: string }>(`${DBLINK_FUNCTIONS} and pg_catalog.has_function_privilege('public', p.oid, 'execute')`);
       for (const { fn } of functions) await pool.query(`revoke execute on function ${fn} from public`);
     } catch (error) {
       throw new HookbridgeError('E_DBLINK', `filter hooks need dblink in schema ${schema}, callable by the bridge only; ${fix}`, { cause: error });
     }
+    const exposed = await dblinkExposure(pool);
+    if (exposed) throw new HookbridgeError('E_DBLINK_EXPOSED', exposed.message, { details: { statement: exposed.statement } });
   }
 
-  async #answer(query: string) {
-    const request = parseRequest(query);
+  /** FILTER_TRANSPORT: `auto` tries direct (can the database reach us?), then notify. */
+  async #chooseTransport(): Promise<void> {
+    const wanted = this.#options.config.filterTransport;
+    const reasons: string[] = [];
+    if (wanted !== 'notify') {
+      const problem = await this.#tryTransport('direct');
+      if (!problem) return;
+      reasons.push(`direct: ${problem}`);
+      if (wanted === 'direct') {
+        throw new HookbridgeError(
+          'E_FILTER_TRANSPORT',
+          `the database server could not reach the bridge's filter server (${problem}); set FILTER_CALLBACK_HOST to an address ` +
+            'the server can connect to, or FILTER_TRANSPORT=notify (or auto), where the database never connects to the bridge',
+        );
+      }
+      this.#logger.info({ reason: problem }, 'the database cannot reach the bridge directly: using the notify transport');
+    }
+    const problem = await this.#tryTransport('notify');
+    if (!problem) return;
+    reasons.push(`notify: ${problem}`);
+    throw new HookbridgeError('E_FILTER_TRANSPORT', `no filter transport works: ${reasons.join('; ')}`);
+  }
+
+  /** Sets the transport up, publishes it to the triggers and walks a writer's path once; the problem if that failed. */
+  async #tryTransport(transport: 'direct' | 'notify'): Promise<string | undefined> {
+    const conninfo = transport === 'direct' ? await this.#startServer() : await this.#startListener();
+    await this.#publish(transport, conninfo);
+    this.#transport = transport;
+    const problem = await this.#probeOnce();
+    this.#problem = problem;
+    if (problem === undefined) {
+      this.#logger.info({ transport, tickets: this.#board.size }, 'filter transport ready');
+      return undefined;
+    }
+    this.#transport = undefined;
+    if (transport === 'direct') {
+      await this.#server?.close();
+      this.#server = undefined;
+    } else {
+      await this.#closeListener();
+    }
+    return problem;
+  }
+
+  async #publish(transport: 'direct' | 'notify', conninfo: string): Promise<void> {
+    const { config, pool } = this.#options;
+    await pool.query(
+      `insert into ${pg.escapeIdentifier(config.schema)}.filter_endpoint
+              (conninfo, failure_mode, timeout_ms, transport, tickets, lock_class, generation, updated_at)
+       values ($1, $2, $3, $4, $5, $6, $7, now())
+       on conflict (id) do update set conninfo = excluded.conninfo, failure_mode = excluded.failure_mode,
+              timeout_ms = excluded.timeout_ms, transport = excluded.transport, tickets = excluded.tickets,
+              lock_class = excluded.lock_class, generation = excluded.generation, updated_at = now()`,
+      [conninfo, config.filterFailureMode, config.filterTimeoutMs, transport, this.#board.size, this.#board.lockClass, randomInt(1, 2 ** 47)],
+    );
+  }
+
+  /** Walks the writers' path now and again: /health tells whether writers can reach this bridge. */
+  async #probe(): Promise<void> {
+    if (this.#stopped || !this.#transport) return;
+    const problem = await this.#probeOnce();
+    if (this.#stopped) return;
+    if (problem !== this.#problem) {
+      if (problem) this.#logger.error({ transport: this.#transport, problem }, 'writers cannot reach this bridge for filter calls');
+      else this.#logger.info({ transport: this.#transport }, 'writers reach this bridge for filter calls again');
+    }
+    this.#problem = problem;
+  }
+
+  /** The writers' whole path, from one of the bridge's own sessions; what failed, if anything. */
+  async #probeOnce(): Promise<string | undefined> {
+    let problem: string | undefined;
+    try {
+      const { rows } = await this.#options.pool.query<{ verdict: string }>(
+        `select ${pg.escapeIdentifier(this.#options.config.schema)}.filter_probe() as verdict`,
+      );
+      const verdict = rows[0]?.verdict ?? '';
+      if (verdict !== 'K') problem = verdict.slice(1) || 'no answer';
+    } catch (error) {
+      problem = (error as Error).message;
+    }
+    return problem;
+  }
+
+  async #startServer(): Promise<string> {
+    const { config } = this.#options;
+    const password = randomBytes(24).toString('base64url');
+    this.#server = new WireServer({
+      host: config.filterListenHost,
+      port: config.filterPort,
+      password,
+      logger: this.#logger,
+      onQuery: (query) => this.#answerWire(query),
+    });
+    const address = await this.#server.listen();
+    this.#logger.info({ port: address.port, callbackHost: config.filterCallbackHost }, 'filter server listening');
+    const waitSeconds = Math.max(2, Math.ceil(config.filterTimeoutMs / 1000));
+    return conninfo({
+      host: config.filterCallbackHost,
+      port: String(address.port),
+      user: 'hookbridge',
+      dbname: 'hookbridge',
+      password,
+      application_name: 'hookbridge-filter',
+      connect_timeout: String(waitSeconds),
+      // A peer that vanished without closing the connection (a partition) fails the write instead of hanging it.
+      tcp_user_timeout: String(config.filterTimeoutMs),
+      keepalives: '1',
+      keepalives_idle: '1',
+      keepalives_interval: '1',
+      keepalives_count: String(waitSeconds),
+    });
+  }
+
+  /**
+   * The notify transport: LISTEN for tickets, and the loopback the triggers use to reach this database
+   * as the bridge's role (its password, if it has one, is stored with the endpoint, which only that
+   * role can read).
+   */
+  async #startListener(): Promise<string> {
+    const { config, pool, connection } = this.#options;
+    await this.#listen();
+    const { rows } = await pool.query<{ addr: string | null; port: string; sockets: string; db: string; role: string }>(
+      `select host(inet_server_addr()) as addr, current_setting('port') as port,
+              current_setting('unix_socket_directories') as sockets, current_database() as db, current_user as role`,
+    );
+    const server = rows[0];
+    if (!server) throw new Error('the database did not describe itself');
+    const password = typeof connection.password === 'string' ? connection.password : undefined;
+    return conninfo({
+      host: server.addr ?? server.sockets.split(',')[0]?.trim() ?? '/tmp',
+      port: server.port,
+      dbname: server.db,
+      user: server.role,
+      ...(password ? { password } : {}),
+      application_name: 'hookbridge:notify',
+      connect_timeout: String(Math.max(2, Math.ceil(config.filterTimeoutMs / 1000))),
+      options: `-c search_path=pg_catalog,${config.schema} -c synchronous_commit=off`,
+    });
+  }
+
+  async #listen(): Promise<void> {
+    const listener = new pg.Client({ ...this.#options.connection, application_name: 'hookbridge:listen' });
+    const lost = (error: unknown) => {
+      if (this.#listener !== listener) return;
+      this.#listener = undefined;
+      if (this.#stopped) return;
+      this.#logger.error({ err: error }, 'lost the filter listener connection; reconnecting');
+      const retry = () => {
+        this.#listenerRetry = undefined;
+        if (this.#stopped) return;
+        this.#listen().catch((reason: unknown) => {
+          this.#logger.warn({ err: reason }, 'reconnecting the filter listener failed');
+          this.#listenerRetry = setTimeout(retry, 1_000);
+        });
+      };
+      this.#listenerRetry = setTimeout(retry, 1_000);
+    };
+    listener.on('error', lost);
+    listener.on('end', () => lost(new Error('the listener connection ended')));
+    listener.on('notification', (message) => void this.#answerNotify(message.payload ?? ''));
+    await listener.connect();
+    this.#listener = listener;
+    await listener.query(`listen ${pg.escapeIdentifier(notifyChannel(this.#key ?? Buffer.alloc(0)))}`);
+    // pg_stat_activity shows a session's last statement: not the channel's name.
+    await listener.query('select 1');
+    // Requests committed while no one listened (a reconnect) still wait for their answer.
+    const { rows } = await this.#options.pool.query<{ ticket: number }>(`select ticket from ${pg.escapeIdentifier(this.#options.config.schema)}.filter_requests`);
+    for (const { ticket } of rows) void this.#answerNotify(String(ticket));
+  }
+
+  async #closeListener(): Promise<void> {
+    const listener = this.#listener;
+    this.#listener = undefined;
+    if (!listener) return;
+    listener.removeAllListeners('end');
+    await listener.end().catch(() => undefined);
+  }
+
+  async #answerWire(query: string): Promise<QueryResult> {
+    const call = parseCall(query);
     // libpq and dblink send a few set-up statements of their own on connect.
-    if (!request) return { command: query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY' };
+    if (!call) return { command: query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY' };
+    const took = this.#board.take(call.ticket);
+    const verdict = await this.#verdict(call.body);
+    return { row: signVerdict(this.#key ?? Buffer.alloc(0), call.id, verdict), wake: () => void (took && this.#board.release(call.ticket)) };
+  }
+
+  /** `<ticket> <call id> <request>`, or `<ticket>` for a request too large for NOTIFY (then in filter_requests). */
+  async #answerNotify(payload: string): Promise<void> {
+    const { pool, config } = this.#options;
+    const schema = pg.escapeIdentifier(config.schema);
+    const match = /^(\d{1,9})(?: ([0-9a-f-]{36}) )?/.exec(payload);
+    const ticket = Number(match?.[1]);
+    if (!match || ticket >= this.#board.size) return;
+    let request: { id: string; body: string } | undefined = match[2] ? { id: match[2], body: payload.slice(match[0].length) } : undefined;
+    if (!request) {
+      try {
+        // Taking the row makes a repeated notification find nothing to answer.
+        ({ rows: [request] } = await pool.query<{ id: string; body: string }>(`delete from ${schema}.filter_requests where ticket = $1 returning id, body`, [ticket]));
+      } catch (error) {
+        this.#logger.error({ err: error, ticket }, 'reading a filter request failed');
+      }
+      if (!request) return;
+    }
+    const took = this.#board.take(ticket);
+    const verdict = await this.#verdict(request.body);
+    // Committed before the writer wakes; a failure wakes it anyway, to find no answer (as for a dead bridge).
+    const deliver =
+      `insert into ${schema}.filter_responses (ticket, id, verdict) values (${ticket}, ${pg.escapeLiteral(request.id)}, ${pg.escapeLiteral(verdict)}) ` +
+      'on conflict (ticket) do update set id = excluded.id, verdict = excluded.verdict';
+    if (!took) this.#logger.warn({ ticket }, 'a filter request arrived on a ticket this bridge does not hold');
+    await this.#board.release(ticket, deliver);
+  }
+
+  /** The verdict for one request; never throws (an internal failure refuses the write). */
+  async #verdict(body: string): Promise<Verdict> {
+    let request;
+    try {
+      request = parseRequest(body);
+    } catch (error) {
+      this.#logger.error({ err: error }, 'unreadable filter request');
+      return rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' });
+    }
+    if (request.op === 'PROBE') return 'K';
     this.#requests += 1;
     const { config, runtime, database, metrics } = this.#options;
     const stop = metrics?.filterCalls.startTimer({ collection: request.schema === 'public' ? request.table : `${request.schema}.${request.table}`, operation: request.op });
-    const result = await answerFilterCall(request, {
-      runtime,
-      timeoutMs: config.filterTimeoutMs,
-      failureMode: config.filterFailureMode,
-      primaryKeyOf: (collection) => this.#primaryKeys.get(collection),
-      database,
-      schema: this.#options.schema?.(),
-      onTimeout: (collection, op) => this.#logger.warn({ collection, op, timeoutMs: config.filterTimeoutMs }, 'filter hooks timed out'),
-    });
-    stop?.({ outcome: 'error' in result ? result.error.sqlstate : 'row' in result && result.row?.startsWith('M') ? 'modified' : 'kept' });
-    return result;
+    try {
+      const verdict = await answerFilterCall(request, {
+        runtime,
+        timeoutMs: config.filterTimeoutMs,
+        failureMode: config.filterFailureMode,
+        primaryKeyOf: (collection) => this.#primaryKeys.get(collection),
+        database,
+        schema: this.#options.schema?.(),
+        onTimeout: (collection, op) => {
+          this.#logger.warn({ collection, op, timeoutMs: config.filterTimeoutMs }, 'filter hooks timed out');
+          if (config.filterFailureMode === 'open') metrics?.filterUnfiltered.inc({ reason: 'timeout' });
+        },
+      });
+      const kind = verdict[0];
+      stop?.({ outcome: kind === 'E' ? (JSON.parse(verdict.slice(1)) as { sqlstate: string }).sqlstate : kind === 'M' ? 'modified' : kind === 'W' ? 'unfiltered' : 'kept' });
+      return verdict;
+    } catch (error) {
+      this.#logger.error({ err: error }, 'filter request failed inside the bridge');
+      stop?.({ outcome: 'HB500' });
+      return rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' });
+    }
   }
+}
+
+/** `<hex sha256(key || call id || verdict)><verdict>`: what filter_call checks before it believes a verdict. */
+export function signVerdict(key: Buffer, id: string, verdict: Verdict): string {
+  return createHash('sha256').update(key).update(id, 'utf8').update(verdict, 'utf8').digest('hex') + verdict;
+}
+
+/** The notify transport's channel: named after the key, so that only the bridge's role can listen to it. */
+export function notifyChannel(key: Buffer): string {
+  return `hookbridge_${createHash('sha256').update(key).update('filter channel', 'utf8').digest('hex').slice(0, 40)}`;
+}
+
+/** A libpq connection string; every value quoted, so spaces and quotes in passwords are safe. */
+export function conninfo(parameters: Readonly<Record<string, string>>): string {
+  return Object.entries(parameters)
+    .map(([key, value]) => `${key}='${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
+    .join(' ');
+}
+
+/** dblink's functions (the extension's members), by signature. */
+const DBLINK_FUNCTIONS = `select p.oid, p.oid::regprocedure::text as fn, p.pronamespace
+   from pg_catalog.pg_depend d
+   join pg_catalog.pg_extension e on e.oid = d.refobjid and e.extname = 'dblink'
+   join pg_catalog.pg_proc p on p.oid = d.objid
+  where d.deptype = 'e' and d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass`;
+
+/**
+ * Which roles other than the bridge's (and roles that are members of it, which can act as it anyway)
+ * could call dblink — EXECUTE on a function *and* USAGE on its schema — with the statement a superuser
+ * runs to close it; undefined when none can.
+ */
+export async function dblinkExposure(pool: Pick<pg.Pool, 'query'>): Promise<{ message: string; statement: string } | undefined> {
+  const { rows } = await pool.query<{ grantee: string | null; schema: string }>(
+    `select distinct g.rolname as grantee, n.nspname as schema
+       from (${DBLINK_FUNCTIONS}) f
+       join pg_catalog.pg_namespace n on n.oid = f.pronamespace
+       cross join lateral (
+         select null::name as rolname, null::oid as oid
+         union all
+         select r.rolname, r.oid from pg_catalog.pg_roles r
+          where not r.rolsuper and r.rolname !~ '^pg_' and not pg_catalog.pg_has_role(r.oid, current_user, 'MEMBER')
+       ) g
+      where case when g.oid is null
+                 then pg_catalog.has_function_privilege('public', f.oid, 'execute')
+                      and pg_catalog.has_schema_privilege('public', f.pronamespace, 'usage')
+                 else pg_catalog.has_function_privilege(g.oid, f.oid, 'execute')
+                      and pg_catalog.has_schema_privilege(g.oid, f.pronamespace, 'usage')
+            end`,
+  );
+  if (rows.length === 0) return undefined;
+  const schema = pg.escapeIdentifier(rows[0]?.schema ?? 'hookbridge');
+  const grantees = rows.map((r) => (r.grantee === null ? 'PUBLIC' : pg.escapeIdentifier(r.grantee))).sort();
+  const statement = `REVOKE USAGE ON SCHEMA ${schema} FROM ${grantees.join(', ')};`;
+  return {
+    statement,
+    message:
+      `dblink (in schema ${schema}) can be called by ${grantees.join(', ')}, who could switch filter hooks off or answer them ` +
+      `with a server of their own; the bridge installs no filter trigger until only its own role can reach dblink. As a superuser, run: ${statement}`,
+  };
 }

@@ -1,11 +1,11 @@
 /**
  * Just enough of the PostgreSQL wire protocol (v3, simple query) for `dblink` to talk to the bridge:
- * a filter trigger calls `dblink('<conn>', '<request>')`, the bridge answers with one text row or an
- * ErrorResponse whose SQLSTATE, message, detail and hint dblink re-raises in the writer's session.
+ * the direct filter transport's trigger sends `dblink_send_query('<conn>', '<request>')`, the bridge
+ * answers with one text row (the signed verdict).
  *
- * One round trip per row, no NOTIFY, no tables, no locks; the request and response sizes are limited
- * only by the protocol (1 GB). Clients must send the password (dblink requires one for non-superusers
- * anyway); it is compared in constant time.
+ * One round trip per row, no NOTIFY, no tables; the request and response sizes are limited only by the
+ * protocol (1 GB). Clients must send the password (dblink requires one for non-superusers anyway); it is
+ * compared in constant time. The password proves the client; the verdict's signature proves the server.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -18,7 +18,11 @@ export interface WireError {
   hint?: string;
 }
 
-export type QueryResult = { row: string | null } | { error: WireError } | { command: string };
+/**
+ * `wake` runs just before the answer is written (or when the connection is gone): the filter path wakes
+ * the waiting writer through Postgres, the longer way round, so it starts first.
+ */
+export type QueryResult = ({ row: string | null } | { error: WireError } | { command: string }) & { wake?: () => void };
 
 export interface WireServerOptions {
   host: string;
@@ -208,6 +212,7 @@ class Session {
       this.options.logger.error({ err: error }, 'filter request failed inside the bridge');
       result = { error: { sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' } };
     }
+    result.wake?.();
     if (this.socket.destroyed) return;
     if ('error' in result) {
       this.socket.write(Buffer.concat([errorMessage(result.error), ready()]));

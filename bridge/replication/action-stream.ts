@@ -71,6 +71,19 @@ export class ActionStream {
     return this.#inSync;
   }
 
+  /** A row some trigger let through without its filters (open mode, bridge unreachable or too slow). */
+  #unfiltered(content: Buffer): void {
+    let detail: { schema?: unknown; table?: unknown; op?: unknown; reason?: unknown } = {};
+    try {
+      detail = JSON.parse(content.toString('utf8')) as typeof detail;
+    } catch {
+      // Anyone may emit such a message: count it, believe nothing in it.
+    }
+    const reason = detail.reason === 'timeout' ? 'timeout' : 'unreachable';
+    this.#options.metrics?.filterUnfiltered.inc({ reason });
+    this.#logger.warn({ table: `${String(detail.schema)}.${String(detail.table)}`, op: detail.op, reason }, 'a row was written without its filter hooks (FILTER_FAILURE_MODE=open)');
+  }
+
   /** WAL bytes between the server's current position and the slot's confirmed one. */
   async lagBytes(): Promise<number | undefined> {
     const { rows } = await this.#options.pool.query<{ lag: string | null }>(
@@ -93,6 +106,7 @@ export class ActionStream {
       new TransactionAssembler(
         (content) => parseAccountabilityMessage(content, secret),
         (relation) => this.#primaryKeys.get(relation.oid),
+        (content) => this.#unfiltered(content),
       );
     let assembler = newAssembler();
     const pipeline = new ChangePipeline({

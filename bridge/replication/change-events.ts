@@ -11,6 +11,8 @@ import type { PgoutputMessage, RelationInfo, Row } from './pgoutput-decoder.js';
 
 export const ACCOUNTABILITY_PREFIX = 'hookbridge.accountability';
 export const HEARTBEAT_PREFIX = 'hookbridge.heartbeat';
+/** Emitted (non-transactionally) by a filter trigger that let a row through unfiltered in open mode. */
+export const UNFILTERED_PREFIX = 'hookbridge.unfiltered';
 
 export interface TransactionInfo {
   xid: number;
@@ -97,6 +99,7 @@ export class TransactionAssembler {
   constructor(
     private readonly readAccountability: (content: Buffer) => Accountability | undefined,
     private readonly primaryKeyOf: (relation: RelationInfo) => readonly string[] | undefined = () => undefined,
+    private readonly onUnfiltered: (content: Buffer) => void = () => undefined,
   ) {}
 
   #keyColumns(relation: RelationInfo): readonly string[] {
@@ -123,6 +126,7 @@ export class TransactionAssembler {
           if (message.prefix === ACCOUNTABILITY_PREFIX) this.#accountability = this.readAccountability(message.content) ?? null;
           return undefined;
         }
+        if (message.prefix === UNFILTERED_PREFIX) this.onUnfiltered(message.content);
         return message.prefix === HEARTBEAT_PREFIX ? { kind: 'marker', lsn: walLsn } : undefined;
       case 'insert':
         return this.#change('create', message.relation, message.new, null, null, []);

@@ -1,0 +1,221 @@
+/**
+ * The bridge's side of the filter wait (see sql/000003.sql): a pool of tickets, each "armed" while the
+ * bridge holds its session advisory lock, plus one "alive" lock held for as long as the bridge serves.
+ *
+ * A writer claims an armed ticket, sends its request and waits for the ticket's lock. The bridge
+ * answers and then releases the lock, which wakes the writer; it re-arms the ticket once the writer's
+ * claim is gone (a writer that had not started waiting yet would otherwise sleep through its answer).
+ * Session locks are counted, so each ticket has one state here and is only ever locked from
+ * "released"/"unarmed" — arming twice would leave it held after one release and hang its next writer.
+ *
+ * All locks live on one dedicated connection: if it drops, Postgres releases them, every waiting writer
+ * wakes at once and finds no answer (HB503), and the board reconnects and arms again.
+ */
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { HookbridgeError } from '../../hooks/errors.js';
+
+/**
+ * unarmed/released: not held; arming: an arm query is on its way (the database may already hold it, and
+ * a writer may already have claimed it, before the answer reaches us); armed: held; busy: a request is
+ * being answered.
+ */
+type TicketState = 'unarmed' | 'arming' | 'armed' | 'busy' | 'released';
+
+export interface TicketBoardOptions {
+  connection: pg.ClientConfig;
+  schema: string;
+  tickets: number;
+  logger: Logger;
+}
+
+/** Advisory lock class ids for one hookbridge schema: claim = base, armed = base + 1, alive = base + 2. */
+export function lockClassFor(schema: string): number {
+  // Multiples of 4 in [4, 2^30): apart from each other's classes, and clear of int4 overflow at + 2.
+  return (createHash('sha256').update(`hookbridge.filter:${schema}`).digest().readUInt32BE(0) % (1 << 28)) * 4 + 4;
+}
+
+/** Released tickets are re-armed in batches: when few are left armed, or after this long. */
+const REARM_AFTER_MS = 20;
+const RECONNECT_MS = 1_000;
+
+export class TicketBoard {
+  readonly #options: TicketBoardOptions;
+  readonly lockClass: number;
+  readonly #states: TicketState[];
+  #client: pg.Client | undefined;
+  #rearmTimer: NodeJS.Timeout | undefined;
+  #rearming = false;
+  #reconnectTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** One query at a time on the lock connection, in the order asked. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(options: TicketBoardOptions) {
+    this.#options = options;
+    this.lockClass = lockClassFor(options.schema);
+    this.#states = Array.from({ length: options.tickets }, () => 'unarmed');
+  }
+
+  get size(): number {
+    return this.#states.length;
+  }
+
+  /** Tickets a writer could claim right now. */
+  get armed(): number {
+    return this.#states.filter((s) => s === 'armed').length;
+  }
+
+  /** True while the bridge holds its alive lock (writers can reach it). */
+  get connected(): boolean {
+    return this.#client !== undefined;
+  }
+
+  /**
+   * Takes the alive lock and arms every ticket. Refuses, touching nothing, when another bridge already
+   * serves this database's filter calls.
+   */
+  async open(): Promise<void> {
+    const client = new pg.Client({ ...this.#options.connection, application_name: 'hookbridge:tickets' });
+    client.on('error', (error) => this.#lost(client, error));
+    client.on('end', () => this.#lost(client, new Error('the ticket connection ended')));
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1, 0) as ok', [this.lockClass + 2]);
+      if (!rows[0]?.ok) {
+        throw new HookbridgeError(
+          'E_BRIDGE_RUNNING',
+          `another hookbridge already serves filter calls on this database (schema "${this.#options.schema}"); ` +
+            'this one stops without touching it. Stop the running bridge first, or give this one its own HOOKBRIDGE_SCHEMA and HOOKBRIDGE_SLOT.',
+        );
+      }
+    } catch (error) {
+      client.removeAllListeners('end');
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+    this.#client = client;
+    this.#states.fill('unarmed');
+    await this.#rearm();
+  }
+
+  /**
+   * Marks a ticket as being answered; false for one this bridge does not hold (stale or forged). A
+   * ticket still "arming" counts as held: the writer could only claim it once the database held it.
+   */
+  take(ticket: number): boolean {
+    const state = this.#states[ticket];
+    if (state !== 'armed' && state !== 'arming') return false;
+    this.#states[ticket] = 'busy';
+    return true;
+  }
+
+  /**
+   * Wakes the ticket's writer: call once its answer is delivered, or pass the statement that commits
+   * the answer (`deliver`), which then runs in its own transaction just before, in the same round trip.
+   * Resolves when the writer has been woken.
+   */
+  async release(ticket: number, deliver?: string): Promise<void> {
+    if (this.#states[ticket] !== 'busy') {
+      // Not ours to wake (stale or forged), but an answer to deliver all the same.
+      if (deliver && this.#client) await this.#query(this.#client, `begin; ${deliver}; commit`);
+      return;
+    }
+    this.#states[ticket] = 'released';
+    const client = this.#client;
+    if (!client) return;
+    // Simple-query protocol with literal numbers: one message, no parse/bind, for the hottest statement.
+    const unlock = `select pg_advisory_unlock(${this.lockClass + 1}, ${ticket})`;
+    try {
+      await this.#query(client, deliver ? `begin; ${deliver}; commit; ${unlock}` : unlock);
+    } catch (error) {
+      this.#options.logger.warn({ err: error, ticket }, 'answering a filter call failed');
+      // An error inside BEGIN leaves the session in a failed transaction: end it, then wake the writer
+      // all the same (it finds no answer and fails as for a dead bridge).
+      await this.#query(client, `rollback; ${unlock}`).catch(() => undefined);
+    }
+    if (this.armed < this.#states.length / 2) this.#scheduleRearm(0);
+    else this.#scheduleRearm(REARM_AFTER_MS);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#rearmTimer);
+    clearTimeout(this.#reconnectTimer);
+    const client = this.#client;
+    this.#client = undefined;
+    this.#states.fill('unarmed');
+    if (client) {
+      client.removeAllListeners('end');
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  #scheduleRearm(delayMs: number): void {
+    if (this.#closed) return;
+    if (this.#rearmTimer) {
+      if (delayMs > 0) return;
+      clearTimeout(this.#rearmTimer);
+    }
+    this.#rearmTimer = setTimeout(() => {
+      this.#rearmTimer = undefined;
+      void this.#rearm().catch((error: unknown) => {
+        if (!this.#closed) this.#options.logger.warn({ err: error }, 'arming filter tickets failed');
+      });
+    }, delayMs);
+  }
+
+  async #rearm(): Promise<void> {
+    const client = this.#client;
+    // Without a connection there is nothing to arm: open() arms everything when it is back.
+    if (!client) return;
+    if (this.#rearming) return this.#scheduleRearm(REARM_AFTER_MS);
+    const pending = this.#states.flatMap((state, ticket) => (state === 'released' || state === 'unarmed' ? [ticket] : []));
+    if (pending.length === 0) return;
+    this.#rearming = true;
+    for (const ticket of pending) this.#states[ticket] = 'arming';
+    try {
+      const { rows } = await this.#query<{ armed: number[] }>(
+        client,
+        `select ${pg.escapeIdentifier(this.#options.schema)}.filter_arm($1, $2::int[]) as armed`,
+        [this.lockClass, pending],
+      );
+      if (client !== this.#client) return;
+      const armed = new Set(rows[0]?.armed ?? []);
+      // A ticket already taken meanwhile stays busy; one whose writer still holds its claim is tried again shortly.
+      for (const ticket of pending) {
+        if (this.#states[ticket] === 'arming') this.#states[ticket] = armed.has(ticket) ? 'armed' : 'released';
+      }
+      if (armed.size < pending.length) this.#scheduleRearm(REARM_AFTER_MS);
+    } catch (error) {
+      for (const ticket of pending) if (this.#states[ticket] === 'arming') this.#states[ticket] = 'unarmed';
+      throw error;
+    } finally {
+      this.#rearming = false;
+    }
+  }
+
+  #query<R extends pg.QueryResultRow = pg.QueryResultRow>(client: pg.Client, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    const result = this.#queue.then(() => (params ? client.query<R>(sql, params) : client.query<R>(sql)));
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  #lost(client: pg.Client, error: unknown): void {
+    if (client !== this.#client) return;
+    this.#client = undefined;
+    this.#states.fill('unarmed');
+    if (this.#closed) return;
+    this.#options.logger.error({ err: error }, 'lost the filter ticket connection: writers get HB503 until it is back');
+    const retry = () => {
+      this.#reconnectTimer = undefined;
+      if (this.#closed) return;
+      this.open().catch((reason: unknown) => {
+        this.#options.logger.warn({ err: reason }, 'reconnecting the filter ticket connection failed');
+        this.#reconnectTimer = setTimeout(retry, RECONNECT_MS);
+      });
+    };
+    this.#reconnectTimer = setTimeout(retry, RECONNECT_MS);
+  }
+}

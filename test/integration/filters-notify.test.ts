@@ -1,0 +1,3 @@
+import { filterSuite } from './filter-suite.js';
+
+filterSuite('notify');
