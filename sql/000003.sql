@@ -56,6 +56,15 @@ create unlogged table if not exists :"schema".filter_responses (
 );
 revoke all on :"schema".filter_responses from public;
 
+-- The bridge's ticket session stamps this a few times a second. A writer about to open a new connection
+-- to the bridge (direct transport) first checks it is fresh: from PostgreSQL 17 dblink connects
+-- asynchronously and no longer honours connect_timeout, so connecting to a stopped bridge would hang.
+create unlogged table if not exists :"schema".filter_heartbeat (
+  id boolean primary key default true check (id),
+  beat timestamptz not null
+);
+revoke all on :"schema".filter_heartbeat from public;
+
 -- Runs in the loopback session (logged in as the bridge's role): commits the request and wakes the
 -- bridge. Anyone may LISTEN, so the channel's name is derived from the key only the bridge's role can
 -- read (a role that may read other roles' query texts, pg_read_all_stats, sees requests anyway). A
@@ -143,6 +152,10 @@ begin
   -- The bridge answers HB504 itself at timeout_ms; this deadline is for a bridge that cannot answer at all.
   deadline := clock_timestamp() + make_interval(secs => ep.timeout_ms / 1000.0 + 0.5);
   conn := 'hookbridge_' || ep.transport || '_' || ep.generation;
+  if ep.transport = 'direct' and (dblink_get_connections() is null or not (conn = any (dblink_get_connections())))
+     and coalesce((select h.beat from filter_heartbeat h), '-infinity') < clock_timestamp() - interval '1 second' then
+    return 'Tthe bridge is not responding';
+  end if;
   begin
     -- Claim a free ticket the bridge has armed: the one after this session's last (the bridge re-arms
     -- released tickets in batches, behind the writers), else where the pid points, so that concurrent

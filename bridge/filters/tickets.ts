@@ -39,6 +39,8 @@ export function lockClassFor(schema: string): number {
 /** Released tickets are re-armed in batches: when few are left armed, or after this long. */
 const REARM_AFTER_MS = 20;
 const RECONNECT_MS = 1_000;
+/** How often the ticket session stamps filter_heartbeat (writers call a stamp older than 1 s stale). */
+const HEARTBEAT_MS = 250;
 
 export class TicketBoard {
   readonly #options: TicketBoardOptions;
@@ -48,6 +50,7 @@ export class TicketBoard {
   #rearmTimer: NodeJS.Timeout | undefined;
   #rearming = false;
   #reconnectTimer: NodeJS.Timeout | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
   #closed = false;
   /** One query at a time on the lock connection, in the order asked. */
   #queue: Promise<unknown> = Promise.resolve();
@@ -98,6 +101,20 @@ export class TicketBoard {
     this.#client = client;
     this.#states.fill('unarmed');
     await this.#rearm();
+    await this.#beat(client);
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = setInterval(() => {
+      if (this.#client) void this.#beat(this.#client).catch(() => undefined);
+    }, HEARTBEAT_MS);
+    this.#heartbeat.unref();
+  }
+
+  #beat(client: pg.Client): Promise<unknown> {
+    return this.#query(
+      client,
+      `insert into ${pg.escapeIdentifier(this.#options.schema)}.filter_heartbeat (beat) values (clock_timestamp())
+       on conflict (id) do update set beat = excluded.beat`,
+    );
   }
 
   /**
@@ -141,6 +158,7 @@ export class TicketBoard {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#heartbeat);
     clearTimeout(this.#rearmTimer);
     clearTimeout(this.#reconnectTimer);
     const client = this.#client;
