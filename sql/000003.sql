@@ -1,33 +1,37 @@
 -- hookbridge 000003: filter calls that only the bridge can answer, and waits that are always bounded.
 --
--- * Writers get no USAGE on this schema: nothing here is theirs to call or even name (triggers reach
---   their functions by oid, and a dblink installed here by a superuser with PUBLIC execute stays out of
---   their reach). The accountability trigger becomes SECURITY DEFINER for that.
+-- * Nothing user-defined runs with the bridge's rights. The row trigger is SECURITY INVOKER: the row is
+--   turned into JSON, and the verdict applied to it, with the writer's own rights (a user-defined cast
+--   to json or a domain CHECK is the writer's to run, never the bridge's). It hands the JSON to one
+--   narrow SECURITY DEFINER entry point, filter_entry(), which works out who the writer is itself,
+--   checks the writer may make that very write, and makes the call. Writers may name and call that
+--   entry point (USAGE on the schema, EXECUTE on it and on the trigger functions) and nothing else
+--   here: no table, no other function, and never dblink (the bridge checks, see bridge/filters).
 -- * Two transports, one wait. The bridge arms tickets: for each ticket t it holds a session advisory
 --   lock "armed"(t). A writer claims a free, armed ticket ("claim"(t), session lock), sends its request,
 --   and waits for "armed"(t) under lock_timeout: bounded, cancellable (pg_cancel_backend,
 --   statement_timeout) and the same on every PostgreSQL version, whatever state the bridge is in.
---   The bridge answers, then releases "armed"(t); it re-arms t only once the claim is gone.
+--   The bridge answers, then releases "armed"(t); it re-arms t only once the claim is gone. Any role
+--   may take advisory locks, so a lock is only ever a wake-up: the answer itself comes from what only
+--   the bridge can produce, and a writer woken without one keeps looking until its deadline.
 --     direct: the request goes over a dblink connection to the bridge's own wire server, and the
---             answer comes back on it, signed with the key in `secret` over a per-call nonce, so a
---             process squatting on a dead bridge's port can never approve a write.
+--             answer comes back on it, signed with the key in `secret` over a per-call nonce; a new
+--             connection first has the server prove it holds the key, before any row is sent.
 --     notify: the database never connects to the bridge. A loopback dblink session (the database to
---             itself, as the bridge's role) commits the request into `filter_requests` and NOTIFYs
---             the bridge; the bridge commits the verdict into `filter_responses` before it releases
---             the ticket. Only the bridge's role can write either table.
+--             itself, as the bridge's role) commits the request (NOTIFY, or filter_requests when large)
+--             and the bridge commits the verdict into filter_responses before it releases the ticket.
+--             Only the bridge's role can write either table.
 --   If the bridge dies its session locks vanish, so a waiting writer wakes at once and finds no answer.
 --
 -- psql does not expand :"schema" inside $$ bodies: functions get it through their search_path.
 
--- Every hookbridge function a writer's statement reaches runs as the bridge's role (SECURITY DEFINER)
--- and needs no USAGE from the writer. EXECUTE on trigger functions stays granted to PUBLIC: table
--- owners need it to create partitions of a filtered table (the trigger is cloned onto them), and a
--- trigger function cannot be called directly.
-revoke usage on schema :"schema" from public;
+grant usage on schema :"schema" to public;
 alter function :"schema".accountability_trigger() security definer;
+alter function :"schema".accountability_trigger() set search_path = pg_catalog, :"schema", pg_temp;
 revoke all on function :"schema".emit_accountability() from public;
+-- Trigger functions cannot be called directly; table owners need EXECUTE to create partitions of a
+-- filtered or published table (the trigger is cloned onto them).
 grant execute on function :"schema".accountability_trigger() to public;
-grant execute on function :"schema".filter_trigger() to public;
 drop function if exists :"schema".filter_connect();
 
 alter table :"schema".filter_endpoint
@@ -87,9 +91,10 @@ begin
 end
 $$;
 
--- The bridge re-arms released tickets: a ticket whose claim is still held (its writer has not read the
--- answer yet) is left for the next round. Locks are counted, so the bridge only ever passes tickets it
--- does not hold.
+-- The bridge re-arms released tickets, in its own session. A ticket whose claim is still held (its
+-- writer has not read the answer yet) is left for the next round. Session locks are counted and
+-- survive a failed statement, so the truth is what pg_locks says this session holds: tickets held
+-- already are never locked twice, and the answer is every ticket held now.
 create or replace function :"schema".filter_arm(p_lock_class int, p_tickets int[]) returns int[]
   language plpgsql
   volatile
@@ -97,17 +102,20 @@ create or replace function :"schema".filter_arm(p_lock_class int, p_tickets int[
 as $$
 declare
   t int;
-  armed int[] := '{}';
+  held int[] := array(
+    select l.objid::int from pg_locks l
+     where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.granted and l.mode = 'ExclusiveLock'
+       and l.classid = (p_lock_class + 1)::oid and l.objsubid = 2);
 begin
   foreach t in array p_tickets loop
-    if pg_try_advisory_lock(p_lock_class, t) then
+    if not (t = any (held)) and pg_try_advisory_lock(p_lock_class, t) then
       if pg_try_advisory_lock(p_lock_class + 1, t) then
-        armed := armed || t;
+        held := held || t;
       end if;
       perform pg_advisory_unlock(p_lock_class, t);
     end if;
   end loop;
-  return armed;
+  return held;
 end
 $$;
 
@@ -118,9 +126,11 @@ $$;
 --   E<json>      {"sqlstate", "message", "detail", "hint"}: refuse the write with that error
 -- or its own finding
 --   U<reason>    no bridge could be reached, or it went away before answering
---   T<reason>    no answer within the filter timeout
--- Called by the trigger (as the bridge's role) and by the bridge's own health probe; no one else. Both
--- set the search_path (pg_catalog first); a SET clause here too would cost every call a second change.
+--   T<reason>    the bridge got the request and did not answer in time
+--   B<reason>    no ticket could be claimed in time (busy, or someone holds the locks): never passes
+--   F<reason>    anything else went wrong: never passes
+-- Called by filter_entry() (as the bridge's role) and by the bridge's own health probe; no one else.
+-- Both set the search_path (pg_catalog first); a SET clause here too would cost every call a second change.
 create or replace function :"schema".filter_call(p_body text) returns text
   language plpgsql
   volatile
@@ -134,13 +144,15 @@ declare
   t int;
   other text;
   busy_seen boolean;
-  waiting boolean := false;
+  holding boolean := false;
+  timed_out boolean := false;
   call_id text := gen_random_uuid()::text;
   conn text;
   raw text;
   verdict text;
   saved_lock_timeout text := current_setting('lock_timeout');
   stage text := 'claim';
+  attempt int := 0;
   err_state text;
   err_message text;
 begin
@@ -159,7 +171,7 @@ begin
   begin
     -- Claim a free ticket the bridge has armed: the one after this session's last (the bridge re-arms
     -- released tickets in batches, behind the writers), else where the pid points, so that concurrent
-    -- writers rarely try the same one. The hint is only a starting point: setting it gains a writer nothing.
+    -- writers rarely try the same one. The hint is only where the search starts.
     hint := current_setting('hookbridge.ticket_hint', true);
     first := case when hint ~ '^[0-9]{1,9}$' then hint::int + 1 else pg_backend_pid() end % ep.tickets;
     <<claiming>>
@@ -186,78 +198,149 @@ begin
       end if;
       -- Every ticket is busy: wait for one rather than fail.
       if clock_timestamp() >= deadline then
-        return 'Tevery filter ticket stayed busy for ' || ep.timeout_ms || ' ms';
+        return 'Bevery filter ticket stayed busy for ' || ep.timeout_ms || ' ms';
       end if;
       perform pg_sleep(0.001);
     end loop;
 
+    -- Send; a connection that died since the last call (a restarted bridge, a terminated loopback) is
+    -- replaced once.
     stage := 'send';
-    -- Connections are named after the bridge run, so one to a previous run is never used: drop those.
-    if dblink_get_connections() is null or not (conn = any (dblink_get_connections())) then
-      for other in select c from unnest(dblink_get_connections()) c where c like 'hookbridge\_%' loop
-        perform dblink_disconnect(other);
-      end loop;
-      perform dblink_connect(conn, ep.conninfo);
-    end if;
-    if ep.transport = 'direct' then
-      -- dblink_send_query returns before the answer: the wait below is ours, not libpq's.
-      perform dblink_send_query(conn, 'HBF2 ' || claimed || ' ' || call_id || ' ' || p_body);
-    else
-      perform * from dblink(conn, format('select filter_submit(%s, %L, %L)', claimed, call_id, p_body)) as r(v text);
-    end if;
+    loop
+      attempt := attempt + 1;
+      begin
+        if dblink_get_connections() is null or not (conn = any (dblink_get_connections())) then
+          -- Connections are named after the bridge run, so one to a previous run is never used: drop those.
+          for other in select c from unnest(dblink_get_connections()) c where c like 'hookbridge\_%' loop
+            perform dblink_disconnect(other);
+          end loop;
+          perform dblink_connect(conn, ep.conninfo);
+          if ep.transport = 'direct' then
+            -- Before any row goes out, the server proves it holds the key.
+            raw := md5(gen_random_uuid()::text);
+            if dblink_send_query(conn, 'HBF2 HELLO ' || raw) <> 1 then
+              raise exception using errcode = '08006', message = dblink_error_message(conn);
+            end if;
+            while dblink_is_busy(conn) = 1 loop
+              if clock_timestamp() >= deadline then
+                raise exception using errcode = '08006', message = 'the filter server did not answer its greeting';
+              end if;
+              perform pg_sleep(0.0005);
+            end loop;
+            select r.v into verdict from dblink_get_result(conn) as r(v text);
+            perform * from dblink_get_result(conn) as r(v text);
+            if verdict is distinct from encode(sha256(ep.key || convert_to('hello ' || raw, 'UTF8')), 'hex') then
+              perform dblink_disconnect(conn);
+              perform pg_advisory_unlock(ep.lock_class, claimed);
+              return 'Uthe filter endpoint could not prove it is the bridge';
+            end if;
+            verdict := null;
+          end if;
+        elsif ep.transport = 'direct' then
+          -- Reading what is pending notices a peer that went away.
+          perform dblink_is_busy(conn);
+          if dblink_error_message(conn) <> 'OK' then
+            raise exception using errcode = '08006', message = dblink_error_message(conn);
+          end if;
+        end if;
+        if ep.transport = 'direct' then
+          -- dblink_send_query returns before the answer: the wait below is ours, not libpq's.
+          if dblink_send_query(conn, 'HBF2 ' || claimed || ' ' || call_id || ' ' || p_body) <> 1 then
+            raise exception using errcode = '08006', message = dblink_error_message(conn);
+          end if;
+        else
+          perform * from dblink(conn, format('select filter_submit(%s, %L, %L)', claimed, call_id, p_body)) as r(v text);
+        end if;
+        exit;
+      exception when sqlstate '08000' or sqlstate '08003' or sqlstate '08006' or sqlstate '08001' or sqlstate '08004'
+                  or sqlstate '57P01' or sqlstate '57P02' or sqlstate '57P03' then
+        if dblink_get_connections() is not null and conn = any (dblink_get_connections()) then
+          perform dblink_disconnect(conn);
+        end if;
+        if attempt >= 2 then
+          raise;
+        end if;
+      end;
+    end loop;
 
     stage := 'wait';
     perform set_config('lock_timeout', greatest(1, ceil(extract(epoch from deadline - clock_timestamp()) * 1000))::bigint::text, true);
-    waiting := true;
-    perform pg_advisory_lock_shared(ep.lock_class + 1, claimed);
-    perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed);
-    waiting := false;
+    begin
+      perform pg_advisory_lock_shared(ep.lock_class + 1, claimed);
+      holding := true;
+      perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed);
+      holding := false;
+    exception when lock_not_available then
+      timed_out := true;
+    end;
     perform set_config('lock_timeout', saved_lock_timeout, true);
 
+    -- A wake-up is only a hint: anyone can take or drop advisory locks. Believe only an answer (signed,
+    -- or in the bridge's own table); without one, keep looking until the deadline.
     stage := 'receive';
-    if ep.transport = 'direct' then
-      select r.v into raw from dblink_get_result(conn) as r(v text);
-      perform * from dblink_get_result(conn) as r(v text);
-      -- <hex sha256(key || call id || verdict)><verdict>: only a holder of the key can say this.
-      if raw is null or length(raw) < 65
-         or substr(raw, 1, 64) <> encode(sha256(ep.key || convert_to(call_id || substr(raw, 65), 'UTF8')), 'hex') then
-        perform dblink_disconnect(conn);
-        perform pg_advisory_unlock(ep.lock_class, claimed);
-        return 'Uthe filter endpoint could not prove it is the bridge';
+    loop
+      if ep.transport = 'direct' then
+        if dblink_is_busy(conn) = 0 then
+          select r.v into raw from dblink_get_result(conn) as r(v text);
+          perform * from dblink_get_result(conn) as r(v text);
+          -- <hex sha256(key || call id || verdict)><verdict>: only a holder of the key can say this.
+          if raw is null or length(raw) < 65
+             or substr(raw, 1, 64) <> encode(sha256(ep.key || convert_to(call_id || substr(raw, 65), 'UTF8')), 'hex') then
+            perform dblink_disconnect(conn);
+            perform pg_advisory_unlock(ep.lock_class, claimed);
+            return 'Uthe filter endpoint could not prove it is the bridge';
+          end if;
+          verdict := substr(raw, 65);
+          exit;
+        end if;
+      elsif current_setting('transaction_isolation') = 'read committed' then
+        -- Each statement here takes a new snapshot, so a committed verdict is visible.
+        select r.verdict into verdict from filter_responses r where r.ticket = claimed and r.id = call_id;
+        exit when verdict is not null;
+      else
+        -- A REPEATABLE READ or SERIALIZABLE snapshot predates the verdict: read it through the loopback.
+        select r.v into verdict
+          from dblink(conn, format('select verdict from filter_responses where ticket = %s and id = %L', claimed, call_id)) as r(v text);
+        exit when verdict is not null;
       end if;
-      verdict := substr(raw, 65);
-    elsif current_setting('transaction_isolation') = 'read committed' then
-      -- Each statement here takes a new snapshot, so the committed verdict is visible.
-      select r.verdict into verdict from filter_responses r where r.ticket = claimed and r.id = call_id;
-    else
-      -- A REPEATABLE READ or SERIALIZABLE snapshot predates the verdict: read it through the loopback.
-      select r.v into verdict
-        from dblink(conn, format('select verdict from filter_responses where ticket = %s and id = %L', claimed, call_id)) as r(v text);
-    end if;
+      if timed_out or clock_timestamp() >= deadline then
+        if ep.transport = 'direct' then
+          perform dblink_disconnect(conn);
+        end if;
+        perform pg_advisory_unlock(ep.lock_class, claimed);
+        return 'Tthe bridge did not answer within ' || ep.timeout_ms || ' ms';
+      end if;
+      if pg_try_advisory_lock_shared(ep.lock_class + 2, 0) then
+        perform pg_advisory_unlock_shared(ep.lock_class + 2, 0);
+        if ep.transport = 'direct' then
+          perform dblink_disconnect(conn);
+        end if;
+        perform pg_advisory_unlock(ep.lock_class, claimed);
+        return 'Uthe bridge went away before answering';
+      end if;
+      perform pg_sleep(0.001);
+    end loop;
     perform pg_advisory_unlock(ep.lock_class, claimed);
-    if verdict is null then
-      return 'Uthe bridge went away before answering';
-    end if;
     return verdict;
   exception
     when query_canceled then
       -- statement_timeout or pg_cancel_backend: leave no lock and no half-used connection behind.
-      if waiting then perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed); end if;
+      if holding then perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed); end if;
       if claimed is not null then perform pg_advisory_unlock(ep.lock_class, claimed); end if;
       if dblink_get_connections() is not null and conn = any (dblink_get_connections()) then perform dblink_disconnect(conn); end if;
       raise;
     when others then
       get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+      if holding then perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed); end if;
       if claimed is not null then perform pg_advisory_unlock(ep.lock_class, claimed); end if;
-      -- A direct connection may still carry the unanswered query; a loopback one is only suspect if it failed.
-      if (ep.transport = 'direct' or stage <> 'wait')
-         and dblink_get_connections() is not null and conn = any (dblink_get_connections()) then
+      if dblink_get_connections() is not null and conn = any (dblink_get_connections()) then
         perform dblink_disconnect(conn);
       end if;
-      if err_state = '55P03' and stage = 'wait' then
-        return 'Tthe bridge did not answer within ' || ep.timeout_ms || ' ms';
+      -- Only a connection that could not be made or broke means "unreachable"; the rest never passes.
+      if err_state like '08%' or err_state like '57P0_' then
+        return 'U' || err_message;
       end if;
-      return 'U' || err_message;
+      return 'F' || err_message;
   end;
 end
 $$;
@@ -269,38 +352,45 @@ create or replace function :"schema".filter_probe() returns text
   set search_path = pg_catalog, :"schema", pg_temp
 as $$ select filter_call('{"op":"PROBE"}') $$;
 
--- The trigger. SECURITY DEFINER, owned by the bridge's role, which alone may use dblink and read the
--- endpoint: a writer can neither point the call elsewhere nor send requests of its own, and every TG_*
--- value and the identity below come from Postgres, not from the writer. pg_catalog comes first in its
--- search_path, so nothing a user creates can stand in for a built-in.
--- Its arguments name the table the hooks know (the partitioned table, for a trigger cloned onto a
--- partition); the bridge recreates the trigger when the table is renamed.
-create or replace function :"schema".filter_trigger() returns trigger
+-- The one door writers have: SECURITY DEFINER, so it can read the endpoint and use dblink, but it
+-- takes only JSON (already made with the writer's rights) and evaluates nothing of the writer's. It
+-- works out the writer's identity itself, and the table must be the one the trigger fired on or that
+-- table's partitioned root. Called directly (not from a trigger), it also wants the session's role to
+-- hold the privilege for that write, so such a call gets a writer nothing a real write would not.
+-- Inside a trigger the privilege may legitimately be someone else's (a write through a view or a
+-- SECURITY DEFINER function): a role that can create tables and triggers of its own could therefore
+-- run hooks on rows of its choosing, as itself, without writing them (README: security).
+create or replace function :"schema".filter_entry(p_relid oid, p_schema text, p_table text, p_op text, p_new jsonb, p_old jsonb) returns text
   language plpgsql
   volatile
   security definer
   set search_path = pg_catalog, :"schema", pg_temp
 as $$
 declare
-  verdict text;
-  patch jsonb;
-  failure jsonb;
   writer text := case when current_setting('role') = 'none' then session_user::text else current_setting('role') end;
+  target regclass := to_regclass(quote_ident(p_schema) || '.' || quote_ident(p_table));
+  privilege text := case p_op when 'INSERT' then 'INSERT' when 'UPDATE' then 'UPDATE' when 'DELETE' then 'DELETE' end;
+  verdict text;
 begin
   -- The bridge's own writes made with { emitEvents: false }: only a session logged in as the bridge's
   -- role (the owner of hookbridge's tables) that opted in skips the filters. Any other role setting
   -- hookbridge.bypass gets nothing from it.
   if current_setting('hookbridge.bypass', true) = 'on'
      and session_user::text = (select pg_get_userbyid(c.relowner)::text from pg_class c where c.oid = 'filter_endpoint'::regclass) then
-    return case when tg_op = 'DELETE' then old else new end;
+    return 'K';
+  end if;
+  if target is null or privilege is null
+     or not (p_relid = target or pg_partition_root(p_relid) = target)
+     or not (pg_trigger_depth() > 0 or has_table_privilege(writer, p_relid, privilege)) then
+    raise exception using errcode = '42501', message = format('hookbridge: %s may not %s %s.%s', writer, lower(coalesce(privilege, p_op)), p_schema, p_table);
   end if;
 
   verdict := filter_call(json_build_object(
-    'op', tg_op,
-    'schema', coalesce(tg_argv[0], tg_table_schema),
-    'table', coalesce(tg_argv[1], tg_table_name),
-    'new', case when tg_op <> 'DELETE' then to_jsonb(new) end,
-    'old', case when tg_op <> 'INSERT' then to_jsonb(old) end,
+    'op', p_op,
+    'schema', p_schema,
+    'table', p_table,
+    'new', p_new,
+    'old', p_old,
     'who', json_build_object(
       'role', writer,
       -- is_superuser follows the session's role (SET ROLE included), not this function's owner.
@@ -312,6 +402,61 @@ begin
     )
   )::text);
 
+  case left(verdict, 1)
+    when 'K', 'M', 'W', 'E' then
+      return verdict;
+    when 'U', 'T' then
+      if (select e.failure_mode from filter_endpoint e) = 'open' then
+        -- Non-transactional: the bridge counts it (from the WAL) even if this transaction rolls back.
+        begin
+          perform pg_logical_emit_message(false, 'hookbridge.unfiltered',
+            json_build_object('schema', p_schema, 'table', p_table, 'op', p_op,
+                              'reason', case when left(verdict, 1) = 'T' then 'timeout' else 'unreachable' end)::text);
+        exception when others then
+          null;
+        end;
+        return format('Whookbridge: %s row of %s.%s written unfiltered: %s', p_op, p_schema, p_table, substr(verdict, 2));
+      end if;
+      if left(verdict, 1) = 'T' then
+        raise exception using errcode = 'HB504',
+          message = 'hookbridge: filter hooks did not answer in time: ' || substr(verdict, 2),
+          detail = 'code: FILTER_TIMEOUT',
+          hint = 'make the hook faster, or raise FILTER_TIMEOUT_MS';
+      end if;
+      raise exception using errcode = 'HB503',
+        message = 'hookbridge: filter hooks could not run: ' || substr(verdict, 2),
+        detail = 'code: SERVICE_UNAVAILABLE',
+        hint = 'is the bridge running? With FILTER_FAILURE_MODE=open such writes pass unfiltered.';
+    when 'B' then
+      raise exception using errcode = 'HB504',
+        message = 'hookbridge: filter hooks could not be called: ' || substr(verdict, 2),
+        detail = 'code: FILTER_BUSY',
+        hint = 'more writers than FILTER_TICKETS at once, or a session holds hookbridge''s advisory locks (see pg_locks)';
+    else
+      raise exception using errcode = 'HB503',
+        message = 'hookbridge: filter hooks could not run: ' || substr(verdict, 2),
+        detail = 'code: SERVICE_UNAVAILABLE';
+  end case;
+end
+$$;
+
+-- The trigger, SECURITY INVOKER: everything here runs with the writer's own rights (see the top).
+-- Its arguments name the table the hooks know (the partitioned table, for a trigger cloned onto a
+-- partition); the bridge recreates the trigger when the table is renamed.
+create or replace function :"schema".filter_trigger() returns trigger
+  language plpgsql
+  volatile
+  security invoker
+  set search_path = pg_catalog, :"schema", pg_temp
+as $$
+declare
+  verdict text;
+  patch jsonb;
+  failure jsonb;
+begin
+  verdict := filter_entry(tg_relid, coalesce(tg_argv[0], tg_table_schema), coalesce(tg_argv[1], tg_table_name), tg_op,
+                          case when tg_op <> 'DELETE' then to_jsonb(new) end,
+                          case when tg_op <> 'INSERT' then to_jsonb(old) end);
   case left(verdict, 1)
     when 'K' then
       return case when tg_op = 'DELETE' then old else new end;
@@ -332,35 +477,14 @@ begin
       failure := substr(verdict, 2)::jsonb;
       raise exception using errcode = failure ->> 'sqlstate', message = failure ->> 'message',
         detail = coalesce(failure ->> 'detail', ''), hint = coalesce(failure ->> 'hint', '');
-    when 'U', 'T' then
-      if (select e.failure_mode from filter_endpoint e) = 'open' then
-        raise warning 'hookbridge: % row of %.% written unfiltered: %', tg_op, tg_table_schema, tg_table_name, substr(verdict, 2);
-        -- Non-transactional: the bridge counts it (from the WAL) even if this transaction rolls back.
-        begin
-          perform pg_logical_emit_message(false, 'hookbridge.unfiltered',
-            json_build_object('schema', tg_table_schema, 'table', tg_table_name, 'op', tg_op,
-                              'reason', case when left(verdict, 1) = 'T' then 'timeout' else 'unreachable' end)::text);
-        exception when others then
-          null;
-        end;
-        return case when tg_op = 'DELETE' then old else new end;
-      end if;
-      if left(verdict, 1) = 'T' then
-        raise exception using errcode = 'HB504',
-          message = 'hookbridge: filter hooks did not answer in time: ' || substr(verdict, 2),
-          detail = 'code: FILTER_TIMEOUT',
-          hint = 'make the hook faster, or raise FILTER_TIMEOUT_MS';
-      end if;
-      raise exception using errcode = 'HB503',
-        message = 'hookbridge: filter hooks could not run: ' || substr(verdict, 2),
-        detail = 'code: SERVICE_UNAVAILABLE',
-        hint = 'is the bridge running? With FILTER_FAILURE_MODE=open such writes pass unfiltered.';
     else
       raise exception using errcode = 'HB500', message = 'hookbridge: the bridge sent an unreadable verdict';
   end case;
 end
 $$;
 
+grant execute on function :"schema".filter_trigger() to public;
+grant execute on function :"schema".filter_entry(oid, text, text, text, jsonb, jsonb) to public;
 revoke all on function :"schema".filter_submit(int, text, text) from public;
 revoke all on function :"schema".filter_arm(int, int[]) from public;
 revoke all on function :"schema".filter_call(text) from public;

@@ -41,6 +41,12 @@ export interface FilterCallOptions {
 
 /** What the direct transport sends: `HBF2 <ticket> <call id> <request json>`. */
 const CALL = /^HBF2 (\d{1,9}) ([0-9a-f-]{36}) /;
+/** And first, on a new connection: `HBF2 HELLO <nonce>`, which the bridge answers by proving it holds the key. */
+const HELLO = /^HBF2 HELLO ([0-9a-f]{32})$/;
+
+export function parseHello(query: string): string | undefined {
+  return HELLO.exec(query)?.[1];
+}
 
 export interface FilterCall {
   ticket: number;

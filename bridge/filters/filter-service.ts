@@ -19,7 +19,7 @@ import type { BridgeMetrics } from '../metrics.js';
 import { readAccountabilitySecret } from '../replication/accountability.js';
 import { listUserTables, type UserTable } from '../replication/publication.js';
 import { SerialQueue } from '../serial-queue.js';
-import { answerFilterCall, parseCall, parseRequest, rejectionVerdict, type Verdict } from './filter-requests.js';
+import { answerFilterCall, parseCall, parseHello, parseRequest, rejectionVerdict, type Verdict } from './filter-requests.js';
 import { TicketBoard } from './tickets.js';
 import { WireServer, type QueryResult } from './wire-server.js';
 
@@ -262,11 +262,26 @@ export class FilterService {
       else if (rows[0].schema !== config.schema) await pool.query(`alter extension dblink set schema ${schema}`);
       // Best effort: as a non-owner of the functions (a superuser created the extension) this only warns,
       // which is why the check below decides.
-      await pool.query(`revoke usage on schema ${schema} from public`);
       const { rows: functions } = await pool.query<{ fn: string }>(`${DBLINK_FUNCTIONS} and pg_catalog.has_function_privilege('public', p.oid, 'execute')`);
       for (const { fn } of functions) await pool.query(`revoke execute on function ${fn} from public`);
+      // Writers' statements call these (the trigger functions, and the one door to the bridge): after a
+      // superuser's REVOKE ... ON ALL FUNCTIONS IN SCHEMA they need granting again.
+      await pool.query(
+        `grant execute on function ${schema}.filter_trigger(), ${schema}.accountability_trigger(),
+                                   ${schema}.filter_entry(oid, text, text, text, jsonb, jsonb) to public`,
+      );
     } catch (error) {
       throw new HookbridgeError('E_DBLINK', `filter hooks need dblink in schema ${schema}, callable by the bridge only; ${fix}`, { cause: error });
+    }
+    const { rows: usable } = await pool.query<{ ok: boolean }>(
+      `select bool_and(pg_catalog.has_function_privilege(f.oid, 'execute')) as ok from (${DBLINK_FUNCTIONS}) f`,
+    );
+    if (usable[0]?.ok === false) {
+      throw new HookbridgeError(
+        'E_DBLINK',
+        `the bridge's role may not execute dblink's functions; as a superuser, run: GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO CURRENT_USER ` +
+          `(as the bridge's role's name), then restart the bridge`,
+      );
     }
     const exposed = await dblinkExposure(pool);
     if (exposed) throw new HookbridgeError('E_DBLINK_EXPOSED', exposed.message, { details: { statement: exposed.statement } });
@@ -297,7 +312,12 @@ export class FilterService {
 
   /** Sets the transport up, publishes it to the triggers and walks a writer's path once; the problem if that failed. */
   async #tryTransport(transport: 'direct' | 'notify'): Promise<string | undefined> {
-    const conninfo = transport === 'direct' ? await this.#startServer() : await this.#startListener();
+    let conninfo: string;
+    try {
+      conninfo = transport === 'direct' ? await this.#startServer() : await this.#startListener();
+    } catch (error) {
+      return (error as Error).message;
+    }
     await this.#publish(transport, conninfo);
     this.#transport = transport;
     const problem = await this.#probeOnce();
@@ -357,7 +377,12 @@ export class FilterService {
   }
 
   async #startServer(): Promise<string> {
-    const { config } = this.#options;
+    const { config, pool } = this.#options;
+    const { rows } = await pool.query<{ encoding: string }>(`select current_setting('server_encoding') as encoding`);
+    if (rows[0]?.encoding !== 'UTF8') {
+      // dblink talks to the filter server in the database's encoding; the filter server speaks UTF-8 only.
+      throw new HookbridgeError('E_FILTER_TRANSPORT', `the direct transport needs a UTF8 database (this one is ${rows[0]?.encoding ?? '?'}); use the notify transport`);
+    }
     const password = randomBytes(24).toString('base64url');
     this.#server = new WireServer({
       host: config.filterListenHost,
@@ -394,15 +419,24 @@ export class FilterService {
   async #startListener(): Promise<string> {
     const { config, pool, connection } = this.#options;
     await this.#listen();
-    const { rows } = await pool.query<{ addr: string | null; port: string; sockets: string; db: string; role: string }>(
+    const { rows } = await pool.query<{ addr: string | null; port: string; sockets: string | null; db: string; role: string; superuser: boolean }>(
+      // unix_socket_directories is readable only by superusers and pg_read_all_settings: asked only when needed.
       `select host(inet_server_addr()) as addr, current_setting('port') as port,
-              current_setting('unix_socket_directories') as sockets, current_database() as db, current_user as role`,
+              case when inet_server_addr() is null then current_setting('unix_socket_directories', true) end as sockets,
+              current_database() as db, current_user as role, current_setting('is_superuser')::boolean as superuser`,
     );
     const server = rows[0];
     if (!server) throw new Error('the database did not describe itself');
-    const password = typeof connection.password === 'string' ? connection.password : undefined;
+    const password = typeof connection.password === 'string' && connection.password !== '' ? connection.password : undefined;
+    if (!password && !server.superuser) {
+      throw new HookbridgeError(
+        'E_FILTER_TRANSPORT',
+        `the notify transport needs the password of the bridge's role (${server.role}) in DATABASE_URL: the database's loopback to ` +
+          'itself goes through dblink, which requires one for roles that are not superusers',
+      );
+    }
     return conninfo({
-      host: server.addr ?? server.sockets.split(',')[0]?.trim() ?? '/tmp',
+      host: server.addr ?? server.sockets?.split(',')[0]?.trim() ?? '/tmp',
       port: server.port,
       dbname: server.db,
       user: server.role,
@@ -452,12 +486,17 @@ export class FilterService {
   }
 
   async #answerWire(query: string): Promise<QueryResult> {
+    const key = this.#key ?? Buffer.alloc(0);
     const call = parseCall(query);
-    // libpq and dblink send a few set-up statements of their own on connect.
-    if (!call) return { command: query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY' };
-    const took = this.#board.take(call.ticket);
+    if (!call) {
+      const hello = parseHello(query);
+      if (hello) return { row: createHash('sha256').update(key).update(`hello ${hello}`, 'utf8').digest('hex') };
+      // libpq and dblink send a few set-up statements of their own on connect.
+      return { command: query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY' };
+    }
+    const token = this.#board.take(call.ticket);
     const verdict = await this.#verdict(call.body);
-    return { row: signVerdict(this.#key ?? Buffer.alloc(0), call.id, verdict), wake: () => void (took && this.#board.release(call.ticket)) };
+    return { row: signVerdict(key, call.id, verdict), wake: () => void this.#board.release(call.ticket, token) };
   }
 
   /** `<ticket> <call id> <request>`, or `<ticket>` for a request too large for NOTIFY (then in filter_requests). */
@@ -477,14 +516,17 @@ export class FilterService {
       }
       if (!request) return;
     }
-    const took = this.#board.take(ticket);
+    const token = this.#board.take(ticket);
+    if (token === 0) {
+      this.#logger.warn({ ticket }, 'a filter request arrived on a ticket this bridge does not hold');
+      return;
+    }
     const verdict = await this.#verdict(request.body);
     // Committed before the writer wakes; a failure wakes it anyway, to find no answer (as for a dead bridge).
     const deliver =
       `insert into ${schema}.filter_responses (ticket, id, verdict) values (${ticket}, ${pg.escapeLiteral(request.id)}, ${pg.escapeLiteral(verdict)}) ` +
       'on conflict (ticket) do update set id = excluded.id, verdict = excluded.verdict';
-    if (!took) this.#logger.warn({ ticket }, 'a filter request arrived on a ticket this bridge does not hold');
-    await this.#board.release(ticket, deliver);
+    await this.#board.release(ticket, token, deliver);
   }
 
   /** The verdict for one request; never throws (an internal failure refuses the write). */
@@ -574,7 +616,8 @@ export async function dblinkExposure(pool: Pick<pg.Pool, 'query'>): Promise<{ me
   if (rows.length === 0) return undefined;
   const schema = pg.escapeIdentifier(rows[0]?.schema ?? 'hookbridge');
   const grantees = rows.map((r) => (r.grantee === null ? 'PUBLIC' : pg.escapeIdentifier(r.grantee))).sort();
-  const statement = `REVOKE USAGE ON SCHEMA ${schema} FROM ${grantees.join(', ')};`;
+  // The bridge grants its own writer-facing functions again at every start.
+  const statement = `REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} FROM ${grantees.join(', ')};`;
   return {
     statement,
     message:

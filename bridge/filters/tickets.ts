@@ -46,6 +46,9 @@ export class TicketBoard {
   readonly #options: TicketBoardOptions;
   readonly lockClass: number;
   readonly #states: TicketState[];
+  /** The token of the request each busy ticket is answering. */
+  readonly #owners: number[];
+  #lastToken = 0;
   #client: pg.Client | undefined;
   #rearmTimer: NodeJS.Timeout | undefined;
   #rearming = false;
@@ -59,6 +62,7 @@ export class TicketBoard {
     this.#options = options;
     this.lockClass = lockClassFor(options.schema);
     this.#states = Array.from({ length: options.tickets }, () => 'unarmed');
+    this.#owners = Array.from({ length: options.tickets }, () => 0);
   }
 
   get size(): number {
@@ -118,27 +122,28 @@ export class TicketBoard {
   }
 
   /**
-   * Marks a ticket as being answered; false for one this bridge does not hold (stale or forged). A
-   * ticket still "arming" counts as held: the writer could only claim it once the database held it.
+   * Marks a ticket as being answered and returns the request's token, or 0 for a ticket this bridge
+   * does not hold (stale or forged). A ticket still "arming" counts as held: the writer could only claim
+   * it once the database held it. A request on a ticket already being answered supersedes the one
+   * before (that writer gave up, and a new one claimed the ticket): only the newest may wake it.
    */
-  take(ticket: number): boolean {
+  take(ticket: number): number {
     const state = this.#states[ticket];
-    if (state !== 'armed' && state !== 'arming') return false;
+    if (state !== 'armed' && state !== 'arming' && state !== 'busy') return 0;
     this.#states[ticket] = 'busy';
-    return true;
+    const token = ++this.#lastToken;
+    this.#owners[ticket] = token;
+    return token;
   }
 
   /**
    * Wakes the ticket's writer: call once its answer is delivered, or pass the statement that commits
    * the answer (`deliver`), which then runs in its own transaction just before, in the same round trip.
-   * Resolves when the writer has been woken.
+   * A superseded request neither delivers nor wakes: its writer is gone, and the ticket's current one
+   * must not be woken (or answered) by it. Resolves when the writer has been woken.
    */
-  async release(ticket: number, deliver?: string): Promise<void> {
-    if (this.#states[ticket] !== 'busy') {
-      // Not ours to wake (stale or forged), but an answer to deliver all the same.
-      if (deliver && this.#client) await this.#query(this.#client, `begin; ${deliver}; commit`);
-      return;
-    }
+  async release(ticket: number, token: number, deliver?: string): Promise<void> {
+    if (token === 0 || this.#states[ticket] !== 'busy' || this.#owners[ticket] !== token) return;
     this.#states[ticket] = 'released';
     const client = this.#client;
     if (!client) return;
@@ -200,13 +205,18 @@ export class TicketBoard {
         [this.lockClass, pending],
       );
       if (client !== this.#client) return;
-      const armed = new Set(rows[0]?.armed ?? []);
+      // Every ticket this session holds now (pg_locks), so a failed round can never make us lock one twice.
+      const held = new Set(rows[0]?.armed ?? []);
       // A ticket already taken meanwhile stays busy; one whose writer still holds its claim is tried again shortly.
+      let missing = 0;
       for (const ticket of pending) {
-        if (this.#states[ticket] === 'arming') this.#states[ticket] = armed.has(ticket) ? 'armed' : 'released';
+        if (this.#states[ticket] !== 'arming') continue;
+        this.#states[ticket] = held.has(ticket) ? 'armed' : 'released';
+        if (!held.has(ticket)) missing += 1;
       }
-      if (armed.size < pending.length) this.#scheduleRearm(REARM_AFTER_MS);
+      if (missing > 0) this.#scheduleRearm(REARM_AFTER_MS);
     } catch (error) {
+      // Locks taken before the failure stay held; the next round reads which from pg_locks.
       for (const ticket of pending) if (this.#states[ticket] === 'arming') this.#states[ticket] = 'unarmed';
       throw error;
     } finally {

@@ -18,10 +18,7 @@ export interface WireError {
   hint?: string;
 }
 
-/**
- * `wake` runs just before the answer is written (or when the connection is gone): the filter path wakes
- * the waiting writer through Postgres, the longer way round, so it starts first.
- */
+/** `wake` runs once the answer is written (or the connection is gone): the filter path then wakes the writer. */
 export type QueryResult = ({ row: string | null } | { error: WireError } | { command: string }) & { wake?: () => void };
 
 export interface WireServerOptions {
@@ -212,15 +209,16 @@ class Session {
       this.options.logger.error({ err: error }, 'filter request failed inside the bridge');
       result = { error: { sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' } };
     }
-    result.wake?.();
-    if (this.socket.destroyed) return;
-    if ('error' in result) {
-      this.socket.write(Buffer.concat([errorMessage(result.error), ready()]));
-    } else if ('command' in result) {
-      this.socket.write(Buffer.concat([message('C', cstr(result.command)), ready()]));
-    } else {
-      this.socket.write(Buffer.concat([rowDescription(), dataRow(result.row), message('C', cstr('SELECT 1')), ready()]));
+    if (!this.socket.destroyed) {
+      if ('error' in result) {
+        this.socket.write(Buffer.concat([errorMessage(result.error), ready()]));
+      } else if ('command' in result) {
+        this.socket.write(Buffer.concat([message('C', cstr(result.command)), ready()]));
+      } else {
+        this.socket.write(Buffer.concat([rowDescription(), dataRow(result.row), message('C', cstr('SELECT 1')), ready()]));
+      }
     }
+    result.wake?.();
   }
 
   #fatal(sqlstate: string, text: string): void {

@@ -25,6 +25,7 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
           globalThis.__filterSeen.push({ event: meta.event, payload, meta, who: ctx.accountability });
           if (payload.title === 'reject me') throw new exceptions.InvalidPayloadException('Title may not be "reject me"');
           if (payload.title === 'hang') return new Promise(() => {});
+          if (payload.title === 'slow') return new Promise((resolve) => setTimeout(() => resolve(payload), 1000));
           if (payload.title === 'bad column') return { ...payload, nope: 1 };
           return { ...payload, slug: String(payload.title).toLowerCase().replace(/[^a-z0-9]+/g, '-') };
         });
@@ -217,6 +218,21 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
       expect(error).toMatchObject({ code: 'HB504', detail: 'code: FILTER_TIMEOUT' });
     });
 
+    it('answer the writer who holds a ticket now, not one who gave up on it', async () => {
+      // Both start their search at ticket 10: the first gives up (statement_timeout) while the bridge is
+      // still busy with its row; the second claims the same ticket and must get its own verdict.
+      const hinted = (sql: string, timeout?: number) =>
+        withClient(db.url, async (c) => {
+          await c.query(`set hookbridge.ticket_hint = '9'`);
+          if (timeout) await c.query(`set statement_timeout = ${timeout}`);
+          return c.query(sql).then(() => 'written', (e: pg.DatabaseError) => e.code);
+        });
+      expect(await hinted(`insert into articles (id, title) values (700, 'slow')`, 200)).toBe('57014');
+      expect(await hinted(`insert into articles (id, title) values (701, 'reject me')`)).toBe('HB400');
+      expect(await hinted(`insert into articles (id, title) values (702, 'Mine')`)).toBe('written');
+      expect(await rows(`select id, slug from articles where id between 700 and 702 order by id`)).toEqual([{ id: 702, slug: 'mine' }]);
+    });
+
     it('fail writes clearly while the bridge is stopped, and recover when it is back', async () => {
       await tb.stop();
       const error = await failure(`insert into articles (id, title) values (600, 'Bridge Down')`);
@@ -262,7 +278,7 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
       const as = url.toString();
       try {
         expect(await failure(`select hookbridge.dblink_connect('hookbridge_filter', 'host=127.0.0.1 port=1')`, as)).toMatchObject({ code: '42501' });
-        expect(await failure(`select hookbridge.filter_connect()`, as)).toMatchObject({ code: '42501' });
+        expect(await failure(`select hookbridge.filter_call('{}')`, as)).toMatchObject({ code: '42501' });
         const outcome = await withClient(as, async (c) => {
           // A look-alike of a built-in the trigger uses, in a schema the writer may create in.
           await c.query(`create function public.pg_get_userbyid(oid) returns name language sql as $$ select session_user $$`);
