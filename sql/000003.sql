@@ -152,7 +152,6 @@ declare
   verdict text;
   saved_lock_timeout text := current_setting('lock_timeout');
   stage text := 'claim';
-  attempt int := 0;
   err_state text;
   err_message text;
 begin
@@ -203,65 +202,52 @@ begin
       perform pg_sleep(0.001);
     end loop;
 
-    -- Send; a connection that died since the last call (a restarted bridge, a terminated loopback) is
-    -- replaced once.
+    -- Send. A connection that died since the last call (a restarted bridge, a terminated loopback) is
+    -- noticed here and replaced; one that fails while sending counts as unreachable.
     stage := 'send';
-    loop
-      attempt := attempt + 1;
-      begin
-        if dblink_get_connections() is null or not (conn = any (dblink_get_connections())) then
-          -- Connections are named after the bridge run, so one to a previous run is never used: drop those.
-          for other in select c from unnest(dblink_get_connections()) c where c like 'hookbridge\_%' loop
-            perform dblink_disconnect(other);
-          end loop;
-          perform dblink_connect(conn, ep.conninfo);
-          if ep.transport = 'direct' then
-            -- Before any row goes out, the server proves it holds the key.
-            raw := md5(gen_random_uuid()::text);
-            if dblink_send_query(conn, 'HBF2 HELLO ' || raw) <> 1 then
-              raise exception using errcode = '08006', message = dblink_error_message(conn);
-            end if;
-            while dblink_is_busy(conn) = 1 loop
-              if clock_timestamp() >= deadline then
-                raise exception using errcode = '08006', message = 'the filter server did not answer its greeting';
-              end if;
-              perform pg_sleep(0.0005);
-            end loop;
-            select r.v into verdict from dblink_get_result(conn) as r(v text);
-            perform * from dblink_get_result(conn) as r(v text);
-            if verdict is distinct from encode(sha256(ep.key || convert_to('hello ' || raw, 'UTF8')), 'hex') then
-              perform dblink_disconnect(conn);
-              perform pg_advisory_unlock(ep.lock_class, claimed);
-              return 'Uthe filter endpoint could not prove it is the bridge';
-            end if;
-            verdict := null;
-          end if;
-        elsif ep.transport = 'direct' then
-          -- Reading what is pending notices a peer that went away.
-          perform dblink_is_busy(conn);
-          if dblink_error_message(conn) <> 'OK' then
-            raise exception using errcode = '08006', message = dblink_error_message(conn);
-          end if;
+    if dblink_get_connections() is not null and conn = any (dblink_get_connections()) then
+      -- Reading what is pending notices a peer that went away (and ends the previous call's result).
+      perform dblink_is_busy(conn);
+      if dblink_error_message(conn) <> 'OK' then
+        perform dblink_disconnect(conn);
+      end if;
+    end if;
+    if dblink_get_connections() is null or not (conn = any (dblink_get_connections())) then
+      -- Connections are named after the bridge run, so one to a previous run is never used: drop those.
+      for other in select c from unnest(dblink_get_connections()) c where c like 'hookbridge\_%' loop
+        perform dblink_disconnect(other);
+      end loop;
+      perform dblink_connect(conn, ep.conninfo);
+      if ep.transport = 'direct' then
+        -- Before any row goes out, the server proves it holds the key.
+        raw := md5(gen_random_uuid()::text);
+        if dblink_send_query(conn, 'HBF2 HELLO ' || raw) <> 1 then
+          raise exception using errcode = '08006', message = dblink_error_message(conn);
         end if;
-        if ep.transport = 'direct' then
-          -- dblink_send_query returns before the answer: the wait below is ours, not libpq's.
-          if dblink_send_query(conn, 'HBF2 ' || claimed || ' ' || call_id || ' ' || p_body) <> 1 then
-            raise exception using errcode = '08006', message = dblink_error_message(conn);
+        while dblink_is_busy(conn) = 1 loop
+          if clock_timestamp() >= deadline then
+            raise exception using errcode = '08006', message = 'the filter server did not answer its greeting';
           end if;
-        else
-          perform * from dblink(conn, format('select filter_submit(%s, %L, %L)', claimed, call_id, p_body)) as r(v text);
-        end if;
-        exit;
-      exception when sqlstate '08000' or sqlstate '08003' or sqlstate '08006' or sqlstate '08001' or sqlstate '08004'
-                  or sqlstate '57P01' or sqlstate '57P02' or sqlstate '57P03' then
-        if dblink_get_connections() is not null and conn = any (dblink_get_connections()) then
+          perform pg_sleep(0.0005);
+        end loop;
+        select r.v into verdict from dblink_get_result(conn) as r(v text);
+        perform * from dblink_get_result(conn) as r(v text);
+        if verdict is distinct from encode(sha256(ep.key || convert_to('hello ' || raw, 'UTF8')), 'hex') then
           perform dblink_disconnect(conn);
+          perform pg_advisory_unlock(ep.lock_class, claimed);
+          return 'Uthe filter endpoint could not prove it is the bridge';
         end if;
-        if attempt >= 2 then
-          raise;
-        end if;
-      end;
-    end loop;
+        verdict := null;
+      end if;
+    end if;
+    if ep.transport = 'direct' then
+      -- dblink_send_query returns before the answer: the wait below is ours, not libpq's.
+      if dblink_send_query(conn, 'HBF2 ' || claimed || ' ' || call_id || ' ' || p_body) <> 1 then
+        raise exception using errcode = '08006', message = dblink_error_message(conn);
+      end if;
+    else
+      perform * from dblink(conn, format('select filter_submit(%s, %L, %L)', claimed, call_id, p_body)) as r(v text);
+    end if;
 
     stage := 'wait';
     perform set_config('lock_timeout', greatest(1, ceil(extract(epoch from deadline - clock_timestamp()) * 1000))::bigint::text, true);
@@ -281,8 +267,8 @@ begin
     loop
       if ep.transport = 'direct' then
         if dblink_is_busy(conn) = 0 then
+          -- (The empty result that ends it is read by the next call's dblink_is_busy.)
           select r.v into raw from dblink_get_result(conn) as r(v text);
-          perform * from dblink_get_result(conn) as r(v text);
           -- <hex sha256(key || call id || verdict)><verdict>: only a holder of the key can say this.
           if raw is null or length(raw) < 65
              or substr(raw, 1, 64) <> encode(sha256(ep.key || convert_to(call_id || substr(raw, 65), 'UTF8')), 'hex') then
