@@ -156,6 +156,7 @@ export function buildProgram(): Command {
           `slot ${report.slot.name}: ${report.slot.exists ? `${report.slot.active ? 'streaming' : 'idle'}, confirmed ${report.slot.confirmedFlushLsn}, lag ${report.slot.lagBytes} bytes` : 'missing'}`,
           ...Object.entries(report.publications).map(([name, tables]) => `publication ${name}: ${tables.join(', ') || '(none)'}`),
           `filter triggers: ${report.filterTriggers.map((t) => `${t.table} (${t.operations.join(', ')})`).join(', ') || '(none)'}`,
+          `filter transport: ${report.filterEndpoint ? `${report.filterEndpoint.transport} (published ${report.filterEndpoint.updatedAt.toISOString()})` : '(no bridge has started)'}`,
           `failed events waiting for replay: ${report.failedEvents}`,
         ];
         process.stdout.write(`${lines.join('\n')}\n${formatReport(extensions)}`);

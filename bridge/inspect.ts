@@ -3,6 +3,7 @@
  */
 import pg from 'pg';
 import type { Config } from './config.js';
+import { dblinkExposure } from './filters/filter-service.js';
 import { readReplicationFacts, replicationProblems } from './replication/setup.js';
 
 export interface Check {
@@ -40,24 +41,38 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   );
   replicationCheck('WAL senders', 'E_WAL_SENDERS', `${facts.activeWalSenders} of ${facts.maxWalSenders} in use`);
 
-  const { rows: dblink } = await pool.query<{ installed: string | null; available: boolean; schema: string | null }>(
+  const { rows: dblink } = await pool.query<{ installed: string | null; available: boolean; schema: string | null; usable: boolean | null }>(
     `select (select extversion from pg_extension where extname = 'dblink') as installed,
             exists (select 1 from pg_available_extensions where name = 'dblink') as available,
-            (select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink') as schema`,
+            (select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink') as schema,
+            (select bool_and(has_function_privilege(p.oid, 'execute'))
+               from pg_depend d join pg_extension e on e.oid = d.refobjid and e.extname = 'dblink'
+               join pg_proc p on p.oid = d.objid
+              where d.deptype = 'e' and d.classid = 'pg_proc'::regclass) as usable`,
   );
   const d = dblink[0];
+  const schema = pg.escapeIdentifier(config.schema);
+  const create = `as a superuser: CREATE EXTENSION dblink SCHEMA ${schema}; REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} FROM PUBLIC; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${pg.escapeIdentifier(facts.role)};`;
+  let fix: string | undefined;
+  if (!d?.installed) fix = d?.available ? (facts.superuser ? undefined : create) : "install PostgreSQL's contrib package (dblink) on the server";
+  else if (d.schema !== config.schema) fix = `as a superuser: ALTER EXTENSION dblink SET SCHEMA ${schema}; then restart the bridge`;
+  else if (d.usable === false) fix = `as a superuser: GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${pg.escapeIdentifier(facts.role)};`;
   checks.push({
     name: 'dblink (filter hooks)',
-    ok: Boolean(d?.installed) || (Boolean(d?.available) && facts.superuser),
+    ok: fix === undefined,
     detail: d?.installed ? `installed in schema ${d.schema}` : d?.available ? 'available, not installed' : 'not available on this server',
-    fix: d?.installed
-      ? undefined
-      : d?.available
-        ? facts.superuser
-          ? undefined
-          : 'as a superuser: CREATE EXTENSION dblink'
-        : "install PostgreSQL's contrib package (dblink) on the server",
+    fix,
   });
+  if (d?.installed && d.schema === config.schema) {
+    // The bridge revokes what it owns itself; what it cannot (a superuser's extension) a superuser must.
+    const exposed = await dblinkExposure(pool);
+    checks.push({
+      name: 'dblink reachable by the bridge only',
+      ok: exposed === undefined,
+      detail: exposed ? exposed.message.split(';')[0] ?? '' : 'no other role may execute dblink',
+      fix: exposed ? `as a superuser: ${exposed.statement}` : undefined,
+    });
+  }
   return checks;
 }
 
@@ -67,7 +82,7 @@ export interface Status {
   publications: Record<string, string[]>;
   filterTriggers: Array<{ table: string; operations: string[] }>;
   failedEvents: number;
-  filterEndpoint: { updatedAt: Date } | null;
+  filterEndpoint: { updatedAt: Date; transport: string } | null;
 }
 
 export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<Status> {
@@ -98,9 +113,9 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
     const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from ${pg.escapeIdentifier(schema)}.failed_events where replayed_at is null`).catch(() => ({ rows: [{ n: 0 }] }));
     failedEvents = rows[0]?.n ?? 0;
     const endpoint = await pool
-      .query<{ updated_at: Date }>(`select updated_at from ${pg.escapeIdentifier(schema)}.filter_endpoint`)
-      .catch(() => ({ rows: [] as Array<{ updated_at: Date }> }));
-    filterEndpoint = endpoint.rows[0] ? { updatedAt: endpoint.rows[0].updated_at } : null;
+      .query<{ updated_at: Date; transport: string }>(`select updated_at, transport from ${pg.escapeIdentifier(schema)}.filter_endpoint`)
+      .catch(() => ({ rows: [] as Array<{ updated_at: Date; transport: string }> }));
+    filterEndpoint = endpoint.rows[0] ? { updatedAt: endpoint.rows[0].updated_at, transport: endpoint.rows[0].transport } : null;
   }
   const slot = slots[0];
   return {

@@ -16,6 +16,7 @@ import { lockClassFor } from '../../bridge/filters/tickets.js';
 import { WireServer } from '../../bridge/filters/wire-server.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { captureLogger } from '../support/capture-logger.js';
+import { runCli } from '../support/cli.js';
 import { useTestDatabase } from '../support/database.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
@@ -238,6 +239,10 @@ describe('filter security, with the README role setup', () => {
     expect(error?.message).toContain(`REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA "hookbridge" FROM "${roles.writer}";`);
     // The triggers stay, and fail closed: no bridge answers.
     expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`)).toBe('HB503');
+    // doctor says the same, with the statement.
+    const doctor = await runCli(['doctor', '--json'], { env: { DATABASE_URL: urlAs(roles.bridge), HOOKBRIDGE_SLOT: tb!.slotName } });
+    const check = (JSON.parse(doctor.stdout) as Array<{ name: string; ok: boolean; fix?: string }>).find((c) => c.name === 'dblink reachable by the bridge only');
+    expect(check).toMatchObject({ ok: false, fix: expect.stringContaining(`REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA "hookbridge" FROM "${roles.writer}";`) });
     await withClient(db.url, (c) => c.query(`revoke execute on all functions in schema hookbridge from ${roles.writer}`));
     await tb!.restart();
     expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`)).toBe('HB400');
