@@ -52,22 +52,23 @@ create unlogged table if not exists :"schema".filter_requests (
 );
 revoke all on :"schema".filter_requests from public;
 
--- One row per ticket at most: the bridge's verdict for that ticket's request `id` (notify transport).
+-- The bridge's verdicts, by call id (notify transport); the bridge deletes them after a minute.
 create unlogged table if not exists :"schema".filter_responses (
-  ticket int primary key,
-  id text not null,
-  verdict text not null
+  id text primary key,
+  ticket int not null,
+  verdict text not null,
+  created_at timestamptz not null default now()
 );
 revoke all on :"schema".filter_responses from public;
 
--- The bridge's ticket session stamps this a few times a second. A writer about to open a new connection
--- to the bridge (direct transport) first checks it is fresh: from PostgreSQL 17 dblink connects
--- asynchronously and no longer honours connect_timeout, so connecting to a stopped bridge would hang.
-create unlogged table if not exists :"schema".filter_heartbeat (
-  id boolean primary key default true check (id),
-  beat timestamptz not null
-);
-revoke all on :"schema".filter_heartbeat from public;
+-- Non-transactional facts a writer needs whatever its snapshot (REPEATABLE READ included): the bridge's
+-- ticket session stamps filter_beat (epoch ms) a few times a second, and filter_generation holds the run
+-- whose endpoint is published. A writer about to open a new connection to the bridge (direct transport)
+-- first checks the beat is fresh: from PostgreSQL 17 dblink connects asynchronously and no longer
+-- honours connect_timeout, so connecting to a stopped bridge would hang.
+create sequence if not exists :"schema".filter_beat;
+create sequence if not exists :"schema".filter_generation;
+revoke all on sequence :"schema".filter_beat, :"schema".filter_generation from public;
 
 -- Runs in the loopback session (logged in as the bridge's role): commits the request and wakes the
 -- bridge. Anyone may LISTEN, so the channel's name is derived from the key only the bridge's role can
@@ -151,7 +152,7 @@ declare
   raw text;
   verdict text;
   saved_lock_timeout text := current_setting('lock_timeout');
-  stage text := 'claim';
+  woke boolean;
   err_state text;
   err_message text;
 begin
@@ -163,9 +164,15 @@ begin
   -- The bridge answers HB504 itself at timeout_ms; this deadline is for a bridge that cannot answer at all.
   deadline := clock_timestamp() + make_interval(secs => ep.timeout_ms / 1000.0 + 0.5);
   conn := 'hookbridge_' || ep.transport || '_' || ep.generation;
-  if ep.transport = 'direct' and (dblink_get_connections() is null or not (conn = any (dblink_get_connections())))
-     and coalesce((select h.beat from filter_heartbeat h), '-infinity') < clock_timestamp() - interval '1 second' then
-    return 'Tthe bridge is not responding';
+  if dblink_get_connections() is null or not (conn = any (dblink_get_connections())) then
+    -- A snapshot older than the bridge's last start sees its previous endpoint.
+    if ep.generation <> (select g.last_value from filter_generation g) then
+      return 'Fthe bridge restarted during this transaction; run it again';
+    end if;
+    if ep.transport = 'direct'
+       and (select b.last_value from filter_beat b) < extract(epoch from clock_timestamp()) * 1000 - 1000 then
+      return 'Tthe bridge is not responding';
+    end if;
   end if;
   begin
     -- Claim a free ticket the bridge has armed: the one after this session's last (the bridge re-arms
@@ -203,8 +210,7 @@ begin
     end loop;
 
     -- Send. A connection that died since the last call (a restarted bridge, a terminated loopback) is
-    -- noticed here and replaced; one that fails while sending counts as unreachable.
-    stage := 'send';
+    -- noticed here and replaced; one that fails while sending counts as unreachable (direct).
     if dblink_get_connections() is not null and conn = any (dblink_get_connections()) then
       -- Reading what is pending notices a peer that went away (and ends the previous call's result).
       perform dblink_is_busy(conn);
@@ -226,7 +232,9 @@ begin
         end if;
         while dblink_is_busy(conn) = 1 loop
           if clock_timestamp() >= deadline then
-            raise exception using errcode = '08006', message = 'the filter server did not answer its greeting';
+            perform dblink_disconnect(conn);
+            perform pg_advisory_unlock(ep.lock_class, claimed);
+            return 'Tthe filter server did not answer its greeting';
           end if;
           perform pg_sleep(0.0005);
         end loop;
@@ -249,22 +257,21 @@ begin
       perform * from dblink(conn, format('select filter_submit(%s, %L, %L)', claimed, call_id, p_body)) as r(v text);
     end if;
 
-    stage := 'wait';
-    perform set_config('lock_timeout', greatest(1, ceil(extract(epoch from deadline - clock_timestamp()) * 1000))::bigint::text, true);
-    begin
-      perform pg_advisory_lock_shared(ep.lock_class + 1, claimed);
-      holding := true;
-      perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed);
-      holding := false;
-    exception when lock_not_available then
-      timed_out := true;
-    end;
-    perform set_config('lock_timeout', saved_lock_timeout, true);
-
-    -- A wake-up is only a hint: anyone can take or drop advisory locks. Believe only an answer (signed,
-    -- or in the bridge's own table); without one, keep looking until the deadline.
-    stage := 'receive';
+    -- Wait for the wake-up, in slices: a wake-up is only a hint (anyone can take or drop advisory locks,
+    -- so someone may hold the lock the bridge released), and only an answer (signed, or in the bridge's
+    -- own table) is believed. Without one, keep looking until the deadline.
     loop
+      perform set_config('lock_timeout', greatest(1, least(100, ceil(extract(epoch from deadline - clock_timestamp()) * 1000)))::bigint::text, true);
+      begin
+        perform pg_advisory_lock_shared(ep.lock_class + 1, claimed);
+        holding := true;
+        perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed);
+        holding := false;
+        woke := true;
+      exception when lock_not_available then
+        woke := false;
+      end;
+      perform set_config('lock_timeout', saved_lock_timeout, true);
       if ep.transport = 'direct' then
         if dblink_is_busy(conn) = 0 then
           -- (The empty result that ends it is read by the next call's dblink_is_busy.)
@@ -279,17 +286,17 @@ begin
           verdict := substr(raw, 65);
           exit;
         end if;
-      elsif current_setting('transaction_isolation') = 'read committed' then
+      elsif current_setting('transaction_isolation') in ('read committed', 'read uncommitted') then
         -- Each statement here takes a new snapshot, so a committed verdict is visible.
-        select r.verdict into verdict from filter_responses r where r.ticket = claimed and r.id = call_id;
+        select r.verdict into verdict from filter_responses r where r.id = call_id;
         exit when verdict is not null;
       else
         -- A REPEATABLE READ or SERIALIZABLE snapshot predates the verdict: read it through the loopback.
         select r.v into verdict
-          from dblink(conn, format('select verdict from filter_responses where ticket = %s and id = %L', claimed, call_id)) as r(v text);
+          from dblink(conn, format('select verdict from filter_responses where id = %L', call_id)) as r(v text);
         exit when verdict is not null;
       end if;
-      if timed_out or clock_timestamp() >= deadline then
+      if clock_timestamp() >= deadline then
         if ep.transport = 'direct' then
           perform dblink_disconnect(conn);
         end if;
@@ -304,26 +311,35 @@ begin
         perform pg_advisory_unlock(ep.lock_class, claimed);
         return 'Uthe bridge went away before answering';
       end if;
-      perform pg_sleep(0.001);
+      if woke then
+        perform pg_sleep(0.001);
+      end if;
     end loop;
     perform pg_advisory_unlock(ep.lock_class, claimed);
+    claimed := null;
     return verdict;
   exception
     when query_canceled then
-      -- statement_timeout or pg_cancel_backend: leave no lock and no half-used connection behind.
-      if holding then perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed); end if;
-      if claimed is not null then perform pg_advisory_unlock(ep.lock_class, claimed); end if;
+      -- statement_timeout or pg_cancel_backend, wherever it struck: leave no lock and no half-used
+      -- connection behind (pg_locks says what this session holds, whatever the variables say).
+      perform pg_advisory_unlock_shared(ep.lock_class + 1, l.objid::int) from pg_locks l
+        where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = (ep.lock_class + 1)::oid and l.objsubid = 2 and l.mode = 'ShareLock';
+      perform pg_advisory_unlock(ep.lock_class, l.objid::int) from pg_locks l
+        where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = ep.lock_class::oid and l.objsubid = 2 and l.mode = 'ExclusiveLock';
       if dblink_get_connections() is not null and conn = any (dblink_get_connections()) then perform dblink_disconnect(conn); end if;
       raise;
     when others then
       get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
-      if holding then perform pg_advisory_unlock_shared(ep.lock_class + 1, claimed); end if;
-      if claimed is not null then perform pg_advisory_unlock(ep.lock_class, claimed); end if;
+      perform pg_advisory_unlock_shared(ep.lock_class + 1, l.objid::int) from pg_locks l
+        where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = (ep.lock_class + 1)::oid and l.objsubid = 2 and l.mode = 'ShareLock';
+      perform pg_advisory_unlock(ep.lock_class, l.objid::int) from pg_locks l
+        where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = ep.lock_class::oid and l.objsubid = 2 and l.mode = 'ExclusiveLock';
       if dblink_get_connections() is not null and conn = any (dblink_get_connections()) then
         perform dblink_disconnect(conn);
       end if;
-      -- Only a connection that could not be made or broke means "unreachable"; the rest never passes.
-      if err_state like '08%' or err_state like '57P0_' then
+      -- Only the bridge's own connection failing means "unreachable": the loopback failing is the
+      -- database's trouble (too many connections, say), and anything else never passes either.
+      if ep.transport = 'direct' and (err_state like '08%' or err_state like '57P0_') then
         return 'U' || err_message;
       end if;
       return 'F' || err_message;
@@ -344,8 +360,9 @@ as $$ select filter_call('{"op":"PROBE"}') $$;
 -- table's partitioned root. Called directly (not from a trigger), it also wants the session's role to
 -- hold the privilege for that write, so such a call gets a writer nothing a real write would not.
 -- Inside a trigger the privilege may legitimately be someone else's (a write through a view or a
--- SECURITY DEFINER function): a role that can create tables and triggers of its own could therefore
--- run hooks on rows of its choosing, as itself, without writing them (README: security).
+-- SECURITY DEFINER function): a role that can create a trigger of its own — on a temporary table will
+-- do, and PUBLIC may create those by default — can therefore run hooks on rows of its choosing, as
+-- itself, without writing them (README: security).
 create or replace function :"schema".filter_entry(p_relid oid, p_schema text, p_table text, p_op text, p_new jsonb, p_old jsonb) returns text
   language plpgsql
   volatile
@@ -391,28 +408,28 @@ begin
   case left(verdict, 1)
     when 'K', 'M', 'W', 'E' then
       return verdict;
-    when 'U', 'T' then
+    when 'U' then
+      -- Open mode passes a row only when no bridge can be reached (or, answered by the bridge itself as
+      -- 'W', when this row's own hooks took too long) — never for anything a writer could provoke.
       if (select e.failure_mode from filter_endpoint e) = 'open' then
         -- Non-transactional: the bridge counts it (from the WAL) even if this transaction rolls back.
         begin
           perform pg_logical_emit_message(false, 'hookbridge.unfiltered',
-            json_build_object('schema', p_schema, 'table', p_table, 'op', p_op,
-                              'reason', case when left(verdict, 1) = 'T' then 'timeout' else 'unreachable' end)::text);
+            json_build_object('schema', p_schema, 'table', p_table, 'op', p_op, 'reason', 'unreachable')::text);
         exception when others then
           null;
         end;
         return format('Whookbridge: %s row of %s.%s written unfiltered: %s', p_op, p_schema, p_table, substr(verdict, 2));
       end if;
-      if left(verdict, 1) = 'T' then
-        raise exception using errcode = 'HB504',
-          message = 'hookbridge: filter hooks did not answer in time: ' || substr(verdict, 2),
-          detail = 'code: FILTER_TIMEOUT',
-          hint = 'make the hook faster, or raise FILTER_TIMEOUT_MS';
-      end if;
       raise exception using errcode = 'HB503',
         message = 'hookbridge: filter hooks could not run: ' || substr(verdict, 2),
         detail = 'code: SERVICE_UNAVAILABLE',
         hint = 'is the bridge running? With FILTER_FAILURE_MODE=open such writes pass unfiltered.';
+    when 'T' then
+      raise exception using errcode = 'HB504',
+        message = 'hookbridge: filter hooks did not answer in time: ' || substr(verdict, 2),
+        detail = 'code: FILTER_TIMEOUT',
+        hint = 'the bridge is alive but could not answer (busy with another call, or stopped); see its log';
     when 'B' then
       raise exception using errcode = 'HB504',
         message = 'hookbridge: filter hooks could not be called: ' || substr(verdict, 2),

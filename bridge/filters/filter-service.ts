@@ -178,18 +178,20 @@ export class FilterService {
     this.#primaryKeys = new Map(tables.map((t) => [t.collection, t.primaryKey]));
     const wanted = this.#wantedTables(tables);
     this.#wanted = wanted.size;
-    // What each trigger does (its operations) and whom it names (its arguments: schema and table).
+    // What each trigger does (its operations), whom it names (its arguments: schema and table), and
+    // whether it is still as made (enabled, no WHEN clause).
     const { rows: existing } = await pool.query<{ oid: number; events: string[]; args: string }>(
       `select t.tgrelid::int as oid,
               array_remove(array[case when t.tgtype::int4 & 4 <> 0 then 'INSERT' end,
                                  case when t.tgtype::int4 & 16 <> 0 then 'UPDATE' end,
                                  case when t.tgtype::int4 & 8 <> 0 then 'DELETE' end], null) as events,
-              encode(t.tgargs, 'hex') as args
+              encode(t.tgargs, 'hex') || t.tgenabled::text || case when t.tgqual is null then '' else ' when' end as args
          from pg_trigger t where t.tgname = $1 and t.tgparentid = 0 and not t.tgisinternal`,
       [FILTER_TRIGGER],
     );
     const shape = (events: string[], args: string) => `${events.join(' OR ')} ${args}`;
-    const argsOf = (table: UserTable) => Buffer.from(`${table.schema}\0${table.name}\0`, 'utf8').toString('hex');
+    // A trigger someone disabled (or gave a WHEN clause) is not ours any more: it is made again.
+    const argsOf = (table: UserTable) => `${Buffer.from(`${table.schema}\0${table.name}\0`, 'utf8').toString('hex')}O`;
     const have = new Map(existing.map((r) => [r.oid, shape(r.events, r.args)]));
     const changes: Array<{ oid: number; create?: { table: UserTable; events: string[] } }> = [];
     for (const [oid, want] of wanted) if (have.get(oid) !== shape(want.events, argsOf(want.table))) changes.push({ oid, create: want });
@@ -338,6 +340,8 @@ export class FilterService {
 
   async #publish(transport: 'direct' | 'notify', conninfo: string): Promise<void> {
     const { config, pool } = this.#options;
+    const generation = randomInt(1, 2 ** 47);
+    await pool.query(`select pg_catalog.setval($1, $2)`, [`${pg.escapeIdentifier(config.schema)}.filter_generation`, generation]);
     await pool.query(
       `insert into ${pg.escapeIdentifier(config.schema)}.filter_endpoint
               (conninfo, failure_mode, timeout_ms, transport, tickets, lock_class, generation, updated_at)
@@ -345,13 +349,19 @@ export class FilterService {
        on conflict (id) do update set conninfo = excluded.conninfo, failure_mode = excluded.failure_mode,
               timeout_ms = excluded.timeout_ms, transport = excluded.transport, tickets = excluded.tickets,
               lock_class = excluded.lock_class, generation = excluded.generation, updated_at = now()`,
-      [conninfo, config.filterFailureMode, config.filterTimeoutMs, transport, this.#board.size, this.#board.lockClass, randomInt(1, 2 ** 47)],
+      [conninfo, config.filterFailureMode, config.filterTimeoutMs, transport, this.#board.size, this.#board.lockClass, generation],
     );
   }
 
   /** Walks the writers' path now and again: /health tells whether writers can reach this bridge. */
   async #probe(): Promise<void> {
     if (this.#stopped || !this.#transport) return;
+    if (this.#transport === 'notify') {
+      // Answers nobody came for (their writer gave up) are kept a minute.
+      await this.#options.pool
+        .query(`delete from ${pg.escapeIdentifier(this.#options.config.schema)}.filter_responses where created_at < now() - interval '1 minute'`)
+        .catch((error: unknown) => this.#logger.warn({ err: error }, 'clearing old filter answers failed'));
+    }
     const problem = await this.#probeOnce();
     if (this.#stopped) return;
     if (problem !== this.#problem) {
@@ -516,16 +526,15 @@ export class FilterService {
       }
       if (!request) return;
     }
+    // A ticket this bridge does not hold (someone else holds its lock) is answered all the same: the
+    // writer finds the answer by its call id, once its wait runs out.
     const token = this.#board.take(ticket);
-    if (token === 0) {
-      this.#logger.warn({ ticket }, 'a filter request arrived on a ticket this bridge does not hold');
-      return;
-    }
+    if (token === 0) this.#logger.warn({ ticket }, 'a filter request arrived on a ticket this bridge does not hold (see pg_locks)');
     const verdict = await this.#verdict(request.body);
     // Committed before the writer wakes; a failure wakes it anyway, to find no answer (as for a dead bridge).
     const deliver =
-      `insert into ${schema}.filter_responses (ticket, id, verdict) values (${ticket}, ${pg.escapeLiteral(request.id)}, ${pg.escapeLiteral(verdict)}) ` +
-      'on conflict (ticket) do update set id = excluded.id, verdict = excluded.verdict';
+      `insert into ${schema}.filter_responses (id, ticket, verdict) values (${pg.escapeLiteral(request.id)}, ${ticket}, ${pg.escapeLiteral(verdict)}) ` +
+      'on conflict (id) do update set verdict = excluded.verdict';
     await this.#board.release(ticket, token, deliver);
   }
 

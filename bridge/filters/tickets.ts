@@ -91,10 +91,20 @@ export class TicketBoard {
     try {
       const { rows } = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1, 0) as ok', [this.lockClass + 2]);
       if (!rows[0]?.ok) {
+        // Any role may take advisory locks: say who holds it, so an impostor is easy to tell from a bridge.
+        const { rows: holders } = await client.query<{ pid: number; role: string | null; application: string | null }>(
+          `select l.pid, a.usename::text as role, a.application_name as application
+             from pg_catalog.pg_locks l left join pg_catalog.pg_stat_activity a on a.pid = l.pid
+            where l.locktype = 'advisory' and l.classid = $1::oid and l.objid = 0 and l.objsubid = 2 and l.granted`,
+          [this.lockClass + 2],
+        );
+        const who = holders.map((h) => `pid ${h.pid}${h.role ? ` (role ${h.role}${h.application ? `, ${h.application}` : ''})` : ''}`).join(', ');
         throw new HookbridgeError(
           'E_BRIDGE_RUNNING',
-          `another hookbridge already serves filter calls on this database (schema "${this.#options.schema}"); ` +
-            'this one stops without touching it. Stop the running bridge first, or give this one its own HOOKBRIDGE_SCHEMA and HOOKBRIDGE_SLOT.',
+          `another hookbridge already serves filter calls on this database (schema "${this.#options.schema}"; its lock is held by ${who || 'another session'}); ` +
+            'this one stops without touching it. Stop the running bridge first (a session that is not a bridge holding that lock can be ended with pg_terminate_backend), ' +
+            'or give this one its own HOOKBRIDGE_SCHEMA and HOOKBRIDGE_SLOT.',
+          { details: { holders } },
         );
       }
     } catch (error) {
@@ -114,10 +124,10 @@ export class TicketBoard {
   }
 
   #beat(client: pg.Client): Promise<unknown> {
+    // A sequence: writers read it whatever their snapshot.
     return this.#query(
       client,
-      `insert into ${pg.escapeIdentifier(this.#options.schema)}.filter_heartbeat (beat) values (clock_timestamp())
-       on conflict (id) do update set beat = excluded.beat`,
+      `select pg_catalog.setval('${pg.escapeIdentifier(this.#options.schema)}.filter_beat', (extract(epoch from clock_timestamp()) * 1000)::bigint)`,
     );
   }
 
@@ -139,13 +149,18 @@ export class TicketBoard {
   /**
    * Wakes the ticket's writer: call once its answer is delivered, or pass the statement that commits
    * the answer (`deliver`), which then runs in its own transaction just before, in the same round trip.
-   * A superseded request neither delivers nor wakes: its writer is gone, and the ticket's current one
-   * must not be woken (or answered) by it. Resolves when the writer has been woken.
+   * A superseded request does not wake: its writer gave up, and the ticket's current writer must not be
+   * woken by it. Resolves when the writer has been woken.
    */
   async release(ticket: number, token: number, deliver?: string): Promise<void> {
-    if (token === 0 || this.#states[ticket] !== 'busy' || this.#owners[ticket] !== token) return;
-    this.#states[ticket] = 'released';
     const client = this.#client;
+    if (token === 0 || this.#states[ticket] !== 'busy' || this.#owners[ticket] !== token) {
+      // Not ours to wake (superseded, stale, or a ticket someone else holds), but the answer is delivered
+      // all the same: answers are keyed by call, and its writer may still be looking for it.
+      if (deliver && client) await this.#query(client, `begin; ${deliver}; commit`).catch(() => this.#query(client, 'rollback').catch(() => undefined));
+      return;
+    }
+    this.#states[ticket] = 'released';
     if (!client) return;
     // Simple-query protocol with literal numbers: one message, no parse/bind, for the hottest statement.
     const unlock = `select pg_advisory_unlock(${this.lockClass + 1}, ${ticket})`;

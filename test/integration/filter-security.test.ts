@@ -218,6 +218,35 @@ describe('filter security, with the README role setup', () => {
     expect(await outcome(asWriter(), `insert into items (title) values ('after squatting')`)).toBe('ok');
   });
 
+  it('passes no row in open mode because someone holds the ticket locks (notify transport)', async () => {
+    await tb!.stop();
+    const open = await startTestBridge(urlAs(roles.bridge), extensions, { filterTransport: 'notify', filterFailureMode: 'open', filterTimeoutMs: 1000 });
+    const lockClass = lockClassFor('hookbridge');
+    const squatter = new pg.Client({ connectionString: asWriter() });
+    await squatter.connect();
+    let squatting = true;
+    // Grabs every armed lock the bridge lets go of, so it can arm nothing again.
+    const grabbing = (async () => {
+      while (squatting) await squatter.query(`select count(*) from generate_series(0, 63) t where pg_try_advisory_lock($1, t)`, [lockClass + 1]);
+    })();
+    try {
+      for (let i = 0; i < 5; i++) {
+        const result = await outcome(asWriter(), `insert into items (title) values ('reject me')`);
+        expect(result).toMatch(/^HB(400|504)$/);
+      }
+      // Every claim lock, too: no ticket at all.
+      await squatter.query(`select pg_advisory_lock($1, t) from generate_series(0, 63) t`, [lockClass]);
+      expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`)).toBe('HB504');
+      expect(await rows(`select count(*)::int as n from items where title = 'reject me'`)).toEqual([{ n: 0 }]);
+    } finally {
+      squatting = false;
+      await grabbing;
+      await squatter.end();
+      await open.dispose();
+      await tb!.restart();
+    }
+  });
+
   it('lets a second bridge on the same database stop without touching the running one', async () => {
     const before = await rows(`select generation, conninfo from hookbridge.filter_endpoint`);
     const log = captureLogger('info');
@@ -285,7 +314,7 @@ describe('filter security, with the README role setup', () => {
       await fake.listen();
       // A writer checks the bridge's heartbeat (which only the bridge's role can stamp) before it
       // connects, so the squatter must strike within a second of the bridge's death: make that second last.
-      await withClient(db.url, (c) => c.query(`update hookbridge.filter_heartbeat set beat = now() + interval '1 minute'`));
+      await withClient(db.url, (c) => c.query(`select setval('hookbridge.filter_beat', (extract(epoch from now()) * 1000 + 60000)::bigint)`));
       expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`)).toBe('HB503');
       // It was asked to prove it holds the key, could not, and never saw the row.
       expect(greetings).toHaveLength(1);

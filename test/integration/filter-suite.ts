@@ -233,6 +233,29 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
       expect(await rows(`select id, slug from articles where id between 700 and 702 order by id`)).toEqual([{ id: 702, slug: 'mine' }]);
     });
 
+    it("serve a REPEATABLE READ transaction whose snapshot is older than the bridge's last heartbeat", async () => {
+      const outcome = await withClient(db.url, async (c) => {
+        await c.query('begin isolation level repeatable read');
+        await c.query('select 1');
+        await c.query('select pg_sleep(1.3)');
+        const result = await c.query(`insert into articles (id, title) values (710, 'Old Snapshot') returning slug`).then(
+          (r) => r.rows[0]?.slug as string,
+          (e: pg.DatabaseError) => e.code,
+        );
+        await c.query('commit');
+        return result;
+      });
+      expect(outcome).toBe('old-snapshot');
+    });
+
+    it('put back a filter trigger its table owner disabled', async () => {
+      await withClient(db.url, (c) => c.query(`alter table articles disable trigger hookbridge_filter`));
+      await waitFor(async () => (await rows(`select tgenabled from pg_trigger where tgname = 'hookbridge_filter' and tgrelid = 'articles'::regclass`))[0]?.tgenabled === 'O', {
+        message: 'the disabled trigger stayed disabled',
+      });
+      expect(await failure(`insert into articles (id, title) values (711, 'reject me')`)).toMatchObject({ code: 'HB400' });
+    });
+
     it('fail writes clearly while the bridge is stopped, and recover when it is back', async () => {
       await tb.stop();
       const error = await failure(`insert into articles (id, title) values (600, 'Bridge Down')`);
