@@ -80,12 +80,27 @@ it('lets writes pass unfiltered, with a warning, in failure mode "open"', async 
     await c.query(`insert into notes values (10, 'slow')`);
   });
   expect(warnings.join('\n')).toMatch(/did not answer within 1000 ms; the row was written unfiltered/);
+  const metrics = async (bridge: typeof cli) => {
+    const port = bridge.logLines().find((l) => l['msg'] === 'http listening')?.['port'];
+    return (await fetch(`http://127.0.0.1:${String(port)}/metrics`)).text();
+  };
+  expect(await metrics(cli)).toMatch(/hookbridge_filter_unfiltered_total\{reason="timeout"\} 1/);
   expect(await cli.stop('SIGTERM')).toBe(0);
   await withClient(db.url, async (c) => {
     c.on('notice', (n) => warnings.push(n.message ?? ''));
     await c.query(`insert into notes values (11, 'bridge down')`);
   });
   expect(warnings.join('\n')).toMatch(/INSERT row of public.notes written unfiltered/);
+  // Passes made while no bridge ran are counted once one reads the WAL again.
+  const again = startCli(['start', '-e', dir], { env });
+  try {
+    await again.waitForLog('ready');
+    await waitFor(async () => /hookbridge_filter_unfiltered_total\{reason="unreachable"\} 1/.test(await metrics(again)), {
+      message: 'the pass made while the bridge was down was never counted',
+    });
+  } finally {
+    expect(await again.stop('SIGTERM')).toBe(0);
+  }
   expect(await withClient(db.url, async (c) => (await c.query(`select id, body from notes where id >= 10 order by id`)).rows)).toEqual([
     { id: 10, body: 'slow' },
     { id: 11, body: 'bridge down' },
