@@ -55,6 +55,8 @@ export class TicketBoard {
   #reconnectTimer: NodeJS.Timeout | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #closed = false;
+  /** Releases asked for in this turn of the event loop, sent together. */
+  #releases: Array<{ ticket: number | undefined; deliver: string | undefined; resolve: () => void }> = [];
   /** One query at a time on the lock connection, in the order asked. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -150,28 +152,39 @@ export class TicketBoard {
    * Wakes the ticket's writer: call once its answer is delivered, or pass the statement that commits
    * the answer (`deliver`), which then runs in its own transaction just before, in the same round trip.
    * A superseded request does not wake: its writer gave up, and the ticket's current writer must not be
-   * woken by it. Resolves when the writer has been woken.
+   * woken by it (its answer is still delivered: answers are keyed by call). Releases made in the same
+   * turn of the event loop go out as one statement. Resolves when the writer has been woken.
    */
-  async release(ticket: number, token: number, deliver?: string): Promise<void> {
+  release(ticket: number, token: number, deliver?: string): Promise<void> {
+    const wake = token !== 0 && this.#states[ticket] === 'busy' && this.#owners[ticket] === token;
+    if (wake) this.#states[ticket] = 'released';
+    if (!wake && !deliver) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#releases.push({ ticket: wake ? ticket : undefined, deliver, resolve });
+      if (this.#releases.length === 1) setImmediate(() => void this.#flushReleases());
+    });
+  }
+
+  async #flushReleases(): Promise<void> {
+    const batch = this.#releases;
+    this.#releases = [];
     const client = this.#client;
-    if (token === 0 || this.#states[ticket] !== 'busy' || this.#owners[ticket] !== token) {
-      // Not ours to wake (superseded, stale, or a ticket someone else holds), but the answer is delivered
-      // all the same: answers are keyed by call, and its writer may still be looking for it.
-      if (deliver && client) await this.#query(client, `begin; ${deliver}; commit`).catch(() => this.#query(client, 'rollback').catch(() => undefined));
-      return;
-    }
-    this.#states[ticket] = 'released';
-    if (!client) return;
+    const tickets = batch.flatMap((r) => (r.ticket === undefined ? [] : [r.ticket]));
+    const delivers = batch.flatMap((r) => (r.deliver ? [r.deliver] : []));
     // Simple-query protocol with literal numbers: one message, no parse/bind, for the hottest statement.
-    const unlock = `select pg_advisory_unlock(${this.lockClass + 1}, ${ticket})`;
-    try {
-      await this.#query(client, deliver ? `begin; ${deliver}; commit; ${unlock}` : unlock);
-    } catch (error) {
-      this.#options.logger.warn({ err: error, ticket }, 'answering a filter call failed');
-      // An error inside BEGIN leaves the session in a failed transaction: end it, then wake the writer
-      // all the same (it finds no answer and fails as for a dead bridge).
-      await this.#query(client, `rollback; ${unlock}`).catch(() => undefined);
+    const unlock = tickets.length ? `select pg_advisory_unlock(${this.lockClass + 1}, t) from unnest('{${tickets.join(',')}}'::int[]) t` : '';
+    if (client) {
+      try {
+        await this.#query(client, [delivers.length ? `begin; ${delivers.join('; ')}; commit` : '', unlock].filter(Boolean).join('; '));
+      } catch (error) {
+        this.#options.logger.warn({ err: error, tickets }, 'answering filter calls failed');
+        // An error inside BEGIN leaves the session in a failed transaction: end it, then wake the writers
+        // all the same (they find no answer and fail as for a dead bridge).
+        await this.#query(client, ['rollback', unlock].filter(Boolean).join('; ')).catch(() => undefined);
+      }
     }
+    for (const r of batch) r.resolve();
+    if (tickets.length === 0) return;
     if (this.armed < this.#states.length / 2) this.#scheduleRearm(0);
     else this.#scheduleRearm(REARM_AFTER_MS);
   }
