@@ -413,9 +413,12 @@ begin
       -- 'W', when this row's own hooks took too long) — never for anything a writer could provoke.
       if (select e.failure_mode from filter_endpoint e) = 'open' then
         -- Non-transactional: the bridge counts it (from the WAL) even if this transaction rolls back.
+        -- Signed like the accountability message (<json>\n<hex sha256(key || json)>): anyone may emit one.
         begin
           perform pg_logical_emit_message(false, 'hookbridge.unfiltered',
-            json_build_object('schema', p_schema, 'table', p_table, 'op', p_op, 'reason', 'unreachable')::text);
+                   convert_to(m.doc, 'UTF8') || '\x0a'::bytea || convert_to(encode(sha256(s.key || convert_to(m.doc, 'UTF8')), 'hex'), 'UTF8'))
+            from (select json_build_object('schema', p_schema, 'table', p_table, 'op', p_op, 'reason', 'unreachable')::text as doc) m
+            cross join secret s;
         exception when others then
           null;
         end;

@@ -77,22 +77,8 @@ export async function readAccountabilitySecret(pool: Queryable, schema: string):
  * signed with `secret`, is cut short, or does not hold what emit_accountability() writes.
  */
 export function parseAccountabilityMessage(content: Buffer, secret: Buffer): WriterAccountability | undefined {
-  const split = content.lastIndexOf(NEWLINE);
-  if (split < 0 || content.length - split - 1 !== SIGNATURE_HEX) return undefined;
-  const doc = content.subarray(0, split);
-  const signatureHex = content.subarray(split + 1).toString('latin1');
-  if (!/^[0-9a-f]{64}$/.test(signatureHex)) return undefined;
-  const expected = createHash('sha256').update(secret).update(doc).digest();
-  if (!timingSafeEqual(expected, Buffer.from(signatureHex, 'hex'))) return undefined;
-
-  // Signed by us, so the shape is ours; still checked, so a future format cannot crash the stream.
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(utf8.decode(doc));
-  } catch {
-    return undefined;
-  }
-  if (!isRecord(parsed)) return undefined;
+  const parsed = parseSignedMessage(content, secret);
+  if (!parsed) return undefined;
   const role = stringOrNull(parsed['role']);
   const applicationName = stringOrNull(parsed['application_name']);
   const clientAddress = stringOrNull(parsed['client_addr']);
@@ -108,6 +94,28 @@ export function parseAccountabilityMessage(content: Buffer, secret: Buffer): Wri
     database: { role, applicationName, clientAddress },
     ...(parsed['bypass'] === true ? { bypass: true } : {}),
   };
+}
+
+/**
+ * The JSON object in a `<json>\n<hex sha256(key || json)>` message the database signed with `secret`
+ * (accountability, unfiltered passes), or undefined when it is not signed so, cut short, or not an object.
+ */
+export function parseSignedMessage(content: Buffer, secret: Buffer): Record<string, unknown> | undefined {
+  const split = content.lastIndexOf(NEWLINE);
+  if (split < 0 || content.length - split - 1 !== SIGNATURE_HEX) return undefined;
+  const doc = content.subarray(0, split);
+  const signatureHex = content.subarray(split + 1).toString('latin1');
+  if (!/^[0-9a-f]{64}$/.test(signatureHex)) return undefined;
+  const expected = createHash('sha256').update(secret).update(doc).digest();
+  if (!timingSafeEqual(expected, Buffer.from(signatureHex, 'hex'))) return undefined;
+  // Signed by us, so the shape is ours; still checked, so a future format cannot crash the stream.
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(utf8.decode(doc));
+  } catch {
+    return undefined;
+  }
+  return isRecord(parsed) ? parsed : undefined;
 }
 
 function parseClaims(value: unknown): Record<string, unknown> | null {

@@ -9,7 +9,7 @@ import type { Config } from '../config.js';
 import type { BridgeMetrics } from '../metrics.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { HookContext } from '../../hooks/types.js';
-import { parseAccountabilityMessage, readAccountabilitySecret } from './accountability.js';
+import { parseAccountabilityMessage, parseSignedMessage, readAccountabilitySecret } from './accountability.js';
 import { actionMeta, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
 import { deliver } from './delivery.js';
 import { formatLsn, parseLsn } from './lsn.js';
@@ -71,17 +71,14 @@ export class ActionStream {
     return this.#inSync;
   }
 
-  /** A row some trigger let through without its filters (open mode, bridge unreachable or too slow). */
-  #unfiltered(content: Buffer): void {
-    let detail: { schema?: unknown; table?: unknown; op?: unknown; reason?: unknown } = {};
-    try {
-      detail = JSON.parse(content.toString('utf8')) as typeof detail;
-    } catch {
-      // Anyone may emit such a message: count it, believe nothing in it.
-    }
-    const reason = detail.reason === 'timeout' ? 'timeout' : 'unreachable';
+  /** A row some trigger let through without its filters (open mode, no bridge reachable). */
+  #unfiltered(content: Buffer, secret: Buffer): void {
+    // Anyone may emit a logical message: only filter_entry's, signed with the key, counts.
+    const detail = parseSignedMessage(content, secret);
+    if (!detail) return;
+    const reason = detail['reason'] === 'timeout' ? 'timeout' : 'unreachable';
     this.#options.metrics?.filterUnfiltered.inc({ reason });
-    this.#logger.warn({ table: `${String(detail.schema)}.${String(detail.table)}`, op: detail.op, reason }, 'a row was written without its filter hooks (FILTER_FAILURE_MODE=open)');
+    this.#logger.warn({ table: `${String(detail['schema'])}.${String(detail['table'])}`, op: detail['op'], reason }, 'a row was written without its filter hooks (FILTER_FAILURE_MODE=open)');
   }
 
   /** WAL bytes between the server's current position and the slot's confirmed one. */
@@ -106,7 +103,7 @@ export class ActionStream {
       new TransactionAssembler(
         (content) => parseAccountabilityMessage(content, secret),
         (relation) => this.#primaryKeys.get(relation.oid),
-        (content) => this.#unfiltered(content),
+        (content) => this.#unfiltered(content, secret),
       );
     let assembler = newAssembler();
     const pipeline = new ChangePipeline({

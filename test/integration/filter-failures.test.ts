@@ -91,13 +91,20 @@ it('lets writes pass unfiltered, with a warning, in failure mode "open"', async 
     await c.query(`insert into notes values (11, 'bridge down')`);
   });
   expect(warnings.join('\n')).toMatch(/INSERT row of public.notes written unfiltered/);
+  // Anyone may emit a logical message: a forged one does not count.
+  const after = await withClient(db.url, async (c) => {
+    await c.query(`select pg_logical_emit_message(false, 'hookbridge.unfiltered', '{"reason":"unreachable"}')`);
+    return (await c.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`)).rows[0]?.lsn;
+  });
   // Passes made while no bridge ran are counted once one reads the WAL again.
   const again = startCli(['start', '-e', dir], { env });
   try {
     await again.waitForLog('ready');
-    await waitFor(async () => /hookbridge_filter_unfiltered_total\{reason="unreachable"\} 1/.test(await metrics(again)), {
-      message: 'the pass made while the bridge was down was never counted',
-    });
+    await waitFor(
+      () => withClient(db.url, async (c) => (await c.query(`select confirmed_flush_lsn >= $1::pg_lsn as ok from pg_replication_slots where slot_name = $2`, [after, SLOT])).rows[0]?.ok === true),
+      { timeoutMs: 20_000, message: 'the bridge never read past the forged message' },
+    );
+    expect(await metrics(again)).toMatch(/hookbridge_filter_unfiltered_total\{reason="unreachable"\} 1\n/);
   } finally {
     expect(await again.stop('SIGTERM')).toBe(0);
   }
