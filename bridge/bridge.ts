@@ -7,7 +7,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { redactUrl, type Config } from './config.js';
-import { internalConnection, openDatabase, type OpenedDatabase } from './database.js';
+import { internalConnection, openDatabase, withSessionSettings, type OpenedDatabase } from './database.js';
 import { migrate } from './migrate.js';
 import { FilterService } from './filters/filter-service.js';
 import { startHttp, type HealthReport, type HttpServer } from './http.js';
@@ -160,6 +160,7 @@ export class Bridge {
       config: this.config,
       pool: this.#pool,
       connection: this.#connection,
+      hooksConnection: withSessionSettings(this.#opened.connection, { lock_timeout: String(lockTimeoutMs) }),
       runtime: this.runtime,
       logger: this.logger,
       database: this.#filterDatabase,

@@ -36,6 +36,8 @@ export interface Config {
   filterTransport: FilterTransport;
   /** Filter calls that can be in flight at once (more writers wait for a free one). */
   filterTickets: number;
+  /** Worker threads that run filter hooks; 0 runs them on the main thread (one hook can then stall all). */
+  filterWorkers: number;
   /** Where the filter server listens (triggers reach it through dblink). */
   filterListenHost: string;
   /** Its port; 0 picks a free one (triggers read the current one from the database). */
@@ -89,6 +91,7 @@ export function resolveConfig(
     filterFailureMode: toChoice('FILTER_FAILURE_MODE', pick(options.filterFailureMode, 'FILTER_FAILURE_MODE') ?? 'closed', ['closed', 'open'] as const),
     filterTransport: toChoice('FILTER_TRANSPORT', pick(options.filterTransport, 'FILTER_TRANSPORT') ?? 'auto', ['auto', 'direct', 'notify'] as const),
     filterTickets: toInteger('FILTER_TICKETS', pick(options.filterTickets, 'FILTER_TICKETS') ?? 64, 1, 10_000),
+    filterWorkers: toInteger('FILTER_WORKERS', pick(options.filterWorkers, 'FILTER_WORKERS') ?? 2, 0, 64),
     filterListenHost: String(pick(options.filterListenHost, 'FILTER_LISTEN_HOST') ?? '127.0.0.1'),
     filterPort: toInteger('FILTER_PORT', pick(options.filterPort, 'FILTER_PORT') ?? 0, 0, 65535),
     filterCallbackHost: String(pick(options.filterCallbackHost, 'FILTER_CALLBACK_HOST') ?? '127.0.0.1'),

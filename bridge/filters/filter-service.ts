@@ -20,6 +20,7 @@ import { readAccountabilitySecret } from '../replication/accountability.js';
 import { listUserTables, type UserTable } from '../replication/publication.js';
 import { SerialQueue } from '../serial-queue.js';
 import { answerFilterCall, parseCall, parseHello, parseRequest, rejectionVerdict, type Verdict } from './filter-requests.js';
+import { FilterWorkers, type FilterOutcome } from './filter-workers.js';
 import { TicketBoard } from './tickets.js';
 import { WireServer, type QueryResult } from './wire-server.js';
 
@@ -40,6 +41,8 @@ export interface FilterServiceOptions {
   pool: pg.Pool;
   /** The same database, for the ticket and listener sessions the service opens itself. */
   connection: pg.ClientConfig;
+  /** What filters' `database` connects with (the user's search_path, a lock timeout), for the workers. */
+  hooksConnection?: pg.ClientConfig;
   runtime: HookRuntime;
   logger: Logger;
   database?: unknown;
@@ -52,6 +55,8 @@ export class FilterService {
   readonly #logger: Logger;
   readonly #board: TicketBoard;
   #server: WireServer | undefined;
+  #workers: FilterWorkers | undefined;
+  #unsubscribe: (() => void) | undefined;
   #listener: pg.Client | undefined;
   #listenerRetry: NodeJS.Timeout | undefined;
   #key: Buffer | undefined;
@@ -119,7 +124,26 @@ export class FilterService {
   }
 
   async start(): Promise<void> {
-    const { config, pool } = this.#options;
+    const { config, pool, runtime } = this.#options;
+    if (config.filterWorkers > 0) {
+      this.#workers = new FilterWorkers(
+        {
+          extensionsPath: config.extensionsPath,
+          env: config.env,
+          schema: config.schema,
+          hooksConnection: this.#options.hooksConnection ?? this.#options.connection,
+          internalConnection: this.#options.connection,
+          timeoutMs: config.filterTimeoutMs,
+          failureMode: config.filterFailureMode,
+          logLevel: config.logLevel,
+        },
+        config.filterWorkers,
+        this.#logger,
+      );
+      await this.#workers.ready();
+      // The workers follow the main thread's reloads (which decide the triggers).
+      this.#unsubscribe = runtime.registry.onChange(() => this.#workers?.reload());
+    }
     const tables = await listUserTables(pool, { exclude: [config.schema] });
     this.#key = await readAccountabilitySecret(pool, config.schema);
     const dblink = await this.#prepareDblink().then(
@@ -140,6 +164,7 @@ export class FilterService {
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#unsubscribe?.();
     clearInterval(this.#probeTimer);
     clearTimeout(this.#listenerRetry);
     await this.#syncs.idle();
@@ -147,6 +172,8 @@ export class FilterService {
     await this.#server?.close();
     this.#server = undefined;
     await this.#board.close();
+    await this.#workers?.stop();
+    this.#workers = undefined;
   }
 
   /**
@@ -176,6 +203,7 @@ export class FilterService {
   async #syncNow(tables: UserTable[]): Promise<void> {
     const { config, pool } = this.#options;
     this.#primaryKeys = new Map(tables.map((t) => [t.collection, t.primaryKey]));
+    this.#workers?.setPrimaryKeys(this.#primaryKeys);
     const wanted = this.#wantedTables(tables);
     this.#wanted = wanted.size;
     // What each trigger does (its operations), whom it names (its arguments: schema and table), and
@@ -540,40 +568,55 @@ export class FilterService {
 
   /** The verdict for one request; never throws (an internal failure refuses the write). */
   async #verdict(body: string): Promise<Verdict> {
+    if (body === PROBE) return 'K';
+    this.#requests += 1;
+    const { config, metrics } = this.#options;
+    const started = process.hrtime.bigint();
+    const outcome = this.#workers ? await this.#workers.call(body) : await this.#verdictHere(body);
+    if (outcome.timedOut && config.filterFailureMode === 'open') metrics?.filterUnfiltered.inc({ reason: 'timeout' });
+    if (outcome.collection && outcome.op) {
+      const kind = outcome.verdict[0];
+      const result = kind === 'E' ? (JSON.parse(outcome.verdict.slice(1)) as { sqlstate: string }).sqlstate : kind === 'M' ? 'modified' : kind === 'W' ? 'unfiltered' : 'kept';
+      metrics?.filterCalls.observe({ collection: outcome.collection, operation: outcome.op, outcome: result }, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+    return outcome.verdict;
+  }
+
+  /** FILTER_WORKERS=0: the hooks run here, on the main thread. */
+  async #verdictHere(body: string): Promise<FilterOutcome> {
     let request;
     try {
       request = parseRequest(body);
     } catch (error) {
       this.#logger.error({ err: error }, 'unreadable filter request');
-      return rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' });
+      return { verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' }) };
     }
-    if (request.op === 'PROBE') return 'K';
-    this.#requests += 1;
-    const { config, runtime, database, metrics } = this.#options;
-    const stop = metrics?.filterCalls.startTimer({ collection: request.schema === 'public' ? request.table : `${request.schema}.${request.table}`, operation: request.op });
+    const { config, runtime, database } = this.#options;
+    const collection = request.schema === 'public' ? request.table : `${request.schema}.${request.table}`;
+    let timedOut = false;
     try {
       const verdict = await answerFilterCall(request, {
         runtime,
         timeoutMs: config.filterTimeoutMs,
         failureMode: config.filterFailureMode,
-        primaryKeyOf: (collection) => this.#primaryKeys.get(collection),
+        primaryKeyOf: (name) => this.#primaryKeys.get(name),
         database,
         schema: this.#options.schema?.(),
-        onTimeout: (collection, op) => {
-          this.#logger.warn({ collection, op, timeoutMs: config.filterTimeoutMs }, 'filter hooks timed out');
-          if (config.filterFailureMode === 'open') metrics?.filterUnfiltered.inc({ reason: 'timeout' });
+        onTimeout: (name, op) => {
+          timedOut = true;
+          this.#logger.warn({ collection: name, op, timeoutMs: config.filterTimeoutMs }, 'filter hooks timed out');
         },
       });
-      const kind = verdict[0];
-      stop?.({ outcome: kind === 'E' ? (JSON.parse(verdict.slice(1)) as { sqlstate: string }).sqlstate : kind === 'M' ? 'modified' : kind === 'W' ? 'unfiltered' : 'kept' });
-      return verdict;
+      return { verdict, collection, op: request.op, timedOut };
     } catch (error) {
       this.#logger.error({ err: error }, 'filter request failed inside the bridge');
-      stop?.({ outcome: 'HB500' });
-      return rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' });
+      return { verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' }), collection, op: request.op };
     }
   }
 }
+
+/** The body of filter_probe()'s request: answered by the main thread, without hooks. */
+const PROBE = '{"op":"PROBE"}';
 
 /** `<hex sha256(key || call id || verdict)><verdict>`: what filter_call checks before it believes a verdict. */
 export function signVerdict(key: Buffer, id: string, verdict: Verdict): string {

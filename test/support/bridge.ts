@@ -35,7 +35,9 @@ export async function startTestBridge(
   const log = captureLogger(options.logLevel === 'silent' ? 'info' : 'debug');
   const make = () =>
     new Bridge(
-      resolveConfig({ databaseUrl: url, extensionsPath: dir.path, slotName, logLevel: 'debug', port: 0, ...options }, { ...options.env }),
+      // Filter hooks on the test's own thread (filterWorkers: 0) unless a test asks for workers: tests
+      // look at what hooks saw through globalThis.
+      resolveConfig({ databaseUrl: url, extensionsPath: dir.path, slotName, logLevel: 'debug', port: 0, filterWorkers: 0, ...options }, { ...options.env }),
       log.logger,
     );
   const handle: TestBridge = {

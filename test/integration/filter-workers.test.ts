@@ -1,0 +1,79 @@
+/**
+ * Filter hooks run on worker threads (FILTER_WORKERS, default 2): a hook that blocks its thread stalls
+ * only its own writers, and a hook's stray rejection ends nothing. A real bridge process, so that a busy
+ * loop blocks nobody but the bridge.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { dropTestSlot } from '../support/bridge.js';
+import { startCli, type RunningCli } from '../support/cli.js';
+import { useTestDatabase } from '../support/database.js';
+import { tempDir, writeTree } from '../support/file-tree.js';
+import { waitFor, withClient } from '../support/helpers.js';
+
+const db = useTestDatabase();
+const SLOT = 'hb_filter_workers';
+let cli: RunningCli;
+let removeDir: () => Promise<void>;
+
+const extension = `
+  module.exports = ({ filter }) => {
+    filter('slow_jobs.items.create', (payload) => {
+      if (payload.title === 'busy') { const end = Date.now() + 6000; while (Date.now() < end) {} }
+      return payload;
+    });
+    filter('fast_jobs.items.create', (payload) => {
+      if (payload.title === 'stray') setTimeout(() => Promise.reject(new Error('a stray rejection')), 0);
+      return { ...payload, title: payload.title + ' (filtered)' };
+    });
+  };`;
+
+beforeAll(async () => {
+  await withClient(db.url, async (c) => {
+    await c.query(`create table slow_jobs (id serial primary key, title text)`);
+    await c.query(`create table fast_jobs (id serial primary key, title text)`);
+  });
+  const dir = await tempDir();
+  removeDir = dir.remove;
+  await writeTree(dir.path, { 'hooks/jobs/index.js': extension });
+  cli = startCli(['start', '-e', dir.path], { env: { DATABASE_URL: db.url, HOOKBRIDGE_SLOT: SLOT, FILTER_TIMEOUT_MS: '2000', FILTER_WORKERS: '2' } });
+  await cli.waitForLog('ready');
+});
+
+afterAll(async () => {
+  await cli?.stop('SIGTERM');
+  await dropTestSlot(db.url, SLOT);
+  await removeDir?.();
+});
+
+const insert = (table: string, title: string) =>
+  withClient(db.url, (c) => c.query(`insert into ${table} (title) values ($1)`, [title])).then(
+    () => 'written',
+    (e: pg.DatabaseError) => e.code ?? e.message,
+  );
+
+it('lets writers of other tables through while a hook blocks its own worker', async () => {
+  const blocked = insert('slow_jobs', 'busy');
+  await waitFor(
+    () => withClient(db.url, async (c) => (await c.query(`select 1 from pg_stat_activity where query like 'insert into slow_jobs%' and state = 'active'`)).rowCount === 1),
+    { message: 'the blocked write never started' },
+  );
+  // Still inside the busy hook (it runs for 6 s): every other write is served meanwhile.
+  const others: string[] = [];
+  for (let i = 0; i < 5; i++) others.push(await insert('fast_jobs', `other ${i}`));
+  const stillBlocked = await Promise.race([blocked.then(() => false), Promise.resolve(true)]);
+  expect(others).toEqual(['written', 'written', 'written', 'written', 'written']);
+  expect(stillBlocked).toBe(true);
+  // Its own writer gets HB504 (never a pass), and the worker is replaced.
+  expect(await blocked).toBe('HB504');
+  expect(await withClient(db.url, async (c) => (await c.query(`select count(*)::int as n from slow_jobs`)).rows[0])).toEqual({ n: 0 });
+  await waitFor(() => cli.logLines().some((l) => l['msg'] === 'replacing a filter worker'), { message: 'the busy worker was never replaced' });
+  expect(await insert('slow_jobs', 'fine')).toBe('written');
+});
+
+it("survives a hook's stray rejection", async () => {
+  expect(await insert('fast_jobs', 'stray')).toBe('written');
+  await waitFor(() => cli.logLines().some((l) => l['msg'] === 'unhandled rejection in a filter hook'), { message: 'the stray rejection was never logged' });
+  expect(await insert('fast_jobs', 'after')).toBe('written');
+  expect(cli.child.exitCode).toBeNull();
+});
