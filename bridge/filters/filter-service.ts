@@ -504,7 +504,7 @@ export class FilterService {
     };
     listener.on('error', lost);
     listener.on('end', () => lost(new Error('the listener connection ended')));
-    listener.on('notification', (message) => void this.#answerNotify(message.payload ?? ''));
+    listener.on('notification', (message) => void this.#answerNotify(message.payload ?? '').catch((error: unknown) => this.#logger.error({ err: error }, 'answering a filter request failed')));
     await listener.connect();
     this.#listener = listener;
     await listener.query(`listen ${pg.escapeIdentifier(notifyChannel(this.#key ?? Buffer.alloc(0)))}`);
@@ -512,7 +512,7 @@ export class FilterService {
     await listener.query('select 1');
     // Requests committed while no one listened (a reconnect) still wait for their answer.
     const { rows } = await this.#options.pool.query<{ ticket: number }>(`select ticket from ${pg.escapeIdentifier(this.#options.config.schema)}.filter_requests`);
-    for (const { ticket } of rows) void this.#answerNotify(String(ticket));
+    for (const { ticket } of rows) void this.#answerNotify(String(ticket)).catch((error: unknown) => this.#logger.error({ err: error }, 'answering a filter request failed'));
   }
 
   async #closeListener(): Promise<void> {
@@ -572,7 +572,13 @@ export class FilterService {
     this.#requests += 1;
     const { config, metrics } = this.#options;
     const started = process.hrtime.bigint();
-    const outcome = this.#workers ? await this.#workers.call(body) : await this.#verdictHere(body);
+    let outcome: FilterOutcome;
+    try {
+      outcome = this.#workers ? await this.#workers.call(body) : await this.#verdictHere(body);
+    } catch (error) {
+      this.#logger.error({ err: error }, 'filter request failed inside the bridge');
+      return rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' });
+    }
     if (outcome.timedOut && config.filterFailureMode === 'open') metrics?.filterUnfiltered.inc({ reason: 'timeout' });
     if (outcome.collection && outcome.op) {
       const kind = outcome.verdict[0];

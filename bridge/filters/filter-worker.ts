@@ -46,6 +46,10 @@ const runtime: HookRuntime = new HookRuntime({
   }),
 });
 
+let loaded = false;
+/** Calls that came before the extensions were loaded: answered once they are. */
+const early: Array<{ id: number; body: string }> = [];
+
 async function answer(id: number, body: string): Promise<void> {
   let request;
   try {
@@ -55,6 +59,23 @@ async function answer(id: number, body: string): Promise<void> {
     return post({ type: 'verdict', id, verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' }) });
   }
   const collection = request.schema === 'public' ? request.table : `${request.schema}.${request.table}`;
+  const action = request.op === 'INSERT' ? 'create' : request.op === 'UPDATE' ? 'update' : 'delete';
+  // A trigger exists only where a filter matches; a worker that has none for this write (an extension
+  // that failed to load here, a reload not finished yet) refuses rather than keep the row unfiltered.
+  if (!runtime.registry.has('filter', action, collection)) {
+    return post({
+      type: 'verdict',
+      id,
+      verdict: rejectionVerdict({
+        sqlstate: 'HB503',
+        message: `hookbridge: no filter hook for ${collection} (${action}) is loaded in the bridge's filter worker`,
+        detail: 'code: SERVICE_UNAVAILABLE',
+        hint: 'see the bridge log for an extension that failed to load',
+      }),
+      collection,
+      op: request.op,
+    });
+  }
   let timedOut = false;
   try {
     const verdict = await answerFilterCall(request, {
@@ -79,7 +100,8 @@ async function answer(id: number, body: string): Promise<void> {
 port.on('message', (message: WorkerRequest) => {
   switch (message.type) {
     case 'call':
-      void answer(message.id, message.body);
+      if (loaded) void answer(message.id, message.body);
+      else early.push({ id: message.id, body: message.body });
       break;
     case 'keys':
       primaryKeys = new Map(message.primaryKeys);
@@ -89,16 +111,24 @@ port.on('message', (message: WorkerRequest) => {
       );
       break;
     case 'reload':
-      void runtime.reload().then(() => post({ type: 'reloaded' }));
+      runtime.reload().then(
+        () => post({ type: 'reloaded' }),
+        (error: unknown) => logger.error({ err: error }, 'reloading the extensions failed'),
+      );
       break;
   }
 });
 
+// The main thread tells a live worker from one whose event loop a hook blocks by these.
+setInterval(() => post({ type: 'beat' }), 200).unref();
+
 try {
   latestSchema = await schemaReader.getSchema().catch(() => undefined);
   await runtime.reload();
+  loaded = true;
   post({ type: 'ready' });
+  for (const call of early.splice(0)) void answer(call.id, call.body);
 } catch (error) {
-  logger.error({ err: error }, 'the filter worker could not start');
-  throw error;
+  post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
+  process.exit(1);
 }

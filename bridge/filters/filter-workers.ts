@@ -36,6 +36,8 @@ export type WorkerRequest =
 
 export type WorkerReply =
   | { type: 'ready' }
+  | { type: 'failed'; message: string }
+  | { type: 'beat' }
   | { type: 'reloaded' }
   | { type: 'log'; line: string }
   | { type: 'verdict'; id: number; verdict: Verdict; collection?: string; op?: string; timedOut?: boolean };
@@ -57,13 +59,19 @@ function jitiRegister(from: string): string {
 
 /** How long past FILTER_TIMEOUT_MS a worker may stay silent before its call is answered for it. */
 const GRACE_MS = 250;
-const RESPAWN_DELAY_MS = 1_000;
+/** A worker silent for this long has its event loop blocked (it beats every 200 ms). */
+const SILENT_MS = 1_000;
+const READY_TIMEOUT_MS = 60_000;
 
 interface Slot {
   index: number;
   worker: Worker;
   ready: boolean;
   pending: Map<number, (outcome: FilterOutcome) => void>;
+  /** When the worker last said anything (a beat, a verdict). */
+  heardAt: number;
+  /** Respawns of this slot in a row without becoming ready: the next waits longer. */
+  failures: number;
 }
 
 export class FilterWorkers {
@@ -72,12 +80,14 @@ export class FilterWorkers {
   readonly #slots: Slot[] = [];
   #nextId = 0;
   #primaryKeys: Array<[string, string[]]> = [];
+  /** Calls waiting for a worker to be ready. */
+  #waiting: Array<{ id: number; send: (slot: Slot) => void }> = [];
   #stopped = false;
 
   constructor(setup: Omit<WorkerSetup, 'index'>, size: number, logger: Logger) {
     this.#setup = setup;
     this.#logger = logger.child({ component: 'filter-workers' });
-    for (let index = 0; index < size; index++) this.#slots.push(this.#spawn(index));
+    for (let index = 0; index < size; index++) this.#slots.push(this.#spawn(index, 0));
   }
 
   /** Resolves once every worker has loaded the extensions. */
@@ -86,21 +96,40 @@ export class FilterWorkers {
   }
 
   call(body: string): Promise<FilterOutcome> {
-    const live = this.#slots.filter((slot) => slot.ready);
-    const slot = (live.length ? live : this.#slots).reduce((best, s) => (s.pending.size < best.pending.size ? s : best));
     const id = ++this.#nextId;
+    const deadline = Date.now() + this.#setup.timeoutMs + GRACE_MS;
     return new Promise((resolve) => {
+      let slot: Slot | undefined;
       const timer = setTimeout(() => {
-        if (!slot.pending.delete(id)) return;
+        this.#waiting = this.#waiting.filter((w) => w.id !== id);
+        if (slot && !slot.pending.delete(id)) return;
         resolve({ verdict: this.#stuckVerdict() });
-        this.#replace(slot, 'a filter hook kept its worker busy past FILTER_TIMEOUT_MS');
-      }, this.#setup.timeoutMs + GRACE_MS);
-      slot.pending.set(id, (outcome) => {
-        clearTimeout(timer);
-        resolve(outcome);
-      });
-      slot.worker.postMessage({ type: 'call', id, body } satisfies WorkerRequest);
+        // Replace the worker only if its event loop is blocked; a merely slow hook costs just its call.
+        if (slot && Date.now() - slot.heardAt > SILENT_MS) this.#replace(slot, 'a filter hook kept its worker busy past FILTER_TIMEOUT_MS');
+      }, Math.max(0, deadline - Date.now()));
+      const send = (to: Slot) => {
+        slot = to;
+        to.pending.set(id, (outcome) => {
+          clearTimeout(timer);
+          resolve(outcome);
+        });
+        to.worker.postMessage({ type: 'call', id, body } satisfies WorkerRequest);
+      };
+      const ready = this.#pick();
+      // No worker is ready (all starting): the call waits for one, within its deadline.
+      if (ready) send(ready);
+      else this.#waiting.push({ id, send });
     });
+  }
+
+  /** The ready worker with the fewest calls in hand; among equals, the one heard from last. */
+  #pick(): Slot | undefined {
+    let best: Slot | undefined;
+    for (const slot of this.#slots) {
+      if (!slot.ready) continue;
+      if (!best || slot.pending.size < best.pending.size || (slot.pending.size === best.pending.size && slot.heardAt > best.heardAt)) best = slot;
+    }
+    return best;
   }
 
   /** Primary keys by collection, for update and delete filters' keys. */
@@ -127,18 +156,23 @@ export class FilterWorkers {
     });
   }
 
-  #spawn(index: number): Slot {
+  #spawn(index: number, failures: number): Slot {
     const here = import.meta.url;
     // From source (tests), the worker is TypeScript too: jiti loads it, as it loads extensions.
     const source = here.endsWith('.ts');
     const url = new URL(source ? './filter-worker.ts' : './filter-worker.js', here);
     const execArgv = source ? ['--import', jitiRegister(here)] : [];
     const worker = new Worker(url, { workerData: { ...this.#setup, index } satisfies WorkerSetup, execArgv, stdout: false, stderr: false });
-    const slot: Slot = { index, worker, ready: false, pending: new Map() };
+    const slot: Slot = { index, worker, ready: false, pending: new Map(), heardAt: Date.now(), failures };
     worker.on('message', (message: WorkerReply) => {
+      slot.heardAt = Date.now();
       if (message.type === 'ready') {
         slot.ready = true;
+        slot.failures = 0;
         if (this.#primaryKeys.length) worker.postMessage({ type: 'keys', primaryKeys: this.#primaryKeys } satisfies WorkerRequest);
+        for (const waiting of this.#waiting.splice(0)) waiting.send(this.#pick() ?? slot);
+      } else if (message.type === 'failed') {
+        this.#logger.error({ worker: index, reason: message.message }, 'a filter worker could not start');
       } else if (message.type === 'verdict') {
         const resolve = slot.pending.get(message.id);
         slot.pending.delete(message.id);
@@ -159,16 +193,25 @@ export class FilterWorkers {
   #whenReady(slot: Slot): Promise<void> {
     if (slot.ready) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const onMessage = (message: WorkerReply) => {
-        if (message.type !== 'ready') return;
+      const timer = setTimeout(() => {
         cleanup();
-        resolve();
+        reject(new Error(`a filter worker did not load the extensions within ${READY_TIMEOUT_MS / 1000} s`));
+      }, READY_TIMEOUT_MS);
+      const onMessage = (message: WorkerReply) => {
+        if (message.type === 'ready') {
+          cleanup();
+          resolve();
+        } else if (message.type === 'failed') {
+          cleanup();
+          reject(new Error(`a filter worker could not start: ${message.message}`));
+        }
       };
       const onExit = (code: number) => {
         cleanup();
         reject(new Error(`a filter worker exited (code ${code}) before it was ready`));
       };
       const cleanup = () => {
+        clearTimeout(timer);
         slot.worker.off('message', onMessage);
         slot.worker.off('exit', onExit);
       };
@@ -184,20 +227,19 @@ export class FilterWorkers {
     this.#logger.warn({ worker: slot.index, calls: slot.pending.size, reason }, 'replacing a filter worker');
     this.#slots.splice(position, 1);
     void this.#end(slot);
-    const start = () => {
-      if (this.#stopped) return;
-      this.#slots.push(this.#spawn(slot.index));
-    };
-    // Never two restarts of one slot in a tight loop (an extension that crashes its worker at load).
-    if (this.#slots.length > 0) start();
-    else setTimeout(start, RESPAWN_DELAY_MS).unref();
+    // A slot that keeps failing before it is ready waits longer each time (never a tight loop).
+    const failures = slot.ready ? 0 : slot.failures + 1;
+    const delay = failures === 0 ? 0 : Math.min(30_000, 250 * 2 ** Math.min(failures, 7));
+    setTimeout(() => {
+      if (!this.#stopped) this.#slots.push(this.#spawn(slot.index, failures));
+    }, delay).unref();
   }
 
   async #end(slot: Slot): Promise<void> {
     for (const resolve of slot.pending.values()) resolve({ verdict: this.#stuckVerdict() });
     slot.pending.clear();
-    slot.worker.removeAllListeners('exit');
-    await slot.worker.terminate().catch(() => undefined);
+    // terminate() cannot interrupt synchronous I/O: do not wait on it for ever.
+    await Promise.race([slot.worker.terminate().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
   }
 
   #log(line: string): void {
@@ -208,7 +250,7 @@ export class FilterWorkers {
       return;
     }
     const { level, msg, time: _time, pid: _pid, hostname: _hostname, ...rest } = record;
-    const method = typeof level === 'number' && level >= 50 ? 'error' : level === 40 ? 'warn' : level === 30 ? 'info' : 'debug';
+    const method = typeof level !== 'number' ? 'info' : level >= 60 ? 'fatal' : level >= 50 ? 'error' : level >= 40 ? 'warn' : level >= 30 ? 'info' : level >= 20 ? 'debug' : 'trace';
     this.#logger[method](rest, String(msg ?? ''));
   }
 }

@@ -19,9 +19,9 @@ import { HookbridgeError } from '../../hooks/errors.js';
 /**
  * unarmed/released: not held; arming: an arm query is on its way (the database may already hold it, and
  * a writer may already have claimed it, before the answer reaches us); armed: held; busy: a request is
- * being answered.
+ * being answered; releasing: its unlock is not sent yet (so still held: never re-armed meanwhile).
  */
-type TicketState = 'unarmed' | 'arming' | 'armed' | 'busy' | 'released';
+type TicketState = 'unarmed' | 'arming' | 'armed' | 'busy' | 'releasing' | 'released';
 
 export interface TicketBoardOptions {
   connection: pg.ClientConfig;
@@ -157,7 +157,7 @@ export class TicketBoard {
    */
   release(ticket: number, token: number, deliver?: string): Promise<void> {
     const wake = token !== 0 && this.#states[ticket] === 'busy' && this.#owners[ticket] === token;
-    if (wake) this.#states[ticket] = 'released';
+    if (wake) this.#states[ticket] = 'releasing';
     if (!wake && !deliver) return Promise.resolve();
     return new Promise((resolve) => {
       this.#releases.push({ ticket: wake ? ticket : undefined, deliver, resolve });
@@ -170,6 +170,8 @@ export class TicketBoard {
     this.#releases = [];
     const client = this.#client;
     const tickets = batch.flatMap((r) => (r.ticket === undefined ? [] : [r.ticket]));
+    // Queued below, before any arm query that could see them: from here on they count as let go.
+    for (const ticket of tickets) if (this.#states[ticket] === 'releasing') this.#states[ticket] = 'released';
     const delivers = batch.flatMap((r) => (r.deliver ? [r.deliver] : []));
     // Simple-query protocol with literal numbers: one message, no parse/bind, for the hottest statement.
     const unlock = tickets.length ? `select pg_advisory_unlock(${this.lockClass + 1}, t) from unnest('{${tickets.join(',')}}'::int[]) t` : '';
