@@ -9,6 +9,7 @@ import { FilterRejection } from '../../hooks/filter-chain.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
 import { collectionOf, keyOf } from '../replication/change-events.js';
+import type { Logger } from 'pino';
 import { withTimeout } from '../timeout.js';
 import type { WireError } from './wire-server.js';
 
@@ -192,3 +193,56 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
 }
 
 class FilterTimeout extends Error {}
+
+/** What answering one request body came to (and, for metrics, what it was about). */
+export interface FilterOutcome {
+  verdict: Verdict;
+  collection?: string;
+  op?: string;
+  /** The hooks themselves ran past the timeout. */
+  timedOut?: boolean;
+}
+
+/**
+ * From a request body to its verdict, wherever the hooks run (a worker thread, or the main thread with
+ * FILTER_WORKERS=0). Never throws. A runtime with no filter for the write (an extension that failed to
+ * load there, a reload under way) refuses it rather than keep the row unfiltered: a trigger exists only
+ * where a filter matched.
+ */
+export async function answerBody(body: string, options: Omit<FilterCallOptions, 'onTimeout'> & { logger: Logger }): Promise<FilterOutcome> {
+  let request: FilterRequest;
+  try {
+    request = parseRequest(body);
+  } catch (error) {
+    options.logger.error({ err: error }, 'unreadable filter request');
+    return { verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' }) };
+  }
+  const collection = collectionOf({ schema: request.schema, name: request.table });
+  const action = request.op === 'INSERT' ? 'create' : request.op === 'UPDATE' ? 'update' : 'delete';
+  if (request.op !== 'PROBE' && !options.runtime.registry.has('filter', action, collection)) {
+    return {
+      verdict: rejectionVerdict({
+        sqlstate: 'HB503',
+        message: `hookbridge: no filter hook for ${collection} (${action}) is loaded where the bridge runs filters`,
+        detail: 'code: SERVICE_UNAVAILABLE',
+        hint: 'see the bridge log for an extension that failed to load',
+      }),
+      collection,
+      op: request.op,
+    };
+  }
+  let timedOut = false;
+  try {
+    const verdict = await answerFilterCall(request, {
+      ...options,
+      onTimeout: (name, op) => {
+        timedOut = true;
+        options.logger.warn({ collection: name, op, timeoutMs: options.timeoutMs }, 'filter hooks timed out');
+      },
+    });
+    return { verdict, collection, op: request.op, timedOut };
+  } catch (error) {
+    options.logger.error({ err: error }, 'filter request failed inside the bridge');
+    return { verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' }), collection, op: request.op };
+  }
+}

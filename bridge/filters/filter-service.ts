@@ -19,8 +19,8 @@ import type { BridgeMetrics } from '../metrics.js';
 import { readAccountabilitySecret } from '../replication/accountability.js';
 import { listUserTables, type UserTable } from '../replication/publication.js';
 import { SerialQueue } from '../serial-queue.js';
-import { answerFilterCall, parseCall, parseHello, parseRequest, rejectionVerdict, type Verdict } from './filter-requests.js';
-import { FilterWorkers, type FilterOutcome } from './filter-workers.js';
+import { answerBody, parseCall, parseHello, rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
+import { FilterWorkers } from './filter-workers.js';
 import { TicketBoard } from './tickets.js';
 import { WireServer, type QueryResult } from './wire-server.js';
 
@@ -589,36 +589,19 @@ export class FilterService {
   }
 
   /** FILTER_WORKERS=0: the hooks run here, on the main thread. */
-  async #verdictHere(body: string): Promise<FilterOutcome> {
-    let request;
-    try {
-      request = parseRequest(body);
-    } catch (error) {
-      this.#logger.error({ err: error }, 'unreadable filter request');
-      return { verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' }) };
-    }
+  #verdictHere(body: string): Promise<FilterOutcome> {
     const { config, runtime, database } = this.#options;
-    const collection = request.schema === 'public' ? request.table : `${request.schema}.${request.table}`;
-    let timedOut = false;
-    try {
-      const verdict = await answerFilterCall(request, {
-        runtime,
-        timeoutMs: config.filterTimeoutMs,
-        failureMode: config.filterFailureMode,
-        primaryKeyOf: (name) => this.#primaryKeys.get(name),
-        database,
-        schema: this.#options.schema?.(),
-        onTimeout: (name, op) => {
-          timedOut = true;
-          this.#logger.warn({ collection: name, op, timeoutMs: config.filterTimeoutMs }, 'filter hooks timed out');
-        },
-      });
-      return { verdict, collection, op: request.op, timedOut };
-    } catch (error) {
-      this.#logger.error({ err: error }, 'filter request failed inside the bridge');
-      return { verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' }), collection, op: request.op };
-    }
+    return answerBody(body, {
+      runtime,
+      timeoutMs: config.filterTimeoutMs,
+      failureMode: config.filterFailureMode,
+      primaryKeyOf: (name) => this.#primaryKeys.get(name),
+      database,
+      schema: this.#options.schema?.(),
+      logger: this.#logger,
+    });
   }
+
 }
 
 /** The body of filter_probe()'s request: answered by the main thread, without hooks. */

@@ -11,7 +11,7 @@ import pino from 'pino';
 import { HookRuntime } from '../../hooks/runtime.js';
 import { SchemaReader, type SchemaOverview } from '../schema-overview.js';
 import { createServices } from '../services/items-service.js';
-import { answerFilterCall, parseRequest, rejectionVerdict } from './filter-requests.js';
+import { answerBody } from './filter-requests.js';
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './filter-workers.js';
 
 const setup = workerData as WorkerSetup;
@@ -51,50 +51,16 @@ let loaded = false;
 const early: Array<{ id: number; body: string }> = [];
 
 async function answer(id: number, body: string): Promise<void> {
-  let request;
-  try {
-    request = parseRequest(body);
-  } catch (error) {
-    logger.error({ err: error }, 'unreadable filter request');
-    return post({ type: 'verdict', id, verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' }) });
-  }
-  const collection = request.schema === 'public' ? request.table : `${request.schema}.${request.table}`;
-  const action = request.op === 'INSERT' ? 'create' : request.op === 'UPDATE' ? 'update' : 'delete';
-  // A trigger exists only where a filter matches; a worker that has none for this write (an extension
-  // that failed to load here, a reload not finished yet) refuses rather than keep the row unfiltered.
-  if (!runtime.registry.has('filter', action, collection)) {
-    return post({
-      type: 'verdict',
-      id,
-      verdict: rejectionVerdict({
-        sqlstate: 'HB503',
-        message: `hookbridge: no filter hook for ${collection} (${action}) is loaded in the bridge's filter worker`,
-        detail: 'code: SERVICE_UNAVAILABLE',
-        hint: 'see the bridge log for an extension that failed to load',
-      }),
-      collection,
-      op: request.op,
-    });
-  }
-  let timedOut = false;
-  try {
-    const verdict = await answerFilterCall(request, {
-      runtime,
-      timeoutMs: setup.timeoutMs,
-      failureMode: setup.failureMode,
-      primaryKeyOf: (name) => primaryKeys.get(name),
-      database,
-      schema: latestSchema,
-      onTimeout: (name, op) => {
-        timedOut = true;
-        logger.warn({ collection: name, op, timeoutMs: setup.timeoutMs }, 'filter hooks timed out');
-      },
-    });
-    post({ type: 'verdict', id, verdict, collection, op: request.op, timedOut });
-  } catch (error) {
-    logger.error({ err: error }, 'filter request failed inside the bridge');
-    post({ type: 'verdict', id, verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: internal error while filtering' }), collection, op: request.op });
-  }
+  const outcome = await answerBody(body, {
+    runtime,
+    timeoutMs: setup.timeoutMs,
+    failureMode: setup.failureMode,
+    primaryKeyOf: (name) => primaryKeys.get(name),
+    database,
+    schema: latestSchema,
+    logger,
+  });
+  post({ type: 'verdict', id, ...outcome });
 }
 
 port.on('message', (message: WorkerRequest) => {

@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { FilterFailureMode } from '../config.js';
-import { rejectionVerdict, type Verdict } from './filter-requests.js';
+import { rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
 
 export interface WorkerSetup {
   index: number;
@@ -42,13 +42,6 @@ export type WorkerReply =
   | { type: 'log'; line: string }
   | { type: 'verdict'; id: number; verdict: Verdict; collection?: string; op?: string; timedOut?: boolean };
 
-export interface FilterOutcome {
-  verdict: Verdict;
-  collection?: string;
-  op?: string;
-  /** The hooks themselves ran past the timeout (the worker said so). */
-  timedOut?: boolean;
-}
 
 /** jiti's ESM register hook (exported for `import` only, so found through its package.json). */
 function jitiRegister(from: string): string {
