@@ -3,7 +3,7 @@
  */
 import pg from 'pg';
 import type { Config } from './config.js';
-import { dblinkExposure } from './filters/filter-service.js';
+import { bridgeMayUseDblink, dblinkExposure } from './filters/filter-service.js';
 import { readReplicationFacts, replicationProblems } from './replication/setup.js';
 
 export interface Check {
@@ -41,14 +41,10 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   );
   replicationCheck('WAL senders', 'E_WAL_SENDERS', `${facts.activeWalSenders} of ${facts.maxWalSenders} in use`);
 
-  const { rows: dblink } = await pool.query<{ installed: string | null; available: boolean; schema: string | null; usable: boolean | null }>(
+  const { rows: dblink } = await pool.query<{ installed: string | null; available: boolean; schema: string | null }>(
     `select (select extversion from pg_extension where extname = 'dblink') as installed,
             exists (select 1 from pg_available_extensions where name = 'dblink') as available,
-            (select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink') as schema,
-            (select bool_and(has_function_privilege(p.oid, 'execute'))
-               from pg_depend d join pg_extension e on e.oid = d.refobjid and e.extname = 'dblink'
-               join pg_proc p on p.oid = d.objid
-              where d.deptype = 'e' and d.classid = 'pg_proc'::regclass) as usable`,
+            (select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink') as schema`,
   );
   const d = dblink[0];
   const schema = pg.escapeIdentifier(config.schema);
@@ -56,7 +52,7 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   let fix: string | undefined;
   if (!d?.installed) fix = d?.available ? (facts.superuser ? undefined : create) : "install PostgreSQL's contrib package (dblink) on the server";
   else if (d.schema !== config.schema) fix = `as a superuser: ALTER EXTENSION dblink SET SCHEMA ${schema}; then restart the bridge`;
-  else if (d.usable === false) fix = `as a superuser: GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${pg.escapeIdentifier(facts.role)};`;
+  else if (!(await bridgeMayUseDblink(pool))) fix = `as a superuser: GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${pg.escapeIdentifier(facts.role)};`;
   checks.push({
     name: 'dblink (filter hooks)',
     ok: fix === undefined,

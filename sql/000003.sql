@@ -495,4 +495,5 @@ revoke all on function :"schema".filter_submit(int, text, text) from public;
 revoke all on function :"schema".filter_arm(int, int[]) from public;
 revoke all on function :"schema".filter_call(text) from public;
 revoke all on function :"schema".filter_probe() from public;
-revoke all on function :"schema".filter_failure_mode() from public;
+-- 000002's way of reading the failure mode; filter_entry() reads the endpoint itself.
+drop function if exists :"schema".filter_failure_mode();

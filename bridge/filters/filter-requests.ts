@@ -4,12 +4,12 @@
  * delete: `[key]`), and what goes back is only what the hooks changed, so values the hook merely
  * read (and JSON may have rounded, like a big int8) are never written back.
  */
+import type { Logger } from 'pino';
 import { describeHookError } from '../../hooks/errors.js';
 import { FilterRejection } from '../../hooks/filter-chain.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
 import { collectionOf, keyOf } from '../replication/change-events.js';
-import type { Logger } from 'pino';
 import { withTimeout } from '../timeout.js';
 import type { WireError } from './wire-server.js';
 

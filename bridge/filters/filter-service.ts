@@ -19,7 +19,7 @@ import type { BridgeMetrics } from '../metrics.js';
 import { readAccountabilitySecret } from '../replication/accountability.js';
 import { listUserTables, type UserTable } from '../replication/publication.js';
 import { SerialQueue } from '../serial-queue.js';
-import { answerBody, parseCall, parseHello, rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
+import { answerBody, KEEP, parseCall, parseHello, rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
 import { FilterWorkers } from './filter-workers.js';
 import { TicketBoard } from './tickets.js';
 import { WireServer, type QueryResult } from './wire-server.js';
@@ -303,10 +303,7 @@ export class FilterService {
     } catch (error) {
       throw new HookbridgeError('E_DBLINK', `filter hooks need dblink in schema ${schema}, callable by the bridge only; ${fix}`, { cause: error });
     }
-    const { rows: usable } = await pool.query<{ ok: boolean }>(
-      `select bool_and(pg_catalog.has_function_privilege(f.oid, 'execute')) as ok from (${DBLINK_FUNCTIONS}) f`,
-    );
-    if (usable[0]?.ok === false) {
+    if (!(await bridgeMayUseDblink(pool))) {
       throw new HookbridgeError(
         'E_DBLINK',
         `the bridge's role may not execute dblink's functions; as a superuser, run: GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO CURRENT_USER ` +
@@ -568,7 +565,7 @@ export class FilterService {
 
   /** The verdict for one request; never throws (an internal failure refuses the write). */
   async #verdict(body: string): Promise<Verdict> {
-    if (body === PROBE) return 'K';
+    if (body === PROBE) return KEEP;
     this.#requests += 1;
     const { config, metrics } = this.#options;
     const started = process.hrtime.bigint();
@@ -601,7 +598,6 @@ export class FilterService {
       logger: this.#logger,
     });
   }
-
 }
 
 /** The body of filter_probe()'s request: answered by the main thread, without hooks. */
@@ -630,6 +626,14 @@ const DBLINK_FUNCTIONS = `select p.oid, p.oid::regprocedure::text as fn, p.prona
    join pg_catalog.pg_extension e on e.oid = d.refobjid and e.extname = 'dblink'
    join pg_catalog.pg_proc p on p.oid = d.objid
   where d.deptype = 'e' and d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass`;
+
+/** Whether the connected role (the bridge's) may execute every dblink function. */
+export async function bridgeMayUseDblink(pool: Pick<pg.Pool, 'query'>): Promise<boolean> {
+  const { rows } = await pool.query<{ ok: boolean | null }>(
+    `select bool_and(pg_catalog.has_function_privilege(f.oid, 'execute')) as ok from (${DBLINK_FUNCTIONS}) f`,
+  );
+  return rows[0]?.ok !== false;
+}
 
 /**
  * Which roles other than the bridge's (and roles that are members of it, which can act as it anyway)

@@ -76,11 +76,6 @@ export class TicketBoard {
     return this.#states.filter((s) => s === 'armed').length;
   }
 
-  /** True while the bridge holds its alive lock (writers can reach it). */
-  get connected(): boolean {
-    return this.#client !== undefined;
-  }
-
   /**
    * Takes the alive lock and arms every ticket. Refuses, touching nothing, when another bridge already
    * serves this database's filter calls.
