@@ -3,15 +3,24 @@
  * "nothing lost": the LSN up to which every change has been handled (or parked), which is the only
  * LSN ever confirmed to Postgres.
  *
- * - Changes run concurrently (up to `concurrency`), except that changes sharing an order key (same
- *   table and primary key) run one after another in commit order.
+ * - At most `concurrency` handlers run at once. Changes sharing an order key (same table and primary
+ *   key) run one after another in commit order: a change whose key has an unfinished earlier change
+ *   waits *beside* the slots, listed on that change, and becomes ready when it finishes. So a hot row
+ *   with a long queue holds one slot, never all of them, and other rows' changes go past it
+ *   (no head-of-line blocking). Ready changes start in the order they became ready.
  * - A transaction is done when its Commit arrived and all its changes finished. Transactions finish
  *   out of order; the confirmable LSN only moves past a prefix of finished transactions.
- * - Backpressure: `waitForCapacity()` resolves once in-flight changes fell to `lowWater`, so the
- *   stream reader can stop reading (and Postgres stop sending) while handlers catch up.
+ * - Backpressure: every change counts as in flight from the moment it is pushed — running, ready or
+ *   waiting for its key — so a hot row's queue is bounded by the same budget. `waitForCapacity()`
+ *   makes the stream reader wait at `highWater` until in-flight changes fell to `lowWater` (and
+ *   Postgres stops sending meanwhile).
  * - A TRUNCATE is a barrier: everything before it finishes first, nothing after starts until it did.
+ *
+ * The scheduler is plain code rather than RxJS: `mergeMap`'s concurrency counts a change from the
+ * moment it is taken, waiting for its key included — which is exactly head-of-line blocking — and
+ * this loop runs once per row (an RxJS `groupBy` + `concatMap` version measured 80k events/s against
+ * 260–320k for plain code).
  */
-import { Subject, from, mergeMap, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { ChangeEvent, StreamEvent, TruncateEvent } from './change-events.js';
 
@@ -20,7 +29,9 @@ export interface PipelineOptions {
   handleTruncate: (truncate: TruncateEvent) => Promise<void>;
   /** Called with every new confirmable LSN (monotonic). */
   onConfirmable: (lsn: bigint) => void;
+  /** Handlers running at once. */
   concurrency?: number;
+  /** In-flight changes (running, ready or waiting) at which reading pauses. */
   highWater?: number;
   lowWater?: number;
   logger: Logger;
@@ -35,29 +46,48 @@ interface Slot {
   failed?: boolean;
 }
 
-type Work = { slot: Slot; run: () => Promise<void>; orderKeys: string[]; done: () => void };
+/** The changes between two truncates. */
+interface Segment {
+  /** Its changes not yet finished. */
+  pending: number;
+  /** Set while the next truncate waits for this segment to finish. */
+  onDrained?: (() => void) | undefined;
+  /** Changes held until the truncate before this segment is done; undefined once it is. */
+  held: Work[] | undefined;
+}
+
+interface Work {
+  change: ChangeEvent;
+  slot: Slot;
+  segment: Segment;
+  /** How many earlier changes (and truncates) must finish before this one may start. */
+  blockers: number;
+  /** Later changes waiting for this one (of the same key). */
+  followers: Work[] | undefined;
+}
 
 export class ChangePipeline {
   readonly #options: Required<Omit<PipelineOptions, 'logger'>> & { logger: Logger };
-  readonly #work = new Subject<Work>();
-  readonly #subscription: Subscription;
   readonly #slots: Slot[] = [];
-  readonly #tails = new Map<string, Promise<void>>();
+  /** Per order key, its latest unfinished change: the one a new change of that key waits for. */
+  readonly #tails = new Map<string, Work>();
+  /** Changes free to start, waiting for a handler slot (FIFO from `#readyHead`). */
+  #ready: Array<Work | undefined> = [];
+  #readyHead = 0;
+  #running = 0;
+  #closed = false;
   #open: Slot | undefined;
   #inFlight = 0;
   #confirmable = 0n;
   #capacityWaiters: Array<() => void> = [];
   #idleWaiters: Array<() => void> = [];
+  /** Settles when the latest truncate is done and the changes after it are released. */
   #barrier: Promise<void> = Promise.resolve();
-  /** Completion of every submitted, unfinished piece of work (what a barrier waits for). */
-  readonly #unfinished = new Set<Promise<void>>();
+  #segment: Segment = { pending: 0, held: undefined };
   #failed: unknown;
 
   constructor(options: PipelineOptions) {
     this.#options = { concurrency: 64, highWater: 10_000, lowWater: 5_000, ...options };
-    this.#subscription = this.#work
-      .pipe(mergeMap((work) => from(this.#runInOrder(work)), this.#options.concurrency))
-      .subscribe();
   }
 
   get inFlight(): number {
@@ -82,22 +112,29 @@ export class ChangePipeline {
         return;
       case 'change': {
         const slot = this.#require();
-        const change = event.change;
-        this.#submit(slot, change.orderKeys, () => this.#options.handleChange(change));
+        this.#submit(slot, event.change);
         return;
       }
       case 'truncate': {
         const slot = this.#require();
         const truncate = event.truncate;
-        // Everything submitted so far finishes first; work submitted later waits for the truncate.
-        const before = Promise.allSettled([this.#barrier, ...this.#unfinished]);
+        // Everything submitted so far finishes first (the earlier truncate, then this segment's
+        // changes); changes submitted later are held in a new segment until the truncate is done.
+        const before = this.#segment;
+        const after: Segment = { pending: 0, held: [] };
+        this.#segment = after;
         slot.pending += 1;
         this.#inFlight += 1;
-        this.#barrier = before
+        const drained = before.pending === 0 ? undefined : new Promise<void>((resolve) => (before.onDrained = resolve));
+        this.#barrier = Promise.all([this.#barrier, drained])
           .then(() => this.#options.handleTruncate(truncate))
           .then(
             () => this.#finish(slot),
             (error) => this.#fail(slot, error),
+          )
+          .then(
+            () => this.#release(after),
+            () => this.#release(after),
           );
         return;
       }
@@ -144,45 +181,94 @@ export class ChangePipeline {
   }
 
   close(): void {
-    this.#subscription.unsubscribe();
-    this.#work.complete();
+    // Running handlers finish (and are accounted for); nothing new starts.
+    this.#closed = true;
   }
 
-  #submit(slot: Slot, orderKeys: string[], run: () => Promise<void>): void {
+  #submit(slot: Slot, change: ChangeEvent): void {
     slot.pending += 1;
     this.#inFlight += 1;
-    const barrier = this.#barrier;
-    let done!: () => void;
-    const finished = new Promise<void>((resolve) => (done = resolve));
-    this.#unfinished.add(finished);
-    this.#work.next({
-      slot,
-      orderKeys,
-      run: () => barrier.then(run),
-      done: () => {
-        this.#unfinished.delete(finished);
-        done();
-      },
-    });
+    const segment = this.#segment;
+    segment.pending += 1;
+    const work: Work = { change, slot, segment, blockers: 0, followers: undefined };
+    for (const key of change.orderKeys) {
+      const previous = this.#tails.get(key);
+      if (previous !== undefined && previous !== work) {
+        // An update that changed its key may find the same change as the tail of both keys: wait once.
+        const followers = (previous.followers ??= []);
+        if (followers[followers.length - 1] !== work) {
+          followers.push(work);
+          work.blockers += 1;
+        }
+      }
+      this.#tails.set(key, work);
+    }
+    if (segment.held) {
+      segment.held.push(work);
+      work.blockers += 1;
+    }
+    if (work.blockers === 0) this.#makeReady(work);
   }
 
-  async #runInOrder(work: Work): Promise<void> {
-    const previous = work.orderKeys.map((key) => this.#tails.get(key)).filter((p): p is Promise<void> => p !== undefined);
-    const current = (previous.length ? Promise.allSettled(previous) : Promise.resolve()).then(() => work.run());
-    const settled = current.then(
-      () => undefined,
-      () => undefined,
-    );
-    for (const key of work.orderKeys) this.#tails.set(key, settled);
-    try {
-      await current;
-      this.#finish(work.slot);
-    } catch (error) {
-      this.#fail(work.slot, error);
-    } finally {
-      for (const key of work.orderKeys) if (this.#tails.get(key) === settled) this.#tails.delete(key);
-      work.done();
+  #makeReady(work: Work): void {
+    // The common case (a free slot, nobody queued ahead) starts at once, without touching the queue.
+    if (this.#running < this.#options.concurrency && this.#readyHead === this.#ready.length && !this.#closed) this.#start(work);
+    else this.#ready.push(work);
+  }
+
+  #startReady(): void {
+    while (this.#running < this.#options.concurrency && this.#readyHead < this.#ready.length && !this.#closed) {
+      const work = this.#ready[this.#readyHead] as Work;
+      this.#ready[this.#readyHead++] = undefined; // let the queue forget it
+      this.#start(work);
     }
+    if (this.#readyHead === this.#ready.length) {
+      this.#ready.length = 0;
+      this.#readyHead = 0;
+    } else if (this.#readyHead > 1024 && this.#readyHead * 2 > this.#ready.length) {
+      this.#ready = this.#ready.slice(this.#readyHead);
+      this.#readyHead = 0;
+    }
+  }
+
+  #start(work: Work): void {
+    this.#running += 1;
+    let handled: Promise<void>;
+    try {
+      handled = this.#options.handleChange(work.change);
+    } catch (error) {
+      handled = Promise.reject(error);
+    }
+    handled.then(
+      () => this.#settle(work, false, undefined),
+      (error: unknown) => this.#settle(work, true, error),
+    );
+  }
+
+  #settle(work: Work, failed: boolean, error: unknown): void {
+    this.#running -= 1;
+    for (const key of work.change.orderKeys) if (this.#tails.get(key) === work) this.#tails.delete(key);
+    // Its followers run even after a failure (only a stopping bridge fails a change): nothing after a
+    // failure is ever confirmed, so Postgres sends all of it again.
+    const followers = work.followers;
+    if (followers) for (const follower of followers) if (--follower.blockers === 0) this.#ready.push(follower);
+    const segment = work.segment;
+    segment.pending -= 1;
+    if (segment.pending === 0 && segment.onDrained) {
+      segment.onDrained();
+      segment.onDrained = undefined;
+    }
+    if (failed) this.#fail(work.slot, error);
+    else this.#finish(work.slot);
+    this.#startReady();
+  }
+
+  /** A truncate is done: the changes submitted after it may start. */
+  #release(segment: Segment): void {
+    const held = segment.held ?? [];
+    segment.held = undefined;
+    for (const work of held) if (--work.blockers === 0) this.#ready.push(work);
+    this.#startReady();
   }
 
   #finish(slot: Slot): void {

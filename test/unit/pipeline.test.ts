@@ -232,3 +232,150 @@ describe('ChangePipeline', () => {
     pipeline.close();
   });
 });
+
+describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it("lets other keys' changes past a hot key's queue: a waiting change holds no handler slot", async () => {
+    const completed: string[] = [];
+    let running = 0;
+    let maxRunning = 0;
+    let hotRunning = 0;
+    let maxHotRunning = 0;
+    const { pipeline } = pipelineWith(
+      async (c) => {
+        running += 1;
+        maxRunning = Math.max(maxRunning, running);
+        if (c.key === 'hot') {
+          hotRunning += 1;
+          maxHotRunning = Math.max(maxHotRunning, hotRunning);
+          await sleep(5); // a slow handler
+          hotRunning -= 1;
+        }
+        running -= 1;
+        completed.push(c.id);
+      },
+      { concurrency: 4 },
+    );
+    const hot = Array.from({ length: 50 }, (_, i) => `h${i}`);
+    const others = Array.from({ length: 20 }, (_, i) => `o${i}`);
+    let lsn = 0n;
+    for (const id of hot) for (const e of [begin(), change(id, 'hot'), commit((lsn += 10n))]) pipeline.push(e);
+    for (const [i, id] of others.entries()) for (const e of [begin(), change(id, `k${i}`), commit((lsn += 10n))]) pipeline.push(e);
+    await pipeline.whenIdle();
+
+    // Every other key finished before the hot key's first change did; the hot key kept its order.
+    expect([...completed.slice(0, others.length)].sort()).toEqual([...others].sort());
+    expect(completed.slice(others.length)).toEqual(hot);
+    expect(maxHotRunning).toBe(1);
+    expect(maxRunning).toBeLessThanOrEqual(4);
+    expect(pipeline.confirmable).toBe(lsn);
+    pipeline.close();
+  });
+
+  it('never acknowledges past an unfinished change of the hot key while later transactions finish around it', async () => {
+    const h = controlled();
+    const othersDone: string[] = [];
+    const { pipeline, confirmed } = pipelineWith(
+      (c) => (c.key === 'hot' ? h.handle(c) : Promise.resolve().then(() => void othersDone.push(c.id))),
+      { concurrency: 2 },
+    );
+    // Transactions alternate: one hot change (LSN 100i + 10), then one other row (100i + 50).
+    for (let i = 0; i < 10; i++) {
+      for (const e of [begin(), change(`h${i}`, 'hot'), commit(BigInt(100 * i + 10))]) pipeline.push(e);
+      for (const e of [begin(), change(`o${i}`, `k${i}`), commit(BigInt(100 * i + 50))]) pipeline.push(e);
+    }
+    await tick();
+    expect(othersDone).toHaveLength(10);
+    expect(h.started).toEqual(['h0']);
+    expect(confirmed).toEqual([]);
+    expect(pipeline.inFlight).toBe(10);
+    for (let i = 0; i < 10; i++) {
+      await h.release(`h${i}`);
+      // Up to the other row's transaction right after it, never past the next hot change.
+      expect(pipeline.confirmable).toBe(BigInt(100 * i + 50));
+      expect(h.started).toEqual(Array.from({ length: Math.min(i + 2, 10) }, (_, j) => `h${j}`));
+    }
+    expect(confirmed).toEqual(Array.from({ length: 10 }, (_, i) => BigInt(100 * i + 50)));
+    pipeline.close();
+  });
+
+  it('keeps each key in commit order, one change at a time, with several hot keys sharing few slots', async () => {
+    const completed = new Map<string, string[]>();
+    const active = new Set<string>();
+    const overlaps: string[] = [];
+    const { pipeline } = pipelineWith(
+      async (c) => {
+        const key = String(c.key);
+        if (active.has(key)) overlaps.push(c.id);
+        active.add(key);
+        await sleep(Number(c.id.split(':')[1]) % 3); // uneven durations
+        active.delete(key);
+        completed.set(key, [...(completed.get(key) ?? []), c.id]);
+      },
+      { concurrency: 2 },
+    );
+    const expected = new Map<string, string[]>();
+    let lsn = 0n;
+    pipeline.push(begin());
+    for (let i = 0; i < 60; i++) {
+      const key = ['a', 'b', 'c'][(i * 7) % 3] as string;
+      const id = `${key}:${i}`;
+      expected.set(key, [...(expected.get(key) ?? []), id]);
+      pipeline.push(change(id, key));
+      if (i % 10 === 9) {
+        pipeline.push(commit((lsn += 10n)));
+        pipeline.push(begin());
+      }
+    }
+    pipeline.push(commit((lsn += 10n)));
+    await pipeline.whenIdle();
+    expect(overlaps).toEqual([]);
+    expect(completed).toEqual(expected);
+    pipeline.close();
+  });
+
+  it("counts a hot key's waiting changes against the in-flight budget, so backpressure still reaches the reader", async () => {
+    const h = controlled();
+    const { pipeline } = pipelineWith(h.handle, { concurrency: 4, highWater: 8, lowWater: 4 });
+    pipeline.push(begin());
+    for (let i = 0; i < 8; i++) pipeline.push(change(`h${i}`, 'hot'));
+    await tick();
+    expect(h.started).toEqual(['h0']);
+    expect(pipeline.inFlight).toBe(8);
+    let released = false;
+    const wait = pipeline.waitForCapacity().then(() => (released = true));
+    for (let i = 0; i < 3; i++) await h.release(`h${i}`);
+    expect(released).toBe(false);
+    await h.release('h3');
+    await wait;
+    expect(released).toBe(true);
+    for (let i = 4; i < 8; i++) await h.release(`h${i}`);
+    pipeline.close();
+  });
+
+  it('runs truncates and the changes between them in stream order, also when one truncate follows another', async () => {
+    const order: string[] = [];
+    const { pipeline, confirmed } = pipelineWith(
+      async (c) => {
+        await sleep(1);
+        order.push(c.id);
+      },
+      { concurrency: 4, truncate: async (t) => void order.push(t.id) },
+    );
+    const truncate = (id: string): StreamEvent => ({
+      kind: 'truncate',
+      truncate: { id, collections: ['t'], cascade: false, restartIdentity: false, transaction, accountability: null },
+    });
+    for (const e of [begin(), change('a1', 'a'), change('b1', 'b'), truncate('T1'), truncate('T2'), change('a2', 'a'), change('c1', 'c'), truncate('T3'), change('b2', 'b'), commit(40n)]) {
+      pipeline.push(e);
+    }
+    await pipeline.whenIdle();
+    expect(order.slice(0, 2).sort()).toEqual(['a1', 'b1']);
+    expect(order.slice(2, 4)).toEqual(['T1', 'T2']);
+    expect(order.slice(4, 6).sort()).toEqual(['a2', 'c1']);
+    expect(order.slice(6)).toEqual(['T3', 'b2']);
+    expect(confirmed).toEqual([40n]);
+    pipeline.close();
+  });
+});
