@@ -168,6 +168,22 @@ async function main(): Promise<void> {
       clients: 1,
       seconds,
     });
+    // Every statement emits the identity (a writer cannot talk the trigger out of it, sql/000005.sql):
+    // what that costs a transaction of ten one-row statements.
+    const ten = (table: string) => `begin;\n${`insert into ${table} (v) values ('x');\n`.repeat(10)}commit;\n`;
+    await writeFile(join(work, 'published-10.sql'), ten('bench_tp_ours'));
+    await writeFile(join(work, 'unpublished-10.sql'), ten('bench_plain'));
+    const unpublished10 = (await pgbenchTps(url, join(work, 'unpublished-10.sql'), 1)) * 10;
+    const published10 = (await pgbenchTps(url, join(work, 'published-10.sql'), 1)) * 10;
+    results.push({
+      scenario: 'accountability-overhead-10',
+      ours: round(published10),
+      peer: round(unpublished10),
+      ratio: round(published10 / unpublished10, 3),
+      unit: 'rows/s, 10 one-row inserts a transaction (published table with accountability trigger / plain table)',
+      clients: 1,
+      seconds,
+    });
 
     for (const table of ['plain', 'filtered', 'plpgsql']) {
       await writeFile(join(work, `${table}.sql`), `insert into bench_${table} (v) values ('x');\n`);

@@ -6,7 +6,8 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
-import { redactUrl, type Config } from './config.js';
+import { checkExtensionsPath, redactUrl, type Config } from './config.js';
+import { ExtensionGuards } from './extension-guards.js';
 import { internalConnection, openDatabase, withSessionSettings, type OpenedDatabase } from './database.js';
 import { migrate } from './migrate.js';
 import { FilterService } from './filters/filter-service.js';
@@ -14,6 +15,7 @@ import { startHttp, type HealthReport, type HttpServer } from './http.js';
 import { createMetrics, type BridgeMetrics } from './metrics.js';
 import { SchemaReader, type SchemaOverview } from './schema-overview.js';
 import { createServices } from './services/items-service.js';
+import { driverTypes } from './typing/values.js';
 import { ActionStream } from './replication/action-stream.js';
 import { listUserTables } from './replication/publication.js';
 
@@ -31,8 +33,12 @@ export class Bridge {
   #filterPool: pg.Pool | undefined;
   /** What hooks get as `database` outside filters: the user's own search_path. */
   #hooksPool: pg.Pool | undefined;
+  #servicesPool: pg.Pool | undefined;
+  #servicesDatabase: Kysely<any> | undefined;
   #actions: ActionStream | undefined;
   #filters: FilterService | undefined;
+  /** Which extension guarded which table (kept in the database): what a failed extension leaves guarded. */
+  #guards: ExtensionGuards | undefined;
   #http: HttpServer | undefined;
   #schema: SchemaReader | undefined;
   /** The latest schema overview, refreshed in the background: what handlers get as `context.schema`. */
@@ -60,7 +66,7 @@ export class Bridge {
       provide: () => ({
         database: this.#database,
         getSchema: () => this.getSchema(),
-        services: this.#database ? createServices({ database: this.#database, runtime: this.runtime, getSchema: () => this.getSchema() }) : {},
+        services: this.#servicesDatabase ? createServices({ database: this.#servicesDatabase, runtime: this.runtime, getSchema: () => this.getSchema() }) : {},
       }),
     });
     this.metrics = createMetrics({
@@ -96,7 +102,12 @@ export class Bridge {
         tickets: filters?.tickets ?? { size: 0, armed: 0 },
         connections: filters?.connections ?? 0,
       },
-      extensions: { loaded: report?.loaded.length ?? 0, failed: report?.failed.length ?? 0 },
+      extensions: {
+        loaded: report?.loaded.length ?? 0,
+        failed: report?.failed.length ?? 0,
+        // Extensions that guard tables and are not loaded: writes they covered are refused, their changes held.
+        notLoaded: (this.#guards?.notLoaded ?? []).map((g) => ({ extension: g.extension, reason: g.reason, tables: g.tables.map((t) => t.collection) })),
+      },
     };
   }
 
@@ -137,6 +148,8 @@ export class Bridge {
   }
 
   async #start(): Promise<void> {
+    // Before anything is touched: a configured extensions folder that does not exist is a mistake (E_CONFIG).
+    checkExtensionsPath(this.config);
     this.#opened = await openDatabase(this.config.database, { owner: true, logger: this.logger });
     // The bridge's own sessions see only pg_catalog (see internalConnection); hooks' pools keep the user's search_path.
     this.#connection = internalConnection(this.#opened.connection);
@@ -148,6 +161,10 @@ export class Bridge {
     this.#hooksPool = new pg.Pool({ ...this.#opened.connection, max: 10, application_name: 'hookbridge:hooks' });
     this.#hooksPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
     this.#database = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#hooksPool }) });
+    // The services read rows typed as hooks get them (bridge/typing), not as the driver types them.
+    this.#servicesPool = new pg.Pool({ ...this.#opened.connection, max: 5, application_name: 'hookbridge:services', types: driverTypes(pg.types) });
+    this.#servicesPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
+    this.#servicesDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#servicesPool }) });
     // A filter runs while the writer holds its row's lock: a filter that touches that row would wait
     // for a transaction that waits for the filter. A short lock timeout turns that into a clear error.
     const lockTimeoutMs = Math.max(100, Math.min(2_000, Math.floor(this.config.filterTimeoutMs / 2)));
@@ -155,6 +172,7 @@ export class Bridge {
     this.#filterPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
     this.#filterDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#filterPool }) });
     await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
+    this.#guards = new ExtensionGuards({ pool: this.#pool, schema: this.config.schema, runtime: this.runtime, logger: this.logger });
     // Before anything else changes: a second bridge on this database stops here, touching nothing.
     this.#filters = new FilterService({
       config: this.config,
@@ -166,6 +184,7 @@ export class Bridge {
       database: this.#filterDatabase,
       schema: () => this.#latestSchema,
       metrics: this.metrics,
+      guards: this.#guards,
     });
     await this.#filters.claim();
     await this.beforeHooks?.(this.#hooksPool);
@@ -173,6 +192,8 @@ export class Bridge {
     this.#latestSchema = await this.#schema.getSchema();
 
     const report = await this.runtime.start();
+    // What the extensions guard, remembered, before triggers and publications follow the loaded hooks.
+    await this.#guards.update(await listUserTables(this.#pool, { exclude: [this.config.schema] }));
     await this.#filters.start();
     this.#actions = new ActionStream({
       config: this.config,
@@ -183,6 +204,7 @@ export class Bridge {
       database: this.#database,
       schema: () => this.#latestSchema,
       metrics: this.metrics,
+      guards: this.#guards,
     });
     await this.#actions.start();
     this.#http = await startHttp({
@@ -215,6 +237,9 @@ export class Bridge {
       this.logger.warn({ err: error }, 'reading the tables failed');
       return;
     }
+    // The guards first: both syncs keep what extensions that are not loaded guarded. A failed update
+    // (logged) leaves the last known guards in force.
+    await this.#guards?.update(tables).catch(() => undefined);
     // Each sync reports its own failure (and marks itself out of sync for /health).
     await Promise.all([
       this.#filters?.sync(tables).catch(() => undefined),
@@ -268,6 +293,9 @@ export class Bridge {
     this.#filterPool = undefined;
     await step('closing the hooks pool', () => this.#hooksPool?.end());
     this.#hooksPool = undefined;
+    await step('closing the services pool', () => this.#servicesPool?.end());
+    this.#servicesPool = undefined;
+    this.#servicesDatabase = undefined;
     await step('closing the pool', () => this.#pool?.end());
     this.#pool = undefined;
     this.#schema = undefined;

@@ -13,10 +13,10 @@ import pg from 'pg';
 import { describeHookError } from '../hooks/errors.js';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { Bridge } from './bridge.js';
-import { ConfigError, resolveConfig, type ConfigOptions } from './config.js';
+import { checkExtensionsPath, ConfigError, resolveConfig, type ConfigOptions } from './config.js';
 import { internalConnection, openDatabase } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
-import { doctor, status } from './inspect.js';
+import { doctor, guardCheck, guardStatus, status } from './inspect.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
 import { uninstall } from './replication/publication.js';
@@ -44,9 +44,13 @@ function databaseOptions(command: Command): Command {
     .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'));
 }
 
-function toConfigOptions(flags: CommonFlags & Record<string, unknown>): ConfigOptions {
+function toConfigOptions(flags: CommonFlags & Record<string, unknown>, command?: Command): ConfigOptions {
   const options: ConfigOptions = {};
-  if (flags.extensions !== undefined) options.extensionsPath = flags.extensions;
+  if (flags.extensions !== undefined) {
+    options.extensionsPath = flags.extensions;
+    // Commander fills the flag from EXTENSIONS_PATH too; an error about the path says which it was.
+    options.extensionsPathSource = command?.getOptionValueSource('extensions') === 'env' ? 'env' : 'flag';
+  }
   if (flags.logLevel !== undefined) options.logLevel = flags.logLevel as ConfigOptions['logLevel'];
   if (flags.logFormat !== undefined) options.logFormat = flags.logFormat as ConfigOptions['logFormat'];
   if (typeof flags['databaseUrl'] === 'string') options.databaseUrl = flags['databaseUrl'];
@@ -70,8 +74,8 @@ export function buildProgram(): Command {
       .option('--auto-reload', 'reload extensions when their files change (env: EXTENSIONS_AUTO_RELOAD=true)')
       .option('--demo', 'create demo tables (articles, recipes) for the examples, if missing'),
     { database: true },
-  ).action(async (flags) => {
-    const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stdout.isTTY });
+  ).action(async (flags, command: Command) => {
+    const config = resolveConfig(toConfigOptions(flags, command), process.env, { isTTY: process.stdout.isTTY });
     const logger = createLogger(config);
     const bridge = new Bridge(config, logger);
     let stopping = false;
@@ -111,8 +115,9 @@ export function buildProgram(): Command {
       .command('extensions')
       .description('load the extensions (without a database) and list their events, or why they failed')
       .option('--json', 'print JSON'),
-  ).action(async (flags) => {
-    const config = resolveConfig({ logLevel: 'silent', ...toConfigOptions(flags) }, process.env);
+  ).action(async (flags, command: Command) => {
+    const config = resolveConfig({ logLevel: 'silent', ...toConfigOptions(flags, command) }, process.env);
+    checkExtensionsPath(config);
     const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: createLogger(config), env: config.env });
     const report = await runtime.reload();
     await runtime.stop();
@@ -146,10 +151,12 @@ export function buildProgram(): Command {
     await withDatabase(
       flags,
       async ({ pool, config, logger }) => {
-        const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger, env: config.env });
+        // Load failures are part of the report: logged too, they would break --json on stdout.
+        const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: logger.child({}, { level: 'silent' }), env: config.env });
         const extensions = await runtime.reload();
         await runtime.stop();
-        const report = { ...(await status(pool, config)), extensions };
+        const guards = await guardStatus(pool, config);
+        const report = { ...(await status(pool, config)), extensions, guards };
         if (flags.json) return void process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         const lines = [
           `hookbridge schema: ${report.installed ? 'installed' : 'not installed'}`,
@@ -158,6 +165,12 @@ export function buildProgram(): Command {
           `filter triggers: ${report.filterTriggers.map((t) => `${t.table} (${t.operations.join(', ')})`).join(', ') || '(none)'}`,
           `filter transport: ${report.filterEndpoint ? `${report.filterEndpoint.transport} (published ${report.filterEndpoint.updatedAt.toISOString()})` : '(no bridge has started)'}`,
           `failed events waiting for replay: ${report.failedEvents}`,
+          `guarded tables: ${guards.guarded.map((g) => `${g.table} (${g.extensions.join(', ')})`).join(', ') || '(none)'}`,
+          ...guards.notLoaded.map(
+            (g) =>
+              `✗ extension ${g.extension} is not loaded (${g.reason}); its tables stay guarded: ` +
+              `${g.tables.map((t) => t.collection).join(', ')} (writes its filters covered are refused, its changes held: ${guards.heldEvents} waiting)`,
+          ),
         ];
         process.stdout.write(`${lines.join('\n')}\n${formatReport(extensions)}`);
       },
@@ -176,6 +189,8 @@ export function buildProgram(): Command {
       flags,
       async ({ pool, config }) => {
         const checks = await doctor(pool, config);
+        // Extensions that guard tables and did not load when the bridge last looked (their tables stay guarded).
+        checks.push(guardCheck(await guardStatus(pool, config)));
         if (flags.json) process.stdout.write(`${JSON.stringify(checks, null, 2)}\n`);
         else for (const c of checks) process.stdout.write(`${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ''}\n`);
         process.exitCode = checks.every((c) => c.ok) ? 0 : 1;

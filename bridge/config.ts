@@ -2,6 +2,7 @@
  * Configuration, resolved once at start: explicit options > environment > documented defaults.
  * Nothing else in the bridge reads `process.env`.
  */
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { HookbridgeError } from '../hooks/errors.js';
 
@@ -21,6 +22,11 @@ export type DatabaseSource =
 export interface Config {
   database: DatabaseSource;
   extensionsPath: string;
+  /**
+   * Where `extensionsPath` came from: the CLI's -e/--extensions flag, a programmatic option, the
+   * EXTENSIONS_PATH variable, or the default (./extensions). Only the default may be missing.
+   */
+  extensionsPathSource: 'flag' | 'option' | 'env' | 'default';
   extensionsAutoReload: boolean;
   /** HTTP listen address (health, metrics, routes of init hooks). */
   host: string;
@@ -79,6 +85,8 @@ export function resolveConfig(
   const config: Config = {
     database: resolveDatabase(options, env, cwd),
     extensionsPath: resolve(cwd, String(pick(options.extensionsPath, 'EXTENSIONS_PATH') ?? './extensions')),
+    extensionsPathSource:
+      options.extensionsPath !== undefined ? (options.extensionsPathSource ?? 'option') : nonEmpty(env['EXTENSIONS_PATH']) !== undefined ? 'env' : 'default',
     extensionsAutoReload: toBoolean('EXTENSIONS_AUTO_RELOAD', pick(options.extensionsAutoReload, 'EXTENSIONS_AUTO_RELOAD') ?? false),
     host: String(pick(options.host, 'HOST') ?? '127.0.0.1'),
     port: toInteger('PORT', pick(options.port, 'PORT') ?? 8056, 0, 65535),
@@ -100,6 +108,35 @@ export function resolveConfig(
     env: Object.freeze(parseEnvValues(env)),
   };
   return Object.freeze(config);
+}
+
+const EXTENSIONS_PATH_SOURCES: Record<Config['extensionsPathSource'], string> = {
+  flag: 'the -e/--extensions flag',
+  option: 'the extensionsPath option',
+  env: 'the EXTENSIONS_PATH environment variable',
+  default: 'the default',
+};
+
+/**
+ * A configured extensions folder must exist: a wrong path would start a bridge without the hooks that
+ * guard the user's tables. Only the default (./extensions) may be missing — a fresh checkout has none,
+ * and `hookbridge start` must work there; tables that extensions guarded before stay guarded anyway
+ * (see bridge/extension-guards.ts). The message names the path and where it came from, nothing else.
+ */
+export function checkExtensionsPath(config: Pick<Config, 'extensionsPath' | 'extensionsPathSource'>): void {
+  if (config.extensionsPathSource === 'default') return;
+  let isFolder: boolean | undefined;
+  try {
+    isFolder = statSync(config.extensionsPath).isDirectory();
+  } catch {
+    isFolder = undefined;
+  }
+  if (isFolder) return;
+  throw new ConfigError(
+    'EXTENSIONS_PATH',
+    `${isFolder === false ? 'not a folder' : 'no such folder'}: ${config.extensionsPath} (set by ${EXTENSIONS_PATH_SOURCES[config.extensionsPathSource]}); ` +
+      'point it at the folder that holds your extensions',
+  );
 }
 
 function resolveDatabase(options: ConfigOptions, env: Readonly<Record<string, string | undefined>>, cwd: string): DatabaseSource {

@@ -2,13 +2,20 @@
  * Parked action events: listing them and replaying them through the handler that failed.
  * A replay runs the handler once, with the meta it originally received; success marks the row
  * replayed, failure records why and leaves it to replay again.
+ *
+ * Changes held for an extension that was not loaded (reason `extension_not_loaded`) go to every
+ * matching handler of that extension: at a start where it loads, before the stream resumes (so they
+ * reach it in commit order, ahead of newer changes), or through `hookbridge failed replay`.
  */
 import pg from 'pg';
+import type { Logger } from 'pino';
 import { invokeAction } from '../hooks/action-dispatch.js';
 import { describeHookError } from '../hooks/errors.js';
 import { eventNameFor, type EventRef } from '../hooks/event-name.js';
+import type { ActionEntry } from '../hooks/register.js';
 import type { HookRuntime } from '../hooks/runtime.js';
-import type { Accountability } from '../hooks/types.js';
+import type { Accountability, HookContext } from '../hooks/types.js';
+import { deliverTo, HELD_REASON, type DeliveryOptions } from './replication/delivery.js';
 
 export interface FailedEvent {
   id: string;
@@ -17,6 +24,8 @@ export interface FailedEvent {
   event: string;
   collection: string;
   action: string;
+  /** `handler_failed`, or `extension_not_loaded` for a change held for an extension that was not loaded. */
+  reason: string;
   commitLsn: string | null;
   attempts: number;
   error: { message?: string; code?: string; stack?: string };
@@ -50,7 +59,7 @@ export async function listFailedEvents(
     conditions.push(`id = any($${params.length}::bigint[])`);
   }
   const { rows } = await pool.query(
-    `select id::text, event_id, extension, event, collection, action, commit_lsn::text, attempts, error, meta,
+    `select id::text, event_id, extension, event, collection, action, reason, commit_lsn::text, attempts, error, meta,
             accountability, failed_at, replayed_at, replay_error
        from ${table(schema)}
       ${conditions.length ? `where ${conditions.join(' and ')}` : ''}
@@ -64,6 +73,7 @@ export async function listFailedEvents(
     event: r.event,
     collection: r.collection,
     action: r.action,
+    reason: r.reason,
     commitLsn: r.commit_lsn,
     attempts: r.attempts,
     error: r.error,
@@ -85,17 +95,20 @@ export async function replayFailedEvents(
   const results: ReplayResult[] = [];
   for (const failed of events) {
     const ref: EventRef = { scope: 'items', action: failed.action, collection: failed.collection };
-    const entry = runtime.registry
+    // A held change goes to every handler of its extension that hears it; a failure, to the one that failed.
+    const entries = runtime.registry
       .actions(ref)
-      .find((e) => e.extension === failed.extension && eventNameFor(e.pattern, ref) === failed.event);
+      .filter((e) => e.extension === failed.extension && (failed.reason === HELD_REASON || eventNameFor(e.pattern, ref) === failed.event));
     let error: unknown;
-    if (!entry) {
-      error = new Error(`no handler of extension "${failed.extension}" listens to ${failed.event} any more`);
+    if (entries.length === 0) {
+      error = new Error(`no handler of extension "${failed.extension}" listens to ${failed.event} ${failed.reason === HELD_REASON ? '(is it loaded?)' : 'any more'}`);
     } else {
-      try {
-        await invokeAction(entry, ref, failed.meta, { database: options.database, schema: undefined, accountability: failed.accountability });
-      } catch (caught) {
-        error = caught;
+      for (const entry of entries) {
+        try {
+          await invokeAction(entry, ref, failed.meta, { database: options.database, schema: undefined, accountability: failed.accountability });
+        } catch (caught) {
+          error ??= caught;
+        }
       }
     }
     if (error === undefined) {
@@ -111,4 +124,71 @@ export async function replayFailedEvents(
     }
   }
   return results;
+}
+
+/**
+ * Delivers the changes held for extensions that are loaded now, oldest first, each to that extension's
+ * matching handlers (retried and, past their attempts, parked as their own failure), and marks them
+ * replayed. The bridge runs this at start, before the stream resumes. Returns how many it delivered.
+ */
+export async function replayHeldEvents(options: {
+  pool: pg.Pool;
+  schema: string;
+  runtime: HookRuntime;
+  logger: Logger;
+  delivery: DeliveryOptions;
+  context: Partial<HookContext>;
+}): Promise<number> {
+  const { pool, schema, runtime, logger } = options;
+  const loaded = runtime.registry.extensions.map((e) => e.name);
+  let delivered = 0;
+  for (;;) {
+    const { rows } = await pool.query<{
+      id: string;
+      event_id: string;
+      extension: string;
+      event: string;
+      collection: string;
+      action: string;
+      commit_lsn: string;
+      xid: string | null;
+      meta: Record<string, unknown>;
+      accountability: Accountability | null;
+    }>(
+      `select id::text, event_id, extension, event, collection, action, commit_lsn::text, xid::text, meta, accountability
+         from ${table(schema)}
+        where reason = $1 and replayed_at is null and extension = any ($2::text[])
+        order by commit_lsn, id
+        limit 500`,
+      [HELD_REASON, loaded],
+    );
+    if (rows.length === 0) break;
+    if (delivered === 0) logger.info({ extensions: [...new Set(rows.map((r) => r.extension))] }, 'delivering changes held while extensions were not loaded');
+    for (const row of rows) {
+      const ref: EventRef = { scope: 'items', action: row.action, collection: row.collection };
+      const entries: ActionEntry[] = runtime.registry.actions(ref).filter((e) => e.extension === row.extension);
+      if (entries.length) {
+        await deliverTo(
+          entries,
+          {
+            event: ref,
+            id: row.event_id,
+            meta: row.meta,
+            context: { ...options.context, accountability: row.accountability },
+            commitLsn: row.commit_lsn,
+            xid: Number(row.xid ?? 0),
+          },
+          options.delivery,
+        );
+      }
+      // Only while still held: a handler that failed on it has made the row its own failure (see delivery.ts).
+      await pool.query(
+        `update ${table(schema)} set replayed_at = now(), replay_error = $3::jsonb where id = $1 and reason = $2`,
+        [row.id, HELD_REASON, entries.length ? null : JSON.stringify({ message: `extension "${row.extension}" no longer listens to ${row.event}; nothing to deliver` })],
+      );
+      delivered += entries.length ? 1 : 0;
+    }
+  }
+  if (delivered) logger.info({ delivered }, 'delivered the changes held while extensions were not loaded');
+  return delivered;
 }

@@ -3,6 +3,7 @@
  */
 import pg from 'pg';
 import type { Config } from './config.js';
+import { notLoadedAsRecorded, readGuards, type NotLoadedGuard } from './extension-guards.js';
 import { bridgeMayUseDblink, dblinkExposure } from './filters/filter-service.js';
 import { readReplicationFacts, replicationProblems } from './replication/setup.js';
 
@@ -127,5 +128,54 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
     filterTriggers: triggers.map((t) => ({ table: t.tbl, operations: t.ops })),
     failedEvents,
     filterEndpoint,
+  };
+}
+
+export interface GuardStatus {
+  /** Tables the extensions guard, and by which. */
+  guarded: Array<{ table: string; extensions: string[] }>;
+  /** Extensions that guarded tables and were not loaded when the bridge last looked: their tables stay guarded. */
+  notLoaded: NotLoadedGuard[];
+  /** Changes held for extensions that were not loaded, waiting for a start where they load. */
+  heldEvents: number;
+}
+
+/**
+ * What the database remembers of which extension guards which table (sql/000004.sql), as the bridge
+ * last saw it (the bridge's extensions folder, which need not be the one this command was given).
+ * Empty before a bridge ran.
+ */
+export async function guardStatus(pool: pg.Pool, config: Readonly<Config>): Promise<GuardStatus> {
+  const rows = await readGuards(pool, config.schema).catch(() => []);
+  const notLoaded = notLoadedAsRecorded(rows);
+  const byTable = new Map<string, string[]>();
+  for (const row of rows) {
+    const name = row.schema === 'public' ? row.table : `${row.schema}.${row.table}`;
+    byTable.set(name, [...(byTable.get(name) ?? []), row.extension]);
+  }
+  const { rows: held } = await pool
+    .query<{ n: number }>(
+      `select count(*)::int as n from ${pg.escapeIdentifier(config.schema)}.failed_events where reason = 'extension_not_loaded' and replayed_at is null`,
+    )
+    .catch(() => ({ rows: [{ n: 0 }] }));
+  return {
+    guarded: [...byTable].map(([table, extensions]) => ({ table, extensions })).sort((a, b) => (a.table < b.table ? -1 : 1)),
+    notLoaded,
+    heldEvents: held[0]?.n ?? 0,
+  };
+}
+
+/** doctor's check of the same: every extension that guards tables loads. */
+export function guardCheck(guards: GuardStatus): Check {
+  if (guards.notLoaded.length === 0) {
+    return { name: 'extensions guarding tables', ok: true, detail: `${guards.guarded.length} table(s) guarded, every guarding extension loads` };
+  }
+  return {
+    name: 'extensions guarding tables',
+    ok: false,
+    detail: guards.notLoaded
+      .map((g) => `extension "${g.extension}" does not load (${g.reason}); it guarded ${g.tables.map((t) => t.collection).join(', ')}, whose writes it covered are refused and changes held (${guards.heldEvents} held)`)
+      .join('; '),
+    fix: 'fix the extension (npx hookbridge extensions says why it fails) and restart the bridge: the held changes are delivered then. To stop guarding a table with it, remove the extension from the extensions folder and restart.',
   };
 }

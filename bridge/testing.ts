@@ -100,7 +100,8 @@ export async function startTestBridge(options: TestBridgeOptions = {}): Promise<
     database = await startDatabase(options, scratch);
     await options.setup?.(database.url);
     const config = resolveConfig(
-      { port: 0, logLevel: 'warn', ...options.config, databaseUrl: database.url, extensionsPath: extensionsPath ?? './extensions', slotName },
+      // Without a folder of its own, the default (./extensions), which may be missing.
+      { port: 0, logLevel: 'warn', ...options.config, databaseUrl: database.url, ...(extensionsPath !== undefined ? { extensionsPath } : {}), slotName },
       options.env ?? {},
     );
     const bridge = new Bridge(config, options.logger ?? createLogger({ logLevel: config.logLevel, logFormat: 'json' }));

@@ -18,6 +18,12 @@ export interface Accountability {
   ip: string | null;
   /** The writer's `application_name`. */
   userAgent: string | null;
+  /**
+   * Action hooks: true when the database signed this identity in the change's own transaction; false
+   * when none reached the bridge (an unknown writer: every other field null, `admin` false). Absent in
+   * filters, which hear the writer's session from the database itself.
+   */
+  verified?: boolean;
   [key: string]: unknown;
 }
 

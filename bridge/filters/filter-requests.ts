@@ -11,6 +11,9 @@ import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
 import { collectionOf, keyOf } from '../replication/change-events.js';
 import { withTimeout } from '../timeout.js';
+import { JsonNumber, type LosslessValue, parseLosslessJson } from '../typing/lossless-json.js';
+import type { TableColumn, TypeCatalog } from '../typing/type-catalog.js';
+import { fromJson, toPostgresJson, untypedFromJson } from '../typing/values.js';
 import type { WireError } from './wire-server.js';
 
 export interface FilterRequest {
@@ -18,8 +21,14 @@ export interface FilterRequest {
   op: 'INSERT' | 'UPDATE' | 'DELETE' | 'PROBE';
   schema: string;
   table: string;
+  /** The table the trigger fired on (a partition, for a partitioned table's rows). */
+  relid?: number;
   new: Record<string, unknown> | null;
   old: Record<string, unknown> | null;
+  /** Columns whose stored value differs between old and new, compared as Postgres printed them. */
+  changed?: ReadonlySet<string>;
+  /** Stored generated columns: not computed yet when a BEFORE trigger runs, so never part of a payload. */
+  generated?: ReadonlySet<string>;
   who: {
     role: string;
     admin: boolean;
@@ -30,14 +39,24 @@ export interface FilterRequest {
   };
 }
 
+/** An extension that guarded a table and is not loaded (see bridge/extension-guards.ts). */
+export interface NotLoadedFilter {
+  extension: string;
+  reason: string;
+}
+
 export interface FilterCallOptions {
   runtime: HookRuntime;
+  /** Types each column of the row (bridge/typing); without one, values keep their JSON typing. */
+  catalog?: TypeCatalog;
   timeoutMs: number;
   failureMode: 'closed' | 'open';
   primaryKeyOf: (collection: string) => readonly string[] | undefined;
   database?: unknown;
   schema?: unknown;
   onTimeout?: (collection: string, op: string) => void;
+  /** The not-loaded extension whose filters covered this write, if any: the write is refused, naming it. */
+  notLoadedFilter?: (collection: string, action: string) => NotLoadedFilter | undefined;
 }
 
 /** What the direct transport sends: `HBF2 <ticket> <call id> <request json>`. */
@@ -75,8 +94,89 @@ export function parseCall(query: string): FilterCall | undefined {
   return { ticket: Number(match[1]), id: match[2] as string, body: query.slice(match[0].length) };
 }
 
-export function parseRequest(body: string): FilterRequest {
-  return JSON.parse(body) as FilterRequest;
+/** The request as the trigger sent it, numbers still as Postgres printed them. */
+export function parseRequest(body: string): Record<string, LosslessValue> {
+  const request = parseLosslessJson(body);
+  if (request === null || typeof request !== 'object' || Array.isArray(request) || request instanceof JsonNumber) {
+    throw new SyntaxError('a filter request is a JSON object');
+  }
+  return request;
+}
+
+type LosslessRow = Record<string, LosslessValue>;
+
+function asRow(value: LosslessValue | undefined): LosslessRow | null {
+  return value !== null && value !== undefined && typeof value === 'object' && !Array.isArray(value) && !(value instanceof JsonNumber) ? value : null;
+}
+
+/**
+ * Types the request's rows column by column (bridge/typing/values.ts: the typing action hooks get too)
+ * and finds the changed columns exactly, on the text Postgres printed, not on rounded numbers.
+ */
+export async function typeRequest(raw: Record<string, LosslessValue>, catalog: TypeCatalog | undefined): Promise<FilterRequest> {
+  // json_build_object prints an oid as a string.
+  const relidText = raw['relid'] instanceof JsonNumber ? raw['relid'].text : raw['relid'];
+  const relid = typeof relidText === 'string' && /^\d{1,10}$/.test(relidText) ? Number(relidText) : undefined;
+  const rawNew = asRow(raw['new']);
+  const rawOld = asRow(raw['old']);
+  let columns: Map<string, TableColumn> | undefined;
+  if (catalog && relid !== undefined) {
+    columns = await catalog.columns(relid);
+    // A column added since the table was read: read it again, once.
+    const names = [...Object.keys(rawNew ?? {}), ...Object.keys(rawOld ?? {})];
+    if (names.some((name) => !columns?.has(name))) {
+      catalog.forget(relid);
+      columns = await catalog.columns(relid);
+    }
+  }
+  const typed = (row: LosslessRow | null): Record<string, unknown> | null => {
+    if (!row) return null;
+    const out = Object.create(null) as Record<string, unknown>;
+    for (const [name, value] of Object.entries(row)) {
+      const column = columns?.get(name);
+      out[name] = column ? fromJson(column.shape, value) : untypedFromJson(value);
+    }
+    return out;
+  };
+  const generated = new Set([...(columns?.values() ?? [])].filter((c) => c.generated).map((c) => c.name));
+  const changed = new Set<string>();
+  if (rawNew && rawOld) {
+    for (const [name, value] of Object.entries(rawNew)) {
+      if (!generated.has(name) && !sameValue(value, rawOld[name] ?? null)) changed.add(name);
+    }
+  }
+  const text = (key: string) => (typeof raw[key] === 'string' ? (raw[key] as string) : '');
+  const who = asRow(raw['who']) ?? {};
+  const whoText = (key: string) => (typeof who[key] === 'string' ? (who[key] as string) : null);
+  return {
+    op: text('op') as FilterRequest['op'],
+    schema: text('schema'),
+    table: text('table'),
+    ...(relid === undefined ? {} : { relid }),
+    new: typed(rawNew),
+    old: typed(rawOld),
+    changed,
+    generated,
+    who: {
+      role: whoText('role') ?? '',
+      admin: who['admin'] === true,
+      application_name: whoText('application_name'),
+      client_addr: whoText('client_addr'),
+      user: whoText('user'),
+      claims: whoText('claims'),
+    },
+  };
+}
+
+/** Equal as Postgres printed them: numbers by their digits, objects key by key. */
+function sameValue(a: LosslessValue, b: LosslessValue): boolean {
+  if (a instanceof JsonNumber || b instanceof JsonNumber) return a instanceof JsonNumber && b instanceof JsonNumber && a.text === b.text;
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return a === b;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((item, i) => sameValue(item, b[i] as LosslessValue));
+  }
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key, i) => Object.keys(b)[i] === key && sameValue(a[key] as LosslessValue, b[key] as LosslessValue));
 }
 
 export function rejectionVerdict(error: WireError): Verdict {
@@ -103,11 +203,11 @@ export function accountabilityOf(who: FilterRequest['who']): Accountability {
   };
 }
 
-/** Columns whose values differ (compared as JSON, which is how they arrived). */
+/** Columns whose values differ, compared as they would be written back. */
 export function changedFields(next: Record<string, unknown>, previous: Record<string, unknown>): Record<string, unknown> {
   const changed: Record<string, unknown> = {};
   for (const [column, value] of Object.entries(next)) {
-    if (JSON.stringify(value) !== JSON.stringify(previous[column])) changed[column] = value;
+    if (toPostgresJson(value) !== toPostgresJson(previous[column])) changed[column] = value;
   }
   return changed;
 }
@@ -130,7 +230,10 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     // create payloads hold only what was given, so NULLs are left out (hooks can still set them).
     payload = Object.fromEntries(Object.entries(request.new ?? {}).filter(([, value]) => value !== null));
   } else if (action === 'update') {
-    payload = changedFields(request.new ?? {}, request.old ?? {});
+    const next = request.new ?? {};
+    payload = request.changed
+      ? Object.fromEntries([...request.changed].map((column) => [column, next[column]]))
+      : changedFields(next, request.old ?? {});
     meta['keys'] = [keyOf(primaryKey, request.old)];
   } else {
     payload = [keyOf(primaryKey, request.old)];
@@ -169,11 +272,12 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
   }
   const returned = result as Record<string, unknown>;
   const columns = request.new ?? {};
-  const unknown = Object.keys(returned).filter((key) => !(key in columns));
+  const unknown = Object.keys(returned).filter((key) => !(key in columns) || request.generated?.has(key));
   if (unknown.length) {
     return rejection(
       'HB400',
-      `hookbridge: a filter on ${collection} returned unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}`,
+      `hookbridge: a filter on ${collection} returned ${unknown.some((k) => request.generated?.has(k)) ? 'generated (computed by Postgres) or ' : ''}` +
+        `unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}`,
       'code: E_FILTER_RESULT',
     );
   }
@@ -189,7 +293,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     else keep.push(column);
   }
   if (Object.keys(set).length === 0 && keep.length === 0) return KEEP;
-  return `M${JSON.stringify({ set, keep })}`;
+  return `M${toPostgresJson({ set, keep })}`;
 }
 
 class FilterTimeout extends Error {}
@@ -205,25 +309,43 @@ export interface FilterOutcome {
 
 /**
  * From a request body to its verdict, wherever the hooks run (a worker thread, or the main thread with
- * FILTER_WORKERS=0). Never throws. A runtime with no filter for the write (an extension that failed to
- * load there, a reload under way) refuses it rather than keep the row unfiltered: a trigger exists only
- * where a filter matched.
+ * FILTER_WORKERS=0). Never throws. A write that an extension guarded which is not loaded now is
+ * refused, naming it — even when other extensions' filters would run: passing the row through those
+ * alone would skip the broken one's checks. A runtime with no filter for the write (an extension that
+ * failed to load there, a reload under way) refuses it too rather than keep the row unfiltered: a
+ * trigger exists only where a filter matched or a not-loaded extension guarded.
  */
 export async function answerBody(body: string, options: Omit<FilterCallOptions, 'onTimeout'> & { logger: Logger }): Promise<FilterOutcome> {
   let request: FilterRequest;
   try {
-    request = parseRequest(body);
+    request = await typeRequest(parseRequest(body), options.catalog);
   } catch (error) {
     options.logger.error({ err: error }, 'unreadable filter request');
     return { verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' }) };
   }
   const collection = collectionOf({ schema: request.schema, name: request.table });
   const action = request.op === 'INSERT' ? 'create' : request.op === 'UPDATE' ? 'update' : 'delete';
-  if (request.op !== 'PROBE' && !options.runtime.registry.has('filter', action, collection)) {
+  const notLoaded = request.op === 'PROBE' ? undefined : options.notLoadedFilter?.(collection, action);
+  if (notLoaded) {
     return {
       verdict: rejectionVerdict({
         sqlstate: 'HB503',
-        message: `hookbridge: no filter hook for ${collection} (${action}) is loaded where the bridge runs filters`,
+        message: `hookbridge: extension "${notLoaded.extension}" guards ${collection} (${action}) but is not loaded: ${notLoaded.reason}`,
+        detail: 'code: EXTENSION_NOT_LOADED',
+        hint: `writes its filters covered are refused until it loads: fix extension "${notLoaded.extension}" (npx hookbridge extensions shows why it fails) and restart the bridge`,
+      }),
+      collection,
+      op: request.op,
+    };
+  }
+  if (request.op !== 'PROBE' && !options.runtime.registry.has('filter', action, collection)) {
+    const failed = (options.runtime.report?.failed ?? []).map((f) => `"${f.name ?? f.path}"`);
+    return {
+      verdict: rejectionVerdict({
+        sqlstate: 'HB503',
+        message:
+          `hookbridge: no filter hook for ${collection} (${action}) is loaded where the bridge runs filters` +
+          (failed.length ? `; not loaded there: extension${failed.length > 1 ? 's' : ''} ${failed.join(', ')}` : ''),
         detail: 'code: SERVICE_UNAVAILABLE',
         hint: 'see the bridge log for an extension that failed to load',
       }),

@@ -15,12 +15,14 @@ import type { Logger } from 'pino';
 import { HookbridgeError } from '../../hooks/errors.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Config, FilterTransport } from '../config.js';
+import type { ExtensionGuards } from '../extension-guards.js';
 import type { BridgeMetrics } from '../metrics.js';
 import { readAccountabilitySecret } from '../replication/accountability.js';
 import { listUserTables, type UserTable } from '../replication/publication.js';
 import { SerialQueue } from '../serial-queue.js';
 import { answerBody, KEEP, parseCall, parseHello, rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
 import { FilterWorkers } from './filter-workers.js';
+import { TypeCatalog } from '../typing/type-catalog.js';
 import { TicketBoard } from './tickets.js';
 import { WireServer, type QueryResult } from './wire-server.js';
 
@@ -48,6 +50,8 @@ export interface FilterServiceOptions {
   database?: unknown;
   schema?: () => unknown;
   metrics?: Pick<BridgeMetrics, 'filterCalls' | 'filterUnfiltered'>;
+  /** Tables guarded by extensions that are not loaded: their triggers stay, their writes are refused. */
+  guards?: Pick<ExtensionGuards, 'filterOperations' | 'failedFilter' | 'failedFilters'>;
 }
 
 export class FilterService {
@@ -65,6 +69,8 @@ export class FilterService {
   #problem: string | undefined = 'not started';
   #probeTimer: NodeJS.Timeout | undefined;
   #primaryKeys = new Map<string, string[]>();
+  /** Column types for FILTER_WORKERS=0 (each worker has its own). */
+  #catalog: TypeCatalog;
   readonly #syncs = new SerialQueue();
   #inSync = false;
   #wanted = 0;
@@ -74,6 +80,7 @@ export class FilterService {
   constructor(options: FilterServiceOptions) {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'filters' });
+    this.#catalog = new TypeCatalog(options.pool);
     this.#board = new TicketBoard({
       connection: options.connection,
       schema: options.config.schema,
@@ -191,10 +198,12 @@ export class FilterService {
   }
 
   #wantedTables(tables: UserTable[]): Map<number, { table: UserTable; events: string[] }> {
-    const { runtime } = this.#options;
+    const { runtime, guards } = this.#options;
     const wanted = new Map<number, { table: UserTable; events: string[] }>();
     for (const table of tables) {
-      const events = OPERATIONS.filter(([action]) => runtime.registry.has('filter', action, table.collection)).map(([, op]) => op);
+      // A table an extension that is not loaded guarded keeps its trigger: its writes are refused, not let through.
+      const held = guards?.filterOperations(table.collection) ?? [];
+      const events = OPERATIONS.filter(([action]) => held.includes(action) || runtime.registry.has('filter', action, table.collection)).map(([, op]) => op);
       if (events.length) wanted.set(table.oid, { table, events });
     }
     return wanted;
@@ -203,7 +212,10 @@ export class FilterService {
   async #syncNow(tables: UserTable[]): Promise<void> {
     const { config, pool } = this.#options;
     this.#primaryKeys = new Map(tables.map((t) => [t.collection, t.primaryKey]));
+    // The catalog may have changed (a column's type, say): read column types afresh.
+    this.#catalog.forget();
     this.#workers?.setPrimaryKeys(this.#primaryKeys);
+    if (this.#options.guards) this.#workers?.setNotLoadedFilters(this.#options.guards.failedFilters());
     const wanted = this.#wantedTables(tables);
     this.#wanted = wanted.size;
     // What each trigger does (its operations), whom it names (its arguments: schema and table), and
@@ -298,7 +310,7 @@ export class FilterService {
       // superuser's REVOKE ... ON ALL FUNCTIONS IN SCHEMA they need granting again.
       await pool.query(
         `grant execute on function ${schema}.filter_trigger(), ${schema}.accountability_trigger(),
-                                   ${schema}.filter_entry(oid, text, text, text, jsonb, jsonb) to public`,
+                                   ${schema}.filter_entry(oid, text, text, text, json, json) to public`,
       );
     } catch (error) {
       throw new HookbridgeError('E_DBLINK', `filter hooks need dblink in schema ${schema}, callable by the bridge only; ${fix}`, { cause: error });
@@ -593,6 +605,8 @@ export class FilterService {
       timeoutMs: config.filterTimeoutMs,
       failureMode: config.filterFailureMode,
       primaryKeyOf: (name) => this.#primaryKeys.get(name),
+      notLoadedFilter: (collection, action) => this.#options.guards?.failedFilter(collection, action),
+      catalog: this.#catalog,
       database,
       schema: this.#options.schema?.(),
       logger: this.#logger,

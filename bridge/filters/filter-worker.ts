@@ -10,8 +10,10 @@ import pg from 'pg';
 import pino from 'pino';
 import { HookRuntime } from '../../hooks/runtime.js';
 import { SchemaReader, type SchemaOverview } from '../schema-overview.js';
+import { TypeCatalog } from '../typing/type-catalog.js';
+import { driverTypes } from '../typing/values.js';
 import { createServices } from '../services/items-service.js';
-import { answerBody } from './filter-requests.js';
+import { answerBody, type NotLoadedFilter } from './filter-requests.js';
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './filter-workers.js';
 
 const setup = workerData as WorkerSetup;
@@ -31,9 +33,16 @@ hooksPool.on('error', (error) => logger.warn({ err: error }, 'idle database conn
 const internalPool = new pg.Pool({ ...setup.internalConnection, max: 1, application_name: 'hookbridge:filters' });
 internalPool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
 const database = new Kysely<any>({ dialect: new PostgresDialect({ pool: hooksPool }) });
+// The services read rows typed as hooks get them (bridge/typing).
+const servicesPool = new pg.Pool({ ...setup.hooksConnection, max: 2, application_name: 'hookbridge:filters', types: driverTypes(pg.types) });
+servicesPool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+const servicesDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: servicesPool }) });
 const schemaReader = new SchemaReader(internalPool, [setup.schema]);
 let latestSchema: SchemaOverview | undefined;
 let primaryKeys = new Map<string, string[]>();
+/** `<collection>\0<action>` → the extension that guarded it and is not loaded (decided by the main thread). */
+let notLoaded = new Map<string, NotLoadedFilter>();
+const catalog = new TypeCatalog(internalPool);
 
 const runtime: HookRuntime = new HookRuntime({
   extensionsPath: setup.extensionsPath,
@@ -42,7 +51,7 @@ const runtime: HookRuntime = new HookRuntime({
   provide: () => ({
     database,
     getSchema: () => schemaReader.getSchema(),
-    services: createServices({ database, runtime, getSchema: () => schemaReader.getSchema() }),
+    services: createServices({ database: servicesDatabase, runtime, getSchema: () => schemaReader.getSchema() }),
   }),
 });
 
@@ -56,6 +65,8 @@ async function answer(id: number, body: string): Promise<void> {
     timeoutMs: setup.timeoutMs,
     failureMode: setup.failureMode,
     primaryKeyOf: (name) => primaryKeys.get(name),
+    notLoadedFilter: (collection, action) => notLoaded.get(`${collection}\0${action}`),
+    catalog,
     database,
     schema: latestSchema,
     logger,
@@ -71,10 +82,15 @@ port.on('message', (message: WorkerRequest) => {
       break;
     case 'keys':
       primaryKeys = new Map(message.primaryKeys);
+      // Sent after every catalog sync: column types may have changed.
+      catalog.forget();
       void schemaReader.getSchema().then(
         (schema) => (latestSchema = schema),
         (error: unknown) => logger.warn({ err: error }, 'reading the schema failed'),
       );
+      break;
+    case 'not-loaded':
+      notLoaded = new Map(message.filters.map(([collection, action, why]) => [`${collection}\0${action}`, why]));
       break;
     case 'reload':
       runtime.reload().then(

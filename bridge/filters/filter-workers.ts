@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { FilterFailureMode } from '../config.js';
-import { rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
+import { rejectionVerdict, type FilterOutcome, type NotLoadedFilter, type Verdict } from './filter-requests.js';
 
 export interface WorkerSetup {
   index: number;
@@ -32,6 +32,8 @@ export interface WorkerSetup {
 export type WorkerRequest =
   | { type: 'call'; id: number; body: string }
   | { type: 'keys'; primaryKeys: Array<[string, string[]]> }
+  /** Writes that extensions which are not loaded guarded: `[collection, action, why]`. */
+  | { type: 'not-loaded'; filters: Array<[string, string, NotLoadedFilter]> }
   | { type: 'reload' };
 
 export type WorkerReply =
@@ -73,6 +75,7 @@ export class FilterWorkers {
   readonly #slots: Slot[] = [];
   #nextId = 0;
   #primaryKeys: Array<[string, string[]]> = [];
+  #notLoaded: Array<[string, string, NotLoadedFilter]> = [];
   /** Calls waiting for a worker to be ready. */
   #waiting: Array<{ id: number; send: (slot: Slot) => void }> = [];
   #stopped = false;
@@ -131,6 +134,12 @@ export class FilterWorkers {
     for (const slot of this.#slots) slot.worker.postMessage({ type: 'keys', primaryKeys: this.#primaryKeys } satisfies WorkerRequest);
   }
 
+  /** The writes to refuse because an extension that guarded them is not loaded (the main thread decides). */
+  setNotLoadedFilters(filters: Array<[string, string, NotLoadedFilter]>): void {
+    this.#notLoaded = filters;
+    for (const slot of this.#slots) slot.worker.postMessage({ type: 'not-loaded', filters } satisfies WorkerRequest);
+  }
+
   reload(): void {
     for (const slot of this.#slots) slot.worker.postMessage({ type: 'reload' } satisfies WorkerRequest);
   }
@@ -163,6 +172,7 @@ export class FilterWorkers {
         slot.ready = true;
         slot.failures = 0;
         if (this.#primaryKeys.length) worker.postMessage({ type: 'keys', primaryKeys: this.#primaryKeys } satisfies WorkerRequest);
+        if (this.#notLoaded.length) worker.postMessage({ type: 'not-loaded', filters: this.#notLoaded } satisfies WorkerRequest);
         for (const waiting of this.#waiting.splice(0)) waiting.send(this.#pick() ?? slot);
       } else if (message.type === 'failed') {
         this.#logger.error({ worker: index, reason: message.message }, 'a filter worker could not start');

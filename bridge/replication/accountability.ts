@@ -1,12 +1,15 @@
 /**
  * The writer's identity for action hooks. WAL carries no session data, so
- * `<schema>.emit_accountability()` (sql/000001.sql), run by a statement trigger on every published
- * table, puts it into the transaction as a logical message:
+ * `<schema>.accountability_trigger()` (sql/000005.sql), a statement trigger on every published table,
+ * puts it into the transaction as a logical message before each statement's rows:
  *
  *     <json>\n<hex sha256(key || json)>
  *
  * Anyone may call pg_logical_emit_message, so only a message signed with the key that only the
- * bridge's role can read is believed. A forged, truncated or unparseable message counts as none.
+ * bridge's role can read, and naming the transaction it is in, is believed. A forged, truncated,
+ * unparseable or foreign message counts as none: it never replaces or erases an identity. A change
+ * with no signed identity before it gets `unverifiedAccountability()`, never `null` (which Directus
+ * reads as the system itself).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import pg from 'pg';
@@ -33,6 +36,12 @@ export interface WriterAccountability extends Accountability {
   database: DatabaseIdentity;
   /** The change was written by the bridge itself with `{ emitEvents: false }`: action hooks skip it. */
   bypass?: boolean;
+  /**
+   * True: the database signed this identity in the change's own transaction. False: no signed identity
+   * reached the bridge for the change (its table's trigger was disabled or missing when it was
+   * written); every other field is then unknown (null) and `admin` is false.
+   */
+  verified: boolean;
 }
 
 type Queryable = Pick<pg.ClientBase, 'query'> | pg.Pool;
@@ -74,11 +83,15 @@ export async function readAccountabilitySecret(pool: Queryable, schema: string):
 
 /**
  * The identity in one `hookbridge.accountability` message, or undefined when the message is not
- * signed with `secret`, is cut short, or does not hold what emit_accountability() writes.
+ * signed with `secret`, is cut short, does not hold what accountability_trigger() writes, or (given
+ * `xid`, the transaction's id as pgoutput's Begin carries it) was emitted in another transaction.
+ * Documents from before migration 000005 name no transaction and are taken as they are: only the
+ * bridge's role can read the key, and no writer can read messages back from the WAL to replay them.
  */
-export function parseAccountabilityMessage(content: Buffer, secret: Buffer): WriterAccountability | undefined {
+export function parseAccountabilityMessage(content: Buffer, secret: Buffer, xid?: number): WriterAccountability | undefined {
   const parsed = parseSignedMessage(content, secret);
   if (!parsed) return undefined;
+  if ('xid' in parsed && !namesTransaction(parsed['xid'], xid)) return undefined;
   const role = stringOrNull(parsed['role']);
   const applicationName = stringOrNull(parsed['application_name']);
   const clientAddress = stringOrNull(parsed['client_addr']);
@@ -93,7 +106,35 @@ export function parseAccountabilityMessage(content: Buffer, secret: Buffer): Wri
     claims,
     database: { role, applicationName, clientAddress },
     ...(parsed['bypass'] === true ? { bypass: true } : {}),
+    verified: true,
   };
+}
+
+/**
+ * The accountability of a change no signed identity reached: nothing is known about its writer, so
+ * it gets no rights. Not `null`, which Directus (and hooks written for it) read as the system itself.
+ */
+export function unverifiedAccountability(): WriterAccountability {
+  return {
+    user: null,
+    role: null,
+    admin: false,
+    app: false,
+    ip: null,
+    userAgent: null,
+    claims: null,
+    database: { role: null, applicationName: null, clientAddress: null },
+    verified: false,
+  };
+}
+
+const TRANSACTION_ID = /^[0-9]{1,20}$/;
+const XID_MASK = 0xffffffffn;
+
+/** pg_current_xact_id() is the 64-bit xid8 (epoch and xid); pgoutput's Begin carries its low 32 bits. */
+function namesTransaction(value: unknown, xid: number | undefined): boolean {
+  if (typeof value !== 'string' || !TRANSACTION_ID.test(value)) return false;
+  return xid === undefined || (BigInt(value) & XID_MASK) === BigInt(xid);
 }
 
 /**

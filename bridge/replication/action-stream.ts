@@ -6,16 +6,22 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import type { ExtensionGuards } from '../extension-guards.js';
+import { replayHeldEvents } from '../failed-events.js';
 import type { BridgeMetrics } from '../metrics.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
+import type { EventRef } from '../../hooks/event-name.js';
 import type { HookContext } from '../../hooks/types.js';
 import { parseAccountabilityMessage, parseSignedMessage, readAccountabilitySecret } from './accountability.js';
 import { actionMeta, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
 import { deliver } from './delivery.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { PgoutputDecoder } from './pgoutput-decoder.js';
+import { TypeCatalog } from '../typing/type-catalog.js';
+import { builtinShape, fromText } from '../typing/values.js';
 import { ChangePipeline } from './pipeline.js';
 import { SerialQueue } from '../serial-queue.js';
+import { withSessionSettings } from '../database.js';
 import { listUserTables, syncPublications, type UserTable } from './publication.js';
 import { ensureSlot, preflight } from './setup.js';
 import { ReplicationStream } from './stream.js';
@@ -31,6 +37,8 @@ export interface ActionStreamOptions {
   /** What handlers get as `context.schema`. */
   schema?: () => unknown;
   metrics?: BridgeMetrics;
+  /** Tables guarded by extensions that are not loaded: they stay published, their changes are held. */
+  guards?: Pick<ExtensionGuards, 'holdsActions' | 'heldFor'>;
 }
 
 const WRITE_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
@@ -96,12 +104,19 @@ export class ActionStream {
     const slot = await ensureSlot(pool, config.slotName);
     if (slot.created) this.#logger.info({ slot: config.slotName }, 'created replication slot');
     await this.syncPublications(await listUserTables(pool, { exclude: [config.schema] }));
+    // Changes held while an extension was not loaded go to it now, before newer ones stream in.
+    if (this.#options.guards) {
+      await replayHeldEvents({ pool, schema: config.schema, runtime: this.#options.runtime, logger: this.#logger, delivery: this.#deliveryOptions(), context: this.#context(null) });
+    }
 
     const secret = await readAccountabilitySecret(pool, config.schema);
-    let decoder = new PgoutputDecoder();
+    // Column types the decoder cannot know alone (composites, domains, arrays of them) come from the catalog.
+    const catalog = new TypeCatalog(pool);
+    const newDecoder = () => new PgoutputDecoder({ parserFor: (column) => catalog.textParser(column.typeOid, fromText) });
+    let decoder = newDecoder();
     const newAssembler = () =>
       new TransactionAssembler(
-        (content) => parseAccountabilityMessage(content, secret),
+        (content, xid) => parseAccountabilityMessage(content, secret, xid),
         (relation) => this.#primaryKeys.get(relation.oid),
         (content) => this.#unfiltered(content, secret),
       );
@@ -122,13 +137,21 @@ export class ActionStream {
 
     this.#stream = new ReplicationStream({
       statusIntervalMs,
-      connection: this.#options.connection,
+      // pgoutput prints values with the walsender's settings: fix the ones the typing reads (bridge/typing).
+      connection: withSessionSettings(this.#options.connection, { DateStyle: 'ISO', IntervalStyle: 'postgres', bytea_output: 'hex', extra_float_digits: '1' }),
       slotName: config.slotName,
       publications: [config.publicationName, `${config.publicationName}_inserts`],
       startLsn: slot.confirmedFlushLsn ? parseLsn(slot.confirmedFlushLsn) : 0n,
       logger: this.#logger,
       onData: (payload, walLsn) => {
-        const event = assembler.next(decoder.decode(payload), walLsn);
+        const message = decoder.decode(payload);
+        if (message.tag === 'relation') {
+          // Before any of its rows: reading stops until the catalog has answered.
+          // Sent again after the table (or a type of it) changed: read its user-defined types afresh.
+          const userTypes = message.relation.columns.map((c) => c.typeOid).filter((oid) => builtinShape(oid) === undefined);
+          if (userTypes.length) return catalog.load(userTypes, true).then(() => void assembler.next(message, walLsn));
+        }
+        const event = assembler.next(message, walLsn);
         if (!event) return;
         pipeline.push(event);
         return pipeline.waitForCapacity();
@@ -137,7 +160,7 @@ export class ActionStream {
         // Changes already handed out finish; a transaction cut off mid-way will be sent again.
         await pipeline.whenIdle();
         pipeline.resetOpenTransactions();
-        decoder = new PgoutputDecoder();
+        decoder = newDecoder();
         assembler = newAssembler();
       },
     });
@@ -185,7 +208,9 @@ export class ActionStream {
   async #syncNow(tables: UserTable[]): Promise<void> {
     const { config, pool, runtime } = this.#options;
     this.#primaryKeys = new Map(tables.map((t) => [t.oid, t.primaryKey]));
-    const wanted = tables.filter((t) => WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)));
+    // A table an extension that is not loaded heard stays published: its changes are held for it.
+    const guards = this.#options.guards;
+    const wanted = tables.filter((t) => guards?.holdsActions(t.collection) || WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)));
     const key = wanted.map((t) => `${t.oid}:${t.hasIdentityKey}`).join(',');
     // The key does not see partitions attached later (they need the accountability trigger too),
     // so a full sync also runs every 30 s.
@@ -252,6 +277,8 @@ export class ActionStream {
     }
   }
 
+  readonly #heldFor = (event: EventRef) => this.#options.guards?.heldFor(event.collection, event.action) ?? [];
+
   #deliveryOptions() {
     const { config, pool, runtime } = this.#options;
     return {
@@ -263,6 +290,7 @@ export class ActionStream {
       timeoutMs: config.actionTimeoutMs,
       signal: this.#abort.signal,
       metrics: this.#options.metrics,
+      heldFor: this.#heldFor,
     };
   }
 }

@@ -6,6 +6,7 @@
  * transaction identically after a restart, so a handler can de-duplicate on that id.
  */
 import type { Accountability } from '../../hooks/types.js';
+import { unverifiedAccountability } from './accountability.js';
 import { formatLsn } from './lsn.js';
 import type { PgoutputMessage, RelationInfo, Row } from './pgoutput-decoder.js';
 
@@ -41,6 +42,7 @@ export interface ChangeEvent {
   /** Per-key ordering: events sharing one of these strings are handled one after another. */
   orderKeys: string[];
   transaction: TransactionInfo;
+  /** Never null from the assembler: an unverified identity when no signed one came before the change. */
   accountability: Accountability | null;
 }
 
@@ -90,14 +92,20 @@ function stableJson(value: unknown): string {
 export class TransactionAssembler {
   #transaction: TransactionInfo | undefined;
   #seq = 0;
-  #accountability: Accountability | null = null;
+  /** The last signed identity in this transaction, and the message it came from. */
+  #accountability: Accountability | undefined;
+  #signedContent: Buffer | undefined;
+  /** Made once per transaction, like a signed identity: changes of one transaction share it. */
+  #unverified: Accountability | undefined;
 
   /**
+   * @param readAccountability the identity in a `hookbridge.accountability` message if the database
+   *   signed it in the transaction `xid` (pgoutput's Begin xid), else undefined.
    * @param primaryKeyOf the table's primary key columns from the catalog. Needed because under
    *   REPLICA IDENTITY FULL pgoutput flags every column as a key column.
    */
   constructor(
-    private readonly readAccountability: (content: Buffer) => Accountability | undefined,
+    private readonly readAccountability: (content: Buffer, xid: number) => Accountability | undefined,
     private readonly primaryKeyOf: (relation: RelationInfo) => readonly string[] | undefined = () => undefined,
     private readonly onUnfiltered: (content: Buffer) => void = () => undefined,
   ) {}
@@ -114,7 +122,9 @@ export class TransactionAssembler {
       case 'begin':
         this.#transaction = { xid: message.xid, commitLsn: message.finalLsn, lsn: formatLsn(message.finalLsn), commitTime: message.commitTime };
         this.#seq = 0;
-        this.#accountability = null;
+        this.#accountability = undefined;
+        this.#signedContent = undefined;
+        this.#unverified = undefined;
         return { kind: 'begin', transaction: this.#transaction };
       case 'commit': {
         const transaction = this.#require('commit');
@@ -123,7 +133,7 @@ export class TransactionAssembler {
       }
       case 'message':
         if (message.transactional) {
-          if (message.prefix === ACCOUNTABILITY_PREFIX) this.#accountability = this.readAccountability(message.content) ?? null;
+          if (message.prefix === ACCOUNTABILITY_PREFIX) this.#identify(message.content);
           return undefined;
         }
         if (message.prefix === UNFILTERED_PREFIX) this.onUnfiltered(message.content);
@@ -148,7 +158,7 @@ export class TransactionAssembler {
             cascade: message.cascade,
             restartIdentity: message.restartIdentity,
             transaction,
-            accountability: this.#accountability,
+            accountability: this.#current(),
           },
         };
       }
@@ -180,7 +190,7 @@ export class TransactionAssembler {
       unchangedToast,
       orderKeys: [orderKey(collection, key)],
       transaction,
-      accountability: this.#accountability,
+      accountability: this.#current(),
     };
     if (action === 'update' && oldKeySource) {
       const oldKey = keyOf(keyColumns, oldKeySource);
@@ -190,6 +200,25 @@ export class TransactionAssembler {
       }
     }
     return { kind: 'change', change };
+  }
+
+  /**
+   * Every statement on a published table emits its writer's identity, so most messages repeat the
+   * last one: those cost a comparison. Anyone may emit a message with this prefix, at any point of
+   * any transaction: one that is not signed for this transaction changes nothing, so it can neither
+   * erase the writer's identity nor replace it.
+   */
+  #identify(content: Buffer): void {
+    if (!this.#transaction || this.#signedContent?.equals(content)) return;
+    const identity = this.readAccountability(content, this.#transaction.xid);
+    if (!identity) return;
+    this.#accountability = identity;
+    // A copy: the content may be a view into a larger buffer of the stream.
+    this.#signedContent = Buffer.from(content);
+  }
+
+  #current(): Accountability {
+    return this.#accountability ?? (this.#unverified ??= unverifiedAccountability());
   }
 
   #require(what: string): TransactionInfo {

@@ -6,6 +6,10 @@
  * `<schema>.failed_events` (a durable insert) so the stream can go on. Only then is the change done.
  * If even parking fails (the database is gone), parking is retried until it works or the bridge
  * stops; in the latter case the change stays unconfirmed and Postgres sends it again later.
+ *
+ * A change that an extension which is not loaded would have heard (it guarded the table, see
+ * bridge/extension-guards.ts) is held for it the same way: a durable row in failed_events (reason
+ * `extension_not_loaded`), delivered to its handlers at a start where it loads again.
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -32,7 +36,12 @@ export interface DeliveryOptions {
   maxDelayMs?: number;
   signal: AbortSignal;
   metrics?: Pick<BridgeMetrics, 'actionEvents' | 'actionFailures' | 'parkedEvents'>;
+  /** Extensions that are not loaded whose action hooks would hear this event: the change is held for each. */
+  heldFor?: (event: EventRef) => readonly { extension: string; reason: string }[];
 }
+
+/** failed_events.reason of a change held for an extension that is not loaded. */
+export const HELD_REASON = 'extension_not_loaded';
 
 export interface Delivery {
   event: EventRef;
@@ -52,10 +61,17 @@ export class DeliveryAborted extends Error {
 }
 
 export async function deliver(delivery: Delivery, options: DeliveryOptions): Promise<void> {
-  const entries = options.runtime.registry.actions(delivery.event);
+  // Held first, while the meta is still as the change made it (a single handler completes it in place).
+  const held = options.heldFor?.(delivery.event);
+  if (held?.length) for (const extension of held) await hold(extension, delivery, options);
+  await deliverTo(options.runtime.registry.actions(delivery.event), delivery, options);
+  options.metrics?.actionEvents.inc({ collection: delivery.event.collection ?? '', action: delivery.event.action });
+}
+
+/** Runs `entries` for one change, each retried and, past its attempts, parked. */
+export async function deliverTo(entries: readonly ActionEntry[], delivery: Delivery, options: DeliveryOptions): Promise<void> {
   if (entries.length === 1) await deliverToHandler(entries[0] as ActionEntry, delivery, options, true);
   else if (entries.length > 1) await Promise.all(entries.map((entry) => deliverToHandler(entry, delivery, options, false)));
-  options.metrics?.actionEvents.inc({ collection: delivery.event.collection ?? '', action: delivery.event.action });
 }
 
 async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options: DeliveryOptions, ownsMeta: boolean): Promise<void> {
@@ -97,19 +113,48 @@ async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options:
 async function park(entry: ActionEntry, event: string, delivery: Delivery, error: unknown, options: DeliveryOptions, logger: Logger): Promise<void> {
   const described = describeHookError(error);
   const errorJson = { message: described.message, code: described.code, stack: error instanceof Error ? error.stack : undefined };
+  await insertParked(entry.extension, event, delivery, errorJson, options.attempts, 'handler_failed', options, logger);
+  logger.error({ err: error }, 'action event parked in failed_events');
+  options.metrics?.parkedEvents.inc({ extension: entry.extension });
+}
+
+/** Keeps a change for an extension that is not loaded: delivered to its handlers when it loads again. */
+async function hold(held: { extension: string; reason: string }, delivery: Delivery, options: DeliveryOptions): Promise<void> {
+  const event = `${delivery.event.collection ?? ''}.items.${delivery.event.action}`;
+  const logger = options.logger.child({ extension: held.extension, event, id: delivery.id });
+  const errorJson = { code: 'E_EXTENSION_NOT_LOADED', message: `extension "${held.extension}" is not loaded (${held.reason}); held until it loads` };
+  await insertParked(held.extension, event, delivery, errorJson, 0, HELD_REASON, options, logger);
+  logger.debug('change held for an extension that is not loaded');
+}
+
+/**
+ * A durable row in failed_events, retried until it is written or the bridge stops. A row already
+ * there for the same change, extension and event takes the newer reason: a held change whose replay
+ * failed becomes that handler's failure, a change held again goes back to every handler.
+ */
+async function insertParked(
+  extension: string,
+  event: string,
+  delivery: Delivery,
+  errorJson: Record<string, unknown>,
+  attempts: number,
+  reason: string,
+  options: DeliveryOptions,
+  logger: Logger,
+): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     if (options.signal.aborted) throw new DeliveryAborted();
     try {
       await options.pool.query(
         `insert into ${pg.escapeIdentifier(options.schema)}.failed_events
-           (event_id, extension, event, collection, action, commit_lsn, xid, meta, error, attempts, accountability)
-         values ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8::jsonb, $9::jsonb, $10, $11::jsonb)
+           (event_id, extension, event, collection, action, commit_lsn, xid, meta, error, attempts, accountability, reason)
+         values ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8::jsonb, $9::jsonb, $10, $11::jsonb, $12)
          on conflict (event_id, extension, event) do update
-           set attempts = failed_events.attempts + excluded.attempts, error = excluded.error,
+           set attempts = failed_events.attempts + excluded.attempts, error = excluded.error, reason = excluded.reason,
                failed_at = now(), replayed_at = null, replay_error = null`,
         [
           delivery.id,
-          entry.extension,
+          extension,
           event,
           delivery.event.collection ?? '',
           delivery.event.action,
@@ -117,12 +162,11 @@ async function park(entry: ActionEntry, event: string, delivery: Delivery, error
           delivery.xid,
           toJson(delivery.meta),
           toJson(errorJson),
-          options.attempts,
+          attempts,
           toJson(delivery.context.accountability ?? null),
+          reason,
         ],
       );
-      logger.error({ err: error }, 'action event parked in failed_events');
-      options.metrics?.parkedEvents.inc({ extension: entry.extension });
       return;
     } catch (parkError) {
       logger.error({ err: parkError, attempt }, 'parking a failed event failed; retrying');

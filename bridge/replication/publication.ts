@@ -248,11 +248,15 @@ async function syncInTransaction(client: pg.PoolClient, options: SyncPublication
 }
 
 async function ensurePublication(client: pg.PoolClient, name: string, publish: string): Promise<void> {
-  const { rows } = await client.query<{ puballtables: boolean; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; pubviaroot: boolean }>(
-    'select puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot from pg_publication where pubname = $1',
+  // From PostgreSQL 18 stored generated columns can be published: action payloads then hold them too.
+  const { rows: version } = await client.query<{ num: number }>(`select current_setting('server_version_num')::int as num`);
+  const generated = (version[0]?.num ?? 0) >= 180000;
+  const { rows } = await client.query<{ puballtables: boolean; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; pubviaroot: boolean; gencols: string | null }>(
+    `select puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot, ${generated ? 'pubgencols::text' : 'null::text'} as gencols
+       from pg_publication where pubname = $1`,
     [name],
   );
-  const settings = `publish = ${pg.escapeLiteral(publish)}, publish_via_partition_root = true`;
+  const settings = `publish = ${pg.escapeLiteral(publish)}, publish_via_partition_root = true${generated ? ', publish_generated_columns = stored' : ''}`;
   const existing = rows[0];
   if (!existing) {
     await client.query(`create publication ${pg.escapeIdentifier(name)} with (${settings})`);
@@ -269,7 +273,7 @@ async function ensurePublication(client: pg.PoolClient, name: string, publish: s
   const wantsChanges = publish.includes('update');
   const matches =
     existing.pubinsert && existing.pubtruncate && existing.pubviaroot &&
-    existing.pubupdate === wantsChanges && existing.pubdelete === wantsChanges;
+    existing.pubupdate === wantsChanges && existing.pubdelete === wantsChanges && (!generated || existing.gencols === 's');
   if (!matches) await client.query(`alter publication ${pg.escapeIdentifier(name)} set (${settings})`);
 }
 

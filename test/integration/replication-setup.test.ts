@@ -273,7 +273,7 @@ describe('publications and triggers', () => {
     await syncPublications(pool, { publication, tables, schema });
   });
 
-  it('sends the writer identity, signed, once per transaction and identity', async () => {
+  it('sends the writer identity, signed for its transaction, before the rows of each statement', async () => {
     const secret = await readAccountabilitySecret(pool, schema);
     await pool.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [rawSlot]);
 
@@ -320,18 +320,23 @@ describe('publications and triggers', () => {
     await dropSlot(pool, rawSlot);
     const transactions = groupByTransaction(rows.map((r) => r.data));
     expect(transactions).toHaveLength(5);
-    const [superuser, alice, bob, switching, forged] = transactions.map((t) => t.messages.map((m) => parseAccountabilityMessage(m, secret)));
+    const [superuser, alice, bob, switching, forged] = transactions.map((t) => t.messages.map((m) => parseAccountabilityMessage(m, secret, t.xid)));
 
     expect(transactions[0]?.changes).toBe(4);
-    expect(superuser).toEqual([
-      expect.objectContaining({ role: 'postgres', admin: true, user: null, userAgent: APP, ip: '127.0.0.1', claims: null }),
-    ]);
+    // One message per statement (a writer can no longer talk the trigger out of it), all alike here.
+    expect(superuser).toEqual(
+      Array(3).fill(expect.objectContaining({ role: 'postgres', admin: true, user: null, userAgent: APP, ip: '127.0.0.1', claims: null, verified: true })),
+    );
     expect(alice).toEqual([expect.objectContaining({ role: writer, admin: false, user: 'alice', claims: null })]);
     expect(bob).toEqual([
       expect.objectContaining({ role: webRole, admin: false, user: 'bob', claims: { sub: 'bob', role: 'web' } }),
     ]);
-    expect(switching?.map((a) => a?.role)).toEqual([writer, webRole, writer]);
+    expect(switching?.map((a) => a?.role)).toEqual([writer, webRole, webRole, writer]);
     expect(forged).toEqual([undefined]);
+    // Signed for its own transaction only.
+    const [first, second] = transactions;
+    expect(parseAccountabilityMessage(first?.messages[0] as Buffer, secret, (first?.xid ?? 0) + 1)).toBeUndefined();
+    expect(parseAccountabilityMessage(second?.messages[0] as Buffer, secret, second?.xid)).toBeDefined();
   });
 
   it('uninstall removes everything hookbridge made and leaves user tables and rows alone', async () => {
@@ -352,13 +357,16 @@ describe('publications and triggers', () => {
   });
 });
 
-/** pgoutput v1 framing: Begin 'B' ... Commit 'C'; a Message 'M' is flags, lsn, prefix\0, length, content. */
-function groupByTransaction(messages: Buffer[]): { messages: Buffer[]; changes: number }[] {
-  const transactions: { messages: Buffer[]; changes: number }[] = [];
-  let current: { messages: Buffer[]; changes: number } | undefined;
+/**
+ * pgoutput v1 framing: Begin 'B' (final lsn, commit time, xid) ... Commit 'C'; a Message 'M' is flags,
+ * lsn, prefix\0, length, content.
+ */
+function groupByTransaction(messages: Buffer[]): { xid: number; messages: Buffer[]; changes: number }[] {
+  const transactions: { xid: number; messages: Buffer[]; changes: number }[] = [];
+  let current: { xid: number; messages: Buffer[]; changes: number } | undefined;
   for (const data of messages) {
     const tag = String.fromCharCode(data[0] ?? 0);
-    if (tag === 'B') transactions.push((current = { messages: [], changes: 0 }));
+    if (tag === 'B') transactions.push((current = { xid: data.readUInt32BE(17), messages: [], changes: 0 }));
     else if (tag === 'C') current = undefined;
     else if (tag === 'M') {
       const prefixEnd = data.indexOf(0, 10);

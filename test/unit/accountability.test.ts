@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { parseAccountabilityMessage } from '../../bridge/replication/accountability.js';
+import { parseAccountabilityMessage, unverifiedAccountability } from '../../bridge/replication/accountability.js';
 
 const key = randomBytes(32);
 
-/** What emit_accountability() sends: json_build_object's text, a newline, hex sha256(key || json). */
+/** What accountability_trigger() sends: json_build_object's text, a newline, hex sha256(key || json). */
 function sign(doc: string | Buffer, secret = key): Buffer {
   const bytes = typeof doc === 'string' ? Buffer.from(doc, 'utf8') : doc;
   const signature = createHash('sha256').update(secret).update(bytes).digest('hex');
@@ -33,6 +33,7 @@ describe('parseAccountabilityMessage', () => {
       userAgent: 'psql',
       claims: null,
       database: { role: 'postgres', applicationName: 'psql', clientAddress: null },
+      verified: true,
     });
   });
 
@@ -79,6 +80,57 @@ describe('parseAccountabilityMessage', () => {
     it.each(cases)('%s', (_label, content) => {
       expect(parseAccountabilityMessage(content, key)).toBeUndefined();
     });
+  });
+
+  describe('believes a message only in the transaction that emitted it', () => {
+    /** Since migration 000005 the document starts with the xid8 of its transaction. */
+    const inTransaction = (xid: unknown, fields: Parameters<typeof pgDoc>[0] = { role: 'postgres', admin: true }) =>
+      sign(pgDoc(fields).replace('{', `{"xid" : ${JSON.stringify(xid)}, `));
+
+    it.each([
+      ['the same xid', '763', 763],
+      ['an xid8 past wraparound, whose low 32 bits pgoutput sends', String(3n * 2n ** 32n + 763n), 763],
+      ['the largest 32-bit xid', String(2 ** 32 - 1), 2 ** 32 - 1],
+    ] as const)('accepts %s', (_label, docXid, beginXid) => {
+      expect(parseAccountabilityMessage(inTransaction(docXid), key, beginXid)).toMatchObject({ role: 'postgres', admin: true, verified: true });
+    });
+
+    it.each([
+      ['another transaction', '764', 763],
+      ['another epoch\'s xid that is not this one', String(2n ** 32n + 764n), 763],
+      ['an xid as a JSON number', 763, 763],
+      ['an empty xid', '', 763],
+      ['an xid with a sign', '-763', 763],
+      ['an xid with trailing text', '763 ', 763],
+      ['a JSON null xid', null, 763],
+    ] as const)('refuses %s, even signed', (_label, docXid, beginXid) => {
+      expect(parseAccountabilityMessage(inTransaction(docXid), key, beginXid)).toBeUndefined();
+    });
+
+    it('refuses a malformed xid even when no transaction is given to compare', () => {
+      expect(parseAccountabilityMessage(inTransaction('x'), key)).toBeUndefined();
+      expect(parseAccountabilityMessage(inTransaction('763'), key)?.role).toBe('postgres');
+    });
+
+    it('takes a document from before migration 000005 (no xid) as it is', () => {
+      expect(parseAccountabilityMessage(sign(pgDoc({ role: 'alice' })), key, 763)).toMatchObject({ role: 'alice', verified: true });
+    });
+  });
+
+  it('describes an unknown writer with no rights, distinct from the system (null)', () => {
+    const unknown = unverifiedAccountability();
+    expect(unknown).toEqual({
+      user: null,
+      role: null,
+      admin: false,
+      app: false,
+      ip: null,
+      userAgent: null,
+      claims: null,
+      database: { role: null, applicationName: null, clientAddress: null },
+      verified: false,
+    });
+    expect(unverifiedAccountability()).not.toBe(unknown);
   });
 
   it('does not take `admin` from anything but a JSON true', () => {

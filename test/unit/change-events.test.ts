@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { unverifiedAccountability } from '../../bridge/replication/accountability.js';
 import { actionMeta, collectionOf, TransactionAssembler, type ChangeEvent, type StreamEvent } from '../../bridge/replication/change-events.js';
 import type { PgoutputMessage, RelationInfo, Row } from '../../bridge/replication/pgoutput-decoder.js';
 
@@ -79,14 +80,84 @@ describe('TransactionAssembler', () => {
     a.next({ tag: 'message', transactional: true, lsn: 11n, prefix: 'hookbridge.accountability', content: Buffer.from('signed') }, 11n);
     const [first] = changes([a.next({ tag: 'insert', relation: relation('t', ['id']), new: row({ id: 1 }) }, 12n)]);
     expect(first?.accountability).toBe(who);
-    a.next({ tag: 'message', transactional: true, lsn: 13n, prefix: 'hookbridge.accountability', content: Buffer.from('forged') }, 13n);
-    const [second] = changes([a.next({ tag: 'insert', relation: relation('t', ['id']), new: row({ id: 2 }) }, 14n)]);
-    expect(second?.accountability).toBeNull();
     const commit = a.next({ tag: 'commit', flags: 0, commitLsn: 10n, endLsn: 15n, commitTime: new Date(0), commitTimeMicros: 0n }, 15n);
     expect(commit).toMatchObject({ kind: 'commit', endLsn: 15n });
-    a.next(begin(8, 20n), 20n);
-    const [third] = changes([a.next({ tag: 'insert', relation: relation('t', ['id']), new: row({ id: 3 }) }, 21n)]);
-    expect(third?.accountability).toBeNull();
+  });
+
+  describe('accountability a writer cannot erase or forge', () => {
+    const alice = { user: null, role: 'alice', admin: false, app: false, ip: null, userAgent: null, verified: true };
+    const boss = { user: null, role: 'boss', admin: true, app: false, ip: null, userAgent: null, verified: true };
+    const unverified = unverifiedAccountability();
+    const accountability = (prefix: string, content: string, transactional = true): PgoutputMessage => ({ tag: 'message', transactional, lsn: 0n, prefix, content: Buffer.from(content) });
+    const insert = (id: number): PgoutputMessage => ({ tag: 'insert', relation: relation('t', ['id']), new: row({ id }) });
+
+    /** Runs one transaction (xid 7) of messages; returns each change's accountability, and what was verified for which xid. */
+    function run(messages: PgoutputMessage[]): { seen: unknown[]; reads: string[] } {
+      const reads: string[] = [];
+      const a = new TransactionAssembler((content, xid) => {
+        reads.push(`${content.toString()}@${xid}`);
+        return content.toString() === 'alice' && xid === 7 ? alice : content.toString() === 'boss' && xid === 7 ? boss : undefined;
+      });
+      const events = [begin(7), ...messages].map((m, i) => a.next(m, BigInt(i + 1)));
+      const seen = events.flatMap((e) => (e?.kind === 'change' ? [e.change.accountability] : e?.kind === 'truncate' ? [e.truncate.accountability] : []));
+      return { seen, reads };
+    }
+
+    it.each<[string, PgoutputMessage[], unknown[]]>([
+      ['a forged message after the signed one', [accountability('hookbridge.accountability', 'alice'), insert(1), accountability('hookbridge.accountability', 'forged'), insert(2)], [alice, alice]],
+      ['an empty message', [accountability('hookbridge.accountability', 'alice'), accountability('hookbridge.accountability', ''), insert(1)], [alice]],
+      ['a forged message between two statements', [accountability('hookbridge.accountability', 'alice'), insert(1), accountability('hookbridge.accountability', 'forged'), accountability('hookbridge.accountability', 'alice'), insert(2)], [alice, alice]],
+      ['a non-transactional message', [accountability('hookbridge.accountability', 'alice'), accountability('hookbridge.accountability', 'forged', false), insert(1)], [alice]],
+      ['a signed identity sent non-transactionally', [accountability('hookbridge.accountability', 'boss', false), accountability('hookbridge.accountability', 'alice'), insert(1)], [alice]],
+    ])('keeps the signed identity through %s', (_label, messages, expected) => {
+      expect(run(messages).seen).toEqual(expected);
+    });
+
+    it('gives changes before any signed identity an unverified one, never null', () => {
+      const { seen } = run([accountability('hookbridge.accountability', 'forged'), insert(1), { tag: 'truncate', relations: [relation('t', ['id'])], cascade: false, restartIdentity: false }]);
+      expect(seen).toEqual([unverified, unverified]);
+      expect(seen[0]).toBe(seen[1]);
+    });
+
+    it('follows the signed identity from statement to statement (SET ROLE), and starts afresh in each transaction', () => {
+      const a = new TransactionAssembler((content, xid) => (xid === 7 ? ({ alice, boss } as Record<string, typeof alice>)[content.toString()] : undefined));
+      const events = [
+        begin(7),
+        accountability('hookbridge.accountability', 'alice'),
+        insert(1),
+        accountability('hookbridge.accountability', 'boss'),
+        insert(2),
+        accountability('hookbridge.accountability', 'alice'),
+        insert(3),
+        { tag: 'commit', flags: 0, commitLsn: 1n, endLsn: 9n, commitTime: new Date(0), commitTimeMicros: 0n },
+        begin(8, 20n),
+        // The same content in another transaction names the wrong xid: not believed.
+        accountability('hookbridge.accountability', 'alice'),
+        insert(4),
+      ].map((m, i) => a.next(m as PgoutputMessage, BigInt(i + 1)));
+      expect(changes(events).map((c) => c.accountability)).toEqual([alice, boss, alice, unverified]);
+    });
+
+    it('verifies a repeated message once (every statement emits one)', () => {
+      const { seen, reads } = run([
+        accountability('hookbridge.accountability', 'alice'),
+        insert(1),
+        accountability('hookbridge.accountability', 'alice'),
+        insert(2),
+        accountability('hookbridge.accountability', 'forged'),
+        accountability('hookbridge.accountability', 'alice'),
+        insert(3),
+      ]);
+      expect(seen).toEqual([alice, alice, alice]);
+      expect(reads).toEqual(['alice@7', 'forged@7']);
+    });
+
+    it('ignores an accountability message outside a transaction', () => {
+      const a = new TransactionAssembler(() => alice);
+      expect(a.next(accountability('hookbridge.accountability', 'alice'), 1n)).toBeUndefined();
+      a.next(begin(7), 2n);
+      expect(changes([a.next(insert(1), 3n)])[0]?.accountability).toEqual(unverified);
+    });
   });
 
   it('names collections: the table for public, schema.table otherwise', () => {
