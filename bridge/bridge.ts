@@ -10,6 +10,7 @@ import { checkExtensionsPath, redactUrl, type Config } from './config.js';
 import { ExtensionGuards } from './extension-guards.js';
 import { internalConnection, openDatabase, withSessionSettings, type OpenedDatabase } from './database.js';
 import { migrate } from './migrate.js';
+import { NewTables } from './new-tables.js';
 import { FilterService } from './filters/filter-service.js';
 import { startHttp, type HealthReport, type HttpServer } from './http.js';
 import { createMetrics, type BridgeMetrics } from './metrics.js';
@@ -39,6 +40,8 @@ export class Bridge {
   #filters: FilterService | undefined;
   /** Which extension guarded which table (kept in the database): what a failed extension leaves guarded. */
   #guards: ExtensionGuards | undefined;
+  /** The rules and the event trigger that guard new tables in the transaction that creates them. */
+  #newTables: NewTables | undefined;
   #http: HttpServer | undefined;
   #schema: SchemaReader | undefined;
   /** The latest schema overview, refreshed in the background: what handlers get as `context.schema`. */
@@ -93,12 +96,20 @@ export class Bridge {
     const healthy = this.healthy;
     return {
       status: healthy ? 'ok' : 'unavailable',
-      replication: { streaming: actions?.streaming ?? false, publicationsInSync: actions?.publicationsInSync ?? false, confirmedLsn: actions?.confirmedLsn ?? null },
+      replication: {
+        streaming: actions?.streaming ?? false,
+        publicationsInSync: actions?.publicationsInSync ?? false,
+        confirmedLsn: actions?.confirmedLsn ?? null,
+        // Tables with action hooks the bridge may not publish (their changes do not reach the hooks), and why.
+        unmanaged: actions?.unmanaged ?? [],
+      },
       filters: {
         transport: filters?.transport ?? null,
         reachable: filters !== undefined && filters.problem === undefined,
         problem: filters?.problem ?? null,
         triggersInSync: filters?.triggersInSync ?? false,
+        // Tables with filter hooks the bridge may not put its trigger on (their writes are not filtered), and why.
+        unmanaged: filters?.unmanaged ?? [],
         tickets: filters?.tickets ?? { size: 0, armed: 0 },
         connections: filters?.connections ?? 0,
       },
@@ -194,6 +205,10 @@ export class Bridge {
     const report = await this.runtime.start();
     // What the extensions guard, remembered, before triggers and publications follow the loaded hooks.
     await this.#guards.update(await listUserTables(this.#pool, { exclude: [this.config.schema] }));
+    // Tables created from now on are guarded inside their CREATE TABLE (where the event trigger may exist).
+    this.#newTables = new NewTables({ pool: this.#pool, schema: this.config.schema, publication: this.config.publicationName, logger: this.logger });
+    await this.#newTables.start();
+    await this.#newTables.update(this.runtime.registry, this.#guards.notLoaded);
     await this.#filters.start();
     this.#actions = new ActionStream({
       config: this.config,
@@ -240,6 +255,7 @@ export class Bridge {
     // The guards first: both syncs keep what extensions that are not loaded guarded. A failed update
     // (logged) leaves the last known guards in force.
     await this.#guards?.update(tables).catch(() => undefined);
+    await this.#newTables?.update(this.runtime.registry, this.#guards?.notLoaded ?? []).catch(() => undefined);
     // Each sync reports its own failure (and marks itself out of sync for /health).
     await Promise.all([
       this.#filters?.sync(tables).catch(() => undefined),
@@ -299,6 +315,7 @@ export class Bridge {
     await step('closing the pool', () => this.#pool?.end());
     this.#pool = undefined;
     this.#schema = undefined;
+    this.#newTables = undefined;
     await step('releasing the database', () => this.#opened?.release());
     this.#opened = undefined;
   }

@@ -16,6 +16,7 @@ import { Bridge } from './bridge.js';
 import { checkExtensionsPath, ConfigError, resolveConfig, type ConfigOptions } from './config.js';
 import { internalConnection, openDatabase } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
+import { forgetGuards } from './extension-guards.js';
 import { doctor, guardCheck, guardStatus, status } from './inspect.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
@@ -164,6 +165,7 @@ export function buildProgram(): Command {
           ...Object.entries(report.publications).map(([name, tables]) => `publication ${name}: ${tables.join(', ') || '(none)'}`),
           `filter triggers: ${report.filterTriggers.map((t) => `${t.table} (${t.operations.join(', ')})`).join(', ') || '(none)'}`,
           `filter transport: ${report.filterEndpoint ? `${report.filterEndpoint.transport} (published ${report.filterEndpoint.updatedAt.toISOString()})` : '(no bridge has started)'}`,
+          `new tables: ${report.newTables.state === 'installed' || report.newTables.atNextStart ? report.newTables.detail : `✗ ${report.newTables.detail}\n    fix: ${report.newTables.fix ?? ''}`}`,
           `failed events waiting for replay: ${report.failedEvents}`,
           `guarded tables: ${guards.guarded.map((g) => `${g.table} (${g.extensions.join(', ')})`).join(', ') || '(none)'}`,
           ...guards.notLoaded.map(
@@ -216,6 +218,27 @@ export function buildProgram(): Command {
     await withDatabase(flags, async ({ pool }) => {
       await uninstall(pool, { schema: config.schema, slotName: config.slotName, publication: config.publicationName });
       process.stdout.write(`removed ${what}\n`);
+    }, { migrate: false });
+  });
+
+  commonOptions(
+    program
+      .command('forget <extension>')
+      .description('stop guarding the tables of an extension removed on purpose (its held changes are closed undelivered)'),
+    { database: true },
+  ).action(async (extension: string, flags) => {
+    await withDatabase(flags, async ({ pool, config }) => {
+      const forgotten = await forgetGuards(pool, config.schema, extension);
+      if (forgotten.tables.length === 0) {
+        const remembered = (await guardStatus(pool, config)).guarded.flatMap((g) => g.extensions);
+        process.stderr.write(`hookbridge: no guards remembered for extension "${extension}" (remembered: ${[...new Set(remembered)].sort().join(', ') || 'none'})\n`);
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(
+        `forgot extension "${extension}": it no longer guards ${forgotten.tables.join(', ')} (a running bridge follows within seconds); ` +
+          `${forgotten.held} change(s) held for it closed undelivered (hookbridge failed list --all)\n`,
+      );
     }, { migrate: false });
   });
 

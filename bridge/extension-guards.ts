@@ -10,20 +10,28 @@
  *     loads delivers them to its action hooks (failed-events.ts).
  *
  * The rows of every extension that loads are rewritten from what its hooks match among the current
- * tables. An extension gone from an extensions folder that exists was removed on purpose: it is
- * forgotten (logged). An extension that never loaded guards nothing: there is nothing to remember.
+ * tables. A guard is never forgotten implicitly: an extension gone from the folder — or a folder that
+ * holds no extension at all (emptied, the wrong folder mounted) — is not loaded like a broken one, and
+ * its tables stay guarded until it comes back or `hookbridge forget <extension>` forgets it on purpose
+ * (forgetGuards). An extension that never loaded guards nothing: there is nothing to remember.
+ *
+ * Which changes are held follows the loaded set atomically: the runtime hands each new set to
+ * ExtensionGuards synchronously before the registry swaps it in (HookRuntime.onSwap), so a change is
+ * never looked up between the two (delivered by the new set and held by the old view, or neither).
  */
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { matchesEvent } from '../hooks/event-name.js';
+import { matchesEvent, type EventPattern } from '../hooks/event-name.js';
 import type { ExtensionHooks } from '../hooks/register.js';
 import type { HookRuntime, LoadReport } from '../hooks/runtime.js';
 import { collectionOf } from './replication/change-events.js';
+import { HELD_REASON } from './replication/delivery.js';
 import type { UserTable } from './replication/publication.js';
 import { SerialQueue } from './serial-queue.js';
 
-export const GUARDED_FILTERS = ['create', 'update', 'delete'] as const;
+/** `truncate` only for filters that name it (see hooks/event-name.ts): a not-loaded one keeps TRUNCATE refused. */
+export const GUARDED_FILTERS = ['create', 'update', 'delete', 'truncate'] as const;
 export const GUARDED_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
 
 export interface GuardRow {
@@ -68,11 +76,8 @@ export function guardsOf(extensions: readonly ExtensionHooks[], tables: readonly
   return sortRows(rows);
 }
 
-/**
- * Why an extension with remembered guards is not loaded, or undefined when it is simply gone from an
- * extensions folder that exists (removed on purpose).
- */
-export function notLoadedReason(extension: string, path: string, report: LoadReport): string | undefined {
+/** Why an extension with remembered guards is not loaded. */
+export function notLoadedReason(extension: string, path: string, report: LoadReport): string {
   if (!report.exists) return `the extensions folder ${report.root} does not exist`;
   const entry = resolve(report.root, path);
   for (const failure of report.failed) {
@@ -84,11 +89,16 @@ export function notLoadedReason(extension: string, path: string, report: LoadRep
         : entry === failure.path || entry.startsWith(`${basename(failure.path) === 'package.json' ? dirname(failure.path) : failure.path}${sep}`);
     if (covers) return `${failure.code}: ${failure.reason}`;
   }
-  return undefined;
+  // Gone could be a mistake as much as a removal (a wrong mount, a partial deploy): it keeps guarding.
+  const forget = `if it was removed on purpose: npx hookbridge forget ${extension}`;
+  if (report.loaded.length === 0 && report.failed.length === 0) {
+    return `the extensions folder ${report.root} holds no extension at all (emptied, or the wrong folder mounted?); ${forget}`;
+  }
+  return `gone from the extensions folder ${report.root}; ${forget}`;
 }
 
-/** Sorts the remembered rows of extensions that are not loaded: still guarding (and why), or removed. */
-export function classifyGuards(stored: readonly GuardRow[], report: LoadReport, loaded: ReadonlySet<string>): { notLoaded: NotLoadedGuard[]; removed: string[] } {
+/** The remembered guards of extensions that are not loaded, by extension, with why: they keep guarding. */
+export function classifyGuards(stored: readonly GuardRow[], report: LoadReport, loaded: ReadonlySet<string>): NotLoadedGuard[] {
   const byExtension = new Map<string, GuardRow[]>();
   for (const row of stored) {
     if (loaded.has(row.extension)) continue;
@@ -97,20 +107,14 @@ export function classifyGuards(stored: readonly GuardRow[], report: LoadReport, 
     byExtension.set(row.extension, rows);
   }
   const notLoaded: NotLoadedGuard[] = [];
-  const removed: string[] = [];
   for (const [extension, rows] of byExtension) {
-    const reason = notLoadedReason(extension, rows[0]?.path ?? '', report);
-    if (reason === undefined) {
-      removed.push(extension);
-      continue;
-    }
     notLoaded.push({
       extension,
-      reason,
+      reason: notLoadedReason(extension, rows[0]?.path ?? '', report),
       tables: rows.map((r) => ({ collection: collectionOf({ schema: r.schema, name: r.table }), filters: r.filters, actions: r.actions })),
     });
   }
-  return { notLoaded, removed };
+  return notLoaded;
 }
 
 function table(schema: string): string {
@@ -171,6 +175,40 @@ async function writeGuards(pool: pg.Pool, schema: string, extensions: string[], 
   }
 }
 
+/**
+ * Forgets, on purpose, what `extension` (and a bundle's hooks, `<extension>/<hook>`) guarded: its
+ * tables are no longer guarded by it, and the changes held for it are closed undelivered (kept in
+ * failed_events, replayed_at set, with the reason in replay_error). A running bridge follows within
+ * its next catalog check (2 s). A bridge that loads an extension of that name remembers it again.
+ */
+export async function forgetGuards(pool: pg.Pool, schema: string, extension: string): Promise<{ tables: string[]; held: number }> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('begin');
+    try {
+      const forgotten = await client.query<{ table_schema: string; table_name: string }>(
+        `delete from ${table(schema)} where extension = $1 or starts_with(extension, $1 || '/') returning table_schema, table_name`,
+        [extension],
+      );
+      const held = await client.query(
+        `update ${pg.escapeIdentifier(schema)}.failed_events
+            set replayed_at = now(), replay_error = jsonb_build_object('message', 'not delivered: the extension was forgotten (hookbridge forget)', 'code', 'E_EXTENSION_FORGOTTEN')
+          where (extension = $1 or starts_with(extension, $1 || '/')) and reason = $2 and replayed_at is null`,
+        [extension, HELD_REASON],
+      );
+      await client.query('commit');
+      const tables = [...new Set(forgotten.rows.map((r) => collectionOf({ schema: r.table_schema, name: r.table_name })))].sort();
+      return { tables, held: held.rowCount ?? 0 };
+    } catch (error) {
+      await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError))));
+      throw error;
+    }
+  } finally {
+    client.release(broken);
+  }
+}
+
 function sortRows(rows: GuardRow[]): GuardRow[] {
   const key = (r: GuardRow) => `${r.extension}\0${r.schema}\0${r.table}`;
   return rows.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
@@ -196,12 +234,20 @@ export class ExtensionGuards {
   /** `<collection>\0<action>` → every not-loaded extension whose actions heard it. */
   #actions = new Map<string, NotLoaded[]>();
   #filterOperations = new Map<string, string[]>();
+  /** Extensions that left the loaded set in this process, by name, with their action patterns: held by what they heard. */
+  #goneActions: Array<{ why: NotLoaded; patterns: EventPattern[] }> = [];
   #reported = '[]';
-  #computed: { extensions: readonly ExtensionHooks[]; tables: string; rows: GuardRow[] } | undefined;
+  #computed: { extensions: readonly ExtensionHooks[]; gone: string; tables: string; rows: GuardRow[] } | undefined;
+  /** What the database remembers, as last read or written: what a reload reclassifies at once. */
+  #stored: GuardRow[] = [];
+  /** The hooks of extensions loaded earlier in this process and not now, while their guards are remembered. */
+  readonly #gone = new Map<string, ExtensionHooks>();
 
   constructor(options: ExtensionGuardsOptions) {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'guards' });
+    // The bridge makes one ExtensionGuards per runtime; it lives as long as that runtime.
+    options.runtime.onSwap((report, extensions) => this.#swap(report, extensions));
   }
 
   /** Extensions that guard tables and are not loaded. */
@@ -216,11 +262,21 @@ export class ExtensionGuards {
 
   /** Every not-loaded extension whose action hooks heard this change: it is held for each. */
   heldFor(collection: string | undefined, action: string): readonly NotLoaded[] {
-    if (collection === undefined || this.#actions.size === 0) return NONE;
-    return this.#actions.get(`${collection}\0${action}`) ?? NONE;
+    if (collection === undefined) return NONE;
+    const remembered = this.#actions.size === 0 ? NONE : (this.#actions.get(`${collection}\0${action}`) ?? NONE);
+    if (this.#goneActions.length === 0) return remembered;
+    // An extension that left in this process is held by its own patterns: also on a table created
+    // since its guards were last written (exactly what its handlers would have heard).
+    let held: NotLoaded[] | undefined;
+    const event = { scope: 'items' as const, action, collection };
+    for (const gone of this.#goneActions) {
+      if (remembered.some((r) => r.extension === gone.why.extension) || !gone.patterns.some((p) => matchesEvent(p, event))) continue;
+      (held ??= [...remembered]).push(gone.why);
+    }
+    return held ?? remembered;
   }
 
-  /** Write operations (create, update, delete) of `collection` that not-loaded extensions guard. */
+  /** Write operations (create, update, delete, truncate) of `collection` that not-loaded extensions guard. */
   filterOperations(collection: string): readonly string[] {
     return this.#filterOperations.get(collection) ?? [];
   }
@@ -240,9 +296,9 @@ export class ExtensionGuards {
   }
 
   /**
-   * Records what the loaded extensions guard among `tables`, forgets removed extensions, and works out
-   * which remembered guards belong to extensions that are not loaded. Serialised; the bridge calls it
-   * after the extensions loaded and whenever the catalog sync runs.
+   * Records what the loaded extensions (and those that left in this process) guard among `tables`,
+   * and works out which remembered guards belong to extensions that are not loaded. Serialised; the
+   * bridge calls it after the extensions loaded and whenever the catalog sync runs.
    */
   update(tables: readonly UserTable[]): Promise<void> {
     return this.#updates.run(
@@ -253,35 +309,55 @@ export class ExtensionGuards {
 
   async #update(tables: readonly UserTable[]): Promise<void> {
     const { pool, schema, runtime } = this.#options;
+    const stored = await readGuards(pool, schema);
+    // The loaded set as it is now, after the read (a reload may have swapped it meanwhile).
     const report = runtime.report;
     if (!report) return;
     const extensions = runtime.registry.extensions;
-    const tablesKey = tables.map((t) => `${t.oid}:${t.collection}`).join(',');
-    // Matching every handler against every table is the costly part: only when either changed.
-    if (this.#computed?.extensions !== extensions || this.#computed.tables !== tablesKey) {
-      this.#computed = { extensions, tables: tablesKey, rows: guardsOf(extensions, tables, report.root) };
-    }
-    const current = this.#computed.rows;
     const loaded = new Set(extensions.map((e) => e.name));
-    const stored = await readGuards(pool, schema);
-    const { notLoaded, removed } = classifyGuards(stored, report, loaded);
-    const storedLoaded = stored.filter((r) => loaded.has(r.extension));
-    const recorded = (extension: string) => stored.find((r) => r.extension === extension)?.notLoaded;
-    if (
-      removed.length > 0 ||
-      JSON.stringify(storedLoaded) !== JSON.stringify(current) ||
-      notLoaded.some((g) => recorded(g.extension) !== g.reason)
-    ) {
-      await writeGuards(pool, schema, [...loaded, ...removed], current, notLoaded);
+    // One forgotten on purpose (hookbridge forget) has no rows left: its last hooks no longer hold anything.
+    for (const name of this.#gone.keys()) if (loaded.has(name) || !stored.some((r) => r.extension === name)) this.#gone.delete(name);
+    const gone = [...this.#gone.values()];
+    const tablesKey = tables.map((t) => `${t.oid}:${t.collection}`).join(',');
+    const goneKey = gone.map((e) => e.name).join('\0');
+    // Matching every handler against every table is the costly part: only when either changed.
+    if (this.#computed?.extensions !== extensions || this.#computed.gone !== goneKey || this.#computed.tables !== tablesKey) {
+      this.#computed = { extensions, gone: goneKey, tables: tablesKey, rows: guardsOf([...extensions, ...gone], tables, report.root) };
     }
-    for (const extension of removed) {
-      const tablesOf = stored.filter((r) => r.extension === extension).map((r) => collectionOf({ schema: r.schema, name: r.table }));
-      this.#logger.warn({ extension, tables: tablesOf }, 'extension removed from the extensions folder: the tables it guarded are no longer guarded by it');
+    // Rewritten: the loaded extensions' rows, and those of extensions that left in this process (from
+    // their last hooks). Kept as they are: those of extensions not loaded since the bridge started.
+    const rewritten = new Set([...loaded, ...this.#gone.keys()]);
+    const remembered = sortRows([...stored.filter((r) => !rewritten.has(r.extension)), ...this.#computed.rows].map((r) => ({ ...r })));
+    const notLoaded = classifyGuards(remembered, report, loaded);
+    const reasons = new Map(notLoaded.map((g) => [g.extension, g.reason]));
+    for (const row of remembered) row.notLoaded = reasons.get(row.extension) ?? null;
+    if (JSON.stringify(stored) !== JSON.stringify(remembered)) {
+      await writeGuards(
+        pool,
+        schema,
+        [...rewritten],
+        remembered.filter((r) => rewritten.has(r.extension)),
+        notLoaded,
+      );
     }
-    this.#apply(notLoaded);
+    this.#stored = remembered;
+    // Classified again against the loaded set of now: a reload may have swapped it during the write.
+    const current = runtime.report;
+    if (current) this.#apply(classifyGuards(this.#stored, current, new Set(runtime.registry.extensions.map((e) => e.name))), current);
   }
 
-  #apply(notLoaded: NotLoadedGuard[]): void {
+  /** A reload is about to swap `extensions` in: what is held changes in the same synchronous step. */
+  #swap(report: LoadReport, extensions: readonly ExtensionHooks[]): void {
+    const next = new Set(extensions.map((e) => e.name));
+    // The registry still holds the set being replaced.
+    for (const ext of this.#options.runtime.registry.extensions) {
+      if (!next.has(ext.name) && this.#stored.some((r) => r.extension === ext.name)) this.#gone.set(ext.name, ext);
+    }
+    for (const name of next) this.#gone.delete(name);
+    this.#apply(classifyGuards(this.#stored, report, next), report);
+  }
+
+  #apply(notLoaded: NotLoadedGuard[], report: LoadReport): void {
     const filters = new Map<string, NotLoaded>();
     const actions = new Map<string, NotLoaded[]>();
     const operations = new Map<string, string[]>();
@@ -301,18 +377,37 @@ export class ExtensionGuards {
         }
       }
     }
+    const goneActions: Array<{ why: NotLoaded; patterns: EventPattern[] }> = [];
+    for (const guard of notLoaded) {
+      const hooks = this.#gone.get(guard.extension);
+      const patterns = hooks?.handlers.filter((h) => h.kind === 'action' && h.pattern.scope === 'items').map((h) => h.pattern) ?? [];
+      if (patterns.length) goneActions.push({ why: { extension: guard.extension, reason: guard.reason }, patterns });
+    }
     const reported = JSON.stringify(notLoaded);
     const before = new Set(this.#notLoaded.map((g) => g.extension));
     this.#notLoaded = notLoaded;
     this.#filters = filters;
     this.#actions = actions;
+    this.#goneActions = goneActions;
     this.#filterOperations = operations;
     if (reported === this.#reported) return;
     this.#reported = reported;
     for (const guard of notLoaded) {
       this.#logger.error(
-        { extension: guard.extension, reason: guard.reason, tables: guard.tables.map((t) => t.collection) },
+        {
+          extension: guard.extension,
+          reason: guard.reason,
+          tables: guard.tables.map((t) => t.collection),
+          fix: `fix it or put it back in ${report.root} (held changes are delivered at the next start where it loads); if it was removed on purpose: npx hookbridge forget ${guard.extension}`,
+        },
         'extension not loaded: the tables it guarded stay guarded (writes its filters covered are refused, changes its actions hear are held until it loads)',
+      );
+    }
+    const remembered = new Set(this.#stored.map((r) => r.extension));
+    if (notLoaded.length > 0 && notLoaded.length === remembered.size) {
+      this.#logger.error(
+        { path: report.root, exists: report.exists, found: report.loaded.map((l) => l.name), notLoaded: notLoaded.map((g) => g.extension) },
+        'none of the extensions that guard tables was found in the extensions folder: is EXTENSIONS_PATH (or the folder mounted there) the right one? Their tables stay guarded and their changes held; to forget one on purpose: npx hookbridge forget <extension>',
       );
     }
     for (const extension of before) {

@@ -1,6 +1,7 @@
 /**
  * Parked action events: listing them and replaying them through the handler that failed.
- * A replay runs the handler once, with the meta it originally received; success marks the row
+ * A replay runs the handler once, with the meta it originally received (exactly: meta_exact, see
+ * sql/000011.sql; rows parked before it replay the jsonb copy); success marks the row
  * replayed, failure records why and leaves it to replay again.
  *
  * Changes held for an extension that was not loaded (reason `extension_not_loaded`) go to every
@@ -15,7 +16,8 @@ import { eventNameFor, type EventRef } from '../hooks/event-name.js';
 import type { ActionEntry } from '../hooks/register.js';
 import type { HookRuntime } from '../hooks/runtime.js';
 import type { Accountability, HookContext } from '../hooks/types.js';
-import { deliverTo, HELD_REASON, type DeliveryOptions } from './replication/delivery.js';
+import { unverifiedAccountability } from './replication/accountability.js';
+import { deliverTo, deserializeMeta, HELD_REASON, type DeliveryOptions } from './replication/delivery.js';
 
 export interface FailedEvent {
   id: string;
@@ -30,7 +32,11 @@ export interface FailedEvent {
   attempts: number;
   error: { message?: string; code?: string; stack?: string };
   meta: Record<string, unknown>;
-  accountability: Accountability | null;
+  /**
+   * As the handler first received it. Rows parked before every change got one hold null: read as
+   * the unknown writer (`verified: false`), never as null, which Directus takes for the system itself.
+   */
+  accountability: Accountability;
   failedAt: Date;
   replayedAt: Date | null;
   replayError: { message?: string; code?: string } | null;
@@ -49,7 +55,8 @@ function table(schema: string): string {
 export async function listFailedEvents(
   pool: pg.Pool,
   schema: string,
-  options: { includeReplayed?: boolean; ids?: string[] } = {},
+  /** `exact`: `meta` as its handlers got it (meta_exact: Buffers, NaN, -0, ...), for replays; else the readable jsonb copy. */
+  options: { includeReplayed?: boolean; ids?: string[]; exact?: boolean } = {},
 ): Promise<FailedEvent[]> {
   const conditions: string[] = [];
   const params: unknown[] = [];
@@ -60,7 +67,7 @@ export async function listFailedEvents(
   }
   const { rows } = await pool.query(
     `select id::text, event_id, extension, event, collection, action, reason, commit_lsn::text, attempts, error, meta,
-            accountability, failed_at, replayed_at, replay_error
+            ${options.exact ? 'meta_exact' : 'null as meta_exact'}, accountability, failed_at, replayed_at, replay_error
        from ${table(schema)}
       ${conditions.length ? `where ${conditions.join(' and ')}` : ''}
       order by id`,
@@ -77,8 +84,8 @@ export async function listFailedEvents(
     commitLsn: r.commit_lsn,
     attempts: r.attempts,
     error: r.error,
-    meta: r.meta,
-    accountability: r.accountability,
+    meta: options.exact ? deserializeMeta(r.meta_exact, r.meta) : r.meta,
+    accountability: r.accountability ?? unverifiedAccountability(),
     failedAt: r.failed_at,
     replayedAt: r.replayed_at,
     replayError: r.replay_error,
@@ -91,7 +98,7 @@ export async function replayFailedEvents(
   runtime: HookRuntime,
   options: { ids?: string[]; database?: unknown } = {},
 ): Promise<ReplayResult[]> {
-  const events = await listFailedEvents(pool, schema, { ids: options.ids });
+  const events = await listFailedEvents(pool, schema, { ids: options.ids, exact: true });
   const results: ReplayResult[] = [];
   for (const failed of events) {
     const ref: EventRef = { scope: 'items', action: failed.action, collection: failed.collection };
@@ -153,9 +160,10 @@ export async function replayHeldEvents(options: {
       commit_lsn: string;
       xid: string | null;
       meta: Record<string, unknown>;
+      meta_exact: Buffer | null;
       accountability: Accountability | null;
     }>(
-      `select id::text, event_id, extension, event, collection, action, commit_lsn::text, xid::text, meta, accountability
+      `select id::text, event_id, extension, event, collection, action, commit_lsn::text, xid::text, meta, meta_exact, accountability
          from ${table(schema)}
         where reason = $1 and replayed_at is null and extension = any ($2::text[])
         order by commit_lsn, id
@@ -173,8 +181,9 @@ export async function replayHeldEvents(options: {
           {
             event: ref,
             id: row.event_id,
-            meta: row.meta,
-            context: { ...options.context, accountability: row.accountability },
+            // As the change made it (meta_exact), not the jsonb copy that lost bytea, NaN, -0, key order, ...
+            meta: deserializeMeta(row.meta_exact, row.meta),
+            context: { ...options.context, accountability: row.accountability ?? unverifiedAccountability() },
             commitLsn: row.commit_lsn,
             xid: Number(row.xid ?? 0),
           },

@@ -4,7 +4,8 @@
 import pg from 'pg';
 import type { Config } from './config.js';
 import { notLoadedAsRecorded, readGuards, type NotLoadedGuard } from './extension-guards.js';
-import { bridgeMayUseDblink, dblinkExposure } from './filters/filter-service.js';
+import { bridgeMayUseDblink, dblinkExposure, FILTER_TRIGGER, LEGACY_FILTER_TRIGGERS } from './filters/filter-service.js';
+import { readEventTrigger, type EventTriggerState } from './new-tables.js';
 import { readReplicationFacts, replicationProblems } from './replication/setup.js';
 
 export interface Check {
@@ -70,7 +71,41 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
       fix: exposed ? `as a superuser: ${exposed.statement}` : undefined,
     });
   }
+  checks.push(await triggerOrderCheck(pool, config));
+  // New tables: guarded in the transaction that creates them only with the event trigger (a superuser's to create).
+  const newTables = await readEventTrigger(pool, config.schema);
+  checks.push({ name: 'new tables guarded from their first row', ok: newTables.state === 'installed' || newTables.atNextStart === true, detail: newTables.detail, fix: newTables.fix });
   return checks;
+}
+
+/**
+ * Postgres fires BEFORE ROW triggers in name order: one that sorts after hookbridge's can change a row
+ * after the filters approved it. And a trigger of hookbridge's name must be enabled and call its function.
+ */
+async function triggerOrderCheck(pool: pg.Pool, config: Readonly<Config>): Promise<Check> {
+  const { rows } = await pool.query<{ tbl: string; problem: string }>(
+    `select t.tgrelid::regclass::text as tbl,
+            case when o.tgname is not null then 'its trigger ' || quote_ident(o.tgname) || ' runs after hookbridge''s filter'
+                 when t.tgenabled = 'D' then 'hookbridge''s filter trigger is disabled'
+                 else 'its trigger ' || quote_ident(t.tgname) || ' does not call ' || $3 end as problem
+       from pg_catalog.pg_trigger t
+       left join pg_catalog.pg_trigger o
+         on o.tgrelid = t.tgrelid and o.tgname::text collate "C" > t.tgname::text collate "C" and not o.tgisinternal
+        and o.tgenabled <> 'D' and o.tgtype::int4 & 3 = 3 and o.tgtype::int4 & 28 <> 0
+      where t.tgname = $1 and t.tgparentid = 0
+        and (o.tgname is not null or t.tgenabled = 'D' or t.tgfoid is distinct from pg_catalog.to_regprocedure($2)::oid)
+      order by 1, 2`,
+    [FILTER_TRIGGER, `${pg.escapeIdentifier(config.schema)}.filter_trigger()`, `${config.schema}.filter_trigger()`],
+  );
+  return {
+    name: 'filter triggers fire last',
+    ok: rows.length === 0,
+    detail: rows.length ? rows.map((r) => `${r.tbl}: ${r.problem}`).join('; ') : `no BEFORE row trigger sorts after ${FILTER_TRIGGER}`,
+    fix: rows.length
+      ? `rename the user triggers so that they sort before "${FILTER_TRIGGER}" (byte order: a name starting with a letter or digit does), e.g. ALTER TRIGGER ... ON ... RENAME TO ...; ` +
+        'a disabled or replaced hookbridge trigger is made again by the running bridge'
+      : undefined,
+  };
 }
 
 export interface Status {
@@ -80,6 +115,8 @@ export interface Status {
   filterTriggers: Array<{ table: string; operations: string[] }>;
   failedEvents: number;
   filterEndpoint: { updatedAt: Date; transport: string } | null;
+  /** Whether new tables are guarded in their own transaction (the event trigger), or only from the bridge's next check. */
+  newTables: EventTriggerState;
 }
 
 export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<Status> {
@@ -102,7 +139,8 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
             array_remove(array[case when t.tgtype::int4 & 4 <> 0 then 'INSERT' end, case when t.tgtype::int4 & 16 <> 0 then 'UPDATE' end,
                                case when t.tgtype::int4 & 8 <> 0 then 'DELETE' end], null) as ops
        from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
-      where t.tgname = 'hookbridge_filter' order by 1`,
+      where t.tgname = any ($1::text[]) order by 1`,
+    [[FILTER_TRIGGER, ...LEGACY_FILTER_TRIGGERS]],
   );
   let failedEvents = 0;
   let filterEndpoint: Status['filterEndpoint'] = null;
@@ -128,6 +166,7 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
     filterTriggers: triggers.map((t) => ({ table: t.tbl, operations: t.ops })),
     failedEvents,
     filterEndpoint,
+    newTables: await readEventTrigger(pool, schema),
   };
 }
 
@@ -176,6 +215,6 @@ export function guardCheck(guards: GuardStatus): Check {
     detail: guards.notLoaded
       .map((g) => `extension "${g.extension}" does not load (${g.reason}); it guarded ${g.tables.map((t) => t.collection).join(', ')}, whose writes it covered are refused and changes held (${guards.heldEvents} held)`)
       .join('; '),
-    fix: 'fix the extension (npx hookbridge extensions says why it fails) and restart the bridge: the held changes are delivered then. To stop guarding a table with it, remove the extension from the extensions folder and restart.',
+    fix: 'fix the extension or put it back (npx hookbridge extensions says why it fails) and restart the bridge: the held changes are delivered then. If it was removed on purpose: npx hookbridge forget <extension>.',
   };
 }

@@ -18,8 +18,10 @@ import { HookbridgeError } from './errors.js';
 export type HookKind = 'filter' | 'action' | 'init';
 
 /**
- * `truncate` is hookbridge's own (Directus has no such event): it fires only for handlers that name it,
- * never through a `*`, because a truncate carries no keys and `items.*` handlers expect them.
+ * `truncate` is hookbridge's own (Directus has no such event): it fires only for handlers — filters and
+ * actions alike — that name it, never through a `*`, because a truncate carries no keys and `items.*`
+ * handlers expect them. (So an `items.*` filter counts as a delete filter, and a TRUNCATE of its tables
+ * is refused until an `items.truncate` filter allows it: bridge/filters/filter-requests.ts.)
  */
 export const ITEM_ACTIONS = ['create', 'update', 'delete', 'read', 'query', 'truncate'] as const;
 export type ItemAction = (typeof ITEM_ACTIONS)[number];

@@ -5,7 +5,7 @@
  * the order of its `filter()`/`action()` calls, whatever pattern each used. Lookups are cached per
  * concrete event because the write path asks the same question for every row.
  */
-import { matchesEvent, type EventRef, type ItemAction } from './event-name.js';
+import { matchesEvent, type EventPattern, type EventRef, type ItemAction } from './event-name.js';
 import type { ActionEntry, ExtensionHooks, FilterEntry, HandlerEntry, InitEntry } from './register.js';
 
 export class HookRegistry {
@@ -69,6 +69,13 @@ export class HookRegistry {
   /** Whether a write to `collection` has any handler of `kind` (decides where triggers go). */
   has(kind: 'filter' | 'action', action: ItemAction, collection: string): boolean {
     return this.lookup(kind, { scope: 'items', action, collection }).length > 0;
+  }
+
+  /** Every `items` pattern of `kind`, in registration order (what the database is told to watch for new tables). */
+  itemPatterns(kind: 'filter' | 'action'): readonly EventPattern[] {
+    return [...this.#extensions.flatMap((ext) => ext.handlers), ...this.#emitterEntries]
+      .filter((h) => h.kind === kind && h.pattern.scope === 'items')
+      .map((h) => h.pattern);
   }
 
   lookup(kind: 'filter' | 'action', event: EventRef): readonly HandlerEntry[] {

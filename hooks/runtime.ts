@@ -3,6 +3,7 @@
  * schedules, reloads on change, and answers the bridge's two questions: "filter this payload" and
  * "dispatch this committed change".
  */
+import { basename, dirname, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
 import { dispatchActions, type ActionFailure } from './action-dispatch.js';
@@ -62,6 +63,7 @@ export class HookRuntime {
   #queue: Promise<unknown> = Promise.resolve();
   #report: LoadReport | undefined;
   #started = false;
+  readonly #swapListeners = new Set<(report: LoadReport, extensions: readonly ExtensionHooks[]) => void>();
 
   constructor(options: HookRuntimeOptions) {
     this.#options = options;
@@ -109,9 +111,6 @@ export class HookRuntime {
     if (!discovery.exists) {
       this.#logger.warn({ path: discovery.root }, 'extensions folder not found; no hooks loaded');
     }
-    for (const problem of discovery.problems) {
-      report.failed.push({ path: problem.path, code: 'E_EXTENSION_DISCOVERY', reason: problem.reason });
-    }
 
     const collected: ExtensionHooks[] = [];
     for (const extension of discovery.extensions) {
@@ -129,7 +128,36 @@ export class HookRuntime {
         report.failed.push({ name: extension.name, path: extension.entry, code: described.code, reason: described.message + kept });
       }
     }
+    // A folder that is still there but no longer discovered as an extension (its index file deleted or
+    // being rewritten, a broken package.json) is broken like a load failure, and handled the same way.
+    // An extension whose folder is gone is not loaded (its remembered guards hold its tables).
+    for (const problem of discovery.problems) {
+      const folder = basename(problem.path) === 'package.json' ? dirname(problem.path) : problem.path;
+      const previous = this.registry.extensions.filter(
+        (ext) => (ext.path === folder || ext.path.startsWith(`${folder}${sep}`)) && !collected.some((c) => c.name === ext.name),
+      );
+      collected.push(...previous);
+      const kept = previous.length ? ` (its previous version stays active: ${previous.map((ext) => ext.name).join(', ')})` : '';
+      report.failed.push({ path: problem.path, code: 'E_EXTENSION_DISCOVERY', reason: problem.reason + kept });
+    }
+    report.loaded = [...collected].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((ext) => ({
+      name: ext.name,
+      path: ext.path,
+      events: ext.handlers.map((h) => `${h.kind} ${formatPattern(h.pattern)}`),
+      schedules: ext.schedules.map((s) => s.expression),
+    }));
 
+    // What the bridge derives from the loaded set (which tables' changes are held for extensions that
+    // are not loaded) changes in the same synchronous step as the registry: a change is never looked
+    // up between the two, so it is never both delivered and held, nor neither.
+    this.#report = report;
+    for (const listener of this.#swapListeners) {
+      try {
+        listener(report, collected);
+      } catch (error) {
+        this.#logger.error({ err: error }, 'a listener of the extension swap failed');
+      }
+    }
     const previousSchedules = this.#schedules;
     this.registry.replaceExtensions(collected);
     await previousSchedules?.stop();
@@ -137,20 +165,22 @@ export class HookRuntime {
     this.#schedules = new ScheduleRunner(schedules, this.#logger);
     if (this.#started) this.#schedules.start();
 
-    report.loaded = this.registry.extensions.map((ext) => ({
-      name: ext.name,
-      path: ext.path,
-      events: ext.handlers.map((h) => `${h.kind} ${formatPattern(h.pattern)}`),
-      schedules: ext.schedules.map((s) => s.expression),
-    }));
     for (const failure of report.failed) {
       this.#logger.error({ extension: failure.name, path: failure.path, code: failure.code }, `extension not loaded: ${failure.reason}`);
     }
     for (const ext of report.loaded) {
       this.#logger.info({ extension: ext.name, events: ext.events, schedules: ext.schedules }, 'extension loaded');
     }
-    this.#report = report;
     return report;
+  }
+
+  /**
+   * Called synchronously with each new load report and extension set, just before the registry swaps
+   * them in (nothing else runs in between). A listener must not throw.
+   */
+  onSwap(listener: (report: LoadReport, extensions: readonly ExtensionHooks[]) => void): () => void {
+    this.#swapListeners.add(listener);
+    return () => this.#swapListeners.delete(listener);
   }
 
   /** Runs the filters for a write; throws `FilterRejection` when one refuses it. */

@@ -1,8 +1,8 @@
 /**
  * One filter call, from the trigger's request to its verdict. Pure mapping plus the filter chain:
  * what the hook sees follows Directus (create: the new row without its NULLs; update: the changed fields and `keys`;
- * delete: `[key]`), and what goes back is only what the hooks changed, so values the hook merely
- * read (and JSON may have rounded, like a big int8) are never written back.
+ * delete: `[key]`; truncate, hookbridge's own: `null`), and what goes back is only what the hooks changed,
+ * so values the hook merely read (and JSON may have rounded, like a big int8) are never written back.
  */
 import type { Logger } from 'pino';
 import { describeHookError } from '../../hooks/errors.js';
@@ -11,18 +11,20 @@ import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
 import { collectionOf, keyOf } from '../replication/change-events.js';
 import { withTimeout } from '../timeout.js';
-import { JsonNumber, type LosslessValue, parseLosslessJson } from '../typing/lossless-json.js';
+import { JsonNumber, type LosslessValue, parseLosslessJson, PlainJson } from '../typing/lossless-json.js';
 import type { TableColumn, TypeCatalog } from '../typing/type-catalog.js';
 import { fromJson, toPostgresJson, untypedFromJson } from '../typing/values.js';
 import type { WireError } from './wire-server.js';
 
 export interface FilterRequest {
-  /** PROBE: the bridge's own health check, which runs no hooks. */
-  op: 'INSERT' | 'UPDATE' | 'DELETE' | 'PROBE';
+  /** PROBE: the bridge's own health check, which runs no hooks. TRUNCATE: from the statement trigger (sql/000007.sql). */
+  op: 'INSERT' | 'UPDATE' | 'DELETE' | 'TRUNCATE' | 'PROBE';
   schema: string;
   table: string;
   /** The table the trigger fired on (a partition, for a partitioned table's rows). */
   relid?: number;
+  /** TRUNCATE only: the partition the trigger fired on, when it fired on one. */
+  partition?: { schema: string; table: string };
   new: Record<string, unknown> | null;
   old: Record<string, unknown> | null;
   /** Columns whose stored value differs between old and new, compared as Postgres printed them. */
@@ -97,7 +99,7 @@ export function parseCall(query: string): FilterCall | undefined {
 /** The request as the trigger sent it, numbers still as Postgres printed them. */
 export function parseRequest(body: string): Record<string, LosslessValue> {
   const request = parseLosslessJson(body);
-  if (request === null || typeof request !== 'object' || Array.isArray(request) || request instanceof JsonNumber) {
+  if (request === null || typeof request !== 'object' || Array.isArray(request) || request instanceof JsonNumber || request instanceof PlainJson) {
     throw new SyntaxError('a filter request is a JSON object');
   }
   return request;
@@ -106,7 +108,9 @@ export function parseRequest(body: string): Record<string, LosslessValue> {
 type LosslessRow = Record<string, LosslessValue>;
 
 function asRow(value: LosslessValue | undefined): LosslessRow | null {
-  return value !== null && value !== undefined && typeof value === 'object' && !Array.isArray(value) && !(value instanceof JsonNumber) ? value : null;
+  return value !== null && value !== undefined && typeof value === 'object' && !Array.isArray(value) && !(value instanceof JsonNumber) && !(value instanceof PlainJson)
+    ? value
+    : null;
 }
 
 /**
@@ -120,7 +124,7 @@ export async function typeRequest(raw: Record<string, LosslessValue>, catalog: T
   const rawNew = asRow(raw['new']);
   const rawOld = asRow(raw['old']);
   let columns: Map<string, TableColumn> | undefined;
-  if (catalog && relid !== undefined) {
+  if (catalog && relid !== undefined && (rawNew || rawOld)) {
     columns = await catalog.columns(relid);
     // A column added since the table was read: read it again, once.
     const names = [...Object.keys(rawNew ?? {}), ...Object.keys(rawOld ?? {})];
@@ -148,11 +152,15 @@ export async function typeRequest(raw: Record<string, LosslessValue>, catalog: T
   const text = (key: string) => (typeof raw[key] === 'string' ? (raw[key] as string) : '');
   const who = asRow(raw['who']) ?? {};
   const whoText = (key: string) => (typeof who[key] === 'string' ? (who[key] as string) : null);
+  const partition = asRow(raw['partition']);
   return {
     op: text('op') as FilterRequest['op'],
     schema: text('schema'),
     table: text('table'),
     ...(relid === undefined ? {} : { relid }),
+    ...(partition && typeof partition['schema'] === 'string' && typeof partition['table'] === 'string'
+      ? { partition: { schema: partition['schema'], table: partition['table'] } }
+      : {}),
     new: typed(rawNew),
     old: typed(rawOld),
     changed,
@@ -171,6 +179,7 @@ export async function typeRequest(raw: Record<string, LosslessValue>, catalog: T
 /** Equal as Postgres printed them: numbers by their digits, objects key by key. */
 function sameValue(a: LosslessValue, b: LosslessValue): boolean {
   if (a instanceof JsonNumber || b instanceof JsonNumber) return a instanceof JsonNumber && b instanceof JsonNumber && a.text === b.text;
+  if (a instanceof PlainJson || b instanceof PlainJson) return a instanceof PlainJson && b instanceof PlainJson && a.raw === b.raw;
   if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return a === b;
   if (Array.isArray(a) || Array.isArray(b)) {
     return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((item, i) => sameValue(item, b[i] as LosslessValue));
@@ -205,9 +214,10 @@ export function accountabilityOf(who: FilterRequest['who']): Accountability {
 
 /** Columns whose values differ, compared as they would be written back. */
 export function changedFields(next: Record<string, unknown>, previous: Record<string, unknown>): Record<string, unknown> {
-  const changed: Record<string, unknown> = {};
+  const changed = Object.create(null) as Record<string, unknown>;
   for (const [column, value] of Object.entries(next)) {
-    if (toPostgresJson(value) !== toPostgresJson(previous[column])) changed[column] = value;
+    // The same value handed back (a deep json document, say) is not serialised to be compared.
+    if (value !== previous[column] && toPostgresJson(value) !== toPostgresJson(previous[column])) changed[column] = value;
   }
   return changed;
 }
@@ -216,16 +226,40 @@ function rejection(sqlstate: string, message: string, detail?: string, hint?: st
   return rejectionVerdict({ sqlstate, message, detail, hint });
 }
 
+/** The hook action a trigger's operation runs (PROBE runs none; it is answered before this is asked). */
+export function filterActionOf(op: FilterRequest['op']): 'create' | 'update' | 'delete' | 'truncate' {
+  return op === 'INSERT' ? 'create' : op === 'UPDATE' ? 'update' : op === 'TRUNCATE' ? 'truncate' : 'delete';
+}
+
+/**
+ * A TRUNCATE of a table whose delete filters would not see it, and no `items.truncate` filter to
+ * decide: refused, saying how to allow it. Delete filters are not run for it: they expect keys, and a
+ * TRUNCATE has none to give.
+ */
+export function truncateRefusal(collection: string): Verdict {
+  return rejection(
+    'HB403',
+    `hookbridge: TRUNCATE of ${collection} refused: it has delete filters, which a TRUNCATE would bypass; ` +
+      `register an items.truncate filter (e.g. "${collection}.items.truncate") to allow it`,
+    'code: TRUNCATE_REFUSED',
+    'a truncate filter runs once per truncated table and throws to refuse; or use DELETE, which runs the delete filters row by row',
+  );
+}
+
 export async function answerFilterCall(request: FilterRequest, options: FilterCallOptions): Promise<Verdict> {
   if (request.op === 'PROBE') return KEEP;
   const collection = collectionOf({ schema: request.schema, name: request.table });
   const primaryKey = options.primaryKeyOf(collection) ?? [];
   const context = { database: options.database, schema: options.schema, accountability: accountabilityOf(request.who) };
-  const action = request.op === 'INSERT' ? 'create' : request.op === 'UPDATE' ? 'update' : 'delete';
+  const action = filterActionOf(request.op);
 
   let payload: unknown;
   const meta: Record<string, unknown> = {};
-  if (action === 'create') {
+  if (action === 'truncate') {
+    // A TRUNCATE trigger knows the table, not CASCADE or RESTART IDENTITY, and has no rows to give.
+    payload = null;
+    if (request.partition) meta['partition'] = collectionOf({ schema: request.partition.schema, name: request.partition.table });
+  } else if (action === 'create') {
     // A BEFORE trigger cannot tell a column the writer left out from one it set to NULL; Directus
     // create payloads hold only what was given, so NULLs are left out (hooks can still set them).
     payload = Object.fromEntries(Object.entries(request.new ?? {}).filter(([, value]) => value !== null));
@@ -240,7 +274,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
   }
 
   // Hooks may mutate the payload in place (`delete payload.x`): remember what was given.
-  const given = action === 'delete' ? [] : Object.keys(payload as Record<string, unknown>);
+  const given = action === 'delete' || action === 'truncate' ? [] : Object.keys(payload as Record<string, unknown>);
   let result: unknown;
   try {
     result = await withTimeout(options.runtime.runFilters(action, collection, payload, meta, context), options.timeoutMs, () => new FilterTimeout());
@@ -248,7 +282,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     if (error instanceof FilterTimeout) {
       options.onTimeout?.(collection, request.op);
       const text = `hookbridge: the filter hooks for ${collection} did not answer within ${options.timeoutMs} ms`;
-      if (options.failureMode === 'open') return `W${text}; the row was written unfiltered`;
+      if (options.failureMode === 'open') return `W${text}; ${action === 'truncate' ? 'the TRUNCATE was done' : 'the row was written'} unfiltered`;
       return rejection('HB504', text, 'code: FILTER_TIMEOUT', 'make the hook faster, or raise FILTER_TIMEOUT_MS');
     }
     if (error instanceof FilterRejection) {
@@ -266,7 +300,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     return rejection(sqlstateFor(described.status), described.message, `code: ${described.code}`);
   }
 
-  if (action === 'delete') return KEEP;
+  if (action === 'delete' || action === 'truncate') return KEEP;
   if (result === null || typeof result !== 'object' || Array.isArray(result)) {
     return rejection('HB500', `hookbridge: a filter on ${collection} returned ${Array.isArray(result) ? 'an array' : String(result)} instead of the row`, 'code: E_FILTER_RESULT');
   }
@@ -324,8 +358,14 @@ export async function answerBody(body: string, options: Omit<FilterCallOptions, 
     return { verdict: rejectionVerdict({ sqlstate: 'HB500', message: 'hookbridge: the bridge could not read the filter request' }) };
   }
   const collection = collectionOf({ schema: request.schema, name: request.table });
-  const action = request.op === 'INSERT' ? 'create' : request.op === 'UPDATE' ? 'update' : 'delete';
-  const notLoaded = request.op === 'PROBE' ? undefined : options.notLoadedFilter?.(collection, action);
+  const action = filterActionOf(request.op);
+  const registry = options.runtime.registry;
+  // A TRUNCATE no truncate filter decides is refused where delete filters guard the table (loaded or not).
+  const undecidedTruncate = action === 'truncate' && !registry.has('filter', 'truncate', collection);
+  const notLoaded =
+    request.op === 'PROBE'
+      ? undefined
+      : (options.notLoadedFilter?.(collection, action) ?? (undecidedTruncate ? options.notLoadedFilter?.(collection, 'delete') : undefined));
   if (notLoaded) {
     return {
       verdict: rejectionVerdict({
@@ -338,7 +378,10 @@ export async function answerBody(body: string, options: Omit<FilterCallOptions, 
       op: request.op,
     };
   }
-  if (request.op !== 'PROBE' && !options.runtime.registry.has('filter', action, collection)) {
+  if (undecidedTruncate && registry.has('filter', 'delete', collection)) {
+    return { verdict: truncateRefusal(collection), collection, op: request.op };
+  }
+  if (request.op !== 'PROBE' && !registry.has('filter', action, collection)) {
     const failed = (options.runtime.report?.failed ?? []).map((f) => `"${f.name ?? f.path}"`);
     return {
       verdict: rejectionVerdict({

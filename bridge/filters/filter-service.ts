@@ -18,7 +18,7 @@ import type { Config, FilterTransport } from '../config.js';
 import type { ExtensionGuards } from '../extension-guards.js';
 import type { BridgeMetrics } from '../metrics.js';
 import { readAccountabilitySecret } from '../replication/accountability.js';
-import { listUserTables, type UserTable } from '../replication/publication.js';
+import { listUserTables, unmanagedReason, type UserTable } from '../replication/publication.js';
 import { SerialQueue } from '../serial-queue.js';
 import { answerBody, KEEP, parseCall, parseHello, rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
 import { FilterWorkers } from './filter-workers.js';
@@ -26,7 +26,20 @@ import { TypeCatalog } from '../typing/type-catalog.js';
 import { TicketBoard } from './tickets.js';
 import { WireServer, type QueryResult } from './wire-server.js';
 
-export const FILTER_TRIGGER = 'hookbridge_filter';
+/**
+ * The row trigger's name. Postgres fires a table's BEFORE triggers in name order (byte order), so the
+ * name starts with `~`, after every letter and digit: the filter sees the row as the user's own BEFORE
+ * triggers left it. `doctor` warns about a trigger that still sorts after it.
+ */
+export const FILTER_TRIGGER = '~hookbridge_filter';
+/** Names it had before; a sync replaces such triggers. */
+export const LEGACY_FILTER_TRIGGERS: readonly string[] = ['hookbridge_filter'];
+
+/**
+ * The statement-level BEFORE TRUNCATE trigger (sql/000007.sql) on tables with delete or truncate
+ * filters. Named after the row trigger, so it too sorts after the user's own triggers.
+ */
+export const FILTER_TRUNCATE_TRIGGER = `${FILTER_TRIGGER}_truncate`;
 
 const OPERATIONS = [
   ['create', 'INSERT'],
@@ -69,11 +82,15 @@ export class FilterService {
   #problem: string | undefined = 'not started';
   #probeTimer: NodeJS.Timeout | undefined;
   #primaryKeys = new Map<string, string[]>();
+  /** Tables with filter hooks the bridge may not put its trigger on, and why. */
+  #unmanaged: Array<{ collection: string; reason: string }> = [];
   /** Column types for FILTER_WORKERS=0 (each worker has its own). */
   #catalog: TypeCatalog;
   readonly #syncs = new SerialQueue();
   #inSync = false;
   #wanted = 0;
+  /** Tables that get the TRUNCATE trigger. */
+  #wantedTruncate = 0;
   #requests = 0;
   #stopped = false;
 
@@ -91,7 +108,7 @@ export class FilterService {
 
   /** Triggers match the hooks, and writers of filtered tables can reach this bridge. */
   get healthy(): boolean {
-    return this.#inSync && (this.#wanted === 0 || this.#problem === undefined);
+    return this.#inSync && (this.#wanted + this.#wantedTruncate === 0 || this.#problem === undefined);
   }
 
   /** The transport writers use, once chosen. */
@@ -120,6 +137,11 @@ export class FilterService {
 
   get triggersInSync(): boolean {
     return this.#inSync;
+  }
+
+  /** Tables with filter hooks the bridge may not put its trigger on, and why. */
+  get unmanaged(): ReadonlyArray<{ collection: string; reason: string }> {
+    return this.#unmanaged;
   }
 
   /**
@@ -189,7 +211,10 @@ export class FilterService {
    */
   sync(tables: UserTable[]): Promise<void> {
     return this.#syncs.run(
-      () => this.#syncNow(tables),
+      async () => {
+        await this.#syncNow(tables);
+        await this.#syncTruncateTriggers(tables);
+      },
       (error) => {
         this.#inSync = false;
         this.#logger.error({ err: error }, 'filter trigger sync failed');
@@ -200,12 +225,20 @@ export class FilterService {
   #wantedTables(tables: UserTable[]): Map<number, { table: UserTable; events: string[] }> {
     const { runtime, guards } = this.#options;
     const wanted = new Map<number, { table: UserTable; events: string[] }>();
+    const unmanaged: Array<{ collection: string; reason: string }> = [];
     for (const table of tables) {
       // A table an extension that is not loaded guarded keeps its trigger: its writes are refused, not let through.
       const held = guards?.filterOperations(table.collection) ?? [];
       const events = OPERATIONS.filter(([action]) => held.includes(action) || runtime.registry.has('filter', action, table.collection)).map(([, op]) => op);
-      if (events.length) wanted.set(table.oid, { table, events });
+      if (!events.length) continue;
+      // A table the bridge may not put a trigger on is listed (health, status, doctor) and never stops the others.
+      if (table.mayTrigger === false) unmanaged.push({ collection: table.collection, reason: unmanagedReason(table, 'trigger') });
+      else wanted.set(table.oid, { table, events });
     }
+    if (unmanaged.map((u) => u.collection).join(',') !== this.#unmanaged.map((u) => u.collection).join(',')) {
+      for (const u of unmanaged) this.#logger.error({ collection: u.collection, reason: u.reason }, 'a table with filter hooks cannot get its trigger: its writes are not filtered');
+    }
+    this.#unmanaged = unmanaged;
     return wanted;
   }
 
@@ -219,23 +252,33 @@ export class FilterService {
     const wanted = this.#wantedTables(tables);
     this.#wanted = wanted.size;
     // What each trigger does (its operations), whom it names (its arguments: schema and table), and
-    // whether it is still as made (enabled, no WHEN clause).
-    const { rows: existing } = await pool.query<{ oid: number; events: string[]; args: string }>(
-      `select t.tgrelid::int as oid,
+    // whether it is still as made: enabled, no WHEN clause, a BEFORE ROW trigger calling hookbridge's
+    // function (an owner may have replaced it with one of the same name), under today's name.
+    const { rows: existing } = await pool.query<{ oid: number; name: string; events: string[]; args: string }>(
+      `select t.tgrelid::int as oid, t.tgname::text as name,
               array_remove(array[case when t.tgtype::int4 & 4 <> 0 then 'INSERT' end,
                                  case when t.tgtype::int4 & 16 <> 0 then 'UPDATE' end,
                                  case when t.tgtype::int4 & 8 <> 0 then 'DELETE' end], null) as events,
-              encode(t.tgargs, 'hex') || t.tgenabled::text || case when t.tgqual is null then '' else ' when' end as args
-         from pg_trigger t where t.tgname = $1 and t.tgparentid = 0 and not t.tgisinternal`,
-      [FILTER_TRIGGER],
+              encode(t.tgargs, 'hex') || t.tgenabled::text || case when t.tgqual is null then '' else ' when' end
+                || case when t.tgfoid = to_regprocedure($2)::oid and t.tgtype::int4 & 3 = 3 then '' else ' foreign' end
+                || case when t.tgname = $1 then '' else ' renamed' end as args
+         from pg_trigger t where t.tgname = any ($3::text[]) and t.tgparentid = 0 and not t.tgisinternal`,
+      [FILTER_TRIGGER, `${pg.escapeIdentifier(config.schema)}.filter_trigger()`, [FILTER_TRIGGER, ...LEGACY_FILTER_TRIGGERS]],
     );
     const shape = (events: string[], args: string) => `${events.join(' OR ')} ${args}`;
-    // A trigger someone disabled (or gave a WHEN clause) is not ours any more: it is made again.
+    // A trigger someone disabled, gave a WHEN clause or pointed at another function is not ours any more: it is made again.
     const argsOf = (table: UserTable) => `${Buffer.from(`${table.schema}\0${table.name}\0`, 'utf8').toString('hex')}O`;
-    const have = new Map(existing.map((r) => [r.oid, shape(r.events, r.args)]));
-    const changes: Array<{ oid: number; create?: { table: UserTable; events: string[] } }> = [];
-    for (const [oid, want] of wanted) if (have.get(oid) !== shape(want.events, argsOf(want.table))) changes.push({ oid, create: want });
-    for (const oid of have.keys()) if (!wanted.has(oid)) changes.push({ oid });
+    const have = new Map<number, string>();
+    const stale = new Map<number, string[]>();
+    for (const r of existing) {
+      have.set(r.oid, have.has(r.oid) ? 'several' : shape(r.events, r.args));
+      stale.set(r.oid, [...(stale.get(r.oid) ?? []), r.name]);
+    }
+    const changes: Array<{ oid: number; drop: string[]; create?: { table: UserTable; events: string[] } }> = [];
+    for (const [oid, want] of wanted) if (have.get(oid) !== shape(want.events, argsOf(want.table))) changes.push({ oid, drop: stale.get(oid) ?? [], create: want });
+    // A trigger already on a table the bridge may no longer alter stays: it still guards, and dropping it would fail.
+    const keep = new Set(tables.filter((t) => t.mayTrigger === false).map((t) => t.oid));
+    for (const oid of have.keys()) if (!wanted.has(oid) && !keep.has(oid)) changes.push({ oid, drop: stale.get(oid) ?? [] });
     if (changes.length === 0) {
       this.#inSync = true;
       return;
@@ -256,10 +299,10 @@ export class FilterService {
           const { rows } = await client.query<{ name: string | null }>(`select to_regclass($1::oid::regclass::text)::text as name`, [change.oid]);
           const name = rows[0]?.name;
           if (name) {
-            await client.query(`drop trigger if exists ${FILTER_TRIGGER} on ${name}`);
+            for (const old of new Set([FILTER_TRIGGER, ...change.drop])) await client.query(`drop trigger if exists ${pg.escapeIdentifier(old)} on ${name}`);
             if (change.create) {
               await client.query(
-                `create trigger ${FILTER_TRIGGER} before ${change.create.events.join(' or ')} on ${name}
+                `create trigger ${pg.escapeIdentifier(FILTER_TRIGGER)} before ${change.create.events.join(' or ')} on ${name}
                    for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger(
                      ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
               );
@@ -287,6 +330,104 @@ export class FilterService {
   }
 
   /**
+   * The TRUNCATE trigger on every table whose TRUNCATE the filters decide — one with delete filters
+   * (a TRUNCATE would bypass them, so it is refused unless a truncate filter allows it) or truncate
+   * filters, loaded or held for an extension that is not — and on each of its partitions, which a
+   * writer may truncate alone (statement triggers are not cloned to partitions). Each names the table
+   * the hooks know. Runs after the row triggers' sync, on the same terms: one table per transaction,
+   * a short lock timeout, a busy table retried on the next sync (and /health out of sync meanwhile).
+   */
+  async #syncTruncateTriggers(tables: UserTable[]): Promise<void> {
+    const { config, pool, runtime, guards } = this.#options;
+    const decides = (table: UserTable) => {
+      const held = guards?.filterOperations(table.collection) ?? [];
+      return (['delete', 'truncate'] as const).some((action) => held.includes(action) || runtime.registry.has('filter', action, table.collection));
+    };
+    const wanted = new Map(tables.filter((t) => t.mayTrigger !== false && decides(t)).map((t) => [t.oid, t]));
+    this.#wantedTruncate = wanted.size;
+    const fn = `${pg.escapeIdentifier(config.schema)}.filter_truncate_trigger()`;
+    // Each trigger by the table it guards (a partition's is its root's), with what makes it ours:
+    // BEFORE TRUNCATE FOR EACH STATEMENT (tgtype 2 | 32), hookbridge's function, enabled, no WHEN, its arguments.
+    const { rows: existing } = await pool.query<{ root: number; oid: number; shape: string }>(
+      `select coalesce(pg_partition_root(t.tgrelid), t.tgrelid)::int as root, t.tgrelid::int as oid,
+              encode(t.tgargs, 'hex') || t.tgenabled::text || case when t.tgqual is null then '' else ' when' end
+                || case when t.tgfoid = to_regprocedure($2)::oid and t.tgtype::int4 = 34 then '' else ' foreign' end as shape
+         from pg_trigger t where t.tgname = $1 and not t.tgisinternal`,
+      [FILTER_TRUNCATE_TRIGGER, fn],
+    );
+    const { rows: trees } = wanted.size
+      ? await pool.query<{ root: number; oid: number }>(
+          `select distinct root.oid::int as root, c.oid::int as oid
+             from unnest($1::oid[]) as root(oid)
+             cross join lateral (select root.oid as relid union all select relid from pg_partition_tree(root.oid)) tree
+             join pg_class c on c.oid = tree.relid
+            where c.relkind in ('r', 'p')`,
+          [[...wanted.keys()]],
+        )
+      : { rows: [] };
+    const describe = (entries: Array<{ oid: number; shape: string }>) => entries.map((e) => `${e.oid}:${e.shape}`).sort().join(',');
+    const argsOf = (table: UserTable) => `${Buffer.from(`${table.schema}\0${table.name}\0`, 'utf8').toString('hex')}O`;
+    const have = new Map<number, Array<{ oid: number; shape: string }>>();
+    for (const r of existing) have.set(r.root, [...(have.get(r.root) ?? []), r]);
+    const want = new Map<number, Array<{ oid: number; shape: string }>>();
+    for (const r of trees) want.set(r.root, [...(want.get(r.root) ?? []), { oid: r.oid, shape: argsOf(wanted.get(r.root) as UserTable) }]);
+    const changes: Array<{ drop: number[]; create?: { table: UserTable; oids: number[] } }> = [];
+    for (const [root, table] of wanted) {
+      const target = want.get(root) ?? [];
+      if (describe(have.get(root) ?? []) !== describe(target)) changes.push({ drop: (have.get(root) ?? []).map((e) => e.oid), create: { table, oids: target.map((e) => e.oid) } });
+    }
+    // A trigger already on a table the bridge may no longer alter stays: it still guards, and dropping it would fail.
+    const keep = new Set(tables.filter((t) => t.mayTrigger === false).map((t) => t.oid));
+    for (const [root, entries] of have) if (!wanted.has(root) && !keep.has(root)) changes.push({ drop: entries.map((e) => e.oid) });
+    if (changes.length === 0) return;
+    // Never put a trigger in place that a writer could get around (dblink within its reach).
+    if (changes.some((change) => change.create)) await this.#prepareDblink();
+
+    let pending = 0;
+    const client = await pool.connect();
+    try {
+      for (const change of changes) {
+        try {
+          await client.query('begin');
+          await client.query(`set local lock_timeout = '200ms'`);
+          const oids = [...new Set([...change.drop, ...(change.create?.oids ?? [])])];
+          const { rows: names } = await client.query<{ oid: number; name: string | null }>(
+            `select o::int as oid, to_regclass(o::regclass::text)::text as name from unnest($1::oid[]) as o`,
+            [oids],
+          );
+          const nameOf = new Map(names.map((r) => [r.oid, r.name]));
+          const trigger = pg.escapeIdentifier(FILTER_TRUNCATE_TRIGGER);
+          for (const oid of change.drop) {
+            const name = nameOf.get(oid);
+            if (name) await client.query(`drop trigger if exists ${trigger} on ${name}`);
+          }
+          for (const oid of change.create?.oids ?? []) {
+            const name = nameOf.get(oid);
+            if (!name || !change.create) continue;
+            await client.query(
+              `create or replace trigger ${trigger} before truncate on ${name}
+                 for each statement execute function ${pg.escapeIdentifier(config.schema)}.filter_truncate_trigger(
+                   ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
+            );
+          }
+          await client.query('commit');
+        } catch (error) {
+          await client.query('rollback').catch(() => undefined);
+          pending += 1;
+          this.#logger.warn({ err: error, tables: change.create?.table.collection }, 'filter TRUNCATE trigger change postponed (table busy?)');
+        }
+      }
+    } finally {
+      client.release();
+    }
+    if (pending > 0) {
+      this.#inSync = false;
+      return;
+    }
+    this.#logger.info({ tables: [...wanted.values()].map((t) => t.collection) }, 'filter TRUNCATE triggers updated');
+  }
+
+  /**
    * dblink must live in hookbridge's schema (the trigger's search_path has no `public`, so that
    * nothing a user creates there can stand in for a built-in), and no role but the bridge's may reach
    * it: a writer that can call dblink can point the trigger's connection at a server of its own, or
@@ -309,7 +450,7 @@ export class FilterService {
       // Writers' statements call these (the trigger functions, and the one door to the bridge): after a
       // superuser's REVOKE ... ON ALL FUNCTIONS IN SCHEMA they need granting again.
       await pool.query(
-        `grant execute on function ${schema}.filter_trigger(), ${schema}.accountability_trigger(),
+        `grant execute on function ${schema}.filter_trigger(), ${schema}.accountability_trigger(), ${schema}.filter_truncate_trigger(),
                                    ${schema}.filter_entry(oid, text, text, text, json, json) to public`,
       );
     } catch (error) {

@@ -1,15 +1,22 @@
 /**
  * The writer's identity for action hooks. WAL carries no session data, so
- * `<schema>.accountability_trigger()` (sql/000005.sql), a statement trigger on every published table,
- * puts it into the transaction as a logical message before each statement's rows:
+ * `<schema>.accountability_trigger()` (sql/000010.sql), a statement trigger on every published table
+ * and each of its partitions, puts it into the transaction as a logical message before each
+ * statement's rows:
  *
- *     <json>\n<hex sha256(key || json)>
+ *     <json>\n<hex sha256(key || "\0hookbridge.accountability\0" || json)>
  *
- * Anyone may call pg_logical_emit_message, so only a message signed with the key that only the
- * bridge's role can read, and naming the transaction it is in, is believed. A forged, truncated,
- * unparseable or foreign message counts as none: it never replaces or erases an identity. A change
- * with no signed identity before it gets `unverifiedAccountability()`, never `null` (which Directus
- * reads as the system itself).
+ * The json names the transaction (`xid`) and the published table the statement writes (`relid`, the
+ * partition root for a partition). Anyone may call pg_logical_emit_message, so only a message signed
+ * with the key that only the bridge's role can read, for this purpose, naming the transaction it is
+ * in, is believed, and only for the changes of the table it names. A forged, truncated, unparseable
+ * or foreign message counts as none: it never replaces or erases an identity. A change with no signed
+ * identity for its table gets `unverifiedAccountability()`, never `null` (which Directus reads as the
+ * system itself).
+ *
+ * The purpose label keeps the key's other signatures apart: the unfiltered-row notices and catch-up
+ * rows (`sha256(key || json)`), the notify channel name and the direct transport's proofs (`sha256(key
+ * || text)`) all sign text, which never starts with a NUL byte, so none of them is an identity.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import pg from 'pg';
@@ -37,9 +44,9 @@ export interface WriterAccountability extends Accountability {
   /** The change was written by the bridge itself with `{ emitEvents: false }`: action hooks skip it. */
   bypass?: boolean;
   /**
-   * True: the database signed this identity in the change's own transaction. False: no signed identity
-   * reached the bridge for the change (its table's trigger was disabled or missing when it was
-   * written); every other field is then unknown (null) and `admin` is false.
+   * True: the database signed this identity for the change's own table in its own transaction. False:
+   * no signed identity reached the bridge for the change (its table's trigger was disabled or missing
+   * when it was written); every other field is then unknown (null) and `admin` is false.
    */
   verified: boolean;
 }
@@ -81,17 +88,70 @@ export async function readAccountabilitySecret(pool: Queryable, schema: string):
   return key;
 }
 
+/** What an identity message says: who wrote, and which published table's changes that covers. */
+export interface SignedIdentity {
+  /**
+   * The published table (its oid; the partition root for a partition) whose changes the statement
+   * writes. Undefined for a document from before migration 000010, which covered every table (see
+   * `legacyBefore` in parseIdentityMessage).
+   */
+  relid: number | undefined;
+  accountability: WriterAccountability;
+}
+
+/** Signed before the document by accountability_trigger() since migration 000010 (sql/000010.sql). */
+export const IDENTITY_PURPOSE = Buffer.from('\0hookbridge.accountability\0', 'latin1');
+
 /**
- * The identity in one `hookbridge.accountability` message, or undefined when the message is not
- * signed with `secret`, is cut short, does not hold what accountability_trigger() writes, or (given
- * `xid`, the transaction's id as pgoutput's Begin carries it) was emitted in another transaction.
- * Documents from before migration 000005 name no transaction and are taken as they are: only the
- * bridge's role can read the key, and no writer can read messages back from the WAL to replay them.
+ * The identity in one `hookbridge.accountability` message, or undefined unless accountability_trigger()
+ * signed it with `secret` in the transaction `xid` (pgoutput's Begin xid; without one, none is believed).
+ *
+ * `legacyBefore` (the xid8 stored by migration 000010, readLegacyIdentityCutoff()): documents signed
+ * the 000005 way (no purpose label, no `relid`) are still believed for transactions whose xid8 is
+ * below it — a bridge upgraded with changes of those transactions still in its slot reads their
+ * writers, and skips its own `{ emitEvents: false }` writes among them, as the old bridge would have.
+ * No transaction from after the upgrade can hold such a document, so no other document signed with
+ * the bare key (an unfiltered-row notice, a catch-up row) ever passes as an identity. Documents from
+ * before 000005, which name no transaction, are never believed.
  */
-export function parseAccountabilityMessage(content: Buffer, secret: Buffer, xid?: number): WriterAccountability | undefined {
-  const parsed = parseSignedMessage(content, secret);
-  if (!parsed) return undefined;
-  if ('xid' in parsed && !namesTransaction(parsed['xid'], xid)) return undefined;
+export function parseIdentityMessage(content: Buffer, secret: Buffer, xid: number | undefined, legacyBefore?: bigint): SignedIdentity | undefined {
+  const current = parseSignedMessage(content, secret, IDENTITY_PURPOSE);
+  if (current) {
+    const relid = current['relid'];
+    if (!namesTransaction(current['xid'], xid) || typeof relid !== 'number' || !Number.isSafeInteger(relid) || relid <= 0) return undefined;
+    return { relid, accountability: accountabilityOf(current) };
+  }
+  if (legacyBefore === undefined) return undefined;
+  const legacy = parseSignedMessage(content, secret);
+  if (!legacy || 'relid' in legacy || !namesTransaction(legacy['xid'], xid) || BigInt(legacy['xid'] as string) >= legacyBefore) return undefined;
+  return { relid: undefined, accountability: accountabilityOf(legacy) };
+}
+
+/** parseIdentityMessage's identity alone. */
+export function parseAccountabilityMessage(content: Buffer, secret: Buffer, xid: number | undefined, legacyBefore?: bigint): WriterAccountability | undefined {
+  return parseIdentityMessage(content, secret, xid, legacyBefore)?.accountability;
+}
+
+/**
+ * The xid8 below which documents signed the 000005 way are believed (parseIdentityMessage), as
+ * migration 000010 stored it; undefined where it stored none.
+ */
+export async function readLegacyIdentityCutoff(pool: Queryable, schema: string): Promise<bigint | undefined> {
+  let rows: Array<{ before_xid: string | null }>;
+  try {
+    ({ rows } = await pool.query<{ before_xid: string | null }>(
+      `select before_xid::text as before_xid from ${pg.escapeIdentifier(schema)}.accountability_legacy where id`,
+    ));
+  } catch (error) {
+    // A schema without migration 000010: no such document is believed.
+    if ((error as { code?: unknown }).code === '42P01') return undefined;
+    throw error;
+  }
+  const value = rows[0]?.before_xid;
+  return value && TRANSACTION_ID.test(value) ? BigInt(value) : undefined;
+}
+
+function accountabilityOf(parsed: Record<string, unknown>): WriterAccountability {
   const role = stringOrNull(parsed['role']);
   const applicationName = stringOrNull(parsed['application_name']);
   const clientAddress = stringOrNull(parsed['client_addr']);
@@ -131,23 +191,29 @@ export function unverifiedAccountability(): WriterAccountability {
 const TRANSACTION_ID = /^[0-9]{1,20}$/;
 const XID_MASK = 0xffffffffn;
 
-/** pg_current_xact_id() is the 64-bit xid8 (epoch and xid); pgoutput's Begin carries its low 32 bits. */
-function namesTransaction(value: unknown, xid: number | undefined): boolean {
-  if (typeof value !== 'string' || !TRANSACTION_ID.test(value)) return false;
-  return xid === undefined || (BigInt(value) & XID_MASK) === BigInt(xid);
+/**
+ * pg_current_xact_id() is the 64-bit xid8 (epoch and xid); pgoutput's Begin carries its low 32 bits.
+ * Without a transaction to compare with, nothing names it.
+ */
+export function namesTransaction(value: unknown, xid: number | undefined): boolean {
+  if (xid === undefined || typeof value !== 'string' || !TRANSACTION_ID.test(value)) return false;
+  return (BigInt(value) & XID_MASK) === BigInt(xid);
 }
 
 /**
- * The JSON object in a `<json>\n<hex sha256(key || json)>` message the database signed with `secret`
- * (accountability, unfiltered passes), or undefined when it is not signed so, cut short, or not an object.
+ * The JSON object in a `<json>\n<hex sha256(key || purpose || json)>` message the database signed with
+ * `secret` (identities with IDENTITY_PURPOSE; unfiltered passes and catch-up rows with none), or
+ * undefined when it is not signed so, cut short, or not an object.
  */
-export function parseSignedMessage(content: Buffer, secret: Buffer): Record<string, unknown> | undefined {
+export function parseSignedMessage(content: Buffer, secret: Buffer, purpose?: Buffer): Record<string, unknown> | undefined {
   const split = content.lastIndexOf(NEWLINE);
   if (split < 0 || content.length - split - 1 !== SIGNATURE_HEX) return undefined;
   const doc = content.subarray(0, split);
   const signatureHex = content.subarray(split + 1).toString('latin1');
   if (!/^[0-9a-f]{64}$/.test(signatureHex)) return undefined;
-  const expected = createHash('sha256').update(secret).update(doc).digest();
+  const hash = createHash('sha256').update(secret);
+  if (purpose) hash.update(purpose);
+  const expected = hash.update(doc).digest();
   if (!timingSafeEqual(expected, Buffer.from(signatureHex, 'hex'))) return undefined;
   // Signed by us, so the shape is ours; still checked, so a future format cannot crash the stream.
   let parsed: unknown;

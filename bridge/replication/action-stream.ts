@@ -12,8 +12,9 @@ import type { BridgeMetrics } from '../metrics.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { EventRef } from '../../hooks/event-name.js';
 import type { HookContext } from '../../hooks/types.js';
-import { parseAccountabilityMessage, parseSignedMessage, readAccountabilitySecret } from './accountability.js';
-import { actionMeta, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
+import { parseIdentityMessage, parseSignedMessage, readAccountabilitySecret, readLegacyIdentityCutoff } from './accountability.js';
+import { catchUpTypes, NewTableCatchUp, readCatchUpMessage } from './catch-up.js';
+import { actionMeta, CATCH_UP_PREFIX, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
 import { deliver } from './delivery.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { PgoutputDecoder } from './pgoutput-decoder.js';
@@ -22,7 +23,7 @@ import { builtinShape, fromText } from '../typing/values.js';
 import { ChangePipeline } from './pipeline.js';
 import { SerialQueue } from '../serial-queue.js';
 import { withSessionSettings } from '../database.js';
-import { listUserTables, syncPublications, type UserTable } from './publication.js';
+import { listUserTables, syncPublications, unmanagedReason, type UserTable } from './publication.js';
 import { ensureSlot, preflight } from './setup.js';
 import { ReplicationStream } from './stream.js';
 
@@ -54,12 +55,16 @@ export class ActionStream {
   #publishedKey = '';
   #lastFullSync = 0;
   #inSync = false;
+  /** New tables join the publication with the rows they hold (where no event trigger joined them at CREATE TABLE). */
+  readonly #catchUp: NewTableCatchUp;
+  #unmanaged: Array<{ collection: string; reason: string }> = [];
   /** Primary keys by table oid, from the catalog (pgoutput cannot tell them under REPLICA IDENTITY FULL). */
   #primaryKeys = new Map<number, string[]>();
 
   constructor(options: ActionStreamOptions) {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'replication' });
+    this.#catchUp = new NewTableCatchUp({ pool: options.pool, schema: options.config.schema, publication: options.config.publicationName, logger: this.#logger });
   }
 
   /** True once the stream runs and the publications match the loaded hooks. */
@@ -77,6 +82,11 @@ export class ActionStream {
 
   get publicationsInSync(): boolean {
     return this.#inSync;
+  }
+
+  /** Tables with action hooks the bridge may not publish, and why. */
+  get unmanaged(): ReadonlyArray<{ collection: string; reason: string }> {
+    return this.#unmanaged;
   }
 
   /** A row some trigger let through without its filters (open mode, no bridge reachable). */
@@ -110,15 +120,18 @@ export class ActionStream {
     }
 
     const secret = await readAccountabilitySecret(pool, config.schema);
+    // Identities signed before migration 000010 are believed only in the transactions before it (accountability.ts).
+    const legacyBefore = await readLegacyIdentityCutoff(pool, config.schema);
     // Column types the decoder cannot know alone (composites, domains, arrays of them) come from the catalog.
     const catalog = new TypeCatalog(pool);
     const newDecoder = () => new PgoutputDecoder({ parserFor: (column) => catalog.textParser(column.typeOid, fromText) });
     let decoder = newDecoder();
     const newAssembler = () =>
       new TransactionAssembler(
-        (content, xid) => parseAccountabilityMessage(content, secret, xid),
+        (content, xid) => parseIdentityMessage(content, secret, xid, legacyBefore),
         (relation) => this.#primaryKeys.get(relation.oid),
         (content) => this.#unfiltered(content, secret),
+        (content, xid) => readCatchUpMessage(content, secret, xid, (oid) => catalog.textParser(oid, fromText)),
       );
     let assembler = newAssembler();
     const pipeline = new ChangePipeline({
@@ -150,6 +163,18 @@ export class ActionStream {
           // Sent again after the table (or a type of it) changed: read its user-defined types afresh.
           const userTypes = message.relation.columns.map((c) => c.typeOid).filter((oid) => builtinShape(oid) === undefined);
           if (userTypes.length) return catalog.load(userTypes, true).then(() => void assembler.next(message, walLsn));
+        }
+        if (message.tag === 'message' && message.prefix === CATCH_UP_PREFIX) {
+          // A row a new table held when it joined: its user-defined types first, as for a relation.
+          const userTypes = catchUpTypes(message.content, secret).filter((oid) => builtinShape(oid) === undefined);
+          if (userTypes.length) {
+            return catalog.load(userTypes).then(() => {
+              const caughtUp = assembler.next(message, walLsn);
+              if (!caughtUp) return;
+              pipeline.push(caughtUp);
+              return pipeline.waitForCapacity();
+            });
+          }
         }
         const event = assembler.next(message, walLsn);
         if (!event) return;
@@ -210,14 +235,35 @@ export class ActionStream {
     this.#primaryKeys = new Map(tables.map((t) => [t.oid, t.primaryKey]));
     // A table an extension that is not loaded heard stays published: its changes are held for it.
     const guards = this.#options.guards;
-    const wanted = tables.filter((t) => guards?.holdsActions(t.collection) || WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)));
-    const key = wanted.map((t) => `${t.oid}:${t.hasIdentityKey}`).join(',');
-    // The key does not see partitions attached later (they need the accountability trigger too),
-    // so a full sync also runs every 30 s.
+    const matching = tables.filter((t) => guards?.holdsActions(t.collection) || WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)));
+    // A table the bridge may not publish is listed (health, status) and never stops the others.
+    const wanted = matching.filter((t) => t.mayPublish !== false);
+    const unmanaged = matching.filter((t) => t.mayPublish === false).map((t) => ({ collection: t.collection, reason: unmanagedReason(t, 'publish') }));
+    if (unmanaged.map((u) => u.collection).join(',') !== this.#unmanaged.map((u) => u.collection).join(',')) {
+      for (const u of unmanaged) this.#logger.error({ collection: u.collection, reason: u.reason }, 'a table with action hooks cannot be published: its changes do not reach them');
+    }
+    this.#unmanaged = unmanaged;
+    // Tables new to the bridge join with the rows they hold (catch-up.ts); one whose writers hold it
+    // waits for the next sync, left out of the publication until then so that its rows are caught up.
+    let waiting = await this.#catchUp.join(tables, wanted);
+    if (waiting.size && this.#publishedKey === '' && this.#lastFullSync === 0) {
+      // The very first sync on a fresh install: the publications do not exist yet, so the new tables
+      // could not join. Create them (with the tables that need no catch-up), then join the rest now.
+      await syncPublications(pool, { publication: config.publicationName, tables: wanted.filter((t) => !waiting.has(t.oid)), schema: config.schema });
+      waiting = await this.#catchUp.join(tables, wanted);
+    }
+    // Partitions are in the key: each needs the accountability trigger, so a new one is synced within
+    // 2 s. A full sync also runs every 30 s (a trigger someone dropped).
+    const key = wanted.map((t) => `${t.oid}:${t.hasIdentityKey}:${t.partitions?.join(' ') ?? ''}`).join(',');
     if (key !== this.#publishedKey || Date.now() - this.#lastFullSync > 30_000) {
       this.#lastFullSync = Date.now();
-      const result = await syncPublications(pool, { publication: config.publicationName, tables: wanted, schema: config.schema });
-      this.#publishedKey = key;
+      const result = await syncPublications(pool, { publication: config.publicationName, tables: wanted.filter((t) => !waiting.has(t.oid)), schema: config.schema });
+      this.#publishedKey = waiting.size ? '' : key;
+      // A table still waiting to join (its writers held it) is not published yet: not in sync.
+      if (waiting.size) {
+        this.#inSync = false;
+        return;
+      }
       if (result.added.length || result.removed.length) {
         this.#logger.info({ added: result.added, removed: result.removed }, 'publication updated');
       }
@@ -262,12 +308,12 @@ export class ActionStream {
   }
 
   async #deliverTruncate(truncate: TruncateEvent): Promise<void> {
-    for (const collection of truncate.collections) {
+    for (const table of truncate.tables) {
       await deliver(
         {
-          event: { scope: 'items', action: 'truncate', collection },
-          id: truncate.id,
-          meta: truncateMeta(truncate, collection),
+          event: { scope: 'items', action: 'truncate', collection: table.collection },
+          id: table.id,
+          meta: truncateMeta(truncate, table),
           context: this.#context(truncate.accountability),
           commitLsn: truncate.transaction.lsn,
           xid: truncate.transaction.xid,

@@ -2,8 +2,9 @@
  * From decoded pgoutput messages to the events action hooks receive.
  *
  * The assembler follows the transaction framing (Begin … Commit) and numbers the changes of each
- * transaction, which gives every event a stable id: `<commit LSN>:<n>`. Postgres re-sends a
- * transaction identically after a restart, so a handler can de-duplicate on that id.
+ * transaction (each table of a TRUNCATE counts as one), which gives every event a stable id:
+ * `<commit LSN>:<n>`. Postgres re-sends a transaction identically after a restart, so a handler can
+ * de-duplicate on that id.
  */
 import type { Accountability } from '../../hooks/types.js';
 import { unverifiedAccountability } from './accountability.js';
@@ -12,6 +13,8 @@ import type { PgoutputMessage, RelationInfo, Row } from './pgoutput-decoder.js';
 
 export const ACCOUNTABILITY_PREFIX = 'hookbridge.accountability';
 export const HEARTBEAT_PREFIX = 'hookbridge.heartbeat';
+/** Emitted (transactionally) by catch_up_rows() for each row a new table held when it joined the publication (catch-up.ts). */
+export const CATCH_UP_PREFIX = 'hookbridge.catchup';
 /** Emitted (non-transactionally) by a filter trigger that let a row through unfiltered in open mode. */
 export const UNFILTERED_PREFIX = 'hookbridge.unfiltered';
 
@@ -42,13 +45,18 @@ export interface ChangeEvent {
   /** Per-key ordering: events sharing one of these strings are handled one after another. */
   orderKeys: string[];
   transaction: TransactionInfo;
-  /** Never null from the assembler: an unverified identity when no signed one came before the change. */
+  /** Never null from the assembler: an unverified identity when no signed one for its table came before the change. */
   accountability: Accountability | null;
+  /** A row the table held when it joined the publication (catch-up.ts), not an insert seen in the WAL. */
+  catchUp?: true;
 }
 
 export interface TruncateEvent {
-  id: string;
-  collections: string[];
+  /**
+   * The truncated tables in the order pgoutput listed them, each with an id of its own: one TRUNCATE
+   * of several tables is one message, but each table's event is one change to de-duplicate on.
+   */
+  tables: Array<{ collection: string; id: string }>;
   cascade: boolean;
   restartIdentity: boolean;
   transaction: TransactionInfo;
@@ -89,25 +97,41 @@ function stableJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : Buffer.isBuffer(v) ? v.toString('hex') : v)) ?? 'null';
 }
 
+/**
+ * What a signed `hookbridge.accountability` message says (accountability.ts, parseIdentityMessage):
+ * the writer, and the published table whose changes it covers (undefined: every table, for documents
+ * signed before migration 000010).
+ */
+export interface StatementIdentity {
+  relid: number | undefined;
+  accountability: Accountability;
+}
+
 export class TransactionAssembler {
   #transaction: TransactionInfo | undefined;
   #seq = 0;
-  /** The last signed identity in this transaction, and the message it came from. */
-  #accountability: Accountability | undefined;
+  /** By published table (oid): the signed identity of the last statement on it in this transaction. */
+  #identities = new Map<number, Accountability>();
+  /** The last signed identity in this transaction that names no table (signed before migration 000010). */
+  #legacy: Accountability | undefined;
+  /** The last message believed, and what it said: every statement emits one, most repeat it. */
   #signedContent: Buffer | undefined;
+  #signed: StatementIdentity | undefined;
   /** Made once per transaction, like a signed identity: changes of one transaction share it. */
   #unverified: Accountability | undefined;
 
   /**
-   * @param readAccountability the identity in a `hookbridge.accountability` message if the database
-   *   signed it in the transaction `xid` (pgoutput's Begin xid), else undefined.
+   * @param readAccountability the identity in a `hookbridge.accountability` message, and the table it
+   *   covers, if the database signed it in the transaction `xid` (pgoutput's Begin xid), else undefined.
    * @param primaryKeyOf the table's primary key columns from the catalog. Needed because under
    *   REPLICA IDENTITY FULL pgoutput flags every column as a key column.
    */
   constructor(
-    private readonly readAccountability: (content: Buffer, xid: number) => Accountability | undefined,
+    private readonly readAccountability: (content: Buffer, xid: number) => StatementIdentity | undefined,
     private readonly primaryKeyOf: (relation: RelationInfo) => readonly string[] | undefined = () => undefined,
     private readonly onUnfiltered: (content: Buffer) => void = () => undefined,
+    /** The row in a `hookbridge.catchup` message if the database signed it in transaction `xid` (catch-up.ts). */
+    private readonly readCatchUp: (content: Buffer, xid: number) => { relation: RelationInfo; row: Row } | undefined = () => undefined,
   ) {}
 
   #keyColumns(relation: RelationInfo): readonly string[] {
@@ -122,8 +146,10 @@ export class TransactionAssembler {
       case 'begin':
         this.#transaction = { xid: message.xid, commitLsn: message.finalLsn, lsn: formatLsn(message.finalLsn), commitTime: message.commitTime };
         this.#seq = 0;
-        this.#accountability = undefined;
+        this.#identities.clear();
+        this.#legacy = undefined;
         this.#signedContent = undefined;
+        this.#signed = undefined;
         this.#unverified = undefined;
         return { kind: 'begin', transaction: this.#transaction };
       case 'commit': {
@@ -134,6 +160,7 @@ export class TransactionAssembler {
       case 'message':
         if (message.transactional) {
           if (message.prefix === ACCOUNTABILITY_PREFIX) this.#identify(message.content);
+          if (message.prefix === CATCH_UP_PREFIX) return this.#catchUp(message.content);
           return undefined;
         }
         if (message.prefix === UNFILTERED_PREFIX) this.onUnfiltered(message.content);
@@ -153,12 +180,13 @@ export class TransactionAssembler {
         return {
           kind: 'truncate',
           truncate: {
-            id: `${transaction.lsn}:${this.#seq++}`,
-            collections: message.relations.map(collectionOf),
+            // A position per table, numbered like rows: unique within the transaction, and the same
+            // on every redelivery (Postgres re-sends the message with the same relations in the same order).
+            tables: message.relations.map((relation) => ({ collection: collectionOf(relation), id: `${transaction.lsn}:${this.#seq++}` })),
             cascade: message.cascade,
             restartIdentity: message.restartIdentity,
             transaction,
-            accountability: this.#current(),
+            accountability: this.#truncatedBy(message.relations),
           },
         };
       }
@@ -190,7 +218,7 @@ export class TransactionAssembler {
       unchangedToast,
       orderKeys: [orderKey(collection, key)],
       transaction,
-      accountability: this.#current(),
+      accountability: this.#current(relation),
     };
     if (action === 'update' && oldKeySource) {
       const oldKey = keyOf(keyColumns, oldKeySource);
@@ -202,23 +230,51 @@ export class TransactionAssembler {
     return { kind: 'change', change };
   }
 
-  /**
-   * Every statement on a published table emits its writer's identity, so most messages repeat the
-   * last one: those cost a comparison. Anyone may emit a message with this prefix, at any point of
-   * any transaction: one that is not signed for this transaction changes nothing, so it can neither
-   * erase the writer's identity nor replace it.
-   */
-  #identify(content: Buffer): void {
-    if (!this.#transaction || this.#signedContent?.equals(content)) return;
-    const identity = this.readAccountability(content, this.#transaction.xid);
-    if (!identity) return;
-    this.#accountability = identity;
-    // A copy: the content may be a view into a larger buffer of the stream.
-    this.#signedContent = Buffer.from(content);
+  /** A row a new table held when it joined the publication: delivered as an insert, marked. */
+  #catchUp(content: Buffer): StreamEvent | undefined {
+    const found = this.readCatchUp(content, this.#require('catch-up').xid);
+    if (!found) return undefined;
+    const event = this.#change('create', found.relation, found.row, null, null, []);
+    if (event.kind === 'change') event.change.catchUp = true;
+    return event;
   }
 
-  #current(): Accountability {
-    return this.#accountability ?? (this.#unverified ??= unverifiedAccountability());
+  /**
+   * Every statement on a published table (or a partition of it) emits its writer's identity, bound to
+   * that table, before its rows; most messages repeat the last one and cost a comparison. Anyone may
+   * emit a message with this prefix, at any point of any transaction: one that is not signed for this
+   * transaction changes nothing, so it can neither erase the writer's identity nor replace it.
+   */
+  #identify(content: Buffer): void {
+    if (!this.#transaction) return;
+    let signed = this.#signedContent?.equals(content) ? this.#signed : undefined;
+    if (!signed) {
+      signed = this.readAccountability(content, this.#transaction.xid);
+      if (!signed) return;
+      // A copy: the content may be a view into a larger buffer of the stream.
+      this.#signedContent = Buffer.from(content);
+      this.#signed = signed;
+    }
+    if (signed.relid === undefined) this.#legacy = signed.accountability;
+    else this.#identities.set(signed.relid, signed.accountability);
+  }
+
+  /**
+   * The identity of the last statement on the change's table, never another table's: a statement
+   * whose trigger did not fire (disabled by the table's owner, `session_replication_role = replica`)
+   * does not inherit the writer of an earlier statement on another table, nor, through it, its role.
+   */
+  #current(relation: Pick<RelationInfo, 'oid'>): Accountability {
+    return this.#identities.get(relation.oid) ?? this.#legacy ?? (this.#unverified ??= unverifiedAccountability());
+  }
+
+  /** One TRUNCATE is one statement: its writer when every table it names agrees on one, else unknown. */
+  #truncatedBy(relations: ReadonlyArray<Pick<RelationInfo, 'oid'>>): Accountability {
+    const [first, ...rest] = relations.map((relation) => this.#current(relation));
+    const unverified = (this.#unverified ??= unverifiedAccountability());
+    if (!first) return unverified;
+    const same = JSON.stringify(first);
+    return rest.every((other) => other === first || JSON.stringify(other) === same) ? first : unverified;
   }
 
   #require(what: string): TransactionInfo {
@@ -240,6 +296,7 @@ export function actionMeta(change: ChangeEvent): Record<string, unknown> {
   if (change.action === 'create') {
     meta['payload'] = change.row;
     meta['key'] = change.key;
+    if (change.catchUp) meta['catchUp'] = true;
     return meta;
   }
   meta['payload'] = change.action === 'delete' ? [change.key] : change.row;
@@ -250,12 +307,12 @@ export function actionMeta(change: ChangeEvent): Record<string, unknown> {
   return meta;
 }
 
-export function truncateMeta(truncate: TruncateEvent, collection: string): Record<string, unknown> {
+export function truncateMeta(truncate: TruncateEvent, table: TruncateEvent['tables'][number]): Record<string, unknown> {
   return {
-    collection,
+    collection: table.collection,
     payload: null,
     keys: null,
-    id: truncate.id,
+    id: table.id,
     lsn: truncate.transaction.lsn,
     xid: truncate.transaction.xid,
     committedAt: truncate.transaction.commitTime,

@@ -11,6 +11,7 @@
  * bridge/extension-guards.ts) is held for it the same way: a durable row in failed_events (reason
  * `extension_not_loaded`), delivered to its handlers at a start where it loads again.
  */
+import { deserialize, serialize } from 'node:v8';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { invokeAction } from '../../hooks/action-dispatch.js';
@@ -61,10 +62,14 @@ export class DeliveryAborted extends Error {
 }
 
 export async function deliver(delivery: Delivery, options: DeliveryOptions): Promise<void> {
-  // Held first, while the meta is still as the change made it (a single handler completes it in place).
+  // Who hears it and for whom it is held, read together before any await: a reload swaps the loaded
+  // extensions and what is held for the others in one synchronous step (HookRuntime.onSwap), so each
+  // extension is either among the handlers or held for, never both, never neither.
+  const entries = options.runtime.registry.actions(delivery.event);
   const held = options.heldFor?.(delivery.event);
+  // Held first, while the meta is still as the change made it (a single handler completes it in place).
   if (held?.length) for (const extension of held) await hold(extension, delivery, options);
-  await deliverTo(options.runtime.registry.actions(delivery.event), delivery, options);
+  await deliverTo(entries, delivery, options);
   options.metrics?.actionEvents.inc({ collection: delivery.event.collection ?? '', action: delivery.event.action });
 }
 
@@ -147,8 +152,8 @@ async function insertParked(
     try {
       await options.pool.query(
         `insert into ${pg.escapeIdentifier(options.schema)}.failed_events
-           (event_id, extension, event, collection, action, commit_lsn, xid, meta, error, attempts, accountability, reason)
-         values ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8::jsonb, $9::jsonb, $10, $11::jsonb, $12)
+           (event_id, extension, event, collection, action, commit_lsn, xid, meta, error, attempts, accountability, reason, meta_exact)
+         values ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8::jsonb, $9::jsonb, $10, $11::jsonb, $12, $13::bytea)
          on conflict (event_id, extension, event) do update
            set attempts = failed_events.attempts + excluded.attempts, error = excluded.error, reason = excluded.reason,
                failed_at = now(), replayed_at = null, replay_error = null`,
@@ -165,6 +170,7 @@ async function insertParked(
           attempts,
           toJson(delivery.context.accountability ?? null),
           reason,
+          serializeMeta(delivery.meta),
         ],
       );
       return;
@@ -180,9 +186,33 @@ function fullContext(context: Partial<HookContext>): HookContext {
 }
 
 /**
- * JSON for jsonb: bigint as string, Buffer as `\x…` hex (what bytea prints), NUL characters (which
- * jsonb refuses) replaced. Never throws: a meta that a handler made circular is parked as a note, so
- * that parking itself can always succeed.
+ * The meta exactly as handlers get it (meta_exact, sql/000011.sql): v8's structured serialization keeps
+ * Buffers, NaN, ±Infinity, -0, bigint, Dates, U+0000 and key order, which jsonb cannot. Null for a
+ * meta it cannot clone (a handler put a function in it): the replay then falls back to the jsonb copy.
+ */
+export function serializeMeta(meta: Record<string, unknown>): Buffer | null {
+  try {
+    return serialize(meta);
+  } catch {
+    return null;
+  }
+}
+
+/** The meta a replay delivers: the exact copy when there is one (and it reads back), else the jsonb one. */
+export function deserializeMeta(exact: Buffer | null | undefined, json: Record<string, unknown>): Record<string, unknown> {
+  if (!exact) return json;
+  try {
+    const meta: unknown = deserialize(exact);
+    return meta !== null && typeof meta === 'object' ? (meta as Record<string, unknown>) : json;
+  } catch {
+    return json;
+  }
+}
+
+/**
+ * JSON for jsonb (the readable copy; meta_exact is the exact one): bigint as string, Buffer as `\x…`
+ * hex (what bytea prints), NUL characters (which jsonb refuses) replaced. Never throws: a meta that a
+ * handler made circular is parked as a note, so that parking itself can always succeed.
  */
 export function toJson(value: unknown): string {
   try {

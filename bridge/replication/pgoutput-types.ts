@@ -76,7 +76,15 @@ export interface UserType {
  */
 export function defaultParser(typeOid: number, userType: UserType | undefined): (text: string) => unknown {
   const shape = userType ? (userType.schema === '' ? builtinShapeByName(userType.name) : userType.name.startsWith('_') ? TEXT_ARRAY : undefined) : builtinShape(typeOid);
-  return shape ? (text) => fromText(shape, text) : asText;
+  if (!shape) return asText;
+  // A value the typing cannot read arrives as its text: one odd value must never stop the stream.
+  return (text) => {
+    try {
+      return fromText(shape, text);
+    } catch {
+      return text;
+    }
+  };
 }
 
 const asText = (text: string): string => text;

@@ -11,7 +11,21 @@ export class JsonNumber {
   constructor(readonly text: string) {}
 }
 
-export type LosslessValue = null | boolean | string | JsonNumber | LosslessValue[] | { [key: string]: LosslessValue };
+/**
+ * A value nested deeper than the parser descends (only a json document can be), parsed by JSON.parse:
+ * numbers inside it follow plain JSON semantics, which is the json typing anyway.
+ */
+export class PlainJson {
+  constructor(
+    readonly value: unknown,
+    readonly raw: string,
+  ) {}
+}
+
+export type LosslessValue = null | boolean | string | JsonNumber | PlainJson | LosslessValue[] | { [key: string]: LosslessValue };
+
+/** How deep the parser descends itself; deeper values go to JSON.parse (its own limit is far higher than Postgres'). */
+const MAX_DEPTH = 200;
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -47,10 +61,35 @@ export function parseLosslessJson(text: string): LosslessValue {
       return escaped || body.includes('\\') ? (JSON.parse(`"${body}"`) as string) : body;
     }
   };
-  const value = (): LosslessValue => {
+  /** The end of the object or array starting at i (strings skipped), without recursion. */
+  const endOfNested = (): number => {
+    let depth = 0;
+    for (let k = i; k < text.length; k++) {
+      const c = text.charCodeAt(k);
+      if (c === QUOTE) {
+        for (k++; k < text.length; k++) {
+          const q = text.charCodeAt(k);
+          if (q === BACKSLASH) k++;
+          else if (q === QUOTE) break;
+        }
+      } else if (c === 0x7b || c === 0x5b) depth++;
+      else if (c === 0x7d || c === 0x5d) {
+        depth--;
+        if (depth === 0) return k + 1;
+      }
+    }
+    return fail('unterminated object or array');
+  };
+  const value = (depth: number): LosslessValue => {
     skipSpace();
     const c = text.charCodeAt(i);
     if (c === QUOTE) return readString();
+    if ((c === 0x7b || c === 0x5b) && depth > MAX_DEPTH) {
+      const end = endOfNested();
+      const raw = text.slice(i, end);
+      i = end;
+      return new PlainJson(JSON.parse(raw), raw);
+    }
     if (c === 0x7b) {
       i++;
       const object = Object.create(null) as { [key: string]: LosslessValue };
@@ -66,7 +105,7 @@ export function parseLosslessJson(text: string): LosslessValue {
         skipSpace();
         if (text.charCodeAt(i) !== 0x3a) fail('expected ":"');
         i++;
-        object[key] = value();
+        object[key] = value(depth + 1);
         skipSpace();
         const next = text.charCodeAt(i++);
         if (next === 0x7d) return object;
@@ -82,7 +121,7 @@ export function parseLosslessJson(text: string): LosslessValue {
         return array;
       }
       for (;;) {
-        array.push(value());
+        array.push(value(depth + 1));
         skipSpace();
         const next = text.charCodeAt(i++);
         if (next === 0x5d) return array;
@@ -108,7 +147,7 @@ export function parseLosslessJson(text: string): LosslessValue {
     i += found[0].length;
     return new JsonNumber(found[0]);
   };
-  const result = value();
+  const result = value(0);
   skipSpace();
   if (i !== text.length) fail('unexpected text after the value');
   return result;
@@ -117,6 +156,7 @@ export function parseLosslessJson(text: string): LosslessValue {
 /** Plain JSON semantics for a value read losslessly: what `JSON.parse` would have made of it. */
 export function toPlainJson(value: LosslessValue): unknown {
   if (value instanceof JsonNumber) return Number(value.text);
+  if (value instanceof PlainJson) return value.value;
   if (Array.isArray(value)) return value.map(toPlainJson);
   if (value !== null && typeof value === 'object') {
     const object: Record<string, unknown> = {};

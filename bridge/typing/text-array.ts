@@ -5,7 +5,6 @@ const OPEN = 0x7b; // {
 const CLOSE = 0x7d; // }
 const QUOTE = 0x22; // "
 const BACKSLASH = 0x5c;
-const COMMA = 0x2c;
 const SPACE = 0x20;
 
 function isSpace(code: number): boolean {
@@ -14,11 +13,12 @@ function isSpace(code: number): boolean {
 
 /**
  * An array literal as `array_out` prints it (`{a,"b c",NULL,{d}}`, optionally preceded by bounds
- * like `[0:1]=`), into nested arrays of strings with SQL NULL as `null`. Elements stay text: their
- * type is user-defined. Written here rather than borrowed from pg-types' dependency, which this
+ * like `[0:1]=`), into nested arrays of strings with SQL NULL as `null`. Elements stay text (the
+ * caller types them). `delimiter` is the element type's (`,` for all but `box`, which uses `;`). Written here rather than borrowed from pg-types' dependency, which this
  * package does not declare.
  */
-export function parseTextArray(text: string): TextArray {
+export function parseTextArray(text: string, delimiter = ','): TextArray {
+  const COMMA = delimiter.charCodeAt(0);
   let i = 0;
   const n = text.length;
   if (text.charCodeAt(0) !== OPEN) {

@@ -10,11 +10,17 @@ import { builtinShape, TEXT, type TypeShape } from './values.js';
 interface TypeRow {
   oid: number;
   typtype: string;
-  typcategory: string;
+  /** Printed by array_out (int2vector and oidvector have an element type but print `1 2`: text). */
+  is_array: boolean;
+  /** The element's delimiter, for an array type. */
+  delimiter: string | null;
   typelem: number;
   typbasetype: number;
   typrelid: number;
 }
+
+/** Composites nested deeper than this stay text: no type reachable from a table can make the bridge recurse without end. */
+const MAX_DEPTH = 32;
 
 export interface TableColumn {
   name: string;
@@ -40,8 +46,16 @@ export class TypeCatalog {
   /** A parser for text values of the type that looks the shape up when called, so `load` may come later. */
   textParser(oid: number, parse: (shape: TypeShape, text: string) => unknown): (text: string) => unknown {
     const builtin = builtinShape(oid);
-    if (builtin) return (text) => parse(builtin, text);
-    return (text) => parse(this.#shapes.get(oid) ?? TEXT, text);
+    // A value the typing cannot read arrives as its text: one odd value must never stop the stream.
+    const safely = (shape: TypeShape, text: string) => {
+      try {
+        return parse(shape, text);
+      } catch {
+        return text;
+      }
+    };
+    if (builtin) return (text) => safely(builtin, text);
+    return (text) => safely(this.#shapes.get(oid) ?? TEXT, text);
   }
 
   /**
@@ -57,7 +71,9 @@ export class TypeCatalog {
     const fields = new Map<number, Array<{ name: string; type: number }>>();
     while (wanted.length) {
       const { rows: found } = await this.#pool.query<TypeRow>(
-        `select t.oid::int4 as oid, t.typtype, t.typcategory, t.typelem::int4 as typelem, t.typbasetype::int4 as typbasetype, t.typrelid::int4 as typrelid
+        `select t.oid::int4 as oid, t.typtype, t.typoutput = 'pg_catalog.array_out'::pg_catalog.regproc as is_array,
+                (select e.typdelim::text from pg_catalog.pg_type e where e.oid = t.typelem) as delimiter,
+                t.typelem::int4 as typelem, t.typbasetype::int4 as typbasetype, t.typrelid::int4 as typrelid
            from pg_catalog.pg_type t where t.oid = any($1::oid[])`,
         [wanted],
       );
@@ -66,7 +82,7 @@ export class TypeCatalog {
       for (const row of found) {
         rows.set(row.oid, row);
         if (row.typtype === 'd') next.add(row.typbasetype);
-        else if (row.typcategory === 'A' && row.typelem !== 0) next.add(row.typelem);
+        else if (row.is_array && row.typelem !== 0) next.add(row.typelem);
         else if (row.typtype === 'c') relids.push(row.typrelid);
       }
       if (relids.length) {
@@ -87,23 +103,25 @@ export class TypeCatalog {
       wanted = [...next].filter((oid) => known(oid) === undefined && !rows.has(oid));
     }
     const resolving = new Set<number>();
-    const resolve = (oid: number): TypeShape => {
+    const resolve = (oid: number, depth: number): TypeShape => {
       const done = known(oid);
       if (done) return done;
       const row = rows.get(oid);
       // A composite that contains itself through an array cannot be finished: its inner copy stays text.
-      if (!row || resolving.has(oid)) return TEXT;
+      if (!row || resolving.has(oid) || depth > MAX_DEPTH) return TEXT;
       resolving.add(oid);
       let shape: TypeShape;
-      if (row.typtype === 'd') shape = resolve(row.typbasetype);
-      else if (row.typcategory === 'A' && row.typelem !== 0) shape = { kind: 'array', element: resolve(row.typelem) };
-      else if (row.typtype === 'c') shape = { kind: 'composite', fields: (fields.get(row.typrelid) ?? []).map((f) => [f.name, resolve(f.type)] as const) };
+      if (row.typtype === 'd') shape = resolve(row.typbasetype, depth + 1);
+      else if (row.is_array && row.typelem !== 0) {
+        const element = resolve(row.typelem, depth + 1);
+        shape = row.delimiter && row.delimiter !== ',' ? { kind: 'array', element, delimiter: row.delimiter } : { kind: 'array', element };
+      } else if (row.typtype === 'c') shape = { kind: 'composite', fields: (fields.get(row.typrelid) ?? []).map((f) => [f.name, resolve(f.type, depth + 1)] as const) };
       else shape = TEXT;
       resolving.delete(oid);
       fresh.set(oid, shape);
       return shape;
     };
-    for (const oid of rows.keys()) resolve(oid);
+    for (const oid of rows.keys()) resolve(oid, 0);
     for (const [oid, shape] of fresh) this.#shapes.set(oid, shape);
   }
 

@@ -19,14 +19,14 @@
  * Dates outside years 0000–9999 use ISO 8601's expanded years ('+294276-12-31', '-000043-03-15' for 44
  * BC), which `new Date()` reads where it can; 'infinity' and '-infinity' stay those words.
  */
-import { JsonNumber, type LosslessValue, toPlainJson } from './lossless-json.js';
+import { JsonNumber, type LosslessValue, PlainJson, toPlainJson } from './lossless-json.js';
 import { parseTextArray, type TextArray } from './text-array.js';
 
 export type ScalarKind = 'number' | 'exact' | 'bool' | 'json' | 'bytea' | 'date' | 'timestamp' | 'timestamptz' | 'time' | 'timetz' | 'text';
 
 export type TypeShape =
   | { kind: ScalarKind }
-  | { kind: 'array'; element: TypeShape }
+  | { kind: 'array'; element: TypeShape; delimiter?: string }
   | { kind: 'composite'; fields: ReadonlyArray<readonly [string, TypeShape]> };
 
 const scalar = (kind: ScalarKind): TypeShape => ({ kind });
@@ -80,6 +80,11 @@ for (const [oid, arrayOid, kind, name] of BUILTIN_SCALARS) {
   BUILTIN_BY_NAME.set(`_${name}`, array);
 }
 
+// int2vector and oidvector print `1 2` (not array_out's braces); to_json makes arrays of them.
+const VECTOR: TypeShape = { kind: 'array', element: scalar('number'), delimiter: ' ' };
+BUILTIN.set(22, VECTOR);
+BUILTIN.set(30, VECTOR);
+
 /** The shape of a builtin type known without asking the catalog, else undefined. */
 export function builtinShape(oid: number): TypeShape | undefined {
   return BUILTIN.get(oid);
@@ -117,7 +122,8 @@ export function fromText(shape: TypeShape, text: string): unknown {
     case 'timetz':
       return isoOffsetTime(text);
     case 'array':
-      return arrayFromText(parseTextArray(text), shape.element);
+      if (shape.delimiter === ' ' && !text.startsWith('{')) return text === '' ? [] : text.split(' ').map((item) => fromText(shape.element, item));
+      return arrayFromText(parseTextArray(text, shape.delimiter), shape.element);
     case 'composite':
       return compositeFromText(text, shape.fields);
   }
@@ -211,12 +217,18 @@ function compositeFromText(text: string, fields: ReadonlyArray<readonly [string,
 
 export function fromJson(shape: TypeShape, value: LosslessValue): unknown {
   if (value === null) return null;
+  if (value instanceof PlainJson) return value.value;
   switch (shape.kind) {
     case 'json':
       return toPlainJson(value);
     case 'number':
-      // NaN and ±Infinity arrive as strings.
-      return value instanceof JsonNumber ? Number(value.text) : Number(value);
+      // NaN and ±Infinity arrive as strings. An integer a double cannot hold means the column's type
+      // changed since the catalog was read (int4 → int8): its exact text, never a neighbour's value.
+      if (value instanceof JsonNumber) {
+        const number = Number(value.text);
+        return Number.isSafeInteger(number) || !/^-?\d+$/.test(value.text) ? number : value.text;
+      }
+      return Number(value);
     case 'exact':
       return value instanceof JsonNumber ? value.text : String(value);
     case 'bool':
@@ -243,6 +255,7 @@ function fromJsonScalarText(shape: TypeShape, value: LosslessValue): unknown {
 
 /** A value a column type does not describe (a column added since): numbers a double cannot hold stay text. */
 export function untypedFromJson(value: LosslessValue): unknown {
+  if (value instanceof PlainJson) return value.value;
   if (value instanceof JsonNumber) {
     const number = Number(value.text);
     return String(number) === value.text ? number : value.text;
@@ -327,6 +340,8 @@ function civilFromDays(days: number): [number, number, number] {
 /** A value a hook returned, as JSON that json_populate_record reads into the column (bytea as hex). */
 export function toPostgresJson(value: unknown): string {
   return JSON.stringify(value, (_key, item: unknown) => {
+    // JSON has no NaN, Infinity or -0: Postgres reads these strings into float and numeric columns.
+    if (typeof item === 'number' && (!Number.isFinite(item) || Object.is(item, -0))) return Object.is(item, -0) ? '-0' : String(item);
     if (item !== null && typeof item === 'object' && (item as { type?: unknown }).type === 'Buffer' && Array.isArray((item as { data?: unknown }).data)) {
       return `\\x${Buffer.from((item as { data: number[] }).data).toString('hex')}`;
     }

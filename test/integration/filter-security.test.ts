@@ -132,7 +132,7 @@ describe('filter security, with the README role setup', () => {
   it('gives writers no setting, trigger switch or replication role that skips the filters', async () => {
     expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`, [`set hookbridge.bypass = 'on'`])).toBe('HB400');
     expect(await outcome(asWriter(), `set session_replication_role = replica`)).toBe('42501');
-    expect(await outcome(asWriter(), `alter table items disable trigger hookbridge_filter`)).toBe('42501');
+    expect(await outcome(asWriter(), `alter table items disable trigger "~hookbridge_filter"`)).toBe('42501');
     expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`, [`set hookbridge.ticket_hint = '-5'`])).toBe('HB400');
   });
 
@@ -161,7 +161,7 @@ describe('filter security, with the README role setup', () => {
       await c.query(`create table late_arrival (id int primary key)`);
       await c.query(`alter table late_arrival owner to ${roles.owner}`);
     });
-    await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = 'hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1, {
+    await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1, {
       message: 'the new table never got its trigger',
     });
     expect(await rows(`select * from public.stolen`)).toEqual([]);
@@ -191,7 +191,7 @@ describe('filter security, with the README role setup', () => {
       await c.query(`create table public.late_moods (id int primary key, m public.mood, title public.checked_text)`);
       await c.query(`grant select, trigger on public.late_moods to ${roles.bridge}`);
     });
-    await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = 'hookbridge_filter' and tgrelid = 'late_moods'::regclass`)).length === 1, {
+    await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'late_moods'::regclass`)).length === 1, {
       message: 'the table never got its trigger',
     });
     expect(await outcome(asWriter(), `insert into late_moods values (1, 'ok', 'x')`)).toBe('ok');

@@ -80,7 +80,7 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
     });
 
     it('install triggers only where filters match, for just those operations', async () => {
-      const triggers = await rows(`select tgrelid::regclass::text as t from pg_trigger where tgname = 'hookbridge_filter' order by 1`);
+      const triggers = await rows(`select tgrelid::regclass::text as t from pg_trigger where tgname = '~hookbridge_filter' order by 1`);
       expect(triggers.map((r) => r.t)).toEqual(['"Odd ""Table"""', 'accounts', 'articles', 'readings', 'readings_2026', 'selflock']);
     });
 
@@ -249,8 +249,8 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
     });
 
     it('put back a filter trigger its table owner disabled', async () => {
-      await withClient(db.url, (c) => c.query(`alter table articles disable trigger hookbridge_filter`));
-      await waitFor(async () => (await rows(`select tgenabled from pg_trigger where tgname = 'hookbridge_filter' and tgrelid = 'articles'::regclass`))[0]?.tgenabled === 'O', {
+      await withClient(db.url, (c) => c.query(`alter table articles disable trigger "~hookbridge_filter"`));
+      await waitFor(async () => (await rows(`select tgenabled from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'articles'::regclass`))[0]?.tgenabled === 'O', {
         message: 'the disabled trigger stayed disabled',
       });
       expect(await failure(`insert into articles (id, title) values (711, 'reject me')`)).toMatchObject({ code: 'HB400' });
@@ -269,7 +269,7 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
 
     it('put the trigger on a table created while the bridge runs', async () => {
       await withClient(db.url, (c) => c.query(`create table late_arrival (id int primary key, v text)`));
-      await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = 'hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1, {
+      await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1, {
         message: 'the new table never got its trigger',
       });
       await withClient(db.url, (c) => c.query(`insert into late_arrival values (1, 'raw')`));

@@ -27,6 +27,9 @@ beforeAll(async () => {
   await withClient(db.url, async (c) => {
     pg18 = Number((await c.query(`select current_setting('server_version_num') as v`)).rows[0].v) >= 180000;
     await c.query(`create type pair as (n int8, label text)`);
+    await c.query(`create table protos (id int primary key, "__proto__" text)`);
+    await c.query(`create table vectors (id int primary key, v int2vector, boxes box[])`);
+    await c.query(`create table grow (id int primary key, note text)`);
     await c.query(`create table ledger (
       id int8 primary key, amount numeric, tags int[], ratio float8, doc json, at timestamptz, p pair, note text,
       double_id int8 generated always as (id * 2) stored)`);
@@ -37,10 +40,15 @@ beforeAll(async () => {
         const seen = globalThis.__lossless;
         for (const op of ['create', 'update', 'delete']) {
           filter('ledger.items.' + op, (payload, meta) => {
-            seen.push({ event: 'filter.' + op, payload: structuredClone(payload), meta: structuredClone(meta) });
+            const clone = (v) => { try { return structuredClone(v); } catch { return v; } };
+            seen.push({ event: 'filter.' + op, payload: clone(payload), meta: clone(meta) });
             if (op === 'update' && payload.note === 'drop') {
               delete payload.tags; delete payload.ratio; delete payload.doc;
             }
+            if (op === 'update' && payload.note === 'drop2') {
+              delete payload.ratio; delete payload.at;
+            }
+            if (payload.note === 'nan') return { ...payload, ratio: NaN, amount: -0 };
             if (op === 'create' && payload.note === 'set') {
               return { ...payload, amount: '12345678901234567890.000000000000000001', id: '${BIG}' };
             }
@@ -48,6 +56,9 @@ beforeAll(async () => {
           });
           action('ledger.items.' + op, (meta) => { seen.push({ event: 'action.' + op, payload: meta.payload, meta }); });
         }
+        filter('protos.items.create', (payload) => { const out = { ...payload }; Object.defineProperty(out, '__proto__', { value: 'set by the hook', enumerable: true }); return out; });
+        filter('grow.items.create', (payload) => { seen.push({ event: 'filter.grow', payload, meta: {} }); return payload; });
+        action('vectors.items.create', (meta) => { seen.push({ event: 'action.vectors', payload: meta.payload, meta }); });
       };`,
   });
 });
@@ -129,5 +140,55 @@ describe('one lossless typing', () => {
     expect(last('filter.update')?.payload).toEqual({ doc: ['\u0000'] });
     await sql(`delete from ledger where id = 5`);
     expect((await sql(`select count(*)::int as n from ledger where id = 5`)).rows).toEqual([{ n: 0 }]);
+  });
+
+  it("a writer's session settings change nothing the filter sees or keeps (extra_float_digits, DateStyle, TimeZone)", async () => {
+    await withClient(db.url, async (c) => {
+      await c.query(`set extra_float_digits = -15`);
+      await c.query(`insert into ledger (id, ratio, at) values (6, 149, '2024-01-01 12:00:00+00')`);
+      expect(last('filter.create')?.payload.ratio).toBe(149);
+      await c.query(`update ledger set ratio = 0.30000000000000004 where id = 6`);
+      expect(last('filter.update')?.payload).toEqual({ ratio: 0.30000000000000004 });
+      await c.query(`set extra_float_digits = 0; set datestyle = 'Postgres'; set timezone = 'Asia/Kolkata'`);
+      await c.query(`update ledger set ratio = 1, at = now(), note = 'drop2' where id = 6`);
+    });
+    const { rows } = await sql(`select ratio::text, at = '2024-01-01 12:00:00+00' as same from ledger where id = 6`);
+    expect(rows).toEqual([{ ratio: '0.30000000000000004', same: true }]);
+  });
+
+  it('NaN and -0 a filter returns are written as such', async () => {
+    await sql(`insert into ledger (id, note) values (7, 'nan')`);
+    expect((await sql(`select ratio::text, amount::text from ledger where id = 7`)).rows).toEqual([{ ratio: 'NaN', amount: '0' }]);
+  });
+
+  it('a column named __proto__ is a column like any other', async () => {
+    await sql(`insert into protos values (1, 'from the writer')`);
+    expect((await sql(`select "__proto__" as p from protos`)).rows).toEqual([{ p: 'set by the hook' }]);
+  });
+
+  it('json nested deeper than the parser descends is written, updated and deleted', async () => {
+    const deep = '['.repeat(9000) + ']'.repeat(9000);
+    await sql(`insert into ledger (id, doc) values (8, '${deep}')`);
+    await sql(`update ledger set note = 'deep' where id = 8`);
+    expect(last('filter.update')?.payload).toEqual({ note: 'deep' });
+    await sql(`delete from ledger where id = 8`);
+    expect((await sql(`select count(*)::int as n from ledger where id = 8`)).rows).toEqual([{ n: 0 }]);
+  });
+
+  it('a column whose type changed in the writer\'s own transaction never rounds a key', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('begin');
+      await c.query(`alter table grow alter column id type int8`);
+      await c.query(`insert into grow values (${BIG}, 'grown')`);
+      await c.query('commit');
+    });
+    expect(last('filter.grow')?.payload.id).toBe(BIG);
+  });
+
+  it('int2vector (which has an element type but no braces) never stops the action stream; box arrays split on ;', async () => {
+    await sql(`insert into vectors values (1, '1 2', '{(1,1),(0,0);(2,2),(1,1)}')`);
+    await sql(`insert into ledger (id, note) values (9, 'after the vector')`);
+    await waitFor(() => seen.some((s) => s.event === 'action.create' && s.payload.note === 'after the vector'), { message: 'the stream stopped' });
+    expect(last('action.vectors')?.payload).toEqual({ id: 1, v: [1, 2], boxes: ['(1,1),(0,0)', '(2,2),(1,1)'] });
   });
 });

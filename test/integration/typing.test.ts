@@ -65,6 +65,8 @@ const CASES: Array<[string, string[]]> = [
   ['mood[]', ['{ok,"très bien"}']],
   ['point', ['(1,2)']],
   ['int4range', ['[1,5)']],
+  ['int2vector', ['1 2']],
+  ['box[]', ['{(1,1),(0,0);(2,2),(1,1)}']],
 ];
 
 describe.each(['UTC', 'Asia/Kolkata', 'America/St_Johns', 'Europe/Amsterdam'])('time zone %s', (zone) => {

@@ -73,7 +73,7 @@ describe('TransactionAssembler', () => {
 
   it('attaches verified accountability to the changes after it, and turns heartbeats into markers', () => {
     const who = { user: 'alice', role: 'app', admin: false, app: false, ip: null, userAgent: null };
-    const a = new TransactionAssembler((content) => (content.toString() === 'signed' ? who : undefined));
+    const a = new TransactionAssembler((content) => (content.toString() === 'signed' ? { relid: 1, accountability: who } : undefined));
     expect(a.next({ tag: 'message', transactional: false, lsn: 9n, prefix: 'hookbridge.heartbeat', content: Buffer.alloc(0) }, 9n)).toEqual({ kind: 'marker', lsn: 9n });
     expect(a.next({ tag: 'message', transactional: false, lsn: 9n, prefix: 'someone.else', content: Buffer.alloc(0) }, 9n)).toBeUndefined();
     a.next(begin(), 10n);
@@ -89,14 +89,24 @@ describe('TransactionAssembler', () => {
     const boss = { user: null, role: 'boss', admin: true, app: false, ip: null, userAgent: null, verified: true };
     const unverified = unverifiedAccountability();
     const accountability = (prefix: string, content: string, transactional = true): PgoutputMessage => ({ tag: 'message', transactional, lsn: 0n, prefix, content: Buffer.from(content) });
-    const insert = (id: number): PgoutputMessage => ({ tag: 'insert', relation: relation('t', ['id']), new: row({ id }) });
+    const insert = (id: number, table = 't', oid = 1): PgoutputMessage => ({ tag: 'insert', relation: relation(table, ['id'], { oid }), new: row({ id }) });
+    /**
+     * What a signed message of transaction 7 says: `<role>` covers table oid 1; `<role>@<oid>` that
+     * table; `<role>@legacy` every table (signed before migration 000010).
+     */
+    const signedIn7 = (content: string, xid: number) => {
+      const [name, table] = content.split('@');
+      const who = ({ alice, boss } as Record<string, typeof alice | undefined>)[name ?? ''];
+      if (!who || xid !== 7) return undefined;
+      return { relid: table === 'legacy' ? undefined : Number(table ?? 1), accountability: who };
+    };
 
     /** Runs one transaction (xid 7) of messages; returns each change's accountability, and what was verified for which xid. */
     function run(messages: PgoutputMessage[]): { seen: unknown[]; reads: string[] } {
       const reads: string[] = [];
       const a = new TransactionAssembler((content, xid) => {
         reads.push(`${content.toString()}@${xid}`);
-        return content.toString() === 'alice' && xid === 7 ? alice : content.toString() === 'boss' && xid === 7 ? boss : undefined;
+        return signedIn7(content.toString(), xid);
       });
       const events = [begin(7), ...messages].map((m, i) => a.next(m, BigInt(i + 1)));
       const seen = events.flatMap((e) => (e?.kind === 'change' ? [e.change.accountability] : e?.kind === 'truncate' ? [e.truncate.accountability] : []));
@@ -120,7 +130,7 @@ describe('TransactionAssembler', () => {
     });
 
     it('follows the signed identity from statement to statement (SET ROLE), and starts afresh in each transaction', () => {
-      const a = new TransactionAssembler((content, xid) => (xid === 7 ? ({ alice, boss } as Record<string, typeof alice>)[content.toString()] : undefined));
+      const a = new TransactionAssembler((content, xid) => signedIn7(content.toString(), xid));
       const events = [
         begin(7),
         accountability('hookbridge.accountability', 'alice'),
@@ -152,8 +162,47 @@ describe('TransactionAssembler', () => {
       expect(reads).toEqual(['alice@7', 'forged@7']);
     });
 
+    describe("gives a change only its own table's identity (issue 12 review, M2)", () => {
+      const message = (content: string) => accountability('hookbridge.accountability', content);
+      const truncate = (...oids: number[]): PgoutputMessage => ({ tag: 'truncate', relations: oids.map((oid) => relation(`t${oid}`, ['id'], { oid })), cascade: false, restartIdentity: false });
+
+      it("never another table's: a superuser's insert into a, SET ROLE, then b written without its trigger", () => {
+        // begin; insert into a (as postgres); set local role low; insert into b (its trigger disabled)
+        expect(run([message('boss@1'), insert(1, 'a', 1), insert(2, 'b', 2)]).seen).toEqual([boss, unverified]);
+      });
+
+      it('each table its own in a statement writing several (a writable CTE, a trigger or cascade writing another table)', () => {
+        // with x as (insert into a ...) insert into b ...: both statement triggers fire, then the rows interleave;
+        // rows a trigger of a writes into c come after c's own statement trigger (depth 2).
+        expect(run([message('alice@2'), message('alice@1'), insert(1, 'a', 1), insert(1, 'b', 2), insert(2, 'a', 1), message('alice@3'), insert(1, 'c', 3)]).seen).toEqual([
+          alice,
+          alice,
+          alice,
+          alice,
+        ]);
+        expect(run([message('boss@1'), message('alice@2'), insert(1, 'a', 1), insert(1, 'b', 2), message('alice@1'), insert(2, 'a', 1)]).seen).toEqual([boss, alice, alice]);
+      });
+
+      it('keeps a repeated message verified once, and re-applies it after another table\'s', () => {
+        const { seen, reads } = run([message('alice@1'), insert(1, 'a', 1), message('boss@2'), insert(1, 'b', 2), message('boss@2'), insert(2, 'b', 2), message('alice@1'), insert(2, 'a', 1)]);
+        expect(seen).toEqual([alice, boss, boss, alice]);
+        expect(reads).toEqual(['alice@1@7', 'boss@2@7', 'alice@1@7']);
+      });
+
+      it('takes a document signed before migration 000010 for every table without one of its own', () => {
+        expect(run([message('alice@legacy'), insert(1, 'a', 1), message('boss@2'), insert(1, 'b', 2), insert(2, 'c', 3)]).seen).toEqual([alice, boss, alice]);
+      });
+
+      it("gives a TRUNCATE its tables' writer when they agree, else an unknown one", () => {
+        expect(run([message('alice@1'), message('alice@2'), truncate(1, 2)]).seen).toEqual([alice]);
+        expect(run([message('alice@1'), truncate(1, 2)]).seen).toEqual([unverified]);
+        expect(run([message('alice@1'), message('boss@2'), truncate(1, 2)]).seen).toEqual([unverified]);
+        expect(run([truncate()]).seen).toEqual([unverified]);
+      });
+    });
+
     it('ignores an accountability message outside a transaction', () => {
-      const a = new TransactionAssembler(() => alice);
+      const a = new TransactionAssembler(() => ({ relid: 1, accountability: alice }));
       expect(a.next(accountability('hookbridge.accountability', 'alice'), 1n)).toBeUndefined();
       a.next(begin(7), 2n);
       expect(changes([a.next(insert(1), 3n)])[0]?.accountability).toEqual(unverified);

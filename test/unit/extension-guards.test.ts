@@ -1,6 +1,6 @@
 /**
- * Which remembered guards belong to an extension that is not loaded (kept guarded), and which to one
- * removed on purpose (forgotten): bridge/extension-guards.ts. The database side is tested in
+ * Why a remembered guard's extension is not loaded — never "removed on purpose": a guard is only
+ * forgotten by `hookbridge forget` (bridge/extension-guards.ts). The database side is tested in
  * test/integration/extension-guards.test.ts.
  */
 import { describe, expect, it } from 'vitest';
@@ -11,18 +11,33 @@ import type { ExtensionHooks } from '../../hooks/register.js';
 import type { LoadReport } from '../../hooks/runtime.js';
 
 const root = '/srv/extensions';
-const report = (failed: LoadReport['failed'], exists = true): LoadReport => ({ root, exists, loaded: [], failed });
+const report = (failed: LoadReport['failed'], exists = true, loaded: string[] = ['other']): LoadReport => ({
+  root,
+  exists,
+  loaded: loaded.map((name) => ({ name, path: `${root}/hooks/${name}/index.js`, events: [], schedules: [] })),
+  failed,
+});
+const gone = (extension: string) => `gone from the extensions folder ${root}; if it was removed on purpose: npx hookbridge forget ${extension}`;
 
 describe('notLoadedReason', () => {
   const cases: Array<[string, string, string, LoadReport, string | undefined]> = [
     ['a missing extensions folder keeps everything', 'guard', 'hooks/guard/index.js', report([], false), `the extensions folder ${root} does not exist`],
     ['a failed load, by name', 'guard', 'hooks/guard/index.js', report([{ name: 'guard', path: `${root}/hooks/guard/index.js`, code: 'E_EXTENSION_LOAD', reason: 'SyntaxError' }]), 'E_EXTENSION_LOAD: SyntaxError'],
     ['a failed bundle covers its hooks', 'shop/orders', 'bundles/shop/dist/api.js', report([{ name: 'shop', path: `${root}/bundles/shop/dist/api.js`, code: 'E_EXTENSION_LOAD', reason: 'boom' }]), 'E_EXTENSION_LOAD: boom'],
-    ['a name that merely starts the same is another extension', 'guards', 'hooks/guards/index.js', report([{ name: 'guard', path: `${root}/hooks/guard/index.js`, code: 'E_EXTENSION_LOAD', reason: 'x' }]), undefined],
+    ['a name that merely starts the same is another extension', 'guards', 'hooks/guards/index.js', report([{ name: 'guard', path: `${root}/hooks/guard/index.js`, code: 'E_EXTENSION_LOAD', reason: 'x' }]), gone('guards')],
     ['a folder that lost its index file', 'guard', 'hooks/guard/index.js', report([{ path: `${root}/hooks/guard`, code: 'E_EXTENSION_DISCOVERY', reason: 'no index file' }]), 'E_EXTENSION_DISCOVERY: no index file'],
     ['a package whose package.json broke', 'my-hook', 'my-hook/dist/index.js', report([{ path: `${root}/my-hook/package.json`, code: 'E_EXTENSION_DISCOVERY', reason: 'unreadable package.json' }]), 'E_EXTENSION_DISCOVERY: unreadable package.json'],
-    ['a folder problem elsewhere does not cover it', 'guard', 'hooks/guard/index.js', report([{ path: `${root}/hooks/gua`, code: 'E_EXTENSION_DISCOVERY', reason: 'x' }]), undefined],
-    ['gone from a folder that exists: removed on purpose', 'guard', 'hooks/guard/index.js', report([]), undefined],
+    ['a folder problem elsewhere does not cover it', 'guard', 'hooks/guard/index.js', report([{ path: `${root}/hooks/gua`, code: 'E_EXTENSION_DISCOVERY', reason: 'x' }]), gone('guard')],
+    // Could be a removal as much as a mistake (a partial deploy): it keeps guarding until forgotten.
+    ['gone while other extensions load', 'guard', 'hooks/guard/index.js', report([]), gone('guard')],
+    // An emptied folder, or Docker's empty directory for a wrong bind mount.
+    [
+      'a folder that holds no extension at all',
+      'guard',
+      'hooks/guard/index.js',
+      report([], true, []),
+      `the extensions folder ${root} holds no extension at all (emptied, or the wrong folder mounted?); if it was removed on purpose: npx hookbridge forget guard`,
+    ],
   ];
   it.each(cases)('%s', (_name, extension, path, given, expected) => {
     expect(notLoadedReason(extension, path, given)).toBe(expected);
@@ -40,22 +55,20 @@ const row = (extension: string, table: string, notLoaded: string | null = null):
 });
 
 describe('classifyGuards', () => {
-  it('keeps the loaded ones out, keeps failed ones guarding and lists removed ones', () => {
+  it('keeps the loaded ones out, and every other one guarding, gone or failed', () => {
     const stored = [row('guard', 'notes'), row('guard', 'shop.orders'), row('gone', 'notes'), row('fine', 'notes')];
     const failed = report([{ name: 'guard', path: `${root}/hooks/guard/index.js`, code: 'E_EXTENSION_LOAD', reason: 'SyntaxError' }]);
-    expect(classifyGuards(stored, failed, new Set(['fine']))).toEqual({
-      notLoaded: [
-        {
-          extension: 'guard',
-          reason: 'E_EXTENSION_LOAD: SyntaxError',
-          tables: [
-            { collection: 'notes', filters: ['create'], actions: ['update'] },
-            { collection: 'shop.orders', filters: ['create'], actions: ['update'] },
-          ],
-        },
-      ],
-      removed: ['gone'],
-    });
+    expect(classifyGuards(stored, failed, new Set(['fine']))).toEqual([
+      {
+        extension: 'guard',
+        reason: 'E_EXTENSION_LOAD: SyntaxError',
+        tables: [
+          { collection: 'notes', filters: ['create'], actions: ['update'] },
+          { collection: 'shop.orders', filters: ['create'], actions: ['update'] },
+        ],
+      },
+      { extension: 'gone', reason: gone('gone'), tables: [{ collection: 'notes', filters: ['create'], actions: ['update'] }] },
+    ]);
   });
 });
 

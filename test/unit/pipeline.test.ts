@@ -147,11 +147,11 @@ describe('ChangePipeline', () => {
         await h.handle(c);
         order.push(c.id);
       },
-      { truncate: async (t) => void order.push(t.id) },
+      { truncate: async (t) => void order.push(t.tables[0]?.id ?? '') },
     );
     const truncate: StreamEvent = {
       kind: 'truncate',
-      truncate: { id: 'trunc', collections: ['t'], cascade: false, restartIdentity: false, transaction, accountability: null },
+      truncate: { tables: [{ collection: 't', id: 'trunc' }], cascade: false, restartIdentity: false, transaction, accountability: null },
     };
     for (const e of [begin(), change('before', 'a'), truncate, change('after', 'b'), commit(30n)]) pipeline.push(e);
     await tick();
@@ -361,11 +361,11 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
         await sleep(1);
         order.push(c.id);
       },
-      { concurrency: 4, truncate: async (t) => void order.push(t.id) },
+      { concurrency: 4, truncate: async (t) => void order.push(t.tables[0]?.id ?? '') },
     );
     const truncate = (id: string): StreamEvent => ({
       kind: 'truncate',
-      truncate: { id, collections: ['t'], cascade: false, restartIdentity: false, transaction, accountability: null },
+      truncate: { tables: [{ collection: 't', id }], cascade: false, restartIdentity: false, transaction, accountability: null },
     });
     for (const e of [begin(), change('a1', 'a'), change('b1', 'b'), truncate('T1'), truncate('T2'), change('a2', 'a'), change('c1', 'c'), truncate('T3'), change('b2', 'b'), commit(40n)]) {
       pipeline.push(e);

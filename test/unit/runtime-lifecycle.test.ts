@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { guardScheduleHandler, validateCronExpression } from '../../hooks/schedule.js';
@@ -110,6 +110,31 @@ describe('hot reload', () => {
     expect(await runtime.runFilters('create', 't', {}, {})).toEqual({ a: 1, b: 1 });
     expect(runtime.report?.failed[0]?.reason).toMatch(/its previous version stays active/);
     expect(log.lines().some((l) => l['msg'] === 'extension not loaded: ' + runtime.report?.failed[0]?.reason)).toBe(true);
+  });
+
+  it('keeps the last good version of an extension whose folder lost its index file; drops one whose folder is gone', async () => {
+    const { runtime, dir } = await runtimeWith({
+      'hooks/a/index.js': `module.exports = ({ filter }) => filter('items.create', (p) => ({ ...p, a: 1 }));`,
+      'hooks/b/index.js': `module.exports = ({ filter }) => filter('items.create', (p) => ({ ...p, b: 1 }));`,
+    });
+    // Listeners see each new set before the registry swaps it in (the bridge's guards follow it there).
+    const swaps: Array<{ before: string[]; next: string[] }> = [];
+    runtime.onSwap((_report, next) => swaps.push({ before: runtime.registry.extensions.map((e) => e.name), next: next.map((e) => e.name).sort() }));
+    await runtime.start();
+    await rm(join(dir, 'hooks/b/index.js'));
+    const report = await runtime.reload();
+    // A deleted index file (an editor's save, a deploy half done) is like an edit that broke it.
+    expect(await runtime.runFilters('create', 't', {}, {})).toEqual({ a: 1, b: 1 });
+    expect(report.loaded.map((l) => l.name)).toEqual(['a', 'b']);
+    expect(report.failed).toMatchObject([{ code: 'E_EXTENSION_DISCOVERY', path: join(dir, 'hooks/b'), reason: expect.stringMatching(/its previous version stays active: b\)$/) }]);
+    await rm(join(dir, 'hooks/b'), { recursive: true });
+    await runtime.reload();
+    expect(await runtime.runFilters('create', 't', {}, {})).toEqual({ a: 1 });
+    expect(swaps).toEqual([
+      { before: [], next: ['a', 'b'] },
+      { before: ['a', 'b'], next: ['a', 'b'] },
+      { before: ['a', 'b'], next: ['a'] },
+    ]);
   });
 });
 

@@ -1,6 +1,7 @@
 /** The one typing's pure parts: lossless JSON, record literals, dates and times (bridge/typing). */
 import { describe, expect, it } from 'vitest';
 import { JsonNumber, parseLosslessJson, toPlainJson } from '../../bridge/typing/lossless-json.js';
+import { defaultParser } from '../../bridge/replication/pgoutput-types.js';
 import { fromJson, fromText, parseRecordText, toPostgresJson } from '../../bridge/typing/values.js';
 
 describe('parseLosslessJson', () => {
@@ -83,5 +84,26 @@ describe('toPostgresJson', () => {
     expect(toPostgresJson({ raw: Buffer.from([0xde, 0xad]), bytes: new Uint8Array([1]), big: 12345678901234567890n })).toBe(
       '{"raw":"\\\\xdead","bytes":"\\\\x01","big":"12345678901234567890"}',
     );
+  });
+});
+
+describe('a value the typing cannot read', () => {
+  it('arrives as its text instead of stopping the stream', () => {
+    expect(defaultParser(1007, undefined)('not an array')).toBe('not an array');
+    expect(defaultParser(114, undefined)('{not json')).toBe('{not json');
+  });
+
+  it('NaN, ±Infinity and -0 go back to Postgres as strings its float input reads', () => {
+    expect(toPostgresJson({ a: NaN, b: Infinity, c: -Infinity, d: -0, e: 0 })).toBe('{"a":"NaN","b":"Infinity","c":"-Infinity","d":"-0","e":0}');
+  });
+});
+
+describe('deep json', () => {
+  it('is read past the parser\'s own depth, by JSON.parse', () => {
+    const deep = `{"doc": ${'['.repeat(5000)}1${']'.repeat(5000)}}`;
+    const value = parseLosslessJson(deep) as Record<string, unknown>;
+    let inner: unknown = toPlainJson(value['doc'] as never);
+    for (let i = 0; i < 5000; i++) inner = (inner as unknown[])[0];
+    expect(inner).toBe(1);
   });
 });
