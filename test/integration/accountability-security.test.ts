@@ -17,20 +17,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replayFailedEvents } from '../../bridge/failed-events.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
+import { ROLE_PASSWORD, testRoles } from '../support/readme-roles.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
 const db = useTestDatabase();
-const suffix = randomBytes(3).toString('hex');
-const roles = {
-  bridge: `hb_bridge_${suffix}`,
-  owner: `hb_owner_${suffix}`,
-  writer: `hb_writer_${suffix}`,
-  /** A role the writer may SET ROLE to. */
-  other: `hb_other_${suffix}`,
-  /** A role a superuser's session SETs ROLE to (PostgREST style) before writing. */
-  low: `hb_low_${suffix}`,
-};
-const password = 'secret-pw';
+// other: a role the writer may SET ROLE to; low: a role a superuser's session SETs ROLE to (PostgREST style) before writing.
+const { roles, urlAs, prepareBridge, drop: dropRoles } = testRoles(db, ['bridge', 'owner', 'writer', 'other', 'low']);
 
 interface Seen {
   title: string;
@@ -61,12 +53,6 @@ const extensions = {
     };`,
 };
 
-function urlAs(role: string): string {
-  const url = new URL(db.url);
-  url.username = role;
-  url.password = password;
-  return url.toString();
-}
 
 /** Runs the steps as the writer, one by one on one connection: SQL, or code given the connection. */
 const asWriter = (steps: Array<string | ((c: pg.Client) => Promise<unknown>)>) =>
@@ -121,17 +107,13 @@ let tb: TestBridge | undefined;
 
 beforeAll(async () => {
   await withClient(db.url, async (c) => {
-    await c.query(`create role ${roles.bridge} login replication password '${password}'`);
+    await c.query(`create role ${roles.bridge} login replication password '${ROLE_PASSWORD}'`);
     await c.query(`create role ${roles.owner} nologin`);
-    await c.query(`create role ${roles.writer} login password '${password}'`);
+    await c.query(`create role ${roles.writer} login password '${ROLE_PASSWORD}'`);
     await c.query(`create role ${roles.other} nologin`);
     await c.query(`create role ${roles.low} nologin`);
     await c.query(`grant ${roles.other} to ${roles.writer}`);
-    await c.query(`grant create on database ${c.escapeIdentifier(db.name)} to ${roles.bridge}`);
-    await c.query(`create schema hookbridge authorization ${roles.bridge}`);
-    await c.query(`create extension dblink schema hookbridge`);
-    await c.query(`revoke execute on all functions in schema hookbridge from public`);
-    await c.query(`grant execute on all functions in schema hookbridge to ${roles.bridge}`);
+    await prepareBridge(c, db.name, roles.bridge);
     await c.query(`grant ${roles.owner} to ${roles.bridge}`);
     await c.query(`create table items (id serial primary key, title text not null)`);
     await c.query(`alter table items owner to ${roles.owner}`);
@@ -173,13 +155,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await tb?.dispose();
-  await withClient(db.url, async (c) => {
-    for (const role of Object.values(roles)) {
-      await c.query(`reassign owned by ${role} to postgres`).catch(() => undefined);
-      await c.query(`drop owned by ${role}`).catch(() => undefined);
-      await c.query(`drop role if exists ${role}`);
-    }
-  });
+  await dropRoles();
 });
 
 describe('a partition created while the bridge runs', () => {

@@ -18,12 +18,12 @@ import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { captureLogger } from '../support/capture-logger.js';
 import { runCli } from '../support/cli.js';
 import { useTestDatabase } from '../support/database.js';
+import { ROLE_PASSWORD, testRoles } from '../support/readme-roles.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
 const db = useTestDatabase();
 const suffix = randomBytes(3).toString('hex');
-const roles = { bridge: `hb_bridge_${suffix}`, owner: `hb_owner_${suffix}`, writer: `hb_writer_${suffix}` };
-const password = 'secret-pw';
+const { roles, urlAs, prepareBridge, drop: dropRoles } = testRoles(db, ['bridge', 'owner', 'writer']);
 const seen: Array<{ payload: Record<string, unknown>; who: Record<string, unknown> }> = [];
 (globalThis as Record<string, unknown>)['__securitySeen'] = seen;
 
@@ -39,12 +39,6 @@ const extensions = {
     };`,
 };
 
-function urlAs(role: string): string {
-  const url = new URL(db.url);
-  url.username = role;
-  url.password = password;
-  return url.toString();
-}
 
 const asWriter = () => urlAs(roles.writer);
 const outcome = (url: string, sql: string, setup: string[] = []) =>
@@ -71,14 +65,10 @@ const startBridge = () =>
 beforeAll(async () => {
   // What the README tells a superuser to run, once.
   await withClient(db.url, async (c) => {
-    await c.query(`create role ${roles.bridge} login replication password '${password}'`);
+    await c.query(`create role ${roles.bridge} login replication password '${ROLE_PASSWORD}'`);
     await c.query(`create role ${roles.owner} nologin`);
-    await c.query(`create role ${roles.writer} login password '${password}'`);
-    await c.query(`grant create on database ${c.escapeIdentifier(db.name)} to ${roles.bridge}`);
-    await c.query(`create schema hookbridge authorization ${roles.bridge}`);
-    await c.query(`create extension dblink schema hookbridge`);
-    await c.query(`revoke execute on all functions in schema hookbridge from public`);
-    await c.query(`grant execute on all functions in schema hookbridge to ${roles.bridge}`);
+    await c.query(`create role ${roles.writer} login password '${ROLE_PASSWORD}'`);
+    await prepareBridge(c, db.name, roles.bridge);
     await c.query(`grant ${roles.owner} to ${roles.bridge}`);
     // The application's own objects.
     await c.query(`create table items (id serial primary key, title text, checked boolean)`);
@@ -93,13 +83,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await tb?.dispose();
-  await withClient(db.url, async (c) => {
-    for (const role of Object.values(roles)) {
-      await c.query(`reassign owned by ${role} to postgres`).catch(() => undefined);
-      await c.query(`drop owned by ${role}`).catch(() => undefined);
-      await c.query(`drop role if exists ${role}`);
-    }
-  });
+  await dropRoles();
 });
 
 describe('filter security, with the README role setup', () => {

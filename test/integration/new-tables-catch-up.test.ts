@@ -6,7 +6,6 @@
  * creates, as they stood at the join, later ones as they happen — even while the bridge was down.
  * Once a superuser ran the statement, the same bridge guards new tables inside their CREATE TABLE.
  */
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../bridge/config.js';
@@ -14,12 +13,11 @@ import { doctor, status } from '../../bridge/inspect.js';
 import { eventTriggerStatement } from '../../bridge/new-tables.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
+import { ROLE_PASSWORD, testRoles } from '../support/readme-roles.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
 const db = useTestDatabase();
-const suffix = randomBytes(3).toString('hex');
-const roles = { bridge: `hb_nt_bridge_${suffix}`, owner: `hb_nt_owner_${suffix}` };
-const password = 'secret-pw';
+const { roles, urlAs, prepareBridge, drop: dropRoles } = testRoles(db, ['bridge', 'owner'], 'hb_nt');
 type Seen = { event: string; meta: Record<string, any>; who: Record<string, any> | null };
 const seen: Seen[] = [];
 (globalThis as Record<string, unknown>)['__catchUpSeen'] = seen;
@@ -37,12 +35,6 @@ const extensions = {
     };`,
 };
 
-function urlAs(role: string): string {
-  const url = new URL(db.url);
-  url.username = role;
-  url.password = password;
-  return url.toString();
-}
 
 let tb: TestBridge | undefined;
 const asOwner = (text: string) => withClient(urlAs(roles.owner), (c) => c.query(text));
@@ -64,13 +56,9 @@ const published = (table: string) =>
 beforeAll(async () => {
   // The README's security section, with the table owner as the role migrations run as.
   await withClient(db.url, async (c) => {
-    await c.query(`create role ${roles.bridge} login replication password '${password}'`);
-    await c.query(`create role ${roles.owner} login password '${password}'`);
-    await c.query(`grant create on database ${c.escapeIdentifier(db.name)} to ${roles.bridge}`);
-    await c.query(`create schema hookbridge authorization ${roles.bridge}`);
-    await c.query(`create extension dblink schema hookbridge`);
-    await c.query(`revoke execute on all functions in schema hookbridge from public`);
-    await c.query(`grant execute on all functions in schema hookbridge to ${roles.bridge}`);
+    await c.query(`create role ${roles.bridge} login replication password '${ROLE_PASSWORD}'`);
+    await c.query(`create role ${roles.owner} login password '${ROLE_PASSWORD}'`);
+    await prepareBridge(c, db.name, roles.bridge);
     await c.query(`grant ${roles.owner} to ${roles.bridge}`);
     await c.query(`grant create on schema public to ${roles.owner}`);
   });
@@ -81,12 +69,8 @@ afterAll(async () => {
   await tb?.dispose();
   await withClient(db.url, async (c) => {
     await c.query(`drop event trigger if exists hookbridge_new_tables`);
-    for (const role of Object.values(roles)) {
-      await c.query(`reassign owned by ${role} to postgres`).catch(() => undefined);
-      await c.query(`drop owned by ${role}`).catch(() => undefined);
-      await c.query(`drop role if exists ${role}`);
-    }
   });
+  await dropRoles();
 });
 
 beforeEach(() => {

@@ -5,29 +5,21 @@
  * keep creating partitions of a filtered table. The bridge runs as a non-superuser role set up as the
  * README says, so that a table it may not alter can exist.
  */
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../bridge/config.js';
 import { doctor } from '../../bridge/inspect.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
+import { ROLE_PASSWORD, testRoles } from '../support/readme-roles.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
 const db = useTestDatabase();
-const suffix = randomBytes(3).toString('hex');
-const roles = { bridge: `hb_bridge_${suffix}`, owner: `hb_owner_${suffix}`, stranger: `hb_stranger_${suffix}` };
-const password = 'secret-pw';
+const { roles, urlAs, prepareBridge, drop: dropRoles } = testRoles(db, ['bridge', 'owner', 'stranger']);
 const seen: Array<Record<string, unknown>> = [];
 const acted: string[] = [];
 (globalThis as Record<string, unknown>)['__triggerHealth'] = { seen, acted };
 
-function urlAs(role: string): string {
-  const url = new URL(db.url);
-  url.username = role;
-  url.password = password;
-  return url.toString();
-}
 
 const sql = (text: string, url = db.url) => withClient(url, (c) => c.query(text));
 const failure = (text: string, url = db.url) =>
@@ -39,14 +31,10 @@ let tb: TestBridge;
 
 beforeAll(async () => {
   await withClient(db.url, async (c) => {
-    await c.query(`create role ${roles.bridge} login replication password '${password}'`);
-    await c.query(`create role ${roles.owner} login password '${password}'`);
+    await c.query(`create role ${roles.bridge} login replication password '${ROLE_PASSWORD}'`);
+    await c.query(`create role ${roles.owner} login password '${ROLE_PASSWORD}'`);
     await c.query(`create role ${roles.stranger} nologin`);
-    await c.query(`grant create on database ${c.escapeIdentifier(db.name)} to ${roles.bridge}`);
-    await c.query(`create schema hookbridge authorization ${roles.bridge}`);
-    await c.query(`create extension dblink schema hookbridge`);
-    await c.query(`revoke execute on all functions in schema hookbridge from public`);
-    await c.query(`grant execute on all functions in schema hookbridge to ${roles.bridge}`);
+    await prepareBridge(c, db.name, roles.bridge);
     await c.query(`grant ${roles.owner} to ${roles.bridge}`);
     await c.query(`grant create on schema public to ${roles.owner}`);
     for (const table of ['g_items', 'g_strangers', 'g_sealed']) {
@@ -88,13 +76,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await tb?.dispose();
-  await withClient(db.url, async (c) => {
-    for (const role of Object.values(roles)) {
-      await c.query(`reassign owned by ${role} to postgres`).catch(() => undefined);
-      await c.query(`drop owned by ${role}`).catch(() => undefined);
-      await c.query(`drop role if exists ${role}`);
-    }
-  });
+  await dropRoles();
 });
 
 const triggerOf = async (table: string) =>
