@@ -120,6 +120,17 @@ describe('filter security, with the README role setup', () => {
     expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`, [`set hookbridge.ticket_hint = '-5'`])).toBe('HB400');
   });
 
+  it("refuses a direct call naming its own table as the trigger's and another table's name", async () => {
+    // pg_partition_root() of a table that is no partition is NULL: the check used to let this through,
+    // running items' filters on a row the writer made up.
+    expect(await outcome(asWriter(), `create table public.writer_scratch_${suffix} (id int)`)).toBe('ok');
+    const before = seen.length;
+    expect(
+      await outcome(asWriter(), `select hookbridge.filter_entry('public.writer_scratch_${suffix}'::regclass, 'public', 'items', 'INSERT', '{"title": "made up"}', null)`),
+    ).toBe('42501');
+    expect(seen.length).toBe(before);
+  });
+
   it('never runs a function or operator a user created, in its own queries', async () => {
     // Objects the bridge's queries would pick over pg_catalog's (better type matches) if `public` were on
     // their search_path: `tgtype & 4` (int2 & int4) when it reads triggers, `hashtextextended($1, 0)`
