@@ -237,6 +237,14 @@ export class ExtensionGuards {
   /** Extensions that left the loaded set in this process, by name, with their action patterns: held by what they heard. */
   #goneActions: Array<{ why: NotLoaded; patterns: EventPattern[] }> = [];
   #reported = '[]';
+  /** Extensions a change was held for in this process: their held changes wait for the next start. */
+  readonly #heldHere = new Set<string>();
+  /**
+   * Not loaded earlier in this process, changes held for them here, and loaded again by a reload:
+   * their new changes are held too until the next start replays the older ones first (per-row order).
+   */
+  readonly #heldUntilRestart = new Map<string, NotLoadedGuard>();
+  readonly #applyListeners = new Set<() => void>();
   #computed: { extensions: readonly ExtensionHooks[]; gone: string; tables: string; rows: GuardRow[] } | undefined;
   /** What the database remembers, as last read or written: what a reload reclassifies at once. */
   #stored: GuardRow[] = [];
@@ -260,8 +268,23 @@ export class ExtensionGuards {
     return this.#filters.get(`${collection}\0${action}`);
   }
 
-  /** Every not-loaded extension whose action hooks heard this change: it is held for each. */
+  /** Called synchronously each time what is refused or held changes (the filter workers follow it). */
+  onApply(listener: () => void): () => void {
+    this.#applyListeners.add(listener);
+    return () => this.#applyListeners.delete(listener);
+  }
+
+  /**
+   * Every not-loaded extension whose action hooks heard this change: it is held for each (and its
+   * handlers, if a reload brought it back meanwhile, do not get it live: see #heldUntilRestart).
+   */
   heldFor(collection: string | undefined, action: string): readonly NotLoaded[] {
+    const held = this.#heldForNow(collection, action);
+    for (const why of held) this.#heldHere.add(why.extension);
+    return held;
+  }
+
+  #heldForNow(collection: string | undefined, action: string): readonly NotLoaded[] {
     if (collection === undefined) return NONE;
     const remembered = this.#actions.size === 0 ? NONE : (this.#actions.get(`${collection}\0${action}`) ?? NONE);
     if (this.#goneActions.length === 0) return remembered;
@@ -361,6 +384,23 @@ export class ExtensionGuards {
     const filters = new Map<string, NotLoaded>();
     const actions = new Map<string, NotLoaded[]>();
     const operations = new Map<string, string[]>();
+    // One loaded again after changes were held for it here keeps having its changes held (not run live)
+    // until the next start has replayed the older ones: otherwise a row's v3 would reach it before v1.
+    for (const guard of this.#notLoaded) {
+      if (this.#heldHere.has(guard.extension) && !notLoaded.some((g) => g.extension === guard.extension)) this.#heldUntilRestart.set(guard.extension, guard);
+    }
+    for (const name of [...this.#heldUntilRestart.keys()]) if (!this.#stored.some((r) => r.extension === name)) this.#heldUntilRestart.delete(name);
+    for (const guard of this.#heldUntilRestart.values()) {
+      if (notLoaded.some((g) => g.extension === guard.extension)) continue;
+      const why = { extension: guard.extension, reason: 'loaded again by a reload; changes held for it earlier are delivered at the next start, and until then its new ones are held too, to keep each row in order' };
+      for (const t of guard.tables) {
+        for (const action of t.actions) {
+          const list = actions.get(`${t.collection}\0${action}`) ?? [];
+          list.push(why);
+          actions.set(`${t.collection}\0${action}`, list);
+        }
+      }
+    }
     for (const guard of notLoaded) {
       const why = { extension: guard.extension, reason: guard.reason };
       for (const t of guard.tables) {
@@ -390,6 +430,13 @@ export class ExtensionGuards {
     this.#actions = actions;
     this.#goneActions = goneActions;
     this.#filterOperations = operations;
+    for (const listener of this.#applyListeners) {
+      try {
+        listener();
+      } catch (error) {
+        this.#logger.error({ err: error }, 'a listener of the extension guards failed');
+      }
+    }
     if (reported === this.#reported) return;
     this.#reported = reported;
     for (const guard of notLoaded) {

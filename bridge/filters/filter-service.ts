@@ -64,7 +64,7 @@ export interface FilterServiceOptions {
   schema?: () => unknown;
   metrics?: Pick<BridgeMetrics, 'filterCalls' | 'filterUnfiltered'>;
   /** Tables guarded by extensions that are not loaded: their triggers stay, their writes are refused. */
-  guards?: Pick<ExtensionGuards, 'filterOperations' | 'failedFilter' | 'failedFilters'>;
+  guards?: Pick<ExtensionGuards, 'filterOperations' | 'failedFilter' | 'failedFilters' | 'onApply'>;
 }
 
 export class FilterService {
@@ -98,6 +98,9 @@ export class FilterService {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'filters' });
     this.#catalog = new TypeCatalog(options.pool);
+    // The workers learn which writes not-loaded extensions guard in the same step as the main thread
+    // (a reload swaps them before the workers are told to reload), not at the next sync.
+    options.guards?.onApply(() => this.#workers?.setNotLoadedFilters(options.guards?.failedFilters() ?? []));
     this.#board = new TicketBoard({
       connection: options.connection,
       schema: options.config.schema,

@@ -65,10 +65,15 @@ export async function deliver(delivery: Delivery, options: DeliveryOptions): Pro
   // Who hears it and for whom it is held, read together before any await: a reload swaps the loaded
   // extensions and what is held for the others in one synchronous step (HookRuntime.onSwap), so each
   // extension is either among the handlers or held for, never both, never neither.
-  const entries = options.runtime.registry.actions(delivery.event);
+  let entries = options.runtime.registry.actions(delivery.event);
   const held = options.heldFor?.(delivery.event);
   // Held first, while the meta is still as the change made it (a single handler completes it in place).
-  if (held?.length) for (const extension of held) await hold(extension, delivery, options);
+  if (held?.length) {
+    for (const extension of held) await hold(extension, delivery, options);
+    // An extension a reload brought back is held until its older changes are replayed: not run live too.
+    const names = new Set(held.map((h) => h.extension));
+    entries = entries.filter((entry) => !names.has(entry.extension));
+  }
   await deliverTo(entries, delivery, options);
   options.metrics?.actionEvents.inc({ collection: delivery.event.collection ?? '', action: delivery.event.action });
 }
