@@ -143,12 +143,14 @@ export class ChangePipeline {
         slot.lsn = event.endLsn;
         slot.closed = true;
         this.#open = undefined;
+        this.#mergeDone();
         this.#advance();
         return;
       }
       case 'marker':
         if (this.#open) return; // a position inside an open transaction is not confirmable
         this.#slots.push({ lsn: event.lsn, pending: 0, closed: true });
+        this.#mergeDone();
         this.#advance();
         return;
     }
@@ -288,6 +290,28 @@ export class ChangePipeline {
     this.#options.logger.error({ err: error }, 'a change could not be handled nor parked; confirmations stop here');
     slot.failed = true;
     this.#finish(slot);
+  }
+
+  /**
+   * A transaction (or marker) that is already done, right after another that is done, adds nothing
+   * the earlier one cannot say: the earlier takes its LSN. So while one slow change holds the
+   * confirmable LSN back, transactions without changes (a 0-row UPDATE still sends its identity
+   * message) do not pile up: slots stay bounded by the changes in flight, which backpressure bounds.
+   */
+  #mergeDone(): void {
+    const n = this.#slots.length;
+    if (n < 2) return;
+    const last = this.#slots[n - 1] as Slot;
+    const previous = this.#slots[n - 2] as Slot;
+    const done = (slot: Slot) => slot.closed && slot.pending === 0 && !slot.failed && slot.lsn !== undefined;
+    if (!done(last) || !done(previous)) return;
+    if ((last.lsn as bigint) > (previous.lsn as bigint)) previous.lsn = last.lsn;
+    this.#slots.pop();
+  }
+
+  /** Transactions (and positions) tracked until they are confirmable: bounded, see #mergeDone. */
+  get trackedTransactions(): number {
+    return this.#slots.length;
   }
 
   #advance(): void {

@@ -379,3 +379,32 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
     pipeline.close();
   });
 });
+
+describe('ChangePipeline memory with transactions that have no changes', () => {
+  it('keeps them bounded while one slow change holds the confirmable LSN back, and confirms past them after', async () => {
+    const h = controlled();
+    const { pipeline, confirmed } = pipelineWith(h.handle);
+    for (const e of [begin(), change('slow', 'k'), commit(10n)]) pipeline.push(e);
+    // 100,000 transactions without row changes (a 0-row UPDATE still sends its identity message).
+    for (let i = 1; i <= 100_000; i++) {
+      pipeline.push(begin());
+      pipeline.push(commit(10n + BigInt(i)));
+    }
+    pipeline.push({ kind: 'marker', lsn: 200_000n });
+    expect(pipeline.trackedTransactions).toBeLessThanOrEqual(3);
+    expect(confirmed).toEqual([]);
+    await h.release('slow');
+    expect(confirmed.at(-1)).toBe(200_000n);
+    expect(pipeline.trackedTransactions).toBe(0);
+  });
+
+  it('never merges past a transaction that is still running', async () => {
+    const h = controlled();
+    const { pipeline, confirmed } = pipelineWith(h.handle);
+    for (const e of [begin(), change('a', 'a'), commit(10n), begin(), commit(20n), begin(), change('b', 'b'), commit(30n), begin(), commit(40n)]) pipeline.push(e);
+    await h.release('b');
+    expect(confirmed).toEqual([]);
+    await h.release('a');
+    expect(confirmed.at(-1)).toBe(40n);
+  });
+});
