@@ -134,11 +134,15 @@ describe.each(cases)('$name, $transport transport', ({ url: serverUrl, transport
       );
       return { first, locks: locks.rows[0]?.n };
     });
-    await waitFor(
-      () => withClient(url, async (c) => (await c.query(`select 1 from pg_stat_activity where pid = $1 and wait_event_type = 'Lock'`, [pid])).rowCount === 1),
-      { message: 'the writer never waited for its verdict' },
-    );
-    await withClient(url, (c) => c.query(`select pg_cancel_backend($1)`, [pid]));
+    // One connection, opened before the writer waits: the cancel must land within FILTER_TIMEOUT_MS of
+    // the wait starting (else the bridge's own HB504 comes first), also on a loaded machine.
+    await withClient(url, async (admin) => {
+      await waitFor(async () => (await admin.query(`select 1 from pg_stat_activity where pid = $1 and wait_event_type = 'Lock'`, [pid])).rowCount === 1, {
+        intervalMs: 5,
+        message: 'the writer never waited for its verdict',
+      });
+      await admin.query(`select pg_cancel_backend($1)`, [pid]);
+    });
     expect(await writer).toEqual({ first: '57014', locks: 0 });
   });
 
