@@ -90,7 +90,7 @@ export function notLoadedReason(extension: string, path: string, report: LoadRep
     if (covers) return `${failure.code}: ${failure.reason}`;
   }
   // Gone could be a mistake as much as a removal (a wrong mount, a partial deploy): it keeps guarding.
-  const forget = `if it was removed on purpose: npx hookbridge forget ${extension}`;
+  const forget = `if it was removed on purpose: npx hookbridge forget ${shellWord(extension)}`;
   if (report.loaded.length === 0 && report.failed.length === 0) {
     return `the extensions folder ${report.root} holds no extension at all (emptied, or the wrong folder mounted?); ${forget}`;
   }
@@ -187,15 +187,18 @@ export async function forgetGuards(pool: pg.Pool, schema: string, extension: str
   try {
     await client.query('begin');
     try {
+      // A bundle's hooks are named `<bundle>/<hook>`: forgetting the bundle forgets them. A bare npm
+      // scope (`@acme`) is no package, so it names no bundle: it must not forget `@acme/a`, `@acme/b`, ...
+      const bundle = extension.startsWith('@') && !extension.includes('/') ? null : `${extension}/`;
       const forgotten = await client.query<{ table_schema: string; table_name: string }>(
-        `delete from ${table(schema)} where extension = $1 or starts_with(extension, $1 || '/') returning table_schema, table_name`,
-        [extension],
+        `delete from ${table(schema)} where extension = $1 or ($2::text is not null and starts_with(extension, $2)) returning table_schema, table_name`,
+        [extension, bundle],
       );
       const held = await client.query(
         `update ${pg.escapeIdentifier(schema)}.failed_events
             set replayed_at = now(), replay_error = jsonb_build_object('message', 'not delivered: the extension was forgotten (hookbridge forget)', 'code', 'E_EXTENSION_FORGOTTEN')
-          where (extension = $1 or starts_with(extension, $1 || '/')) and reason = $2 and replayed_at is null`,
-        [extension, HELD_REASON],
+          where (extension = $1 or ($3::text is not null and starts_with(extension, $3))) and reason = $2 and replayed_at is null`,
+        [extension, HELD_REASON, bundle],
       );
       await client.query('commit');
       const tables = [...new Set(forgotten.rows.map((r) => collectionOf({ schema: r.table_schema, name: r.table_name })))].sort();
@@ -207,6 +210,11 @@ export async function forgetGuards(pool: pg.Pool, schema: string, extension: str
   } finally {
     client.release(broken);
   }
+}
+
+/** A name as one shell word, for commands printed for the user to paste (folder names may hold spaces). */
+function shellWord(name: string): string {
+  return /^[\w@/.+-]+$/.test(name) ? name : `'${name.replaceAll("'", `'\\''`)}'`;
 }
 
 function sortRows(rows: GuardRow[]): GuardRow[] {
@@ -445,7 +453,7 @@ export class ExtensionGuards {
           extension: guard.extension,
           reason: guard.reason,
           tables: guard.tables.map((t) => t.collection),
-          fix: `fix it or put it back in ${report.root} (held changes are delivered at the next start where it loads); if it was removed on purpose: npx hookbridge forget ${guard.extension}`,
+          fix: `fix it or put it back in ${report.root} (held changes are delivered at the next start where it loads); if it was removed on purpose: npx hookbridge forget ${shellWord(guard.extension)}`,
         },
         'extension not loaded: the tables it guarded stay guarded (writes its filters covered are refused, changes its actions hear are held until it loads)',
       );
