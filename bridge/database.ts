@@ -106,3 +106,26 @@ export function withSessionSettings(connection: pg.ClientConfig, settings: Reado
 export function internalConnection(connection: pg.ClientConfig, settings: Readonly<Record<string, string>> = {}): pg.ClientConfig {
   return withSessionSettings(connection, { search_path: 'pg_catalog', ...settings });
 }
+
+/**
+ * Runs `work` in one transaction on a client of `pool`: committed when it returns, rolled back when it
+ * throws (the error goes on). A client whose ROLLBACK failed is in an unknown state, so it is
+ * destroyed instead of going back to the pool.
+ */
+export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('begin');
+    try {
+      const result = await work(client);
+      await client.query('commit');
+      return result;
+    } catch (error) {
+      await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError))));
+      throw error;
+    }
+  } finally {
+    client.release(broken);
+  }
+}

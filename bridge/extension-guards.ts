@@ -25,6 +25,7 @@ import type { Logger } from 'pino';
 import { matchesEvent, type EventPattern } from '../hooks/event-name.js';
 import type { ExtensionHooks } from '../hooks/register.js';
 import type { HookRuntime, LoadReport } from '../hooks/runtime.js';
+import { inTransaction } from './database.js';
 import { collectionOf } from './replication/change-events.js';
 import { HELD_REASON } from './replication/delivery.js';
 import type { UserTable } from './replication/publication.js';
@@ -147,32 +148,21 @@ export function notLoadedAsRecorded(rows: readonly GuardRow[]): NotLoadedGuard[]
  * in one transaction.
  */
 async function writeGuards(pool: pg.Pool, schema: string, extensions: string[], rows: GuardRow[], notLoaded: NotLoaded[]): Promise<void> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query('begin');
-    try {
-      await client.query(`delete from ${table(schema)} where extension = any ($1::text[])`, [extensions]);
-      await client.query(
-        `insert into ${table(schema)} (extension, path, table_schema, table_name, filters, actions)
-         select r.extension, r.path, r.schema, r."table", r.filters, r.actions
-           from jsonb_to_recordset($1::jsonb) as r(extension text, path text, schema text, "table" text, filters text[], actions text[])`,
-        [JSON.stringify(rows)],
-      );
-      await client.query(
-        `update ${table(schema)} g set not_loaded = r.reason, updated_at = now()
-           from jsonb_to_recordset($1::jsonb) as r(extension text, reason text)
-          where g.extension = r.extension and g.not_loaded is distinct from r.reason`,
-        [JSON.stringify(notLoaded.map((n) => ({ extension: n.extension, reason: n.reason })))],
-      );
-      await client.query('commit');
-    } catch (error) {
-      await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError))));
-      throw error;
-    }
-  } finally {
-    client.release(broken);
-  }
+  await inTransaction(pool, async (client) => {
+    await client.query(`delete from ${table(schema)} where extension = any ($1::text[])`, [extensions]);
+    await client.query(
+      `insert into ${table(schema)} (extension, path, table_schema, table_name, filters, actions)
+       select r.extension, r.path, r.schema, r."table", r.filters, r.actions
+         from jsonb_to_recordset($1::jsonb) as r(extension text, path text, schema text, "table" text, filters text[], actions text[])`,
+      [JSON.stringify(rows)],
+    );
+    await client.query(
+      `update ${table(schema)} g set not_loaded = r.reason, updated_at = now()
+         from jsonb_to_recordset($1::jsonb) as r(extension text, reason text)
+        where g.extension = r.extension and g.not_loaded is distinct from r.reason`,
+      [JSON.stringify(notLoaded.map((n) => ({ extension: n.extension, reason: n.reason })))],
+    );
+  });
 }
 
 /**
@@ -182,34 +172,23 @@ async function writeGuards(pool: pg.Pool, schema: string, extensions: string[], 
  * its next catalog check (2 s). A bridge that loads an extension of that name remembers it again.
  */
 export async function forgetGuards(pool: pg.Pool, schema: string, extension: string): Promise<{ tables: string[]; held: number }> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query('begin');
-    try {
-      // A bundle's hooks are named `<bundle>/<hook>`: forgetting the bundle forgets them. A bare npm
-      // scope (`@acme`) is no package, so it names no bundle: it must not forget `@acme/a`, `@acme/b`, ...
-      const bundle = extension.startsWith('@') && !extension.includes('/') ? null : `${extension}/`;
-      const forgotten = await client.query<{ table_schema: string; table_name: string }>(
-        `delete from ${table(schema)} where extension = $1 or ($2::text is not null and starts_with(extension, $2)) returning table_schema, table_name`,
-        [extension, bundle],
-      );
-      const held = await client.query(
-        `update ${pg.escapeIdentifier(schema)}.failed_events
-            set replayed_at = now(), replay_error = jsonb_build_object('message', 'not delivered: the extension was forgotten (hookbridge forget)', 'code', 'E_EXTENSION_FORGOTTEN')
-          where (extension = $1 or ($3::text is not null and starts_with(extension, $3))) and reason = $2 and replayed_at is null`,
-        [extension, HELD_REASON, bundle],
-      );
-      await client.query('commit');
-      const tables = [...new Set(forgotten.rows.map((r) => collectionOf({ schema: r.table_schema, name: r.table_name })))].sort();
-      return { tables, held: held.rowCount ?? 0 };
-    } catch (error) {
-      await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError))));
-      throw error;
-    }
-  } finally {
-    client.release(broken);
-  }
+  // A bundle's hooks are named `<bundle>/<hook>`: forgetting the bundle forgets them. A bare npm
+  // scope (`@acme`) is no package, so it names no bundle: it must not forget `@acme/a`, `@acme/b`, ...
+  const bundle = extension.startsWith('@') && !extension.includes('/') ? null : `${extension}/`;
+  const { forgotten, held } = await inTransaction(pool, async (client) => ({
+    forgotten: await client.query<{ table_schema: string; table_name: string }>(
+      `delete from ${table(schema)} where extension = $1 or ($2::text is not null and starts_with(extension, $2)) returning table_schema, table_name`,
+      [extension, bundle],
+    ),
+    held: await client.query(
+      `update ${pg.escapeIdentifier(schema)}.failed_events
+          set replayed_at = now(), replay_error = jsonb_build_object('message', 'not delivered: the extension was forgotten (hookbridge forget)', 'code', 'E_EXTENSION_FORGOTTEN')
+        where (extension = $1 or ($3::text is not null and starts_with(extension, $3))) and reason = $2 and replayed_at is null`,
+      [extension, HELD_REASON, bundle],
+    ),
+  }));
+  const tables = [...new Set(forgotten.rows.map((r) => collectionOf({ schema: r.table_schema, name: r.table_name })))].sort();
+  return { tables, held: held.rowCount ?? 0 };
 }
 
 /** A name as one shell word, for commands printed for the user to paste (folder names may hold spaces). */

@@ -20,6 +20,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { matchesEvent, type EventPattern } from '../hooks/event-name.js';
 import type { HookRegistry } from '../hooks/registry.js';
+import { inTransaction } from './database.js';
 import type { NotLoadedGuard } from './extension-guards.js';
 import { FILTER_TRIGGER, FILTER_TRUNCATE_TRIGGER } from './filters/filter-service.js';
 import { ACCOUNTABILITY_TRIGGER, insertsPublicationName } from './replication/publication.js';
@@ -223,26 +224,15 @@ export class NewTables {
     if (json === this.#written) return;
     const { pool, schema } = this.#options;
     const quoted = pg.escapeIdentifier(schema);
-    const client = await pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('begin');
-      try {
-        await client.query(`delete from ${quoted}.managed_patterns`);
-        await client.query(
-          `insert into ${quoted}.managed_patterns (collection_like, filters, actions, source)
-           select p."collectionLike", p.filters, p.actions, p.source
-             from jsonb_to_recordset($1::jsonb) as p("collectionLike" text, filters text[], actions text[], source text)`,
-          [json],
-        );
-        await client.query('commit');
-      } catch (error) {
-        await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError))));
-        throw error;
-      }
-    } finally {
-      client.release(broken);
-    }
+    await inTransaction(pool, async (client) => {
+      await client.query(`delete from ${quoted}.managed_patterns`);
+      await client.query(
+        `insert into ${quoted}.managed_patterns (collection_like, filters, actions, source)
+         select p."collectionLike", p.filters, p.actions, p.source
+           from jsonb_to_recordset($1::jsonb) as p("collectionLike" text, filters text[], actions text[], source text)`,
+        [json],
+      );
+    });
     this.#written = json;
   }
 }

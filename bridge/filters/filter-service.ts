@@ -36,6 +36,19 @@ export const FILTER_TRIGGER = '~hookbridge_filter';
 export const LEGACY_FILTER_TRIGGERS: readonly string[] = ['hookbridge_filter'];
 
 /**
+ * How pg_trigger shows a trigger of hookbridge's that names `table` and is enabled: its arguments
+ * (schema, table) as `tgargs` hex, then `tgenabled` 'O'. Anything else is not ours any more.
+ */
+function triggerArgsShape(table: UserTable): string {
+  return `${Buffer.from(`${table.schema}\0${table.name}\0`, 'utf8').toString('hex')}O`;
+}
+
+/** Tables the bridge may not alter: a trigger already on one stays (it still guards, and dropping it would fail). */
+function untouchable(tables: readonly UserTable[]): Set<number> {
+  return new Set(tables.filter((t) => t.mayTrigger === false).map((t) => t.oid));
+}
+
+/**
  * The statement-level BEFORE TRUNCATE trigger (sql/000007.sql) on tables with delete or truncate
  * filters. Named after the row trigger, so it too sorts after the user's own triggers.
  */
@@ -270,7 +283,6 @@ export class FilterService {
     );
     const shape = (events: string[], args: string) => `${events.join(' OR ')} ${args}`;
     // A trigger someone disabled, gave a WHEN clause or pointed at another function is not ours any more: it is made again.
-    const argsOf = (table: UserTable) => `${Buffer.from(`${table.schema}\0${table.name}\0`, 'utf8').toString('hex')}O`;
     const have = new Map<number, string>();
     const stale = new Map<number, string[]>();
     for (const r of existing) {
@@ -278,9 +290,8 @@ export class FilterService {
       stale.set(r.oid, [...(stale.get(r.oid) ?? []), r.name]);
     }
     const changes: Array<{ oid: number; drop: string[]; create?: { table: UserTable; events: string[] } }> = [];
-    for (const [oid, want] of wanted) if (have.get(oid) !== shape(want.events, argsOf(want.table))) changes.push({ oid, drop: stale.get(oid) ?? [], create: want });
-    // A trigger already on a table the bridge may no longer alter stays: it still guards, and dropping it would fail.
-    const keep = new Set(tables.filter((t) => t.mayTrigger === false).map((t) => t.oid));
+    for (const [oid, want] of wanted) if (have.get(oid) !== shape(want.events, triggerArgsShape(want.table))) changes.push({ oid, drop: stale.get(oid) ?? [], create: want });
+    const keep = untouchable(tables);
     for (const oid of have.keys()) if (!wanted.has(oid) && !keep.has(oid)) changes.push({ oid, drop: stale.get(oid) ?? [] });
     if (changes.length === 0) {
       this.#inSync = true;
@@ -289,38 +300,19 @@ export class FilterService {
     // Never put a trigger in place that a writer could get around (dblink within its reach).
     if (wanted.size > 0) await this.#prepareDblink();
 
-    // One table per transaction with a short lock timeout: a DDL statement waiting for its lock makes
-    // every later writer of that table wait too, so never wait long and never hold one table's lock
-    // while waiting for another's. A busy table is retried on the next sync.
-    let pending = 0;
-    const client = await pool.connect();
-    try {
-      for (const change of changes) {
-        try {
-          await client.query('begin');
-          await client.query(`set local lock_timeout = '200ms'`);
-          const { rows } = await client.query<{ name: string | null }>(`select to_regclass($1::oid::regclass::text)::text as name`, [change.oid]);
-          const name = rows[0]?.name;
-          if (name) {
-            for (const old of new Set([FILTER_TRIGGER, ...change.drop])) await client.query(`drop trigger if exists ${pg.escapeIdentifier(old)} on ${name}`);
-            if (change.create) {
-              await client.query(
-                `create trigger ${pg.escapeIdentifier(FILTER_TRIGGER)} before ${change.create.events.join(' or ')} on ${name}
-                   for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger(
-                     ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
-              );
-            }
-          }
-          await client.query('commit');
-        } catch (error) {
-          await client.query('rollback').catch(() => undefined);
-          pending += 1;
-          this.#logger.warn({ err: error, oid: change.oid }, 'filter trigger change postponed (table busy?)');
-        }
+    const pending = await this.#alterEachTable(changes, 'filter trigger change postponed (table busy?)', (change) => ({ oid: change.oid }), async (client, change) => {
+      const { rows } = await client.query<{ name: string | null }>(`select to_regclass($1::oid::regclass::text)::text as name`, [change.oid]);
+      const name = rows[0]?.name;
+      if (!name) return;
+      for (const old of new Set([FILTER_TRIGGER, ...change.drop])) await client.query(`drop trigger if exists ${pg.escapeIdentifier(old)} on ${name}`);
+      if (change.create) {
+        await client.query(
+          `create trigger ${pg.escapeIdentifier(FILTER_TRIGGER)} before ${change.create.events.join(' or ')} on ${name}
+             for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger(
+               ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
+        );
       }
-    } finally {
-      client.release();
-    }
+    });
     if (pending > 0) {
       this.#inSync = false;
       return;
@@ -369,65 +361,81 @@ export class FilterService {
         )
       : { rows: [] };
     const describe = (entries: Array<{ oid: number; shape: string }>) => entries.map((e) => `${e.oid}:${e.shape}`).sort().join(',');
-    const argsOf = (table: UserTable) => `${Buffer.from(`${table.schema}\0${table.name}\0`, 'utf8').toString('hex')}O`;
     const have = new Map<number, Array<{ oid: number; shape: string }>>();
     for (const r of existing) have.set(r.root, [...(have.get(r.root) ?? []), r]);
     const want = new Map<number, Array<{ oid: number; shape: string }>>();
-    for (const r of trees) want.set(r.root, [...(want.get(r.root) ?? []), { oid: r.oid, shape: argsOf(wanted.get(r.root) as UserTable) }]);
+    for (const r of trees) want.set(r.root, [...(want.get(r.root) ?? []), { oid: r.oid, shape: triggerArgsShape(wanted.get(r.root) as UserTable) }]);
     const changes: Array<{ drop: number[]; create?: { table: UserTable; oids: number[] } }> = [];
     for (const [root, table] of wanted) {
       const target = want.get(root) ?? [];
       if (describe(have.get(root) ?? []) !== describe(target)) changes.push({ drop: (have.get(root) ?? []).map((e) => e.oid), create: { table, oids: target.map((e) => e.oid) } });
     }
-    // A trigger already on a table the bridge may no longer alter stays: it still guards, and dropping it would fail.
-    const keep = new Set(tables.filter((t) => t.mayTrigger === false).map((t) => t.oid));
+    const keep = untouchable(tables);
     for (const [root, entries] of have) if (!wanted.has(root) && !keep.has(root)) changes.push({ drop: entries.map((e) => e.oid) });
     if (changes.length === 0) return;
     // Never put a trigger in place that a writer could get around (dblink within its reach).
     if (changes.some((change) => change.create)) await this.#prepareDblink();
 
-    let pending = 0;
-    const client = await pool.connect();
-    try {
-      for (const change of changes) {
-        try {
-          await client.query('begin');
-          await client.query(`set local lock_timeout = '200ms'`);
-          const oids = [...new Set([...change.drop, ...(change.create?.oids ?? [])])];
-          const { rows: names } = await client.query<{ oid: number; name: string | null }>(
-            `select o::int as oid, to_regclass(o::regclass::text)::text as name from unnest($1::oid[]) as o`,
-            [oids],
-          );
-          const nameOf = new Map(names.map((r) => [r.oid, r.name]));
-          const trigger = pg.escapeIdentifier(FILTER_TRUNCATE_TRIGGER);
-          for (const oid of change.drop) {
-            const name = nameOf.get(oid);
-            if (name) await client.query(`drop trigger if exists ${trigger} on ${name}`);
-          }
-          for (const oid of change.create?.oids ?? []) {
-            const name = nameOf.get(oid);
-            if (!name || !change.create) continue;
-            await client.query(
-              `create or replace trigger ${trigger} before truncate on ${name}
-                 for each statement execute function ${pg.escapeIdentifier(config.schema)}.filter_truncate_trigger(
-                   ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
-            );
-          }
-          await client.query('commit');
-        } catch (error) {
-          await client.query('rollback').catch(() => undefined);
-          pending += 1;
-          this.#logger.warn({ err: error, tables: change.create?.table.collection }, 'filter TRUNCATE trigger change postponed (table busy?)');
-        }
+    const trigger = pg.escapeIdentifier(FILTER_TRUNCATE_TRIGGER);
+    const pending = await this.#alterEachTable(changes, 'filter TRUNCATE trigger change postponed (table busy?)', (change) => ({ tables: change.create?.table.collection }), async (client, change) => {
+      const oids = [...new Set([...change.drop, ...(change.create?.oids ?? [])])];
+      const { rows: names } = await client.query<{ oid: number; name: string | null }>(
+        `select o::int as oid, to_regclass(o::regclass::text)::text as name from unnest($1::oid[]) as o`,
+        [oids],
+      );
+      const nameOf = new Map(names.map((r) => [r.oid, r.name]));
+      for (const oid of change.drop) {
+        const name = nameOf.get(oid);
+        if (name) await client.query(`drop trigger if exists ${trigger} on ${name}`);
       }
-    } finally {
-      client.release();
-    }
+      for (const oid of change.create?.oids ?? []) {
+        const name = nameOf.get(oid);
+        if (!name || !change.create) continue;
+        await client.query(
+          `create or replace trigger ${trigger} before truncate on ${name}
+             for each statement execute function ${pg.escapeIdentifier(config.schema)}.filter_truncate_trigger(
+               ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
+        );
+      }
+    });
     if (pending > 0) {
       this.#inSync = false;
       return;
     }
     this.#logger.info({ tables: [...wanted.values()].map((t) => t.collection) }, 'filter TRUNCATE triggers updated');
+  }
+
+  /**
+   * Applies each change to its table in a transaction of its own with a short lock timeout: a DDL
+   * statement waiting for its lock makes every later writer of that table wait too, so never wait long
+   * and never hold one table's lock while waiting for another's. A busy table is logged and retried on
+   * the next sync. Returns how many were postponed.
+   */
+  async #alterEachTable<C>(
+    changes: readonly C[],
+    postponed: string,
+    describe: (change: C) => Record<string, unknown>,
+    apply: (client: pg.PoolClient, change: C) => Promise<void>,
+  ): Promise<number> {
+    let pending = 0;
+    const client = await this.#options.pool.connect();
+    try {
+      for (const change of changes) {
+        try {
+          await client.query('begin');
+          await client.query(`set local lock_timeout = '200ms'`);
+          await apply(client, change);
+          await client.query('commit');
+        } catch (error) {
+          await client.query('rollback').catch(() => undefined);
+          pending += 1;
+          this.#logger.warn({ err: error, ...describe(change) }, postponed);
+        }
+      }
+    } finally {
+      client.release();
+    }
+    return pending;
   }
 
   /**

@@ -20,6 +20,7 @@
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { inTransaction } from '../database.js';
 import { parseRecordText } from '../typing/values.js';
 import { namesTransaction, parseSignedMessage } from './accountability.js';
 import type { ColumnInfo, RelationInfo, Row } from './pgoutput-types.js';
@@ -159,29 +160,16 @@ export class NewTableCatchUp {
   async #joinOne(table: UserTable): Promise<number | undefined> {
     const { pool, schema, publication } = this.#options;
     const quoted = pg.escapeIdentifier(schema);
-    const client = await pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('begin');
-      try {
-        await client.query(`select set_config('lock_timeout', $1, true)`, [`${Math.max(1, Math.floor(this.#options.lockTimeoutMs ?? 200))}ms`]);
-        await client.query('select pg_advisory_xact_lock(hashtextextended($1, 0))', [publicationLockKey(publication)]);
-        await client.query(`lock table ${pg.escapeIdentifier(table.schema)}.${pg.escapeIdentifier(table.name)} in share mode`);
-        const { rows: joined } = await client.query<{ publication: string | null }>(`select ${quoted}.publish_table($1) as publication`, [table.oid]);
-        if (!joined[0]?.publication) {
-          await client.query('rollback');
-          return undefined;
-        }
-        const { rows } = await client.query<{ rows: string }>(`select ${quoted}.catch_up_rows($1)::text as rows`, [table.oid]);
-        await client.query(`insert into ${quoted}.known_tables (relid) values ($1) on conflict do nothing`, [table.oid]);
-        await client.query('commit');
-        return Number(rows[0]?.rows ?? 0);
-      } catch (error) {
-        await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError))));
-        throw error;
-      }
-    } finally {
-      client.release(broken);
-    }
+    return inTransaction(pool, async (client) => {
+      await client.query(`select set_config('lock_timeout', $1, true)`, [`${Math.max(1, Math.floor(this.#options.lockTimeoutMs ?? 200))}ms`]);
+      await client.query('select pg_advisory_xact_lock(hashtextextended($1, 0))', [publicationLockKey(publication)]);
+      await client.query(`lock table ${pg.escapeIdentifier(table.schema)}.${pg.escapeIdentifier(table.name)} in share mode`);
+      const { rows: joined } = await client.query<{ publication: string | null }>(`select ${quoted}.publish_table($1) as publication`, [table.oid]);
+      // No publications yet: publish_table changed nothing, so ending the transaction commits nothing.
+      if (!joined[0]?.publication) return undefined;
+      const { rows } = await client.query<{ rows: string }>(`select ${quoted}.catch_up_rows($1)::text as rows`, [table.oid]);
+      await client.query(`insert into ${quoted}.known_tables (relid) values ($1) on conflict do nothing`, [table.oid]);
+      return Number(rows[0]?.rows ?? 0);
+    });
   }
 }

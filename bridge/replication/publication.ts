@@ -11,6 +11,7 @@
 import { collectionOf } from './change-events.js';
 import pg from 'pg';
 import { HookbridgeError } from '../../hooks/errors.js';
+import { inTransaction } from '../database.js';
 import { dropSlot } from './setup.js';
 
 export class PublicationError extends HookbridgeError {
@@ -207,29 +208,19 @@ export async function syncPublications(pool: pg.Pool, options: SyncPublicationsO
       { details: { publication } },
     );
   }
-  const client = await pool.connect();
-  let broken: unknown;
   try {
-    await client.query('begin');
-    try {
-      const result = await syncInTransaction(client, options, inserts);
-      await client.query('commit');
-      return result;
-    } catch (error) {
-      await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError));
-      if ((error as { code?: unknown }).code === '55P03') {
-        throw new PublicationError(
-          'E_PUBLICATION_LOCK_TIMEOUT',
-          `Could not update publication "${publication}": a table stayed locked by another transaction for more than ` +
-            `${options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS} ms. Nothing was changed; the bridge tries again. ` +
-            'If this repeats, look for long-running transactions (pg_stat_activity).',
-          { cause: error, details: { publication } },
-        );
-      }
-      throw error;
+    return await inTransaction(pool, (client) => syncInTransaction(client, options, inserts));
+  } catch (error) {
+    if ((error as { code?: unknown }).code === '55P03') {
+      throw new PublicationError(
+        'E_PUBLICATION_LOCK_TIMEOUT',
+        `Could not update publication "${publication}": a table stayed locked by another transaction for more than ` +
+          `${options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS} ms. Nothing was changed; the bridge tries again. ` +
+          'If this repeats, look for long-running transactions (pg_stat_activity).',
+        { cause: error, details: { publication } },
+      );
     }
-  } finally {
-    client.release(broken instanceof Error ? broken : undefined);
+    throw error;
   }
 }
 
@@ -375,36 +366,25 @@ async function syncTriggers(client: pg.PoolClient, schema: string, triggerFuncti
  */
 export async function uninstall(pool: pg.Pool, options: { schema: string; slotName: string; publication: string }): Promise<void> {
   const { schema, publication } = options;
-  const client = await pool.connect();
-  let broken: unknown;
-  try {
-    await client.query('begin');
-    try {
-      // Clones on partitions (tgparentid <> 0) go with their parent's trigger and cannot be dropped alone.
-      const { rows } = await client.query<{ schema: string; table: string; trigger: string }>(
-        `select n.nspname as schema, c.relname as table, t.tgname as trigger
-           from pg_trigger t
-           join pg_class c on c.oid = t.tgrelid
-           join pg_namespace n on n.oid = c.relnamespace
-           join pg_proc p on p.oid = t.tgfoid
-           join pg_namespace pn on pn.oid = p.pronamespace
-          where not t.tgisinternal and t.tgparentid = 0 and n.nspname <> $1
-            and (pn.nspname = $1 or t.tgname = $2)`,
-        [schema, ACCOUNTABILITY_TRIGGER],
-      );
-      for (const r of rows) {
-        await client.query(`drop trigger if exists ${pg.escapeIdentifier(r.trigger)} on ${qualified(r.schema, r.table)}`);
-      }
-      await client.query(`drop publication if exists ${pg.escapeIdentifier(publication)}, ${pg.escapeIdentifier(insertsPublicationName(publication))}`);
-      await client.query(`drop schema if exists ${pg.escapeIdentifier(schema)} cascade`);
-      await client.query('commit');
-    } catch (error) {
-      await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError));
-      throw error;
+  await inTransaction(pool, async (client) => {
+    // Clones on partitions (tgparentid <> 0) go with their parent's trigger and cannot be dropped alone.
+    const { rows } = await client.query<{ schema: string; table: string; trigger: string }>(
+      `select n.nspname as schema, c.relname as table, t.tgname as trigger
+         from pg_trigger t
+         join pg_class c on c.oid = t.tgrelid
+         join pg_namespace n on n.oid = c.relnamespace
+         join pg_proc p on p.oid = t.tgfoid
+         join pg_namespace pn on pn.oid = p.pronamespace
+        where not t.tgisinternal and t.tgparentid = 0 and n.nspname <> $1
+          and (pn.nspname = $1 or t.tgname = $2)`,
+      [schema, ACCOUNTABILITY_TRIGGER],
+    );
+    for (const r of rows) {
+      await client.query(`drop trigger if exists ${pg.escapeIdentifier(r.trigger)} on ${qualified(r.schema, r.table)}`);
     }
-  } finally {
-    client.release(broken instanceof Error ? broken : undefined);
-  }
+    await client.query(`drop publication if exists ${pg.escapeIdentifier(publication)}, ${pg.escapeIdentifier(insertsPublicationName(publication))}`);
+    await client.query(`drop schema if exists ${pg.escapeIdentifier(schema)} cascade`);
+  });
   // Last, and outside the transaction: ending a walsender is not transactional anyway.
   await dropSlot(pool, options.slotName);
 }

@@ -24,6 +24,19 @@ const db = useTestDatabase();
 // other: a role the writer may SET ROLE to; low: a role a superuser's session SETs ROLE to (PostgREST style) before writing.
 const { roles, urlAs, prepareBridge, drop: dropRoles } = testRoles(db, ['bridge', 'owner', 'writer', 'other', 'low']);
 
+/** What a change no signed identity reached carries: no rights, and not `null` (the system, to Directus). */
+const UNKNOWN_WRITER = {
+  user: null,
+  role: null,
+  admin: false,
+  app: false,
+  ip: null,
+  userAgent: null,
+  claims: null,
+  database: { role: null, applicationName: null, clientAddress: null },
+  verified: false,
+};
+
 interface Seen {
   title: string;
   who: Record<string, unknown> | null;
@@ -304,17 +317,7 @@ describe('accountability a writer cannot erase or forge', () => {
     });
     const who = await seenFor(['unsigned-1', 'unsigned-2']);
     for (const [, w] of who) {
-      expect(w).toEqual({
-        user: null,
-        role: null,
-        admin: false,
-        app: false,
-        ip: null,
-        userAgent: null,
-        claims: null,
-        database: { role: null, applicationName: null, clientAddress: null },
-        verified: false,
-      });
+      expect(w).toEqual(UNKNOWN_WRITER);
     }
   });
 });
@@ -454,16 +457,6 @@ describe('a replay of an event parked before every change had an identity (revie
       await pool.end();
     }
     const who = (await seenFor(['parked-before'])).get('parked-before');
-    expect(who).toEqual({
-      user: null,
-      role: null,
-      admin: false,
-      app: false,
-      ip: null,
-      userAgent: null,
-      claims: null,
-      database: { role: null, applicationName: null, clientAddress: null },
-      verified: false,
-    });
+    expect(who).toEqual(UNKNOWN_WRITER);
   });
 });
