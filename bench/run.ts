@@ -7,8 +7,9 @@
  *
  * Scenarios: action-throughput, action-latency (against postgres.js `sql.subscribe`, with bare
  * pg-logical-replication and pg_recvlogical as reference rows), filter-overhead-1, filter-overhead-16
- * (direct transport), big-transaction, filter-overhead-notify-1, filter-overhead-notify-16 (a second
- * bridge with FILTER_TRANSPORT=notify, after the first has stopped).
+ * (direct transport), filter-overhead-16-2-instances (the same with a second bridge beside the first),
+ * big-transaction, filter-overhead-notify-1, filter-overhead-notify-16 (a bridge with
+ * FILTER_TRANSPORT=notify, after the first has stopped).
  */
 import { spawn, execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -18,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../bridge/embedded-postgres.js';
+import { FILTER_TRIGGER } from '../bridge/filters/filter-service.js';
 import {
   actionExtension,
   createActionTables,
@@ -118,7 +120,7 @@ async function main(): Promise<void> {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     bridge = startBridge('direct');
-    await waitUntil(async () => (await pool.query(`select 1 from pg_trigger where tgname = 'hookbridge_filter'`)).rowCount === 1, 60_000, 'the bridge never installed its filter trigger');
+    await waitUntil(async () => (await pool.query(`select 1 from pg_trigger where tgname = $1`, [FILTER_TRIGGER])).rowCount === 1, 60_000, 'the bridge never installed its filter trigger');
 
     await waitUntil(
       async () => (await pool.query(`select 1 from pg_publication_tables where pubname = 'hookbridge' and tablename = 'bench_tp_ours'`)).rowCount === 1,
@@ -188,13 +190,13 @@ async function main(): Promise<void> {
     for (const table of ['plain', 'filtered', 'plpgsql']) {
       await writeFile(join(work, `${table}.sql`), `insert into bench_${table} (v) values ('x');\n`);
     }
-    const filterOverhead = async (transport: 'direct' | 'notify') => {
-      for (const clients of [1, 16]) {
+    const filterOverhead = async (transport: 'direct' | 'notify', clientCounts = [1, 16], suffix = '') => {
+      for (const clients of clientCounts) {
         const plain = await pgbenchTps(url, join(work, 'plain.sql'), clients);
         const filtered = await pgbenchTps(url, join(work, 'filtered.sql'), clients);
         const plpgsql = await pgbenchTps(url, join(work, 'plpgsql.sql'), clients);
         results.push({
-          scenario: transport === 'direct' ? `filter-overhead-${clients}` : `filter-overhead-notify-${clients}`,
+          scenario: `${transport === 'direct' ? `filter-overhead-${clients}` : `filter-overhead-notify-${clients}`}${suffix}`,
           ours: round(filtered),
           peer: round(plain),
           ratio: round(filtered / plain, 3),
@@ -209,6 +211,20 @@ async function main(): Promise<void> {
       }
     };
     await filterOverhead('direct');
+
+    // Several bridges: a second one joins (a standby for actions; both answer filter calls, each
+    // pgbench session choosing one), and the 16-client scenario runs again.
+    const second = startBridge('direct');
+    try {
+      await waitUntil(
+        async () => (await pool.query(`select 1 from hookbridge.filter_endpoint where http is not null and backend_pid in (select pid from pg_stat_activity)`)).rowCount === 2,
+        60_000,
+        'the second bridge never joined',
+      );
+      await filterOverhead('direct', [16], '-2-instances');
+    } finally {
+      await stopBridge(second);
+    }
 
     const started = Date.now();
     await pool.query(`insert into bench_big select g, 'row ' || g from generate_series(1, ${bigRows}) g`);
@@ -229,11 +245,11 @@ async function main(): Promise<void> {
       rows_per_second: round(bigRows / ((delivered - committed) / 1000)),
     });
 
-    // The notify transport: one bridge per database, so the first one goes first.
+    // The notify transport: a bridge of its own (the direct one goes first, so every call takes notify).
     await stopBridge(bridge);
     bridge = startBridge('notify');
     await waitUntil(
-      async () => (await pool.query(`select 1 from hookbridge.filter_endpoint where transport = 'notify' and updated_at > now() - interval '1 minute'`)).rowCount === 1,
+      async () => (await pool.query(`select 1 from hookbridge.filter_endpoint where transport = 'notify' and backend_pid in (select pid from pg_stat_activity)`)).rowCount === 1,
       60_000,
       'the notify bridge never published its endpoint',
     );

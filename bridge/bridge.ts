@@ -1,7 +1,14 @@
 /**
  * The bridge's lifecycle: database (given or embedded) → hook runtime → ready; and back down.
  * `start()` and `stop()` are safe to call twice; `stop()` undoes whatever `start()` got to.
+ *
+ * Several bridges on one database form a cluster through Postgres (sql/000013.sql): each is an
+ * instance that answers filter calls; the one holding the leader lock puts triggers and publications
+ * in place, streams the slot (action hooks) and runs schedules, and the others take over within a
+ * second or so of its session ending. `stop()` drains: writers choose other instances, the calls on
+ * their way are answered, the leader lock is handed over, then everything closes.
  */
+import { hostname } from 'node:os';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -19,6 +26,12 @@ import { createServices } from './services/items-service.js';
 import { driverTypes } from './typing/values.js';
 import { ActionStream } from './replication/action-stream.js';
 import { listUserTables } from './replication/publication.js';
+
+/** How often a standby tries for the leader lock (a dead leader's session ends at once, so takeover takes about this long). */
+const LEADER_POLL_MS = 1_000;
+/** How long a new leader waits for the last one's walsender to let go of the slot. */
+const SLOT_WAIT_MS = 30_000;
+const SLOT_RETRY_MS = 250;
 
 export interface DatabaseInfo {
   serverVersion: string;
@@ -56,6 +69,12 @@ export class Bridge {
   #connection: pg.PoolConfig | undefined;
   #starting: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
+  /** leader: streams actions, runs schedules, manages triggers and publications; standby: answers filter calls. */
+  #role: 'leader' | 'standby' = 'standby';
+  /** Standbys try for the leader lock this often. */
+  #leaderTimer: NodeJS.Timeout | undefined;
+  #leadership: Promise<void> = Promise.resolve();
+  #since = new Date();
 
   constructor(
     readonly config: Readonly<Config>,
@@ -66,6 +85,8 @@ export class Bridge {
       logger: logger.child({ component: 'hooks' }),
       env: config.env,
       autoReload: config.extensionsAutoReload,
+      // Once per tick for the whole cluster: on its leader.
+      runSchedules: () => this.#role === 'leader',
       provide: () => ({
         database: this.#database,
         getSchema: () => this.getSchema(),
@@ -75,6 +96,8 @@ export class Bridge {
     this.metrics = createMetrics({
       filterConnections: () => this.#filters?.connections ?? 0,
       replicationLag: async () => this.#actions?.lagBytes(),
+      role: () => this.#role,
+      slot: () => this.#filters?.slot,
     });
   }
 
@@ -96,6 +119,8 @@ export class Bridge {
     const healthy = this.healthy;
     return {
       status: healthy ? 'ok' : 'unavailable',
+      role: this.#role,
+      instance: { slot: filters?.slot ?? null, since: this.#since.toISOString(), serving: filters?.serving ?? false },
       replication: {
         streaming: actions?.streaming ?? false,
         publicationsInSync: actions?.publicationsInSync ?? false,
@@ -122,9 +147,19 @@ export class Bridge {
     };
   }
 
-  /** True when replication streams and publications and filter triggers match the loaded hooks. */
+  /**
+   * The leader: replication streams and publications and filter triggers match the loaded hooks. A
+   * standby: writers can reach it for filter calls (it streams nothing and changes no trigger).
+   */
   get healthy(): boolean {
+    if (this.#stopping) return false;
+    if (this.#role === 'standby') return this.#filters?.reachable ?? false;
     return (this.#actions?.healthy ?? false) && (this.#filters?.healthy ?? false);
+  }
+
+  /** `leader` or `standby` in the cluster of bridges on this database. */
+  get role(): 'leader' | 'standby' {
+    return this.#role;
   }
 
   get filters(): FilterService | undefined {
@@ -196,7 +231,10 @@ export class Bridge {
       schema: () => this.#latestSchema,
       metrics: this.metrics,
       guards: this.#guards,
+      managesTriggers: () => this.#role === 'leader',
+      onLeadershipLost: () => void this.#stepDown('the instance session was lost'),
     });
+    // A slot in the cluster (several bridges may serve one database).
     await this.#filters.claim();
     await this.beforeHooks?.(this.#hooksPool);
     this.#schema = new SchemaReader(this.#pool, [this.config.schema]);
@@ -205,23 +243,19 @@ export class Bridge {
     const report = await this.runtime.start();
     // What the extensions guard, remembered, before triggers and publications follow the loaded hooks.
     await this.#guards.update(await listUserTables(this.#pool, { exclude: [this.config.schema] }));
-    // Tables created from now on are guarded inside their CREATE TABLE (where the event trigger may exist).
     this.#newTables = new NewTables({ pool: this.#pool, schema: this.config.schema, publication: this.config.publicationName, logger: this.logger });
-    await this.#newTables.start();
-    await this.#newTables.update(this.runtime.registry, this.#guards.notLoaded);
+    // The first bridge on a database leads it at once; a later one joins as a standby.
+    if (await this.#filters.tryLead()) {
+      this.#role = 'leader';
+      // Tables created from now on are guarded inside their CREATE TABLE (where the event trigger may exist).
+      await this.#newTables.start();
+      await this.#newTables.update(this.runtime.registry, this.#guards.notLoaded);
+    }
     await this.#filters.start();
-    this.#actions = new ActionStream({
-      config: this.config,
-      pool: this.#pool,
-      connection: this.#connection,
-      runtime: this.runtime,
-      logger: this.logger,
-      database: this.#database,
-      schema: () => this.#latestSchema,
-      metrics: this.metrics,
-      guards: this.#guards,
-    });
-    await this.#actions.start();
+    if (this.#role === 'leader') await this.#startActions();
+    else this.logger.info({ slot: this.#filters.slot }, 'another bridge leads this database: joining as a standby (filter calls only; taking over when the leader goes)');
+    this.#leaderTimer = setInterval(() => void this.#tryLeading(), LEADER_POLL_MS);
+    this.#leaderTimer.unref();
     this.#http = await startHttp({
       host: this.config.host,
       port: this.config.port,
@@ -235,11 +269,83 @@ export class Bridge {
     this.#unsubscribeRegistry = this.runtime.registry.onChange(() => void this.#syncCatalog());
     this.#catalogTimer = setInterval(() => void this.#syncCatalog(), 2_000);
     this.#catalogTimer.unref();
+    // Where other machines reach this instance's HTTP API (status lists it): not a wildcard listen address.
+    const host = ['0.0.0.0', '::', ''].includes(this.config.host) ? hostname() : this.config.host;
+    await this.#filters.announce(`${host}:${this.#http.port}`);
     await this.runtime.dispatchServerEvent('start', { server: this.#http.server });
     this.logger.info(
-      { extensions: report.loaded.length, failed: report.failed.length, database: this.#describeDatabase() },
+      { extensions: report.loaded.length, failed: report.failed.length, database: this.#describeDatabase(), role: this.#role, slot: this.#filters.slot },
       'ready',
     );
+  }
+
+  /** Starts streaming the slot (the leader's work). A slot the previous leader's walsender still holds is waited for. */
+  async #startActions(): Promise<void> {
+    const pool = this.#pool;
+    if (!pool || !this.#connection) return;
+    for (let attempt = 1; ; attempt += 1) {
+      const actions = new ActionStream({
+        config: this.config,
+        pool,
+        connection: this.#connection,
+        runtime: this.runtime,
+        logger: this.logger,
+        database: this.#database,
+        schema: () => this.#latestSchema,
+        metrics: this.metrics,
+        guards: this.#guards,
+      });
+      this.#actions = actions;
+      try {
+        await actions.start();
+        return;
+      } catch (error) {
+        this.#actions = undefined;
+        await actions.stop(0).catch(() => undefined);
+        // 55006 object_in_use: "replication slot ... is active for PID ...": the last leader's walsender has not ended yet.
+        const busy = (error as { code?: unknown }).code === '55006';
+        if (!busy || attempt * SLOT_RETRY_MS >= SLOT_WAIT_MS || this.#role !== 'leader' || this.#stopping) throw error;
+        if (attempt === 1) this.logger.info({ slot: this.config.slotName }, 'the replication slot is still in use (the last leader\'s session ending?): waiting for it');
+        await new Promise((resolve) => setTimeout(resolve, SLOT_RETRY_MS));
+      }
+    }
+  }
+
+  /** A standby takes the leader lock when no instance holds it, and starts the leader's work. */
+  #tryLeading(): Promise<void> {
+    this.#leadership = this.#leadership.then(async () => {
+      const filters = this.#filters;
+      if (this.#role === 'leader' || this.#stopping || !filters || !this.#newTables || !this.#guards) return;
+      if (!(await filters.tryLead().catch(() => false))) return;
+      this.#role = 'leader';
+      this.logger.info({ slot: filters.slot }, 'this bridge leads the database now: streaming action events and running schedules');
+      try {
+        await this.#newTables.start();
+        await this.#newTables.update(this.runtime.registry, this.#guards.notLoaded);
+        await this.#syncCatalog();
+        await this.#startActions();
+      } catch (error) {
+        this.logger.error({ err: error }, 'taking over as leader failed; another bridge may take over');
+        await this.#stepDownNow();
+      }
+    });
+    return this.#leadership;
+  }
+
+  /** Stops the leader's work (the lock is gone, or being handed over). */
+  #stepDown(reason: string): Promise<void> {
+    if (this.#role !== 'leader') return this.#leadership;
+    this.logger.warn({ reason }, 'this bridge no longer leads the database: action events stop here (another bridge takes over)');
+    this.#leadership = this.#leadership.then(() => this.#stepDownNow());
+    return this.#leadership;
+  }
+
+  async #stepDownNow(): Promise<void> {
+    this.#role = 'standby';
+    const actions = this.#actions;
+    this.#actions = undefined;
+    await actions?.stop().catch((error: unknown) => this.logger.warn({ err: error }, 'stopping the action stream failed'));
+    await this.#filters?.resign();
   }
 
   async #syncCatalog(): Promise<void> {
@@ -255,7 +361,7 @@ export class Bridge {
     // The guards first: both syncs keep what extensions that are not loaded guarded. A failed update
     // (logged) leaves the last known guards in force.
     await this.#guards?.update(tables).catch(() => undefined);
-    await this.#newTables?.update(this.runtime.registry, this.#guards?.notLoaded ?? []).catch(() => undefined);
+    if (this.#role === 'leader') await this.#newTables?.update(this.runtime.registry, this.#guards?.notLoaded ?? []).catch(() => undefined);
     // Each sync reports its own failure (and marks itself out of sync for /health).
     await Promise.all([
       this.#filters?.sync(tables).catch(() => undefined),
@@ -277,7 +383,16 @@ export class Bridge {
       () => true,
       () => false,
     );
-    if (started) await this.runtime.dispatchServerEvent('stop', { server: this.#http?.server });
+    clearInterval(this.#leaderTimer);
+    if (started) {
+      // Drain: writers choose other instances, and the calls already on their way here are answered.
+      const left = await this.#filters?.drain(this.config.filterTimeoutMs + 1_000);
+      if (left) this.logger.warn({ calls: left }, 'stopping: filter calls still unanswered after the drain');
+      await this.runtime.dispatchServerEvent('stop', { server: this.#http?.server });
+      // Hand the leader lock over once the stream is stopped and its position confirmed.
+      await this.#leadership;
+      if (this.#role === 'leader') await this.#stepDownNow();
+    }
     await this.#teardown();
   }
 
@@ -289,6 +404,7 @@ export class Bridge {
    */
   async #teardown(): Promise<void> {
     clearInterval(this.#catalogTimer);
+    clearInterval(this.#leaderTimer);
     this.#unsubscribeRegistry?.();
     this.#unsubscribeRegistry = undefined;
     const step = async (what: string, run: () => Promise<unknown> | undefined) => {

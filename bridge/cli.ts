@@ -11,13 +11,15 @@ import { Command, Option } from 'commander';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { describeHookError } from '../hooks/errors.js';
+import { ExtensionOrigins } from '../hooks/extension-origin.js';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { Bridge } from './bridge.js';
 import { checkExtensionsPath, ConfigError, resolveConfig, type ConfigOptions } from './config.js';
+import { installContainment } from './containment.js';
 import { internalConnection, openDatabase } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
 import { forgetGuards } from './extension-guards.js';
-import { doctor, guardCheck, guardStatus, status } from './inspect.js';
+import { doctor, guardCheck, guardStatus, status, type Status } from './inspect.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
 import { uninstall } from './replication/publication.js';
@@ -79,6 +81,11 @@ export function buildProgram(): Command {
     const config = resolveConfig(toConfigOptions(flags, command), process.env, { isTTY: process.stdout.isTTY });
     const logger = createLogger(config);
     const bridge = new Bridge(config, logger);
+    // A hook's stray rejection or throw (a timer, an event listener) is logged with its extension's name
+    // and never ends the process (filter hooks on worker threads: filter-worker.ts does the same there).
+    const origins = new ExtensionOrigins();
+    bridge.runtime.onSwap((report) => origins.remember(report));
+    installContainment({ logger, extensionOf: (file) => origins.extensionOf(file), errors: bridge.metrics.hookErrors });
     let stopping = false;
     const shutdown = (signal: string) => {
       if (stopping) {
@@ -145,7 +152,7 @@ export function buildProgram(): Command {
   commonOptions(
     program
       .command('status')
-      .description('slot and lag, publications, filter triggers, extensions and their events, failed events')
+      .description('the bridges running (role, transport, address), slot and lag, publications, filter triggers, extensions and their events, failed events')
       .option('--json', 'print JSON'),
     { database: true },
   ).action(async (flags) => {
@@ -164,7 +171,7 @@ export function buildProgram(): Command {
           `slot ${report.slot.name}: ${report.slot.exists ? `${report.slot.active ? 'streaming' : 'idle'}, confirmed ${report.slot.confirmedFlushLsn}, lag ${report.slot.lagBytes} bytes` : 'missing'}`,
           ...Object.entries(report.publications).map(([name, tables]) => `publication ${name}: ${tables.join(', ') || '(none)'}`),
           `filter triggers: ${report.filterTriggers.map((t) => `${t.table} (${t.operations.join(', ')})`).join(', ') || '(none)'}`,
-          `filter transport: ${report.filterEndpoint ? `${report.filterEndpoint.transport} (published ${report.filterEndpoint.updatedAt.toISOString()})` : '(no bridge has started)'}`,
+          ...formatInstances(report),
           `new tables: ${report.newTables.state === 'installed' || report.newTables.atNextStart ? report.newTables.detail : `✗ ${report.newTables.detail}\n    fix: ${report.newTables.fix ?? ''}`}`,
           `failed events waiting for replay: ${report.failedEvents}`,
           `guarded tables: ${guards.guarded.map((g) => `${g.table} (${g.extensions.join(', ')})`).join(', ') || '(none)'}`,
@@ -340,6 +347,33 @@ async function createDemoTables(pool: pg.Pool): Promise<void> {
       name text not null,
       synced_with_example boolean not null default false
     );`);
+}
+
+/** `status`'s lines about the bridges on the database (never their conninfo: the status has none). */
+function formatInstances(report: Pick<Status, 'instances' | 'staleInstances' | 'leaderLockHeldBy'>): string[] {
+  const { instances, staleInstances, leaderLockHeldBy } = report;
+  const leader = instances.find((i) => i.role === 'leader');
+  const lines = [
+    instances.length === 0
+      ? `bridges: none running${staleInstances.length === 0 ? ' (no bridge has started)' : ''}`
+      : `bridges: ${instances.length} running, ${instances.filter((i) => i.serving).length} serving filter calls, ${leader ? `leader: slot ${leader.slot}` : 'no leader (a takeover is under way)'}`,
+  ];
+  if (leaderLockHeldBy !== null) {
+    lines.push(
+      `✗ backend pid ${leaderLockHeldBy} holds the leader lock and is no bridge: no bridge can stream actions or run schedules until it lets go` +
+        `\n    fix: as a superuser, select pg_terminate_backend(${leaderLockHeldBy})`,
+    );
+  }
+  for (const i of instances) {
+    const what = i.starting
+      ? 'starting'
+      : `${i.transport ?? '?'}, ${i.process ?? '?'}, http ${i.http ?? '(not listening yet)'}, since ${i.since?.toISOString() ?? '?'}`;
+    lines.push(`  slot ${i.slot}: ${i.role}, ${i.serving ? 'serving' : 'not serving'}, ${what} (backend pid ${i.backendPid})`);
+  }
+  for (const s of staleInstances) {
+    lines.push(`  slot ${s.slot}: gone (stale row), ${s.transport}, ${s.process ?? '?'}, last published ${s.updatedAt.toISOString()}`);
+  }
+  return lines;
 }
 
 export function formatReport(report: LoadReport): string {

@@ -5,6 +5,7 @@ import pg from 'pg';
 import type { Config } from './config.js';
 import { notLoadedAsRecorded, readGuards, type NotLoadedGuard } from './extension-guards.js';
 import { bridgeMayUseDblink, dblinkExposure, FILTER_TRIGGER, LEGACY_FILTER_TRIGGERS } from './filters/filter-service.js';
+import { LEADER_KEY, lockClassFor, MAX_INSTANCES } from './filters/tickets.js';
 import { readEventTrigger, type EventTriggerState } from './new-tables.js';
 import { readReplicationFacts, replicationProblems } from './replication/setup.js';
 
@@ -75,7 +76,27 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   // New tables: guarded in the transaction that creates them only with the event trigger (a superuser's to create).
   const newTables = await readEventTrigger(pool, config.schema);
   checks.push({ name: 'new tables guarded from their first row', ok: newTables.state === 'installed' || newTables.atNextStart === true, detail: newTables.detail, fix: newTables.fix });
+  checks.push(clusterCheck(await readCluster(pool, config.schema)));
   return checks;
+}
+
+/**
+ * The bridges running now. None running is no fault of the server (doctor also runs before the first
+ * start); a session that is no bridge holding the leader lock is: no bridge can lead while it does.
+ */
+function clusterCheck(cluster: Cluster): Check {
+  const { instances, leaderLockHeldBy } = cluster;
+  const leader = instances.find((i) => i.role === 'leader');
+  const running = instances.length === 0
+    ? 'none running'
+    : `${instances.length} running, ${instances.filter((i) => i.serving).length} serving filter calls, ${leader ? `leader: slot ${leader.slot}` : 'no leader'}`;
+  if (leaderLockHeldBy === null) return { name: 'bridges on this database', ok: true, detail: running };
+  return {
+    name: 'bridges on this database',
+    ok: false,
+    detail: `${running}; backend pid ${leaderLockHeldBy} holds the leader lock and is no bridge: no bridge streams actions or runs schedules while it does`,
+    fix: `as a superuser: select pg_terminate_backend(${leaderLockHeldBy}); (see pg_stat_activity for whose session it is)`,
+  };
 }
 
 /**
@@ -114,9 +135,121 @@ export interface Status {
   publications: Record<string, string[]>;
   filterTriggers: Array<{ table: string; operations: string[] }>;
   failedEvents: number;
-  filterEndpoint: { updatedAt: Date; transport: string } | null;
+  /** The bridges running on this database (their alive lock is held), by slot. */
+  instances: InstanceStatus[];
+  /** Rows of bridges that are gone (nobody holds their alive lock); each stays until its slot is reused. */
+  staleInstances: StaleInstance[];
+  /** The backend pid of a session that holds the leader lock but is no bridge: no bridge can lead meanwhile. */
+  leaderLockHeldBy: number | null;
   /** Whether new tables are guarded in their own transaction (the event trigger), or only from the bridge's next check. */
   newTables: EventTriggerState;
+}
+
+/** One running bridge, as its locks (role, serving) and its filter_endpoint row (the rest) describe it. */
+export interface InstanceStatus {
+  slot: number;
+  role: 'leader' | 'standby';
+  /** Writers may choose it for filter calls (false while it starts or drains). */
+  serving: boolean;
+  /** Its slot's row is still a previous run's (or missing): it has not published itself yet. */
+  starting: boolean;
+  transport: string | null;
+  failureMode: string | null;
+  /** `hostname:pid` of the bridge process. */
+  process: string | null;
+  /** `host:port` of its HTTP API (health, metrics). */
+  http: string | null;
+  since: Date | null;
+  /** The backend pid of its instance session (pg_stat_activity; it holds the instance's locks). */
+  backendPid: number;
+}
+
+export interface StaleInstance {
+  slot: number;
+  transport: string;
+  process: string | null;
+  http: string | null;
+  since: Date;
+  /** When it last published itself. */
+  updatedAt: Date;
+}
+
+type Cluster = Pick<Status, 'instances' | 'staleInstances' | 'leaderLockHeldBy'>;
+
+/**
+ * The cluster as Postgres sees it (sql/000013.sql): alive = the session holding "alive"(slot), leader =
+ * that session holds "leader" too, serving = "serving"(slot) is held. Writers take these locks shared
+ * for a moment to test them: only exclusive holds count. Advisory locks are per database.
+ */
+async function readCluster(pool: pg.Pool, schema: string): Promise<Cluster> {
+  return readInstances(pool, schema).catch((error: { code?: string }) => {
+    // No schema yet, or one from before sql/000013.sql (no slots): nothing to list until a bridge migrates it.
+    if (error.code === '42703' || error.code === '42P01' || error.code === '3F000') return NO_CLUSTER;
+    throw error;
+  });
+}
+
+const NO_CLUSTER: Cluster = Object.freeze({ instances: [], staleInstances: [], leaderLockHeldBy: null });
+
+async function readInstances(pool: pg.Pool, schema: string): Promise<Cluster> {
+  const { rows } = await pool.query<{
+    slot: number | null;
+    pid: number | null;
+    leader: boolean;
+    serving: boolean;
+    row: boolean;
+    backend_pid: number | null;
+    transport: string | null;
+    failure_mode: string | null;
+    process: string | null;
+    http: string | null;
+    started_at: Date | null;
+    updated_at: Date | null;
+  }>(
+    `with held as (
+       select l.classid::int8 as classid, l.objid::int8 as objid, l.pid
+         from pg_catalog.pg_locks l
+        where l.locktype = 'advisory' and l.objsubid = 2 and l.granted and l.mode = 'ExclusiveLock'
+          and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
+     ),
+     alive as (select objid::int as slot, pid from held where classid = $1 + 2 and objid < $3),
+     leader as (select pid from held where classid = $1 + 2 and objid = $2)
+     select coalesce(a.slot, e.slot) as slot, a.pid,
+            coalesce(a.pid in (select pid from leader), false) as leader,
+            exists (select 1 from held where classid = $1 + 3 and objid = coalesce(a.slot, e.slot)) as serving,
+            e.slot is not null as row, e.backend_pid, e.transport, e.failure_mode, e.process, e.http, e.started_at, e.updated_at
+       from alive a full join ${pg.escapeIdentifier(schema)}.filter_endpoint e on e.slot = a.slot
+     union all
+     -- A session that holds the leader lock and no slot is no bridge: while it holds it, none leads.
+     select null, l.pid, true, false, false, null, null, null, null, null, null, null
+       from leader l where l.pid not in (select pid from alive)
+      order by 1`,
+    [lockClassFor(schema), LEADER_KEY, MAX_INSTANCES],
+  );
+  const cluster: Cluster = { instances: [], staleInstances: [], leaderLockHeldBy: null };
+  for (const r of rows) {
+    if (r.slot === null) {
+      cluster.leaderLockHeldBy = r.pid;
+    } else if (r.pid === null) {
+      cluster.staleInstances.push({ slot: r.slot, transport: r.transport ?? '', process: r.process, http: r.http, since: r.started_at as Date, updatedAt: r.updated_at as Date });
+    } else {
+      // Between taking its slot and publishing itself, an instance's row (if any) is a previous run's.
+      const own = r.row && r.backend_pid === r.pid;
+      cluster.instances.push({
+        slot: r.slot,
+        role: r.leader ? 'leader' : 'standby',
+        serving: r.serving,
+        starting: !own,
+        transport: own ? r.transport : null,
+        failureMode: own ? r.failure_mode : null,
+        process: own ? r.process : null,
+        http: own ? r.http : null,
+        since: own ? r.started_at : null,
+        backendPid: r.pid,
+      });
+    }
+  }
+  return cluster;
 }
 
 export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<Status> {
@@ -143,14 +276,11 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
     [[FILTER_TRIGGER, ...LEGACY_FILTER_TRIGGERS]],
   );
   let failedEvents = 0;
-  let filterEndpoint: Status['filterEndpoint'] = null;
+  let cluster: Cluster = NO_CLUSTER;
   if (installed[0]?.ok) {
     const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from ${pg.escapeIdentifier(schema)}.failed_events where replayed_at is null`).catch(() => ({ rows: [{ n: 0 }] }));
     failedEvents = rows[0]?.n ?? 0;
-    const endpoint = await pool
-      .query<{ updated_at: Date; transport: string }>(`select updated_at, transport from ${pg.escapeIdentifier(schema)}.filter_endpoint`)
-      .catch(() => ({ rows: [] as Array<{ updated_at: Date; transport: string }> }));
-    filterEndpoint = endpoint.rows[0] ? { updatedAt: endpoint.rows[0].updated_at, transport: endpoint.rows[0].transport } : null;
+    cluster = await readCluster(pool, schema);
   }
   const slot = slots[0];
   return {
@@ -165,7 +295,7 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
     publications,
     filterTriggers: triggers.map((t) => ({ table: t.tbl, operations: t.ops })),
     failedEvents,
-    filterEndpoint,
+    ...cluster,
     newTables: await readEventTrigger(pool, schema),
   };
 }

@@ -9,13 +9,24 @@ export interface BridgeMetrics {
   actionEvents: Counter<'collection' | 'action'>;
   actionFailures: Counter<'extension'>;
   parkedEvents: Counter<'extension'>;
+  hookErrors: Counter<'extension' | 'kind'>;
   filterCalls: Histogram<'collection' | 'operation' | 'outcome'>;
   filterConnections: Gauge;
   filterUnfiltered: Counter<'reason'>;
   replicationLag: Gauge;
+  instanceInfo: Gauge<'slot' | 'role'>;
 }
 
-export function createMetrics(options: { filterConnections: () => number; replicationLag: () => Promise<number | undefined> }): BridgeMetrics {
+export interface MetricsSources {
+  filterConnections: () => number;
+  replicationLag: () => Promise<number | undefined>;
+  /** This instance's part in the cluster of bridges on its database (hookbridge_instance_info: none without it). */
+  role?: () => 'leader' | 'standby';
+  /** Its slot (undefined until its instance session first opened). */
+  slot?: () => number | undefined;
+}
+
+export function createMetrics(options: MetricsSources): BridgeMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'hookbridge_process_' });
   return {
@@ -36,6 +47,12 @@ export function createMetrics(options: { filterConnections: () => number; replic
       name: 'hookbridge_parked_events_total',
       help: 'Action events parked in failed_events after their retries',
       labelNames: ['extension'],
+      registers: [registry],
+    }),
+    hookErrors: new Counter({
+      name: 'hookbridge_hook_errors_total',
+      help: 'Unhandled rejections and uncaught exceptions contained (kind); extension is its name, (unknown) or (hookbridge)',
+      labelNames: ['extension', 'kind'],
       registers: [registry],
     }),
     filterCalls: new Histogram({
@@ -66,6 +83,19 @@ export function createMetrics(options: { filterConnections: () => number; replic
       async collect() {
         const lag = await options.replicationLag().catch(() => undefined);
         if (lag !== undefined) this.set(lag);
+      },
+    }),
+    instanceInfo: new Gauge({
+      name: 'hookbridge_instance_info',
+      help: 'Always 1: this instance\'s slot and role (leader | standby); scrape every instance, count(...{role="leader"}) is 1 in a healthy cluster',
+      labelNames: ['slot', 'role'],
+      registers: [registry],
+      collect() {
+        // One series at a time: the last role or slot goes when it changes.
+        this.reset();
+        const slot = options.slot?.();
+        const role = options.role?.();
+        if (slot !== undefined && role !== undefined) this.set({ slot: String(slot), role }, 1);
       },
     }),
   };

@@ -28,6 +28,8 @@ export interface HookRuntimeOptions {
   /** Watch the extensions folder and reload on change (EXTENSIONS_AUTO_RELOAD). */
   autoReload?: boolean;
   reloadDebounceMs?: number;
+  /** Whether schedules tick in this process now (a bridge that is not its cluster's leader says no). */
+  runSchedules?: () => boolean;
 }
 
 export interface LoadedExtension {
@@ -162,7 +164,7 @@ export class HookRuntime {
     this.registry.replaceExtensions(collected);
     await previousSchedules?.stop();
     const schedules = collected.flatMap((ext) => ext.schedules);
-    this.#schedules = new ScheduleRunner(schedules, this.#logger);
+    this.#schedules = new ScheduleRunner(schedules, this.#logger, () => this.#options.runSchedules?.() ?? true);
     if (this.#started) this.#schedules.start();
 
     for (const failure of report.failed) {

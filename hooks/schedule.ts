@@ -22,9 +22,11 @@ export function validateCronExpression(expression: unknown): string | undefined 
  * Wraps a schedule handler so that overlapping runs are skipped and errors are logged with the
  * extension's name instead of escaping into node-cron.
  */
-export function guardScheduleHandler(entry: ScheduleEntry, logger: Logger): () => Promise<void> {
+export function guardScheduleHandler(entry: ScheduleEntry, logger: Logger, active: () => boolean = () => true): () => Promise<void> {
   let running = false;
   return async () => {
+    // Several bridges on one database: only the cluster's leader runs schedules (once per tick).
+    if (!active()) return;
     if (running) {
       logger.warn({ extension: entry.extension, cron: entry.expression }, 'schedule skipped: the previous run is still going');
       return;
@@ -47,12 +49,14 @@ export class ScheduleRunner {
   constructor(
     private readonly entries: readonly ScheduleEntry[],
     private readonly logger: Logger,
+    /** Whether ticks run here now (false on a bridge that is not its cluster's leader). */
+    private readonly active: () => boolean = () => true,
   ) {}
 
   start(): void {
     if (this.#tasks.length > 0) return;
     for (const [index, entry] of this.entries.entries()) {
-      const run = guardScheduleHandler(entry, this.logger);
+      const run = guardScheduleHandler(entry, this.logger, this.active);
       const task = cron.createTask(entry.expression, run, {
         name: `${entry.extension}#${index}`,
         noOverlap: true,

@@ -10,6 +10,7 @@
  *           into a table (every connection is one the bridge opens, plus the database's own loopback)
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { hostname } from 'node:os';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookbridgeError } from '../../hooks/errors.js';
@@ -78,6 +79,13 @@ export interface FilterServiceOptions {
   metrics?: Pick<BridgeMetrics, 'filterCalls' | 'filterUnfiltered'>;
   /** Tables guarded by extensions that are not loaded: their triggers stay, their writes are refused. */
   guards?: Pick<ExtensionGuards, 'filterOperations' | 'failedFilter' | 'failedFilters' | 'onApply'>;
+  /**
+   * Whether this instance puts triggers in place (the cluster's leader does; the others only answer
+   * calls for the triggers it made). Always, when not given.
+   */
+  managesTriggers?: () => boolean;
+  /** The instance session was lost while this instance led the cluster. */
+  onLeadershipLost?: () => void;
 }
 
 export class FilterService {
@@ -106,6 +114,10 @@ export class FilterService {
   #wantedTruncate = 0;
   #requests = 0;
   #stopped = false;
+  #draining = false;
+  #http: string | undefined;
+  /** The published connection string, kept for a republish after the instance session came back in another slot. */
+  #published: { transport: 'direct' | 'notify'; conninfo: string } | undefined;
 
   constructor(options: FilterServiceOptions) {
     this.#options = options;
@@ -119,6 +131,8 @@ export class FilterService {
       schema: options.config.schema,
       tickets: options.config.filterTickets,
       logger: this.#logger,
+      onReopen: (slotChanged) => void this.#reopened(slotChanged),
+      onLeadershipLost: () => options.onLeadershipLost?.(),
     });
   }
 
@@ -149,6 +163,52 @@ export class FilterService {
 
   get tickets(): { size: number; armed: number } {
     return { size: this.#board.size, armed: this.#board.armed };
+  }
+
+  /** This instance's slot in the cluster (see sql/000013.sql), once claimed. */
+  get slot(): number | undefined {
+    return this.#board.currentSlot;
+  }
+
+  /** Writers of filtered tables can reach this instance (whoever put the triggers in place). */
+  get reachable(): boolean {
+    return this.#wanted + this.#wantedTruncate === 0 || this.#problem === undefined;
+  }
+
+  /** Whether writers may choose this instance now. */
+  get serving(): boolean {
+    return this.#board.serving;
+  }
+
+  get leading(): boolean {
+    return this.#board.leading;
+  }
+
+  /** Takes the cluster's leader lock if it is free; whether this instance leads. */
+  tryLead(): Promise<boolean> {
+    return this.#board.tryLead();
+  }
+
+  resign(): Promise<void> {
+    return this.#board.resign();
+  }
+
+  /**
+   * Stops taking filter calls (writers choose other instances) and answers those already on their
+   * way, for up to `timeoutMs`; the number left unanswered.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    clearInterval(this.#probeTimer);
+    this.#draining = true;
+    return this.#board.drain(timeoutMs);
+  }
+
+  /** What `hookbridge status` shows of this instance: where its HTTP API listens. */
+  async announce(http: string): Promise<void> {
+    this.#http = http;
+    await this.#options.pool
+      .query(`update ${pg.escapeIdentifier(this.#options.config.schema)}.filter_endpoint set http = $2 where slot = $1`, [this.#board.slot, http])
+      .catch((error: unknown) => this.#logger.warn({ err: error }, 'publishing the HTTP address failed'));
   }
 
   get triggersInSync(): boolean {
@@ -297,6 +357,11 @@ export class FilterService {
       this.#inSync = true;
       return;
     }
+    // In a cluster the leader puts triggers in place; another instance only says they differ from its hooks.
+    if (this.#options.managesTriggers?.() === false) {
+      this.#inSync = false;
+      return;
+    }
     // Never put a trigger in place that a writer could get around (dblink within its reach).
     if (wanted.size > 0) await this.#prepareDblink();
 
@@ -373,6 +438,10 @@ export class FilterService {
     const keep = untouchable(tables);
     for (const [root, entries] of have) if (!wanted.has(root) && !keep.has(root)) changes.push({ drop: entries.map((e) => e.oid) });
     if (changes.length === 0) return;
+    if (this.#options.managesTriggers?.() === false) {
+      this.#inSync = false;
+      return;
+    }
     // Never put a trigger in place that a writer could get around (dblink within its reach).
     if (changes.some((change) => change.create)) await this.#prepareDblink();
 
@@ -452,7 +521,11 @@ export class FilterService {
       const { rows } = await pool.query<{ schema: string }>(
         `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
       );
-      if (!rows[0]) await pool.query(`create extension dblink schema ${schema}`);
+      // Two bridges starting at once may both try: the loser finds it made.
+      if (!rows[0]) await pool.query(`create extension if not exists dblink schema ${schema}`).catch(async (error: unknown) => {
+        const { rowCount } = await pool.query(`select 1 from pg_extension where extname = 'dblink'`);
+        if (!rowCount) throw error;
+      });
       else if (rows[0].schema !== config.schema) await pool.query(`alter extension dblink set schema ${schema}`);
       // Best effort: as a non-owner of the functions (a superuser created the extension) this only warns,
       // which is why the check below decides.
@@ -514,7 +587,9 @@ export class FilterService {
     const problem = await this.#probeOnce();
     this.#problem = problem;
     if (problem === undefined) {
-      this.#logger.info({ transport, tickets: this.#board.size }, 'filter transport ready');
+      // Probed: writers may choose this instance from now on.
+      await this.#board.serve();
+      this.#logger.info({ transport, tickets: this.#board.size, slot: this.#board.slot }, 'filter transport ready');
       return undefined;
     }
     this.#transport = undefined;
@@ -527,24 +602,60 @@ export class FilterService {
     return problem;
   }
 
+  /** This instance's row in filter_endpoint: how writers reach it (one row per slot). */
   async #publish(transport: 'direct' | 'notify', conninfo: string): Promise<void> {
     const { config, pool } = this.#options;
-    const generation = randomInt(1, 2 ** 47);
-    await pool.query(`select pg_catalog.setval($1, $2)`, [`${pg.escapeIdentifier(config.schema)}.filter_generation`, generation]);
+    this.#published = { transport, conninfo };
     await pool.query(
       `insert into ${pg.escapeIdentifier(config.schema)}.filter_endpoint
-              (conninfo, failure_mode, timeout_ms, transport, tickets, lock_class, generation, updated_at)
-       values ($1, $2, $3, $4, $5, $6, $7, now())
-       on conflict (id) do update set conninfo = excluded.conninfo, failure_mode = excluded.failure_mode,
+              (slot, conninfo, failure_mode, timeout_ms, transport, tickets, first_ticket, lock_class, generation,
+               started_at, process, http, backend_pid, updated_at)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10, $11, $12, now())
+       on conflict (slot) do update set conninfo = excluded.conninfo, failure_mode = excluded.failure_mode,
               timeout_ms = excluded.timeout_ms, transport = excluded.transport, tickets = excluded.tickets,
-              lock_class = excluded.lock_class, generation = excluded.generation, updated_at = now()`,
-      [conninfo, config.filterFailureMode, config.filterTimeoutMs, transport, this.#board.size, this.#board.lockClass, generation],
+              first_ticket = excluded.first_ticket, lock_class = excluded.lock_class, generation = excluded.generation,
+              started_at = excluded.started_at, process = excluded.process, http = excluded.http,
+              backend_pid = excluded.backend_pid, updated_at = now()`,
+      [
+        this.#board.slot,
+        conninfo,
+        config.filterFailureMode,
+        config.filterTimeoutMs,
+        transport,
+        this.#board.size,
+        this.#board.firstTicket,
+        this.#board.lockClass,
+        randomInt(1, 2 ** 47),
+        `${hostname()}:${process.pid}`,
+        this.#http ?? null,
+        this.#board.backendPid ?? null,
+      ],
     );
+  }
+
+  /**
+   * The instance session came back (its locks were gone meanwhile: writers chose other instances). In
+   * another slot, this instance publishes itself there and listens on that slot's channel.
+   */
+  async #reopened(slotChanged: boolean): Promise<void> {
+    if (this.#stopped || !this.#published) return;
+    try {
+      if (slotChanged) {
+        this.#logger.warn({ slot: this.#board.slot }, 'the instance session came back in another slot: publishing this instance there');
+        if (this.#published.transport === 'notify') {
+          await this.#closeListener();
+          await this.#listen();
+        }
+      }
+      await this.#publish(this.#published.transport, this.#published.conninfo);
+    } catch (error) {
+      this.#logger.error({ err: error }, 'publishing this instance again failed');
+    }
   }
 
   /** Walks the writers' path now and again: /health tells whether writers can reach this bridge. */
   async #probe(): Promise<void> {
-    if (this.#stopped || !this.#transport) return;
+    if (this.#stopped || this.#draining || !this.#transport) return;
     if (this.#transport === 'notify') {
       // Answers nobody came for (their writer gave up) are kept a minute.
       await this.#options.pool
@@ -565,7 +676,8 @@ export class FilterService {
     let problem: string | undefined;
     try {
       const { rows } = await this.#options.pool.query<{ verdict: string }>(
-        `select ${pg.escapeIdentifier(this.#options.config.schema)}.filter_probe() as verdict`,
+        `select ${pg.escapeIdentifier(this.#options.config.schema)}.filter_probe($1) as verdict`,
+        [this.#board.slot],
       );
       const verdict = rows[0]?.verdict ?? '';
       if (verdict !== 'K') problem = verdict.slice(1) || 'no answer';
@@ -668,11 +780,14 @@ export class FilterService {
     listener.on('notification', (message) => void this.#answerNotify(message.payload ?? '').catch((error: unknown) => this.#logger.error({ err: error }, 'answering a filter request failed')));
     await listener.connect();
     this.#listener = listener;
-    await listener.query(`listen ${pg.escapeIdentifier(notifyChannel(this.#key ?? Buffer.alloc(0)))}`);
+    await listener.query(`listen ${pg.escapeIdentifier(notifyChannel(this.#key ?? Buffer.alloc(0), this.#board.slot))}`);
     // pg_stat_activity shows a session's last statement: not the channel's name.
     await listener.query('select 1');
     // Requests committed while no one listened (a reconnect) still wait for their answer.
-    const { rows } = await this.#options.pool.query<{ ticket: number }>(`select ticket from ${pg.escapeIdentifier(this.#options.config.schema)}.filter_requests`);
+    const { rows } = await this.#options.pool.query<{ ticket: number }>(
+      `select ticket from ${pg.escapeIdentifier(this.#options.config.schema)}.filter_requests where ticket >= $1 and ticket < $2`,
+      [this.#board.firstTicket, this.#board.firstTicket + this.#board.size],
+    );
     for (const { ticket } of rows) void this.#answerNotify(String(ticket)).catch((error: unknown) => this.#logger.error({ err: error }, 'answering a filter request failed'));
   }
 
@@ -704,7 +819,7 @@ export class FilterService {
     const schema = pg.escapeIdentifier(config.schema);
     const match = /^(\d{1,9})(?: ([0-9a-f-]{36}) )?/.exec(payload);
     const ticket = Number(match?.[1]);
-    if (!match || ticket >= this.#board.size) return;
+    if (!match || !this.#board.owns(ticket)) return;
     let request: { id: string; body: string } | undefined = match[2] ? { id: match[2], body: payload.slice(match[0].length) } : undefined;
     if (!request) {
       try {
@@ -774,9 +889,12 @@ export function signVerdict(key: Buffer, id: string, verdict: Verdict): string {
   return createHash('sha256').update(key).update(id, 'utf8').update(verdict, 'utf8').digest('hex') + verdict;
 }
 
-/** The notify transport's channel: named after the key, so that only the bridge's role can listen to it. */
-export function notifyChannel(key: Buffer): string {
-  return `hookbridge_${createHash('sha256').update(key).update('filter channel', 'utf8').digest('hex').slice(0, 40)}`;
+/**
+ * The notify transport's channel of one instance: named after the key, so that only the bridge's role
+ * can listen to it, and after the instance's slot (filter_submit in sql/000013.sql).
+ */
+export function notifyChannel(key: Buffer, slot: number): string {
+  return `hookbridge_${createHash('sha256').update(key).update('filter channel', 'utf8').digest('hex').slice(0, 40)}_${slot}`;
 }
 
 /** A libpq connection string; every value quoted, so spaces and quotes in passwords are safe. */

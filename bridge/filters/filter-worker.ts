@@ -8,7 +8,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
+import { ExtensionOrigins } from '../../hooks/extension-origin.js';
 import { HookRuntime } from '../../hooks/runtime.js';
+import { installContainment } from '../containment.js';
 import { SchemaReader, type SchemaOverview } from '../schema-overview.js';
 import { TypeCatalog } from '../typing/type-catalog.js';
 import { driverTypes } from '../typing/values.js';
@@ -23,10 +25,6 @@ if (!port) throw new Error('filter-worker.ts runs as a worker thread only');
 const post = (message: WorkerReply) => port.postMessage(message);
 // Log lines go to the main thread, which writes them with its own logger (and format).
 const logger = pino({ level: setup.logLevel, base: { worker: setup.index } }, { write: (line: string) => post({ type: 'log', line }) });
-
-// A hook's stray rejection or throw (a timer, an emitter) is logged, never the end of the worker.
-process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection in a filter hook'));
-process.on('uncaughtException', (error) => logger.error({ err: error }, 'uncaught exception in a filter hook'));
 
 const hooksPool = new pg.Pool({ ...setup.hooksConnection, max: 4, application_name: 'hookbridge:filters' });
 hooksPool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
@@ -54,6 +52,12 @@ const runtime: HookRuntime = new HookRuntime({
     services: createServices({ database: servicesDatabase, runtime, getSchema: () => schemaReader.getSchema() }),
   }),
 });
+
+// A hook's stray rejection or throw (a timer, an emitter) is logged with its extension's name, never
+// the end of the worker (the same containment as the main thread's: bridge/containment.ts).
+const origins = new ExtensionOrigins();
+runtime.onSwap((report) => origins.remember(report));
+installContainment({ logger, extensionOf: (file) => origins.extensionOf(file) });
 
 let loaded = false;
 /** Calls that came before the extensions were loaded: answered once they are. */

@@ -8,8 +8,14 @@
  * Session locks are counted, so each ticket has one state here and is only ever locked from
  * "released"/"unarmed" — arming twice would leave it held after one release and hang its next writer.
  *
- * All locks live on one dedicated connection: if it drops, Postgres releases them, every waiting writer
- * wakes at once and finds no answer (HB503), and the board reconnects and arms again.
+ * All locks live on one dedicated connection, the instance session: if it drops, Postgres releases them,
+ * every waiting writer wakes at once, finds no answer and tries another instance (or fails HB503), and
+ * the board reconnects and arms again.
+ *
+ * Several bridges share a database (see sql/000013.sql): each takes a slot of its own ("alive"(slot)),
+ * numbers its tickets from slot * 10000, takes "serving"(slot) once writers may choose it, and at most
+ * one holds "leader" (actions and schedules). A drain lets go of "serving" first, then of each ticket
+ * no writer has claimed, answering the calls already on their way.
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
@@ -28,7 +34,18 @@ export interface TicketBoardOptions {
   schema: string;
   tickets: number;
   logger: Logger;
+  /** After the instance session came back; `slotChanged` when it had to take another slot. */
+  onReopen?: (slotChanged: boolean) => void;
+  /** The instance session was lost while this instance led the cluster: it leads no more. */
+  onLeadershipLost?: () => void;
 }
+
+/** How many bridges one database can run at once. */
+export const MAX_INSTANCES = 64;
+/** Tickets of slot s are numbered from s * TICKETS_PER_SLOT (FILTER_TICKETS is at most this). */
+export const TICKETS_PER_SLOT = 10_000;
+/** The "leader" lock's second key, in the class of the "alive" locks (slots are below it). */
+export const LEADER_KEY = 65_536;
 
 /** Advisory lock class ids for one hookbridge schema: claim = base, armed = base + 1, alive = base + 2. */
 export function lockClassFor(schema: string): number {
@@ -50,6 +67,12 @@ export class TicketBoard {
   readonly #owners: number[];
   #lastToken = 0;
   #client: pg.Client | undefined;
+  /** This instance's slot, once open (kept across reconnects when it can be). */
+  #slot: number | undefined;
+  /** Writers may choose this instance (it holds "serving"). */
+  #serving = false;
+  #leading = false;
+  #draining = false;
   #rearmTimer: NodeJS.Timeout | undefined;
   #rearming = false;
   #reconnectTimer: NodeJS.Timeout | undefined;
@@ -71,6 +94,40 @@ export class TicketBoard {
     return this.#states.length;
   }
 
+  /** This instance's slot in the cluster. */
+  get slot(): number {
+    if (this.#slot === undefined) throw new Error('the instance session is not open');
+    return this.#slot;
+  }
+
+  /** This instance's slot, or undefined before the instance session first opened. */
+  get currentSlot(): number | undefined {
+    return this.#slot;
+  }
+
+  /** The first ticket number of this instance (tickets are numbered across the cluster). */
+  get firstTicket(): number {
+    return this.slot * TICKETS_PER_SLOT;
+  }
+
+  /** Whether `ticket` (a cluster-wide number) is one of this instance's. */
+  owns(ticket: number): boolean {
+    return this.#slot !== undefined && Number.isInteger(ticket) && ticket >= this.firstTicket && ticket < this.firstTicket + this.size;
+  }
+
+  /** The backend pid of the instance session (what pg_locks shows holding this instance's locks). */
+  get backendPid(): number | undefined {
+    return (this.#client as unknown as { processID?: number } | undefined)?.processID;
+  }
+
+  get leading(): boolean {
+    return this.#leading;
+  }
+
+  get serving(): boolean {
+    return this.#serving;
+  }
+
   /** Tickets a writer could claim right now. */
   get armed(): number {
     return this.#states.filter((s) => s === 'armed').length;
@@ -81,51 +138,126 @@ export class TicketBoard {
    * serves this database's filter calls.
    */
   async open(): Promise<void> {
-    const client = new pg.Client({ ...this.#options.connection, application_name: 'hookbridge:tickets' });
+    const client = new pg.Client({ ...this.#options.connection, application_name: 'hookbridge:instance' });
     client.on('error', (error) => this.#lost(client, error));
-    client.on('end', () => this.#lost(client, new Error('the ticket connection ended')));
+    client.on('end', () => this.#lost(client, new Error('the instance connection ended')));
     await client.connect();
+    const previous = this.#slot;
+    let slot: number | undefined;
     try {
-      const { rows } = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1, 0) as ok', [this.lockClass + 2]);
-      if (!rows[0]?.ok) {
-        // Any role may take advisory locks: say who holds it, so an impostor is easy to tell from a bridge.
-        const { rows: holders } = await client.query<{ pid: number; role: string | null; application: string | null }>(
-          `select l.pid, a.usename::text as role, a.application_name as application
-             from pg_catalog.pg_locks l left join pg_catalog.pg_stat_activity a on a.pid = l.pid
-            where l.locktype = 'advisory' and l.classid = $1::oid and l.objid = 0 and l.objsubid = 2 and l.granted`,
-          [this.lockClass + 2],
+      // The slot this instance had before a reconnect, if it is still free; else the lowest free one.
+      // (The scan stops at the first lock it gets: no ORDER BY, which would try every slot.)
+      if (previous !== undefined) {
+        const { rows } = await client.query<{ ok: boolean }>('select pg_catalog.pg_try_advisory_lock($1, $2) as ok', [this.lockClass + 2, previous]);
+        if (rows[0]?.ok) slot = previous;
+      }
+      if (slot === undefined) {
+        const { rows } = await client.query<{ slot: number }>(
+          `select s as slot from pg_catalog.generate_series(0, $2 - 1) s where pg_catalog.pg_try_advisory_lock($1, s) limit 1`,
+          [this.lockClass + 2, MAX_INSTANCES],
         );
-        const who = holders.map((h) => `pid ${h.pid}${h.role ? ` (role ${h.role}${h.application ? `, ${h.application}` : ''})` : ''}`).join(', ');
+        slot = rows[0]?.slot;
+      }
+      if (slot === undefined) {
         throw new HookbridgeError(
           'E_BRIDGE_RUNNING',
-          `another hookbridge already serves filter calls on this database (schema "${this.#options.schema}"; its lock is held by ${who || 'another session'}); ` +
-            'this one stops without touching it. Stop the running bridge first (a session that is not a bridge holding that lock can be ended with pg_terminate_backend), ' +
-            'or give this one its own HOOKBRIDGE_SCHEMA and HOOKBRIDGE_SLOT.',
-          { details: { holders } },
+          `${MAX_INSTANCES} hookbridge instances already serve this database (schema "${this.#options.schema}"); this one stops without touching them`,
         );
       }
+      // Each instance stamps a beat of its own: writers read it whatever their snapshot (a sequence).
+      await client.query(`create sequence if not exists ${this.#beatSequence(slot)}`);
+      await client.query(`revoke all on sequence ${this.#beatSequence(slot)} from public`);
     } catch (error) {
       client.removeAllListeners('end');
       await client.end().catch(() => undefined);
       throw error;
     }
+    this.#slot = slot;
     this.#client = client;
     this.#states.fill('unarmed');
     await this.#rearm();
     await this.#beat(client);
+    if (this.#serving) await this.#query(client, 'select pg_catalog.pg_advisory_lock($1, $2)', [this.lockClass + 3, slot]);
     clearInterval(this.#heartbeat);
     this.#heartbeat = setInterval(() => {
       if (this.#client) void this.#beat(this.#client).catch(() => undefined);
     }, HEARTBEAT_MS);
     this.#heartbeat.unref();
+    if (previous !== undefined) this.#options.onReopen?.(slot !== previous);
+  }
+
+  #beatSequence(slot: number): string {
+    return `${pg.escapeIdentifier(this.#options.schema)}.${pg.escapeIdentifier(`filter_beat_${slot}`)}`;
+  }
+
+  /** Writers may choose this instance from now on (its transport is published and probed). */
+  async serve(): Promise<void> {
+    const client = this.#client;
+    if (!client || this.#serving || this.#draining) return;
+    await this.#query(client, 'select pg_catalog.pg_advisory_lock($1, $2)', [this.lockClass + 3, this.slot]);
+    this.#serving = true;
+  }
+
+  /** Takes the leader lock if no instance holds it; whether this instance leads now. */
+  async tryLead(): Promise<boolean> {
+    const client = this.#client;
+    if (!client || this.#draining) return false;
+    if (this.#leading) return true;
+    const { rows } = await this.#query<{ ok: boolean }>(client, 'select pg_catalog.pg_try_advisory_lock($1, $2) as ok', [this.lockClass + 2, LEADER_KEY]);
+    this.#leading = rows[0]?.ok === true && client === this.#client;
+    return this.#leading;
+  }
+
+  /** Lets another instance lead. */
+  async resign(): Promise<void> {
+    const client = this.#client;
+    if (!this.#leading) return;
+    this.#leading = false;
+    if (client) await this.#query(client, 'select pg_catalog.pg_advisory_unlock($1, $2)', [this.lockClass + 2, LEADER_KEY]).catch(() => undefined);
+  }
+
+  /**
+   * Stops taking filter calls: lets go of "serving" (writers choose other instances), then disarms each
+   * ticket no writer has claimed, and answers the calls already claimed until none is left or
+   * `timeoutMs` passed. Resolves with the number of calls still unanswered then.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    this.#draining = true;
+    clearTimeout(this.#rearmTimer);
+    const client = this.#client;
+    if (!client) return 0;
+    if (this.#serving) {
+      this.#serving = false;
+      await this.#query(client, 'select pg_catalog.pg_advisory_unlock($1, $2)', [this.lockClass + 3, this.slot]).catch(() => undefined);
+    }
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const armed = this.#states.flatMap((state, ticket) => (state === 'armed' ? [this.firstTicket + ticket] : []));
+      if (armed.length > 0 && client === this.#client) {
+        try {
+          const { rows } = await this.#query<{ held: number[] }>(
+            client,
+            `select ${pg.escapeIdentifier(this.#options.schema)}.filter_disarm($1, $2::int[]) as held`,
+            [this.lockClass, armed],
+          );
+          const held = new Set(rows[0]?.held ?? []);
+          for (const ticket of armed) {
+            const index = ticket - this.firstTicket;
+            if (this.#states[index] === 'armed' && !held.has(ticket)) this.#states[index] = 'unarmed';
+          }
+        } catch (error) {
+          this.#options.logger.warn({ err: error }, 'disarming filter tickets failed');
+        }
+      }
+      const open = this.#states.filter((state) => state !== 'unarmed' && state !== 'released').length;
+      if (open === 0 || client !== this.#client || Date.now() >= deadline) return client === this.#client ? open : 0;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
   }
 
   #beat(client: pg.Client): Promise<unknown> {
     // A sequence: writers read it whatever their snapshot.
-    return this.#query(
-      client,
-      `select pg_catalog.setval('${pg.escapeIdentifier(this.#options.schema)}.filter_beat', (extract(epoch from clock_timestamp()) * 1000)::bigint)`,
-    );
+    return this.#query(client, `select pg_catalog.setval($1, (extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint)`, [this.#beatSequence(this.slot)]);
   }
 
   /**
@@ -135,11 +267,13 @@ export class TicketBoard {
    * before (that writer gave up, and a new one claimed the ticket): only the newest may wake it.
    */
   take(ticket: number): number {
-    const state = this.#states[ticket];
+    if (!this.owns(ticket)) return 0;
+    const index = ticket - this.firstTicket;
+    const state = this.#states[index];
     if (state !== 'armed' && state !== 'arming' && state !== 'busy') return 0;
-    this.#states[ticket] = 'busy';
+    this.#states[index] = 'busy';
     const token = ++this.#lastToken;
-    this.#owners[ticket] = token;
+    this.#owners[index] = token;
     return token;
   }
 
@@ -151,8 +285,9 @@ export class TicketBoard {
    * turn of the event loop go out as one statement. Resolves when the writer has been woken.
    */
   release(ticket: number, token: number, deliver?: string): Promise<void> {
-    const wake = token !== 0 && this.#states[ticket] === 'busy' && this.#owners[ticket] === token;
-    if (wake) this.#states[ticket] = 'releasing';
+    const index = ticket - (this.#slot ?? 0) * TICKETS_PER_SLOT;
+    const wake = token !== 0 && this.owns(ticket) && this.#states[index] === 'busy' && this.#owners[index] === token;
+    if (wake) this.#states[index] = 'releasing';
     if (!wake && !deliver) return Promise.resolve();
     return new Promise((resolve) => {
       this.#releases.push({ ticket: wake ? ticket : undefined, deliver, resolve });
@@ -166,7 +301,10 @@ export class TicketBoard {
     const client = this.#client;
     const tickets = batch.flatMap((r) => (r.ticket === undefined ? [] : [r.ticket]));
     // Queued below, before any arm query that could see them: from here on they count as let go.
-    for (const ticket of tickets) if (this.#states[ticket] === 'releasing') this.#states[ticket] = 'released';
+    for (const ticket of tickets) {
+      const index = ticket - this.firstTicket;
+      if (this.#states[index] === 'releasing') this.#states[index] = 'released';
+    }
     const delivers = batch.flatMap((r) => (r.deliver ? [r.deliver] : []));
     // Simple-query protocol with literal numbers: one message, no parse/bind, for the hottest statement.
     const unlock = tickets.length ? `select pg_advisory_unlock(${this.lockClass + 1}, t) from unnest('{${tickets.join(',')}}'::int[]) t` : '';
@@ -188,6 +326,8 @@ export class TicketBoard {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#leading = false;
+    this.#serving = false;
     clearInterval(this.#heartbeat);
     clearTimeout(this.#rearmTimer);
     clearTimeout(this.#reconnectTimer);
@@ -201,7 +341,7 @@ export class TicketBoard {
   }
 
   #scheduleRearm(delayMs: number): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#draining) return;
     if (this.#rearmTimer) {
       if (delayMs > 0) return;
       clearTimeout(this.#rearmTimer);
@@ -219,15 +359,18 @@ export class TicketBoard {
     // Without a connection there is nothing to arm: open() arms everything when it is back.
     if (!client) return;
     if (this.#rearming) return this.#scheduleRearm(REARM_AFTER_MS);
+    // A draining instance arms nothing again.
+    if (this.#draining) return;
     const pending = this.#states.flatMap((state, ticket) => (state === 'released' || state === 'unarmed' ? [ticket] : []));
     if (pending.length === 0) return;
+    const first = this.firstTicket;
     this.#rearming = true;
     for (const ticket of pending) this.#states[ticket] = 'arming';
     try {
       const { rows } = await this.#query<{ armed: number[] }>(
         client,
         `select ${pg.escapeIdentifier(this.#options.schema)}.filter_arm($1, $2::int[]) as armed`,
-        [this.lockClass, pending],
+        [this.lockClass, pending.map((ticket) => first + ticket)],
       );
       if (client !== this.#client) return;
       // Every ticket this session holds now (pg_locks), so a failed round can never make us lock one twice.
@@ -236,8 +379,8 @@ export class TicketBoard {
       let missing = 0;
       for (const ticket of pending) {
         if (this.#states[ticket] !== 'arming') continue;
-        this.#states[ticket] = held.has(ticket) ? 'armed' : 'released';
-        if (!held.has(ticket)) missing += 1;
+        this.#states[ticket] = held.has(first + ticket) ? 'armed' : 'released';
+        if (!held.has(first + ticket)) missing += 1;
       }
       if (missing > 0) this.#scheduleRearm(REARM_AFTER_MS);
     } catch (error) {
@@ -259,13 +402,18 @@ export class TicketBoard {
     if (client !== this.#client) return;
     this.#client = undefined;
     this.#states.fill('unarmed');
+    // Its locks went with the session: the leader lock too.
+    if (this.#leading) {
+      this.#leading = false;
+      this.#options.onLeadershipLost?.();
+    }
     if (this.#closed) return;
-    this.#options.logger.error({ err: error }, 'lost the filter ticket connection: writers get HB503 until it is back');
+    this.#options.logger.error({ err: error }, 'lost the instance connection: writers choose other instances (or get HB503) until it is back');
     const retry = () => {
       this.#reconnectTimer = undefined;
       if (this.#closed) return;
       this.open().catch((reason: unknown) => {
-        this.#options.logger.warn({ err: reason }, 'reconnecting the filter ticket connection failed');
+        this.#options.logger.warn({ err: reason }, 'reconnecting the instance connection failed');
         this.#reconnectTimer = setTimeout(retry, RECONNECT_MS);
       });
     };

@@ -2,6 +2,7 @@ import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { LEADER_KEY, lockClassFor } from '../../bridge/filters/tickets.js';
 import { runCli, startCli } from '../support/cli.js';
 import { useTestDatabase } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
@@ -124,6 +125,32 @@ describe('hookbridge CLI', () => {
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       expect(metrics).toMatch(/hookbridge_filter_call_seconds_count\{collection="articles",operation="INSERT",outcome="modified"\} 1/);
       expect(metrics).toMatch(/hookbridge_replication_lag_bytes \d+/);
+
+      // The one bridge: slot 0, leading and serving; never its connection string.
+      const running = await runCli(['status', '--json', '-e', examples], { env });
+      expect(running.code).toBe(0);
+      const { instances, staleInstances } = JSON.parse(running.stdout);
+      expect(instances).toEqual([
+        {
+          slot: 0,
+          role: 'leader',
+          serving: true,
+          starting: false,
+          transport: expect.stringMatching(/^(direct|notify)$/),
+          failureMode: 'closed',
+          process: expect.stringMatching(new RegExp(`:${String(cli.child.pid)}$`)),
+          http: `127.0.0.1:${String(port)}`,
+          since: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+          backendPid: expect.any(Number),
+        },
+      ]);
+      expect(staleInstances).toEqual([]);
+      expect(JSON.parse(running.stdout).leaderLockHeldBy).toBeNull();
+      expect(running.stdout).not.toMatch(/conninfo|password=/);
+      const text = await runCli(['status', '-e', examples], { env });
+      expect(text.stdout).toMatch(/^bridges: 1 running, 1 serving filter calls, leader: slot 0$/m);
+      expect(text.stdout).toMatch(new RegExp(`^  slot 0: leader, serving, (direct|notify), [^,]+:${String(cli.child.pid)}, http 127\\.0\\.0\\.1:${String(port)}, since `, 'm'));
+      expect((await runCli(['doctor'], { env })).stdout).toMatch(/^✓ bridges on this database: 1 running, 1 serving filter calls, leader: slot 0$/m);
     } finally {
       expect(await cli.stop('SIGTERM')).toBe(0);
     }
@@ -137,9 +164,23 @@ describe('hookbridge CLI', () => {
     expect(report.filterTriggers).toEqual([{ table: 'articles', operations: ['INSERT', 'UPDATE'] }]);
     expect(report.publications.hookbridge).toContain('public.articles');
     expect(report.extensions.loaded).toHaveLength(5);
+    // Stopped: its row stays (until the slot is reused), marked gone.
+    expect(report.instances).toEqual([]);
+    expect(report.staleInstances).toEqual([expect.objectContaining({ slot: 0, process: expect.stringMatching(new RegExp(`:${String(cli.child.pid)}$`)) })]);
+    expect((await runCli(['status', '-e', examples], { env })).stdout).toMatch(/^bridges: none running\n {2}slot 0: gone \(stale row\)/m);
+    // A session that takes the leader lock (any role may take advisory locks) is named.
+    await withClient(db.url, async (c) => {
+      const { rows } = await c.query(`select pg_backend_pid() as pid, pg_advisory_lock($1, $2)`, [lockClassFor('hookbridge') + 2, LEADER_KEY]);
+      const squatted = await runCli(['status', '--json', '-e', examples], { env });
+      expect(JSON.parse(squatted.stdout)).toMatchObject({ instances: [], leaderLockHeldBy: rows[0].pid });
+      const doctorSquatted = await runCli(['doctor'], { env });
+      expect(doctorSquatted.stdout).toMatch(new RegExp(`✗ bridges on this database: none running; backend pid ${String(rows[0].pid)} holds the leader lock`));
+      expect(doctorSquatted.code).toBe(1);
+    });
     const doctorRun = await runCli(['doctor'], { env });
     expect(doctorRun.stdout).toMatch(/✓ wal_level: logical/);
     expect(doctorRun.stdout).toMatch(/✓ dblink \(filter hooks\): installed/);
+    expect(doctorRun.stdout).toMatch(/✓ bridges on this database: none running/);
     expect(doctorRun.code).toBe(0);
 
     const dryRun = await runCli(['uninstall'], { env });

@@ -155,7 +155,11 @@ describe('nothing lost', () => {
     await waitFor(() => after.committed.length >= 100, { message: 'writer did not resume' });
     await after.stop();
     try {
-      await cli.waitForLog('replication connection lost; reconnecting');
+      // The stream came back: reconnected, or (its instance session lost too) led and started again.
+      await waitFor(
+        () => cli.logLines().some((l) => l['msg'] === 'replication connection lost; reconnecting') || cli.logLines().filter((l) => l['msg'] === 'replication streaming').length >= 2,
+        { timeoutMs: 60_000, message: () => `the replication stream never came back:\n${cli.output()}` },
+      );
       await expectAllDelivered(file, [...before.committed, ...after.committed]);
     } finally {
       expect(await cli.stop('SIGTERM')).toBe(0);

@@ -242,15 +242,28 @@ describe('filter security, with the README role setup', () => {
     }
   });
 
-  it('lets a second bridge on the same database stop without touching the running one', async () => {
-    const before = await rows(`select generation, conninfo from hookbridge.filter_endpoint`);
+  it('lets a second bridge on the same database join as a standby without touching the running one', async () => {
+    const before = await rows(`select slot, generation, conninfo from hookbridge.filter_endpoint`);
     const log = captureLogger('info');
-    const second = new Bridge(resolveConfig({ databaseUrl: urlAs(roles.bridge), extensionsPath: tb!.extensionsPath, slotName: `hb_second_${suffix}`, port: 0 }, {}), log.logger);
-    await expect(second.start()).rejects.toMatchObject({ code: 'E_BRIDGE_RUNNING' });
-    expect(await rows(`select generation, conninfo from hookbridge.filter_endpoint`)).toEqual(before);
+    const second = new Bridge(resolveConfig({ databaseUrl: urlAs(roles.bridge), extensionsPath: tb!.extensionsPath, slotName: `hb_second_${suffix}`, port: 0, filterWorkers: 0 }, {}), log.logger);
+    try {
+      await second.start();
+      expect(second.role).toBe('standby');
+      // Its own row, in a slot of its own; the running bridge's row as it was.
+      const after = await rows(`select slot, generation, conninfo from hookbridge.filter_endpoint`);
+      expect(after).toEqual(expect.arrayContaining(before));
+      expect(after).toHaveLength(before.length + 1);
+      expect(tb!.bridge.healthy).toBe(true);
+      expect(tb!.bridge.role).toBe('leader');
+      expect(await outcome(asWriter(), `insert into items (title) values ('still filtered')`)).toBe('ok');
+      expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`)).toBe('HB400');
+      // A standby streams nothing: its (differently named) slot was never made.
+      expect(await rows(`select count(*)::int as n from pg_replication_slots where slot_name = 'hb_second_${suffix}'`)).toEqual([{ n: 0 }]);
+    } finally {
+      await second.stop();
+    }
     expect(tb!.bridge.healthy).toBe(true);
-    expect(await outcome(asWriter(), `insert into items (title) values ('still filtered')`)).toBe('ok');
-    expect(await rows(`select count(*)::int as n from pg_replication_slots where slot_name = 'hb_second_${suffix}'`)).toEqual([{ n: 0 }]);
+    expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`)).toBe('HB400');
   });
 
   it('refuses to install filter triggers while a writer could reach dblink, saying what to run', async () => {
@@ -274,7 +287,9 @@ describe('filter security, with the README role setup', () => {
 
   it("never sends a row to, nor takes a verdict from, a process squatting on a dead bridge's port (direct transport)", async () => {
     const lockClass = lockClassFor('hookbridge');
-    const endpoint = (await rows(`select conninfo from hookbridge.filter_endpoint`))[0] as { conninfo: string };
+    // The running bridge's row (a standby that came and went left its own).
+    expect(tb!.bridge.filters?.slot).toBe(0);
+    const endpoint = (await rows(`select conninfo from hookbridge.filter_endpoint where slot = 0`))[0] as { conninfo: string };
     const oldPassword = /password='([^']*)'/.exec(endpoint.conninfo)?.[1] ?? '';
     await tb!.stop();
 
@@ -304,12 +319,14 @@ describe('filter security, with the README role setup', () => {
       },
     });
     try {
+      // Alive and serving in slot 0, and slot 0's tickets armed.
       await squatter.query(`select pg_advisory_lock($1, 0)`, [lockClass + 2]);
+      await squatter.query(`select pg_advisory_lock($1, 0)`, [lockClass + 3]);
       await squatter.query(`select pg_advisory_lock($1, t) from generate_series(0, 63) t`, [lockClass + 1]);
       await fake.listen();
       // A writer checks the bridge's heartbeat (which only the bridge's role can stamp) before it
       // connects, so the squatter must strike within a second of the bridge's death: make that second last.
-      await withClient(db.url, (c) => c.query(`select setval('hookbridge.filter_beat', (extract(epoch from now()) * 1000 + 60000)::bigint)`));
+      await withClient(db.url, (c) => c.query(`select setval('hookbridge.filter_beat_0', (extract(epoch from now()) * 1000 + 60000)::bigint)`));
       expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`)).toBe('HB503');
       // It was asked to prove it holds the key, could not, and never saw the row.
       expect(greetings).toHaveLength(1);

@@ -61,12 +61,15 @@ describe('conninfo', () => {
 });
 
 describe('notifyChannel and lockClassFor', () => {
-  it('name the channel after the key, as filter_submit does, within an identifier', () => {
+  it('name the channel after the key and the instance, as filter_submit does, within an identifier', () => {
     const key = randomBytes(32);
-    const channel = notifyChannel(key);
-    expect(channel).toMatch(/^hookbridge_[0-9a-f]{40}$/);
-    expect(channel).toBe(`hookbridge_${createHash('sha256').update(Buffer.concat([key, Buffer.from('filter channel')])).digest('hex').slice(0, 40)}`);
-    expect(notifyChannel(randomBytes(32))).not.toBe(channel);
+    const channel = notifyChannel(key, 0);
+    expect(channel).toMatch(/^hookbridge_[0-9a-f]{40}_0$/);
+    expect(channel).toBe(`hookbridge_${createHash('sha256').update(Buffer.concat([key, Buffer.from('filter channel')])).digest('hex').slice(0, 40)}_0`);
+    expect(notifyChannel(randomBytes(32), 0)).not.toBe(channel);
+    expect(notifyChannel(key, 1)).not.toBe(channel);
+    // Postgres truncates identifiers past 63 bytes: the last slot's channel still fits.
+    expect(Buffer.byteLength(notifyChannel(key, 63))).toBeLessThanOrEqual(63);
   });
 
   it('give each schema lock classes of its own, clear of int4 overflow', () => {
@@ -74,7 +77,8 @@ describe('notifyChannel and lockClassFor', () => {
       const base = lockClassFor(schema);
       expect(base % 4).toBe(0);
       expect(base).toBeGreaterThan(0);
-      expect(base + 2).toBeLessThan(2 ** 31);
+      // claim, armed, alive/leader, serving: base .. base + 3
+      expect(base + 3).toBeLessThan(2 ** 31);
     }
     expect(lockClassFor('hookbridge')).toBe(lockClassFor('hookbridge'));
     expect(lockClassFor('hookbridge')).not.toBe(lockClassFor('other'));
