@@ -16,6 +16,7 @@ import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { checkExtensionsPath, redactUrl, type Config } from './config.js';
 import { ExtensionGuards } from './extension-guards.js';
 import { internalConnection, openDatabase, withSessionSettings, type OpenedDatabase } from './database.js';
+import { readCluster } from './inspect.js';
 import { migrate } from './migrate.js';
 import { NewTables } from './new-tables.js';
 import { FilterService } from './filters/filter-service.js';
@@ -26,12 +27,15 @@ import { createServices } from './services/items-service.js';
 import { driverTypes } from './typing/values.js';
 import { ActionStream } from './replication/action-stream.js';
 import { listUserTables } from './replication/publication.js';
+import { ensureSlot } from './replication/setup.js';
 
 /** How often a standby tries for the leader lock (a dead leader's session ends at once, so takeover takes about this long). */
 const LEADER_POLL_MS = 1_000;
 /** How long a new leader waits for the last one's walsender to let go of the slot. */
 const SLOT_WAIT_MS = 30_000;
 const SLOT_RETRY_MS = 250;
+/** How often a standby looks at who holds the leader lock. */
+const LEADER_CHECK_MS = 10_000;
 
 export interface DatabaseInfo {
   serverVersion: string;
@@ -74,6 +78,9 @@ export class Bridge {
   /** Standbys try for the leader lock this often. */
   #leaderTimer: NodeJS.Timeout | undefined;
   #leadership: Promise<void> = Promise.resolve();
+  /** Who leads, as this standby last looked: a bridge's slot, or a session that is no bridge. */
+  #leaderSeen: { slot: number } | { heldBy: number } | null = null;
+  #leaderCheckedAt = 0;
   #since = new Date();
 
   constructor(
@@ -86,7 +93,7 @@ export class Bridge {
       env: config.env,
       autoReload: config.extensionsAutoReload,
       // Once per tick for the whole cluster: on its leader.
-      runSchedules: () => this.#role === 'leader',
+      runSchedules: () => this.#leads,
       provide: () => ({
         database: this.#database,
         getSchema: () => this.getSchema(),
@@ -120,6 +127,8 @@ export class Bridge {
     return {
       status: healthy ? 'ok' : 'unavailable',
       role: this.#role,
+      // A standby's view of who leads (null: nobody, for a moment, or not looked yet).
+      leader: this.#role === 'leader' ? { slot: filters?.slot ?? null } : this.#leaderSeen,
       instance: { slot: filters?.slot ?? null, since: this.#since.toISOString(), serving: filters?.serving ?? false },
       replication: {
         streaming: actions?.streaming ?? false,
@@ -155,6 +164,11 @@ export class Bridge {
     if (this.#stopping) return false;
     if (this.#role === 'standby') return this.#filters?.reachable ?? false;
     return (this.#actions?.healthy ?? false) && (this.#filters?.healthy ?? false);
+  }
+
+  /** Leads now: the role, and the lock still held (a lost session takes it before the role follows). */
+  get #leads(): boolean {
+    return this.#role === 'leader' && this.#filters?.leading === true;
   }
 
   /** `leader` or `standby` in the cluster of bridges on this database. */
@@ -231,7 +245,7 @@ export class Bridge {
       schema: () => this.#latestSchema,
       metrics: this.metrics,
       guards: this.#guards,
-      managesTriggers: () => this.#role === 'leader',
+      managesTriggers: () => this.#leads,
       onLeadershipLost: () => void this.#stepDown('the instance session was lost'),
     });
     // A slot in the cluster (several bridges may serve one database).
@@ -253,7 +267,11 @@ export class Bridge {
     }
     await this.#filters.start();
     if (this.#role === 'leader') await this.#startActions();
-    else this.logger.info({ slot: this.#filters.slot }, 'another bridge leads this database: joining as a standby (filter calls only; taking over when the leader goes)');
+    else {
+      this.logger.info({ slot: this.#filters.slot }, 'another bridge leads this database: joining as a standby (filter calls only; taking over when the leader goes)');
+      // The slot keeps changes from now on even while no bridge leads (none has yet, on a new database).
+      await ensureSlot(this.#pool, this.config.slotName).catch((error: unknown) => this.logger.warn({ err: error }, 'making sure the replication slot exists failed'));
+    }
     this.#leaderTimer = setInterval(() => void this.#tryLeading(), LEADER_POLL_MS);
     this.#leaderTimer.unref();
     this.#http = await startHttp({
@@ -283,6 +301,7 @@ export class Bridge {
   async #startActions(): Promise<void> {
     const pool = this.#pool;
     if (!pool || !this.#connection) return;
+    const deadline = Date.now() + SLOT_WAIT_MS;
     for (let attempt = 1; ; attempt += 1) {
       const actions = new ActionStream({
         config: this.config,
@@ -296,18 +315,28 @@ export class Bridge {
         guards: this.#guards,
       });
       this.#actions = actions;
+      let started = false;
       try {
         await actions.start();
-        return;
+        started = true;
       } catch (error) {
         this.#actions = undefined;
         await actions.stop(0).catch(() => undefined);
         // 55006 object_in_use: "replication slot ... is active for PID ...": the last leader's walsender has not ended yet.
         const busy = (error as { code?: unknown }).code === '55006';
-        if (!busy || attempt * SLOT_RETRY_MS >= SLOT_WAIT_MS || this.#role !== 'leader' || this.#stopping) throw error;
+        // The leader lock may have gone meanwhile (its session lost): then another instance leads.
+        if (!busy || Date.now() >= deadline || this.#filters?.leading !== true || this.#stopping) throw error;
         if (attempt === 1) this.logger.info({ slot: this.config.slotName }, 'the replication slot is still in use (the last leader\'s session ending?): waiting for it');
         await new Promise((resolve) => setTimeout(resolve, SLOT_RETRY_MS));
       }
+      if (!started) continue;
+      // Led no more while it started (the instance session went): stop at once, another leads.
+      if (this.#filters?.leading !== true) {
+        this.#actions = undefined;
+        await actions.stop();
+        throw new Error('the leader lock was lost while the action stream started');
+      }
+      return;
     }
   }
 
@@ -316,7 +345,7 @@ export class Bridge {
     this.#leadership = this.#leadership.then(async () => {
       const filters = this.#filters;
       if (this.#role === 'leader' || this.#stopping || !filters || !this.#newTables || !this.#guards) return;
-      if (!(await filters.tryLead().catch(() => false))) return;
+      if (!(await filters.tryLead().catch(() => false))) return this.#lookAtLeader();
       this.#role = 'leader';
       this.logger.info({ slot: filters.slot }, 'this bridge leads the database now: streaming action events and running schedules');
       try {
@@ -330,6 +359,27 @@ export class Bridge {
       }
     });
     return this.#leadership;
+  }
+
+  /**
+   * Who holds the leader lock, looked at now and again by a standby: any role may take advisory locks,
+   * and a session that is no bridge holding it would stop action hooks and schedules for good.
+   */
+  async #lookAtLeader(): Promise<void> {
+    const pool = this.#pool;
+    if (!pool || Date.now() < this.#leaderCheckedAt + LEADER_CHECK_MS) return;
+    this.#leaderCheckedAt = Date.now();
+    const cluster = await readCluster(pool, this.config.schema).catch(() => undefined);
+    if (!cluster) return;
+    const leader = cluster.instances.find((i) => i.role === 'leader');
+    const heldBy = cluster.leaderLockHeldBy;
+    if (heldBy !== null && !(this.#leaderSeen && 'heldBy' in this.#leaderSeen && this.#leaderSeen.heldBy === heldBy)) {
+      this.logger.error(
+        { pid: heldBy },
+        `a session that is no bridge holds hookbridge's leader lock: no bridge streams action events or runs schedules while it does; as a superuser: select pg_terminate_backend(${heldBy})`,
+      );
+    }
+    this.#leaderSeen = heldBy !== null ? { heldBy } : leader ? { slot: leader.slot } : null;
   }
 
   /** Stops the leader's work (the lock is gone, or being handed over). */

@@ -85,8 +85,18 @@ export function buildProgram(): Command {
     // and never ends the process (filter hooks on worker threads: filter-worker.ts does the same there).
     const origins = new ExtensionOrigins();
     bridge.runtime.onSwap((report) => origins.remember(report));
-    installContainment({ logger, extensionOf: (file) => origins.extensionOf(file), errors: bridge.metrics.hookErrors });
     let stopping = false;
+    let exitCode = 0;
+    installContainment({
+      logger,
+      extensionOf: (file) => origins.extensionOf(file),
+      errors: bridge.metrics.hookErrors,
+      // A bug of hookbridge's own may have broken the bridge while it keeps its locks: drain and go.
+      onOwnBug: () => {
+        exitCode = 70;
+        shutdown('internal error');
+      },
+    });
     const shutdown = (signal: string) => {
       if (stopping) {
         logger.warn({ signal }, 'second signal: exiting now; unfinished action events are delivered again after the next start');
@@ -101,7 +111,7 @@ export function buildProgram(): Command {
         process.exit(1);
       }, 30_000).unref();
       bridge.stop().then(
-        () => process.exit(0),
+        () => process.exit(exitCode),
         (error) => {
           logger.error({ err: error }, 'shutdown failed');
           process.exit(1);

@@ -12,9 +12,10 @@
  * inside one extension's call (a pooled connection) keeps that store for all its later callbacks.
  *
  * An uncaught exception with no extension frame but hookbridge's own code on the stack is a bug of
- * ours, and the callback it broke may have left state half changed. The bridge still keeps serving
- * (exiting would fail every filtered write until something restarts it, and a hook's error misread as
- * ours would end the process after all), but logs it at `fatal` so that it is seen and restarted.
+ * ours, and the callback it broke may have left state half changed (a ticket never released, a
+ * listener gone) while the process keeps its locks: writers would keep choosing it and no standby
+ * could take its place. It is logged at `fatal` and `onOwnBug` is called: the CLI drains the bridge
+ * and exits, so that other instances (or a restart) take over.
  */
 import { isAbsolute, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +43,8 @@ export interface ContainmentOptions {
   errors?: Counter<'extension' | 'kind'>;
   /** hookbridge's own package folder (default: the running copy's). */
   ownRoot?: string;
+  /** Called after an uncaught exception of hookbridge's own code was logged. */
+  onOwnBug?: () => void;
 }
 
 /** Installs the process handlers; returns their removal. */
@@ -77,6 +80,13 @@ export function installContainment(options: ContainmentOptions): () => void {
         }
       }
     }
+    if (kind === 'uncaught_exception' && found.source === 'hookbridge') {
+      try {
+        options.onOwnBug?.();
+      } catch {
+        // the log line above is what is left
+      }
+    }
   };
   const onRejection = (reason: unknown) => contain('unhandled_rejection', reason);
   const onException = (error: unknown) => contain('uncaught_exception', error);
@@ -97,7 +107,7 @@ const MESSAGES: Record<ErrorKind, Record<ErrorSource, string>> = {
   uncaught_exception: {
     extension: 'uncaught exception in an extension (outside its handlers); the bridge goes on',
     unknown: 'uncaught exception from an unknown source; the bridge goes on',
-    hookbridge: 'uncaught exception in hookbridge itself (please report it); the bridge goes on but may be broken: restart it',
+    hookbridge: 'uncaught exception in hookbridge itself (please report it); the bridge stops (other instances, or a restart, take over)',
   },
 };
 

@@ -181,7 +181,7 @@ type Cluster = Pick<Status, 'instances' | 'staleInstances' | 'leaderLockHeldBy'>
  * that session holds "leader" too, serving = "serving"(slot) is held. Writers take these locks shared
  * for a moment to test them: only exclusive holds count. Advisory locks are per database.
  */
-async function readCluster(pool: pg.Pool, schema: string): Promise<Cluster> {
+export async function readCluster(pool: pg.Pool, schema: string): Promise<Cluster> {
   return readInstances(pool, schema).catch((error: { code?: string }) => {
     // No schema yet, or one from before sql/000013.sql (no slots): nothing to list until a bridge migrates it.
     if (error.code === '42703' || error.code === '42P01' || error.code === '3F000') return NO_CLUSTER;

@@ -77,7 +77,40 @@ end
 $$;
 revoke all on function :"schema".filter_disarm(int, int[]) from public;
 
--- Per-instance sequences (filter_beat_<slot>) replace these: one beat per instance.
+-- Each instance stamps a beat of its own (filter_beat_<slot>, made by the instance): a sequence, read
+-- whatever the reader's snapshot. 0 for a slot that never had one.
+create or replace function :"schema".filter_beat_of(p_slot int) returns bigint
+  language plpgsql
+  volatile
+  set search_path = pg_catalog, :"schema", pg_temp
+as $$
+declare
+  beat bigint;
+begin
+  execute format('select last_value from %I', 'filter_beat_' || p_slot) into beat;
+  return beat;
+exception when undefined_table then
+  return 0;
+end
+$$;
+revoke all on function :"schema".filter_beat_of(int) from public;
+
+-- Whether the instance published in a row holds a lock of its own: the session whose pid it published
+-- holds it exclusively. Any role may take advisory locks, so a lock held by anyone else proves
+-- nothing (pg_locks: a slower read, for the rare paths only).
+create or replace function :"schema".filter_held_by(p_pid int, p_class int, p_key int) returns boolean
+  language sql
+  stable
+  set search_path = pg_catalog, pg_temp
+as $$
+  select exists (select 1 from pg_locks l
+                  where l.locktype = 'advisory' and l.pid = p_pid and l.granted and l.mode = 'ExclusiveLock'
+                    and l.database = (select d.oid from pg_database d where d.datname = current_database())
+                    and l.classid = p_class::oid and l.objid = p_key::oid and l.objsubid = 2)
+$$;
+revoke all on function :"schema".filter_held_by(int, int, int) from public;
+
+-- The old single-endpoint entry points.
 drop function if exists :"schema".filter_probe();
 drop function if exists :"schema".filter_call(text);
 
@@ -142,28 +175,30 @@ begin
         budget := ep.timeout_ms;
         deadline := clock_timestamp() + make_interval(secs => ep.timeout_ms / 1000.0 + 0.5);
       end if;
-      -- Serving? A draining or dead instance's lock is free: not chosen.
-      if p_slot is null and pg_try_advisory_lock_shared(ep.lock_class + 3, ep.slot) then
-        perform pg_advisory_unlock_shared(ep.lock_class + 3, ep.slot);
-        continue instances;
+      -- One deadline for every try: past it, say what the last instance tried said (or time out).
+      if clock_timestamp() >= deadline then
+        return coalesce(last, 'Tthe bridge did not answer within ' || budget || ' ms');
       end if;
       -- Connections are named after the instance's run: one to a previous run is never used.
       conn := 'hookbridge_' || ep.transport || '_' || ep.slot || '_' || ep.generation;
-      if ep.transport = 'direct' and not coalesce(conn = any (dblink_get_connections()), false) then
-        -- From PostgreSQL 17 dblink connects asynchronously and no longer honours connect_timeout:
-        -- never connect to an instance whose beat is stale (stopped, frozen).
-        begin
-          execute format('select last_value from filter_beat_%s', ep.slot) into beat;
-        exception when undefined_table then
-          beat := 0;
-        end;
-        if beat < extract(epoch from clock_timestamp()) * 1000 - 1000 then
-          last := 'Tthe bridge is not responding';
-          tried := tried || ep.slot;
+      -- Every lock test below is inside this block: a cancel (statement_timeout, pg_cancel_backend)
+      -- wherever it strikes leaves no lock behind (see the handlers).
+      begin
+        -- Serving? A draining or dead instance's lock is free: not chosen.
+        if p_slot is null and pg_try_advisory_lock_shared(ep.lock_class + 3, ep.slot) then
+          perform pg_advisory_unlock_shared(ep.lock_class + 3, ep.slot);
           continue instances;
         end if;
-      end if;
-      begin
+        if ep.transport = 'direct' and not coalesce(conn = any (dblink_get_connections()), false) then
+          -- From PostgreSQL 17 dblink connects asynchronously and no longer honours connect_timeout:
+          -- never connect to an instance whose beat is stale (stopped, frozen).
+          beat := filter_beat_of(ep.slot);
+          if beat < extract(epoch from clock_timestamp()) * 1000 - 1000 then
+            last := 'Tthe bridge is not responding';
+            tried := tried || ep.slot;
+            continue instances;
+          end if;
+        end if;
         -- Claim a free ticket the instance has armed: the one after this session's last (the bridge
         -- re-arms released tickets in batches, behind the writers), else where the pid points, so that
         -- concurrent writers rarely try the same one. The hint is only where the search starts.
@@ -205,7 +240,8 @@ begin
                         where c ~ ('^hookbridge_(direct|notify)_' || ep.slot || '_') or c ~ '^hookbridge_(direct|notify)_[0-9]+$' loop
             perform dblink_disconnect(other);
           end loop;
-          perform dblink_connect(conn, ep.conninfo);
+          -- libpq takes a keyword's last value: no longer than what is left of the deadline.
+          perform dblink_connect(conn, ep.conninfo || ' connect_timeout=' || greatest(2, ceil(extract(epoch from deadline - clock_timestamp())))::int);
           if ep.transport = 'direct' then
             -- Before any row goes out, the server proves it holds the key.
             raw := md5(gen_random_uuid()::text);
@@ -299,6 +335,23 @@ begin
             tried := tried || ep.slot;
             continue instances;
           end if;
+          -- An instance frozen (SIGSTOP, a stalled host) keeps its locks but stops its beat: when
+          -- another instance serves, go there (this one may still run the filter when it wakes).
+          -- (Nested IFs: only a wait that ran out its slice pays for these reads.)
+          if not woke and p_slot is null then
+            if filter_beat_of(ep.slot) < extract(epoch from clock_timestamp()) * 1000 - 1000
+               and exists (select 1 from filter_endpoint o
+                            where o.slot <> ep.slot and not (o.slot = any (tried)) and o.tickets > 0
+                              and filter_held_by(o.backend_pid, o.lock_class + 3, o.slot)) then
+              if ep.transport = 'direct' then
+                perform dblink_disconnect(conn);
+              end if;
+              perform pg_advisory_unlock(ep.lock_class, claimed);
+              last := 'Tthe bridge stopped responding';
+              tried := tried || ep.slot;
+              continue instances;
+            end if;
+          end if;
           if woke then
             perform pg_sleep(0.001);
           end if;
@@ -309,16 +362,18 @@ begin
         when query_canceled then
           -- statement_timeout or pg_cancel_backend, wherever it struck: leave no lock and no half-used
           -- connection behind (pg_locks says what this session holds, whatever the variables say).
-          perform pg_advisory_unlock_shared(ep.lock_class + 1, l.objid::int) from pg_locks l
-            where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = (ep.lock_class + 1)::oid and l.objsubid = 2 and l.mode = 'ShareLock';
+          perform pg_advisory_unlock_shared(l.classid::int, l.objid::int) from pg_locks l
+            where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int8 between ep.lock_class + 1 and ep.lock_class + 3
+              and l.objsubid = 2 and l.mode = 'ShareLock';
           perform pg_advisory_unlock(ep.lock_class, l.objid::int) from pg_locks l
             where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = ep.lock_class::oid and l.objsubid = 2 and l.mode = 'ExclusiveLock';
           if coalesce(conn = any (dblink_get_connections()), false) then perform dblink_disconnect(conn); end if;
           raise;
         when others then
           get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
-          perform pg_advisory_unlock_shared(ep.lock_class + 1, l.objid::int) from pg_locks l
-            where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = (ep.lock_class + 1)::oid and l.objsubid = 2 and l.mode = 'ShareLock';
+          perform pg_advisory_unlock_shared(l.classid::int, l.objid::int) from pg_locks l
+            where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int8 between ep.lock_class + 1 and ep.lock_class + 3
+              and l.objsubid = 2 and l.mode = 'ShareLock';
           perform pg_advisory_unlock(ep.lock_class, l.objid::int) from pg_locks l
             where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = ep.lock_class::oid and l.objsubid = 2 and l.mode = 'ExclusiveLock';
           if coalesce(conn = any (dblink_get_connections()), false) then
@@ -406,14 +461,12 @@ begin
     when 'K', 'M', 'W', 'E' then
       return verdict;
     when 'U' then
-      -- Several bridges: open only when every running instance is in open mode (none running: the
-      -- last one started). pg_locks tells which run: each holds its "alive" lock (see above).
+      -- Several bridges: open only when every running instance is in open mode — running as its own
+      -- session says (a lock anyone else holds proves nothing) — and, with none running, only when
+      -- every instance published is (the leader prunes the rows of stopped ones).
       if coalesce((select bool_and(e.failure_mode = 'open') from filter_endpoint e
-                    where exists (select 1 from pg_locks l
-                                   where l.locktype = 'advisory' and l.database = (select d.oid from pg_database d where d.datname = current_database())
-                                     and l.classid = (e.lock_class + 2)::oid and l.objid = e.slot::oid and l.objsubid = 2
-                                     and l.mode = 'ExclusiveLock' and l.granted)),
-                  (select e.failure_mode = 'open' from filter_endpoint e order by e.started_at desc limit 1),
+                    where filter_held_by(e.backend_pid, e.lock_class + 2, e.slot)),
+                  (select bool_and(e.failure_mode = 'open') from filter_endpoint e),
                   false) then
         begin
           perform pg_logical_emit_message(false, 'hookbridge.unfiltered',

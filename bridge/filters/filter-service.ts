@@ -288,6 +288,7 @@ export class FilterService {
   sync(tables: UserTable[]): Promise<void> {
     return this.#syncs.run(
       async () => {
+        await this.#pruneStoppedInstances();
         await this.#syncNow(tables);
         await this.#syncTruncateTriggers(tables);
       },
@@ -296,6 +297,23 @@ export class FilterService {
         this.#logger.error({ err: error }, 'filter trigger sync failed');
       },
     );
+  }
+
+  /**
+   * The leader deletes the rows of instances that stopped (no session holds their slot's "alive"
+   * lock): writers stop looking at them, and open mode is decided by the instances of late.
+   */
+  async #pruneStoppedInstances(): Promise<void> {
+    if (this.#options.managesTriggers?.() === false) return;
+    await this.#options.pool
+      .query(
+        `delete from ${pg.escapeIdentifier(this.#options.config.schema)}.filter_endpoint e
+          where not exists (select 1 from pg_catalog.pg_locks l
+                             where l.locktype = 'advisory' and l.granted and l.mode = 'ExclusiveLock'
+                               and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
+                               and l.classid = (e.lock_class + 2)::oid and l.objid = e.slot::oid and l.objsubid = 2)`,
+      )
+      .catch((error: unknown) => this.#logger.warn({ err: error }, 'pruning the rows of stopped bridges failed'));
   }
 
   #wantedTables(tables: UserTable[]): Map<number, { table: UserTable; events: string[] }> {
@@ -647,7 +665,9 @@ export class FilterService {
           await this.#listen();
         }
       }
+      // Its row again (the instance session's pid changed), then, in a new slot, writers may choose it.
       await this.#publish(this.#published.transport, this.#published.conninfo);
+      if (slotChanged && !this.#draining) await this.#board.serve();
     } catch (error) {
       this.#logger.error({ err: error }, 'publishing this instance again failed');
     }

@@ -71,6 +71,9 @@ export class TicketBoard {
   #slot: number | undefined;
   /** Writers may choose this instance (it holds "serving"). */
   #serving = false;
+  /** serve() was asked for: "serving" is taken (again) whenever this session can. */
+  #wantServing = false;
+  #serveTimer: NodeJS.Timeout | undefined;
   #leading = false;
   #draining = false;
   #rearmTimer: NodeJS.Timeout | undefined;
@@ -177,7 +180,10 @@ export class TicketBoard {
     this.#states.fill('unarmed');
     await this.#rearm();
     await this.#beat(client);
-    if (this.#serving) await this.#query(client, 'select pg_catalog.pg_advisory_lock($1, $2)', [this.lockClass + 3, slot]);
+    this.#serving = false;
+    // Back in its slot, it serves again at once (its row still says how to reach it); in another slot,
+    // only once the row there is published (onReopen, then serve()).
+    if (this.#wantServing && slot === previous) await this.#takeServing();
     clearInterval(this.#heartbeat);
     this.#heartbeat = setInterval(() => {
       if (this.#client) void this.#beat(this.#client).catch(() => undefined);
@@ -192,10 +198,38 @@ export class TicketBoard {
 
   /** Writers may choose this instance from now on (its transport is published and probed). */
   async serve(): Promise<void> {
+    this.#wantServing = true;
+    await this.#takeServing();
+  }
+
+  /**
+   * Takes "serving" without waiting: any role may hold an advisory lock, and a blocking lock request
+   * would stall this session's queue (every answer's wake-up) behind whoever holds it. Held by someone
+   * else, it is logged with the holder and tried again every second.
+   */
+  async #takeServing(): Promise<void> {
+    clearTimeout(this.#serveTimer);
     const client = this.#client;
-    if (!client || this.#serving || this.#draining) return;
-    await this.#query(client, 'select pg_catalog.pg_advisory_lock($1, $2)', [this.lockClass + 3, this.slot]);
-    this.#serving = true;
+    if (!client || this.#serving || this.#draining || this.#closed || !this.#wantServing) return;
+    const { rows } = await this.#query<{ ok: boolean }>(client, 'select pg_catalog.pg_try_advisory_lock($1, $2) as ok', [this.lockClass + 3, this.slot]);
+    if (client !== this.#client) return;
+    if (rows[0]?.ok) {
+      this.#serving = true;
+      return;
+    }
+    const { rows: holders } = await this.#query<{ pid: number }>(
+      client,
+      `select l.pid from pg_catalog.pg_locks l
+        where l.locktype = 'advisory' and l.granted and l.classid = $1::oid and l.objid = $2::oid and l.objsubid = 2
+          and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())`,
+      [this.lockClass + 3, this.slot],
+    ).catch(() => ({ rows: [] as Array<{ pid: number }> }));
+    this.#options.logger.error(
+      { slot: this.slot, holders: holders.map((h) => h.pid) },
+      "another session holds this instance's serving lock: writers do not choose it until that session lets go (pg_terminate_backend on its pid)",
+    );
+    this.#serveTimer = setTimeout(() => void this.#takeServing().catch(() => undefined), 1_000);
+    this.#serveTimer.unref();
   }
 
   /** Takes the leader lock if no instance holds it; whether this instance leads now. */
@@ -223,7 +257,9 @@ export class TicketBoard {
    */
   async drain(timeoutMs: number): Promise<number> {
     this.#draining = true;
+    this.#wantServing = false;
     clearTimeout(this.#rearmTimer);
+    clearTimeout(this.#serveTimer);
     const client = this.#client;
     if (!client) return 0;
     if (this.#serving) {
@@ -328,6 +364,8 @@ export class TicketBoard {
     this.#closed = true;
     this.#leading = false;
     this.#serving = false;
+    this.#wantServing = false;
+    clearTimeout(this.#serveTimer);
     clearInterval(this.#heartbeat);
     clearTimeout(this.#rearmTimer);
     clearTimeout(this.#reconnectTimer);

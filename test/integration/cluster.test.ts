@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { LEADER_KEY, lockClassFor } from '../../bridge/filters/tickets.js';
 import { dropTestSlot } from '../support/bridge.js';
 import { startCli, type RunningCli } from '../support/cli.js';
 import { useTestDatabase } from '../support/database.js';
@@ -256,4 +257,106 @@ describe('several bridges: one cluster', () => {
     const after = (await lines(c.ticks)).slice(handover).map((line) => Number(line.split(' ')[1]));
     expect(new Set(after)).toEqual(new Set([b.child.pid]));
   }, 120_000);
+
+  it('say so when a session that is no bridge holds the leader lock, and lead once it is gone', async () => {
+    await createTable();
+    await withClient(db.url, (client) => client.query(`truncate cluster_items`));
+    // Any role may take advisory locks: an impostor takes the leader lock before any bridge runs.
+    const impostor = new pg.Client({ connectionString: db.url });
+    await impostor.connect();
+    try {
+      // A bridge ran before (its triggers and slot are in place), then the impostor strikes.
+      const c = await cluster('notify');
+      expect(await (await c.start('first')).stop('SIGTERM')).toBe(0);
+      await impostor.query(`select pg_advisory_lock($1, $2)`, [lockClassFor('hookbridge') + 2, LEADER_KEY]);
+      const { rows } = await impostor.query<{ pid: number }>(`select pg_backend_pid() as pid`);
+      const a = await c.start('a');
+      expect(roleOf(a)).toBe('standby');
+      const line = await a.waitForLog(
+        `a session that is no bridge holds hookbridge's leader lock: no bridge streams action events or runs schedules while it does; as a superuser: select pg_terminate_backend(${rows[0]?.pid})`,
+        15_000,
+      );
+      expect(line['pid']).toBe(rows[0]?.pid);
+      // Filter calls are served all the same.
+      await withClient(db.url, (client) => client.query(`insert into cluster_items (note) values ('while nobody leads')`));
+      await impostor.end();
+      await a.waitForLog('replication streaming', 15_000);
+      await withClient(db.url, (client) => client.query(`insert into cluster_items (note) values ('led')`));
+      const { rows: all } = await withClient(db.url, (client) => client.query<{ id: string }>(`select id::text from cluster_items`));
+      await expectNothingSlipped(c, all.map((r) => r.id));
+    } finally {
+      await impostor.end().catch(() => undefined);
+    }
+  }, 120_000);
+
+  it('never lets a write through unfiltered because a writer holds a stopped open-mode instance\'s lock', async () => {
+    await createTable();
+    const c = await cluster('notify');
+    const a = await c.start('a');
+    const lockClass = lockClassFor('hookbridge');
+    // A row a stopped open-mode instance left (slot 7, its session long gone), beside this closed one's.
+    await withClient(db.url, (client) =>
+      client.query(
+        `insert into hookbridge.filter_endpoint (slot, conninfo, failure_mode, timeout_ms, transport, tickets, first_ticket, lock_class, generation, backend_pid)
+         values (7, 'host=127.0.0.1 port=1', 'open', 5000, 'notify', 4, 70000, $1, 1, 2147483000)`,
+        [lockClass],
+      ),
+    );
+    expect(await a.stop('SIGTERM')).toBe(0);
+    // The writer plays that instance's "alive" lock: still closed (no bridge runs), never unfiltered.
+    await withClient(db.url, async (client) => {
+      await client.query(`select pg_advisory_lock($1, 7)`, [lockClass + 2]);
+      const error = await client.query(`insert into cluster_items (note) values ('forced open')`).then(() => undefined, (e: pg.DatabaseError) => e);
+      expect(error?.code).toBe('HB503');
+    });
+    const { rows } = await withClient(db.url, (client) => client.query(`select count(*)::int as n from cluster_items where note = 'forced open'`));
+    expect(rows[0]?.n).toBe(0);
+    await withClient(db.url, (client) => client.query(`delete from hookbridge.filter_endpoint where slot = 7`));
+  }, 60_000);
+
+  it('does not stall when a session holds its serving lock; serves once it lets go', async () => {
+    await createTable();
+    const holder = new pg.Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      // Writers take it shared for a moment to test it; one that keeps it (a cancel at the wrong time,
+      // or on purpose) must not block the instance session.
+      await holder.query(`select pg_advisory_lock_shared($1, 0)`, [lockClassFor('hookbridge') + 3]);
+      const c = await cluster('notify');
+      const a = await c.start('a');
+      await a.waitForLog("another session holds this instance's serving lock: writers do not choose it until that session lets go (pg_terminate_backend on its pid)", 15_000);
+      await holder.end();
+      await waitFor(
+        () => withClient(db.url, (client) => client.query(`insert into cluster_items (note) values ('served')`)).then(() => true, () => false),
+        { timeoutMs: 15_000, message: 'the instance never served once the lock was let go' },
+      );
+      const { rows } = await withClient(db.url, (client) => client.query(`select filtered_by from cluster_items where note = 'served'`));
+      expect(rows[0]?.filtered_by).toBe(String(a.child.pid));
+    } finally {
+      await holder.end().catch(() => undefined);
+    }
+  }, 60_000);
+
+  it.each(['notify', 'direct'] as const)('moves writers off a frozen instance (%s): no failed write', async (transport) => {
+    await createTable();
+    const c = await cluster(transport);
+    await c.start('a');
+    const b = await c.start('b');
+    const writers = startWriters(db.url);
+    try {
+      await writers.progress(100);
+      b.child.kill('SIGSTOP');
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 6_000));
+        await writers.progress(100);
+      } finally {
+        b.child.kill('SIGCONT');
+      }
+      await writers.progress(100);
+    } finally {
+      await writers.stop();
+    }
+    process.stdout.write(`[cluster ${transport} frozen] committed=${writers.committed.length} failed=${writers.failures.length}\n`);
+    expect(writers.failures).toEqual([]);
+  }, 90_000);
 });
