@@ -110,6 +110,24 @@ as $$
 $$;
 revoke all on function :"schema".filter_held_by(int, int, int) from public;
 
+-- A filter call that failed or was cancelled leaves nothing held: each claim (L, exclusive) and each
+-- lock test (L + 1 .. L + 3, shared) this session holds. pg_locks says what it holds, whatever the
+-- call's variables say.
+create or replace function :"schema".filter_let_go(p_lock_class int) returns void
+  language plpgsql
+  volatile
+  set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform pg_advisory_unlock_shared(l.classid::int, l.objid::int) from pg_locks l
+    where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int8 between p_lock_class + 1 and p_lock_class + 3
+      and l.objsubid = 2 and l.mode = 'ShareLock';
+  perform pg_advisory_unlock(p_lock_class, l.objid::int) from pg_locks l
+    where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = p_lock_class::oid and l.objsubid = 2 and l.mode = 'ExclusiveLock';
+end
+$$;
+revoke all on function :"schema".filter_let_go(int) from public;
+
 -- The old single-endpoint entry points.
 drop function if exists :"schema".filter_probe();
 drop function if exists :"schema".filter_call(text);
@@ -156,6 +174,8 @@ declare
   verdict text;
   saved_lock_timeout text := current_setting('lock_timeout');
   woke boolean;
+  -- Why this instance is left mid-wait (gone, or frozen while another serves).
+  leaving text;
   err_state text;
   err_message text;
 begin
@@ -324,33 +344,30 @@ begin
             perform pg_advisory_unlock(ep.lock_class, claimed);
             return 'Tthe bridge did not answer within ' || ep.timeout_ms || ' ms';
           end if;
+          leaving := null;
           if pg_try_advisory_lock_shared(ep.lock_class + 2, ep.slot) then
             -- The instance is gone (its session ended) without answering: on to the next one.
             perform pg_advisory_unlock_shared(ep.lock_class + 2, ep.slot);
-            if ep.transport = 'direct' then
-              perform dblink_disconnect(conn);
-            end if;
-            perform pg_advisory_unlock(ep.lock_class, claimed);
-            last := 'Uthe bridge went away before answering';
-            tried := tried || ep.slot;
-            continue instances;
-          end if;
-          -- An instance frozen (SIGSTOP, a stalled host) keeps its locks but stops its beat: when
-          -- another instance serves, go there (this one may still run the filter when it wakes).
-          -- (Nested IFs: only a wait that ran out its slice pays for these reads.)
-          if not woke and p_slot is null then
+            leaving := 'Uthe bridge went away before answering';
+          elsif not woke and p_slot is null then
+            -- An instance frozen (SIGSTOP, a stalled host) keeps its locks but stops its beat: when
+            -- another instance serves, go there (this one may still run the filter when it wakes).
+            -- (Nested in the ELSIF: only a wait that ran out its slice pays for these reads.)
             if filter_beat_of(ep.slot) < extract(epoch from clock_timestamp()) * 1000 - 1000
                and exists (select 1 from filter_endpoint o
                             where o.slot <> ep.slot and not (o.slot = any (tried)) and o.tickets > 0
                               and filter_held_by(o.backend_pid, o.lock_class + 3, o.slot)) then
-              if ep.transport = 'direct' then
-                perform dblink_disconnect(conn);
-              end if;
-              perform pg_advisory_unlock(ep.lock_class, claimed);
-              last := 'Tthe bridge stopped responding';
-              tried := tried || ep.slot;
-              continue instances;
+              leaving := 'Tthe bridge stopped responding';
             end if;
+          end if;
+          if leaving is not null then
+            if ep.transport = 'direct' then
+              perform dblink_disconnect(conn);
+            end if;
+            perform pg_advisory_unlock(ep.lock_class, claimed);
+            last := leaving;
+            tried := tried || ep.slot;
+            continue instances;
           end if;
           if woke then
             perform pg_sleep(0.001);
@@ -361,21 +378,13 @@ begin
       exception
         when query_canceled then
           -- statement_timeout or pg_cancel_backend, wherever it struck: leave no lock and no half-used
-          -- connection behind (pg_locks says what this session holds, whatever the variables say).
-          perform pg_advisory_unlock_shared(l.classid::int, l.objid::int) from pg_locks l
-            where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int8 between ep.lock_class + 1 and ep.lock_class + 3
-              and l.objsubid = 2 and l.mode = 'ShareLock';
-          perform pg_advisory_unlock(ep.lock_class, l.objid::int) from pg_locks l
-            where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = ep.lock_class::oid and l.objsubid = 2 and l.mode = 'ExclusiveLock';
+          -- connection behind.
+          perform filter_let_go(ep.lock_class);
           if coalesce(conn = any (dblink_get_connections()), false) then perform dblink_disconnect(conn); end if;
           raise;
         when others then
           get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
-          perform pg_advisory_unlock_shared(l.classid::int, l.objid::int) from pg_locks l
-            where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid::int8 between ep.lock_class + 1 and ep.lock_class + 3
-              and l.objsubid = 2 and l.mode = 'ShareLock';
-          perform pg_advisory_unlock(ep.lock_class, l.objid::int) from pg_locks l
-            where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.classid = ep.lock_class::oid and l.objsubid = 2 and l.mode = 'ExclusiveLock';
+          perform filter_let_go(ep.lock_class);
           if coalesce(conn = any (dblink_get_connections()), false) then
             perform dblink_disconnect(conn);
           end if;
