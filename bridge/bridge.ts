@@ -13,21 +13,21 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
-import { checkExtensionsPath, redactUrl, type Config } from './config.js';
+import { checkExtensionsPath, checkPortFree, redactUrl, type Config } from './config.js';
 import { ExtensionGuards } from './extension-guards.js';
-import { internalConnection, openDatabase, withSessionSettings, type OpenedDatabase } from './database.js';
+import { closePool, internalConnection, openDatabase, withSessionSettings, type OpenedDatabase } from './database.js';
 import { readCluster } from './inspect.js';
 import { migrate } from './migrate.js';
 import { NewTables } from './new-tables.js';
 import { FilterService } from './filters/filter-service.js';
 import { startHttp, type HealthReport, type HttpServer } from './http.js';
-import { createMetrics, type BridgeMetrics } from './metrics.js';
+import { createMetrics, readFailedEvents, readSlotWal, type BridgeMetrics } from './metrics.js';
 import { SchemaReader, type SchemaOverview } from './schema-overview.js';
 import { createServices } from './services/items-service.js';
 import { driverTypes } from './typing/values.js';
 import { ActionStream } from './replication/action-stream.js';
 import { listUserTables } from './replication/publication.js';
-import { ensureSlot } from './replication/setup.js';
+import { ensureSlot, preflight, readSlotState, slotProblem } from './replication/setup.js';
 
 /** How often a standby tries for the leader lock (a dead leader's session ends at once, so takeover takes about this long). */
 const LEADER_POLL_MS = 1_000;
@@ -68,6 +68,8 @@ export class Bridge {
   readonly metrics: BridgeMetrics;
   /** Runs after hookbridge's schema is installed and before hooks load (the CLI's --demo tables). */
   beforeHooks: ((pool: pg.Pool) => Promise<void>) | undefined;
+  /** The bridge cannot go on (its action stream stopped for good: E_SLOT_LOST, E_SLOT_DROPPED): the CLI stops and exits non-zero. */
+  onFatal: ((error: Error) => void) | undefined;
   #opened: OpenedDatabase | undefined;
   #pool: pg.Pool | undefined;
   #connection: pg.PoolConfig | undefined;
@@ -103,6 +105,10 @@ export class Bridge {
     this.metrics = createMetrics({
       filterConnections: () => this.#filters?.connections ?? 0,
       replicationLag: async () => this.#actions?.lagBytes(),
+      replicationStreaming: () => this.#actions?.streaming ?? false,
+      // Read at each scrape, on every instance (one database, the same answer): what waits now, and the slot's WAL.
+      failedEvents: async () => (this.#pool ? readFailedEvents(this.#pool, config.schema) : undefined),
+      slotWal: async () => (this.#pool ? readSlotWal(this.#pool, config.slotName) : undefined),
       role: () => this.#role,
       slot: () => this.#filters?.slot,
     });
@@ -123,9 +129,11 @@ export class Bridge {
     const actions = this.#actions;
     const filters = this.#filters;
     const report = this.runtime.report;
-    const healthy = this.healthy;
+    const problems = this.#problems();
     return {
-      status: healthy ? 'ok' : 'unavailable',
+      status: problems.length === 0 ? 'ok' : 'unavailable',
+      // Why not ok (null when ok); the HTTP thread says so itself when this thread is blocked.
+      reason: problems.length === 0 ? null : problems.join('; '),
       role: this.#role,
       // A standby's view of who leads (null: nobody, for a moment, or not looked yet).
       leader: this.#role === 'leader' ? { slot: filters?.slot ?? null } : this.#leaderSeen,
@@ -161,9 +169,24 @@ export class Bridge {
    * standby: writers can reach it for filter calls (it streams nothing and changes no trigger).
    */
   get healthy(): boolean {
-    if (this.#stopping) return false;
-    if (this.#role === 'standby') return this.#filters?.reachable ?? false;
-    return (this.#actions?.healthy ?? false) && (this.#filters?.healthy ?? false);
+    return this.#problems().length === 0;
+  }
+
+  /** What keeps this instance from being healthy (see `healthy`), in words for /health. */
+  #problems(): string[] {
+    if (this.#stopping) return ['stopping'];
+    const filters = this.#filters;
+    if (!filters) return ['not started'];
+    const problems: string[] = [];
+    if (!filters.reachable) problems.push(`writers cannot reach this bridge for filter calls: ${filters.problem ?? 'unknown'}`);
+    if (this.#role === 'standby') return problems;
+    if (!filters.triggersInSync) problems.push('the filter triggers are not in sync with the hooks yet');
+    const actions = this.#actions;
+    if (!actions) problems.push('the action stream is not running');
+    else if (!actions.streaming) problems.push('replication is not streaming: action events wait');
+    else if (!actions.publicationsInSync) problems.push('the publications are not in sync with the hooks yet');
+    else if (!actions.healthy) problems.push('the action pipeline failed');
+    return problems;
   }
 
   /** Leads now: the role, and the lock still held (a lost session takes it before the role follows). */
@@ -210,6 +233,8 @@ export class Bridge {
   async #start(): Promise<void> {
     // Before anything is touched: a configured extensions folder that does not exist is a mistake (E_CONFIG).
     checkExtensionsPath(this.config);
+    // So is a busy HTTP port (E_CONFIG), found before the database is opened, let alone changed.
+    await checkPortFree(this.config);
     this.#opened = await openDatabase(this.config.database, { owner: true, logger: this.logger });
     // The bridge's own sessions see only pg_catalog (see internalConnection); hooks' pools keep the user's search_path.
     this.#connection = internalConnection(this.#opened.connection);
@@ -231,6 +256,8 @@ export class Bridge {
     this.#filterPool = new pg.Pool({ ...this.#opened.connection, max: 10, application_name: 'hookbridge:filters', options: `-c lock_timeout=${lockTimeoutMs}` });
     this.#filterPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
     this.#filterDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#filterPool }) });
+    // What would stop the action path is found before hookbridge installs anything: such a start leaves the database as it was.
+    await this.#checkReplication(this.#pool);
     await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
     this.#guards = new ExtensionGuards({ pool: this.#pool, schema: this.config.schema, runtime: this.runtime, logger: this.logger });
     // Before anything else changes: a second bridge on this database stops here, touching nothing.
@@ -313,6 +340,8 @@ export class Bridge {
         schema: () => this.#latestSchema,
         metrics: this.metrics,
         guards: this.#guards,
+        // Its slot was invalidated or dropped under it: nothing more can be delivered from it.
+        onFatal: (error) => this.onFatal?.(error),
       });
       this.#actions = actions;
       let started = false;
@@ -356,6 +385,9 @@ export class Bridge {
       } catch (error) {
         this.logger.error({ err: error }, 'taking over as leader failed; another bridge may take over');
         await this.#stepDownNow();
+        // A slot lost or dropped is lost for every instance: stop, as a start would.
+        const code = (error as { code?: unknown }).code;
+        if (code === 'E_SLOT_LOST' || code === 'E_SLOT_DROPPED') this.onFatal?.(error as Error);
       }
     });
     return this.#leadership;
@@ -471,14 +503,14 @@ export class Bridge {
     await step('stopping the filter server', () => this.#filters?.stop());
     this.#filters = undefined;
     await step('stopping the hook runtime', () => this.runtime.stop());
-    await step('closing the filter pool', () => this.#filterPool?.end());
+    await step('closing the filter pool', () => this.#filterPool && closePool(this.#filterPool));
     this.#filterPool = undefined;
-    await step('closing the hooks pool', () => this.#hooksPool?.end());
+    await step('closing the hooks pool', () => this.#hooksPool && closePool(this.#hooksPool));
     this.#hooksPool = undefined;
-    await step('closing the services pool', () => this.#servicesPool?.end());
+    await step('closing the services pool', () => this.#servicesPool && closePool(this.#servicesPool));
     this.#servicesPool = undefined;
     this.#servicesDatabase = undefined;
-    await step('closing the pool', () => this.#pool?.end());
+    await step('closing the pool', () => this.#pool && closePool(this.#pool));
     this.#pool = undefined;
     this.#schema = undefined;
     this.#newTables = undefined;
@@ -486,6 +518,18 @@ export class Bridge {
     this.#opened = undefined;
   }
 
+
+  /**
+   * Read-only: the server's replication settings and privileges (preflight), and a slot of our name
+   * that exists but is no use to us (another database's, physical, another plugin, invalidated).
+   * Standbys check too: they take over the slot when the leader goes.
+   */
+  async #checkReplication(pool: pg.Pool): Promise<void> {
+    await preflight(pool, { slotName: this.config.slotName });
+    const slot = await readSlotState(pool, this.config.slotName);
+    const problem = slot && slotProblem(slot);
+    if (problem) throw problem;
+  }
 
   async #checkDatabase(pool: pg.Pool): Promise<DatabaseInfo> {
     const { rows } = await pool.query<{ server_version: string; wal_level: string; role: string }>(

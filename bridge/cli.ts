@@ -1,25 +1,27 @@
 #!/usr/bin/env node
 /**
  * `hookbridge <command>`. Flags override the environment, which overrides the defaults
- * (see `resolveConfig`). Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
+ * (see `resolveConfig`). Exit codes: 0 done, 1 failed, 2 bad usage or configuration, 70 `start`
+ * stopped after an internal error. Only `start` logs to stdout; every other command logs to stderr,
+ * so that its stdout (`--json` above all) is all a script reads.
  */
 import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { describeHookError } from '../hooks/errors.js';
 import { ExtensionOrigins } from '../hooks/extension-origin.js';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { Bridge } from './bridge.js';
-import { checkExtensionsPath, ConfigError, resolveConfig, type ConfigOptions } from './config.js';
+import { checkExtensionsPath, ConfigError, resolveConfig, type Config, type ConfigOptions } from './config.js';
 import { installContainment } from './containment.js';
-import { internalConnection, openDatabase } from './database.js';
+import { closePool, internalConnection, openDatabase, watchPool } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
 import { forgetGuards } from './extension-guards.js';
-import { doctor, guardCheck, guardStatus, status, type Status } from './inspect.js';
+import { doctor, formatSlotStatus, guardCheck, guardStatus, status, type Status } from './inspect.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
 import { uninstall } from './replication/publication.js';
@@ -58,7 +60,8 @@ function toConfigOptions(flags: CommonFlags & Record<string, unknown>, command?:
   if (flags.logFormat !== undefined) options.logFormat = flags.logFormat as ConfigOptions['logFormat'];
   if (typeof flags['databaseUrl'] === 'string') options.databaseUrl = flags['databaseUrl'];
   if (typeof flags['dataDir'] === 'string') options.dataDir = flags['dataDir'];
-  if (flags['port'] !== undefined) options.port = Number(flags['port']);
+  // As written: resolveConfig checks it and names PORT when it is no port.
+  if (flags['port'] !== undefined) options.port = String(flags['port']);
   if (flags['autoReload'] !== undefined) options.extensionsAutoReload = flags['autoReload'] as boolean;
   return options;
 }
@@ -67,7 +70,9 @@ export function buildProgram(): Command {
   const program = new Command('hookbridge')
     .description('Directus-style hooks (filter, action, init, schedule) for every write that reaches PostgreSQL.')
     .version(packageInfo().version)
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Usage errors end in main() (exit code 2), not in commander's process.exit(1); subcommands inherit this.
+    .exitOverride();
 
   commonOptions(
     program
@@ -97,6 +102,11 @@ export function buildProgram(): Command {
         shutdown('internal error');
       },
     });
+    bridge.onFatal = (error) => {
+      logger.fatal({ err: error }, error.message);
+      exitCode = 1;
+      shutdown((error as { code?: string }).code ?? 'fatal error');
+    };
     const shutdown = (signal: string) => {
       if (stopping) {
         logger.warn({ signal }, 'second signal: exiting now; unfinished action events are delivered again after the next start');
@@ -134,9 +144,9 @@ export function buildProgram(): Command {
       .description('load the extensions (without a database) and list their events, or why they failed')
       .option('--json', 'print JSON'),
   ).action(async (flags, command: Command) => {
-    const config = resolveConfig({ logLevel: 'silent', ...toConfigOptions(flags, command) }, process.env);
+    const config = resolveConfig({ logLevel: 'silent', ...toConfigOptions(flags, command) }, process.env, { isTTY: process.stderr.isTTY });
     checkExtensionsPath(config);
-    const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: createLogger(config), env: config.env });
+    const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: createLogger(config, 'stderr'), env: config.env });
     const report = await runtime.reload();
     await runtime.stop();
     process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
@@ -178,7 +188,7 @@ export function buildProgram(): Command {
         if (flags.json) return void process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         const lines = [
           `hookbridge schema: ${report.installed ? 'installed' : 'not installed'}`,
-          `slot ${report.slot.name}: ${report.slot.exists ? `${report.slot.active ? 'streaming' : 'idle'}, confirmed ${report.slot.confirmedFlushLsn}, lag ${report.slot.lagBytes} bytes` : 'missing'}`,
+          formatSlotStatus(report.slot),
           ...Object.entries(report.publications).map(([name, tables]) => `publication ${name}: ${tables.join(', ') || '(none)'}`),
           `filter triggers: ${report.filterTriggers.map((t) => `${t.table} (${t.operations.join(', ')})`).join(', ') || '(none)'}`,
           ...formatInstances(report),
@@ -193,7 +203,6 @@ export function buildProgram(): Command {
         ];
         process.stdout.write(`${lines.join('\n')}\n${formatReport(extensions)}`);
       },
-      { migrate: false },
     );
   });
 
@@ -214,7 +223,6 @@ export function buildProgram(): Command {
         else for (const c of checks) process.stdout.write(`${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ''}\n`);
         process.exitCode = checks.every((c) => c.ok) ? 0 : 1;
       },
-      { migrate: false },
     );
   });
 
@@ -225,17 +233,18 @@ export function buildProgram(): Command {
       .option('--yes', 'really do it'),
     { database: true },
   ).action(async (flags) => {
-    const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stdout.isTTY });
+    const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stderr.isTTY });
     const what = `schema "${config.schema}", publications "${config.publicationName}" and "${config.publicationName}_inserts", slot "${config.slotName}", and hookbridge's triggers`;
     if (!flags.yes) {
-      process.stdout.write(`would remove ${what}; run again with --yes to do it\n`);
-      process.exitCode = 1;
+      // A usage error (exit 2): nothing was touched, nor even connected to.
+      process.stderr.write(`hookbridge: uninstall needs --yes: it would remove ${what}\n`);
+      process.exitCode = 2;
       return;
     }
     await withDatabase(flags, async ({ pool }) => {
       await uninstall(pool, { schema: config.schema, slotName: config.slotName, publication: config.publicationName });
       process.stdout.write(`removed ${what}\n`);
-    }, { migrate: false });
+    });
   });
 
   commonOptions(
@@ -244,7 +253,12 @@ export function buildProgram(): Command {
       .description('stop guarding the tables of an extension removed on purpose (its held changes are closed undelivered)'),
     { database: true },
   ).action(async (extension: string, flags) => {
-    await withDatabase(flags, async ({ pool, config }) => {
+    await withDatabase(flags, async ({ pool, config, installed }) => {
+      if (!installed) {
+        process.stderr.write(`hookbridge: ${NOT_INSTALLED}: no guards to forget\n`);
+        process.exitCode = 1;
+        return;
+      }
       const forgotten = await forgetGuards(pool, config.schema, extension);
       if (forgotten.tables.length === 0) {
         const remembered = (await guardStatus(pool, config)).guarded.flatMap((g) => g.extensions);
@@ -256,7 +270,7 @@ export function buildProgram(): Command {
         `forgot extension "${extension}": it no longer guards ${forgotten.tables.join(', ')} (a running bridge follows within seconds); ` +
           `${forgotten.held} change(s) held for it closed undelivered (hookbridge failed list --all)\n`,
       );
-    }, { migrate: false });
+    });
   });
 
   const failed = program.command('failed').description('action events parked after their handler kept failing');
@@ -268,9 +282,10 @@ export function buildProgram(): Command {
       .option('--json', 'print JSON'),
     { database: true },
   ).action(async (flags) => {
-    await withDatabase(flags, async ({ pool, config }) => {
-      const events = await listFailedEvents(pool, config.schema, { includeReplayed: Boolean(flags.all) });
+    await withDatabase(flags, async ({ pool, config, installed }) => {
+      const events = installed ? await listFailedEvents(pool, config.schema, { includeReplayed: Boolean(flags.all) }) : [];
       if (flags.json) return void process.stdout.write(`${JSON.stringify(events, null, 2)}\n`);
+      if (!installed) return void process.stdout.write(`no failed events: ${NOT_INSTALLED}\n`);
       if (events.length === 0) return void process.stdout.write('no failed events\n');
       for (const e of events) {
         process.stdout.write(
@@ -287,7 +302,8 @@ export function buildProgram(): Command {
 ,
     { database: true },
   ).action(async (ids: string[], flags) => {
-    await withDatabase(flags, async ({ pool, config, logger }) => {
+    await withDatabase(flags, async ({ pool, config, logger, installed }) => {
+      if (!installed) return void process.stdout.write(`nothing to replay: ${NOT_INSTALLED}\n`);
       const database = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
       const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger, env: config.env, provide: () => ({ database }) });
       await runtime.reload();
@@ -299,44 +315,70 @@ export function buildProgram(): Command {
       } finally {
         await runtime.stop();
       }
-    });
+    }, { upgrade: true });
   });
 
   return program;
 }
 
+interface DatabaseContext {
+  pool: pg.Pool;
+  config: Readonly<Config>;
+  logger: ReturnType<typeof createLogger>;
+  /** Whether hookbridge's schema exists in this database (no command but `start` creates it). */
+  installed: boolean;
+}
+
+/**
+ * Runs a command against the database. Commands only read, and never install hookbridge's schema:
+ * a database where no bridge started stays as it is. `upgrade`: a schema that exists is brought up
+ * to date first (for commands that write to it, as `start` would).
+ */
 async function withDatabase(
   flags: CommonFlags & Record<string, unknown>,
-  fn: (ctx: { pool: pg.Pool; config: ReturnType<typeof resolveConfig>; logger: ReturnType<typeof createLogger> }) => Promise<void>,
-  options: { migrate?: boolean } = {},
+  fn: (ctx: DatabaseContext) => Promise<void>,
+  options: { upgrade?: boolean } = {},
 ): Promise<void> {
-  const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stdout.isTTY });
-  const logger = createLogger(config);
+  const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stderr.isTTY });
+  const logger = createLogger(config, 'stderr');
   const opened = await openDatabase(config.database, { owner: false, logger });
-  const pool = new pg.Pool({ ...internalConnection(opened.connection), max: 2, application_name: 'hookbridge:cli' });
+  const pool = watchPool(new pg.Pool({ ...internalConnection(opened.connection), max: 2, application_name: 'hookbridge:cli' }), logger);
   try {
-    if (options.migrate !== false) await migrate(pool, { schema: config.schema, logger });
-    await fn({ pool, config, logger });
+    const installed = await isInstalled(pool, config.schema);
+    if (installed && options.upgrade) await migrate(pool, { schema: config.schema, logger });
+    await fn({ pool, config, logger, installed });
   } finally {
-    await pool.end();
+    // Every connection closed before an embedded server this command started stops (see closePool).
+    await closePool(pool);
     await opened.release();
   }
 }
+
+async function isInstalled(pool: pg.Pool, schema: string): Promise<boolean> {
+  const { rows } = await pool.query<{ installed: boolean }>(`select to_regclass($1) is not null as installed`, [`${pg.escapeIdentifier(schema)}.migrations`]);
+  return rows[0]?.installed === true;
+}
+
+const NOT_INSTALLED = 'hookbridge is not installed in this database (no bridge has started here)';
 
 const HOOK_TEMPLATE = `import { defineHook } from 'hookbridge';
 import { InvalidPayloadError } from 'hookbridge';
 
 export default defineHook(({ filter, action }, { logger }) => {
+  // Replace "articles" with your table (a table outside public is "schema.table"). Name the table in
+  // the event: a filter puts a trigger on every table it matches, and each write to those tables waits
+  // for the bridge. A bare 'items.create' would put one on every table in the database.
+  //
   // Runs inside the writer's transaction, before the row is written: return the row to write, or throw.
-  filter('items.create', (payload, meta) => {
-    if (meta.collection === 'articles' && !payload.title) {
+  filter('articles.items.create', (payload) => {
+    if (!payload.title) {
       throw new InvalidPayloadError({ reason: 'An article needs a title' });
     }
     return payload;
   });
 
   // Runs after commit, at least once per change: make it idempotent (meta.id is stable).
-  action('items.create', ({ collection, key, id }) => {
+  action('articles.items.create', ({ collection, key, id }) => {
     logger.info({ collection, key, id }, 'created');
   });
 });
@@ -404,6 +446,8 @@ async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (error) {
+    // Commander has printed its message (and the help) already; --help and --version end here too.
+    if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? 0 : 2);
     const described = describeHookError(error);
     process.stderr.write(`hookbridge: ${described.message}\n`);
     process.exit(error instanceof ConfigError ? 2 : 1);

@@ -3,7 +3,9 @@
  * Nothing else in the bridge reads `process.env`.
  */
 import { statSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { resolve } from 'node:path';
+import { parse as parseConnectionString } from 'pg-connection-string';
 import { HookbridgeError } from '../hooks/errors.js';
 
 export type FilterFailureMode = 'closed' | 'open';
@@ -58,9 +60,11 @@ export interface Config {
   env: Readonly<Record<string, unknown>>;
 }
 
-export type ConfigOptions = Partial<Omit<Config, 'database' | 'env'>> & {
+export type ConfigOptions = Partial<Omit<Config, 'database' | 'env' | 'port'>> & {
   databaseUrl?: string;
   dataDir?: string;
+  /** A number, or the text of a flag (checked like the PORT variable). */
+  port?: number | string;
 };
 
 export class ConfigError extends HookbridgeError {
@@ -139,12 +143,48 @@ export function checkExtensionsPath(config: Pick<Config, 'extensionsPath' | 'ext
   );
 }
 
+/**
+ * The HTTP port must be free before the bridge touches the database: found only when the server
+ * listens, a busy port would stop a start that has already put triggers and replication in place.
+ * A free port can still be taken before the bridge listens; that start then fails as before.
+ */
+export async function checkPortFree(config: Pick<Config, 'host' | 'port'>): Promise<void> {
+  if (config.port === 0) return;
+  const problem = await new Promise<NodeJS.ErrnoException | undefined>((done) => {
+    const server = createServer();
+    server.once('error', (error: NodeJS.ErrnoException) => done(error));
+    server.listen({ host: config.host, port: config.port, exclusive: true }, () => server.close(() => done(undefined)));
+  });
+  if (!problem) return;
+  const address = `${config.host}:${config.port}`;
+  if (problem.code === 'EADDRINUSE') {
+    throw new ConfigError('PORT', `${address} is already in use (another hookbridge, or another program); stop it, or set PORT (-p) to a free port (0 picks one)`);
+  }
+  if (problem.code === 'EACCES') {
+    throw new ConfigError('PORT', `not allowed to listen on ${address} (ports below 1024 need privileges); set PORT (-p) to a port from 1024 up`);
+  }
+  if (problem.code === 'EADDRNOTAVAIL' || problem.code === 'ENOTFOUND' || problem.code === 'EAI_AGAIN') {
+    throw new ConfigError('HOST', `cannot listen on ${config.host}: no such address on this machine (${problem.code})`);
+  }
+  throw new ConfigError('PORT', `cannot listen on ${address}: ${problem.message}`);
+}
+
 function resolveDatabase(options: ConfigOptions, env: Readonly<Record<string, string | undefined>>, cwd: string): DatabaseSource {
   const url = options.databaseUrl ?? nonEmpty(env['DATABASE_URL']);
   if (url !== undefined) {
+    // Never echo the value: it may hold a password.
     if (!/^postgres(ql)?:\/\//.test(url)) {
-      // Never echo the value: it may hold a password.
       throw new ConfigError('DATABASE_URL', 'must be a postgres:// or postgresql:// URL');
+    }
+    // The parser pg itself uses: what it refuses here would fail later as a bare "Invalid URL".
+    try {
+      parseConnectionString(url);
+    } catch {
+      throw new ConfigError(
+        'DATABASE_URL',
+        'is not a valid URL (the form is postgres://user:password@host:port/database; a port must be a number, ' +
+          'and characters such as @ : / ? # % in the user name or password must be percent-encoded, e.g. @ as %40)',
+      );
     }
     return { kind: 'url', url };
   }
@@ -200,9 +240,14 @@ function toBoolean(name: string, value: unknown): boolean {
 function toInteger(name: string, value: unknown, min: number, max: number): number {
   const number = typeof value === 'number' ? value : Number(String(value).trim());
   if (!Number.isInteger(number) || number < min || number > max) {
-    throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+    throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${describeValue(value)}`);
   }
   return number;
+}
+
+/** A bad value as the user wrote it (JSON.stringify turns NaN into null). */
+function describeValue(value: unknown): string {
+  return typeof value === 'number' ? String(value) : JSON.stringify(value);
 }
 
 function toChoice<T extends string>(name: string, value: unknown, choices: readonly T[]): T {

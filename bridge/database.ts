@@ -108,6 +108,41 @@ export function internalConnection(connection: pg.ClientConfig, settings: Readon
 }
 
 /**
+ * Ends `pool` and waits until every connection it had is closed. pg's `pool.end()` resolves once it has
+ * *asked* its clients to end: a server stopped right after (the embedded one, at the end of a command)
+ * still finds them connected and ends them with an error, which the pool then emits. Bounded: a client
+ * whose socket never closes is waited for `timeoutMs` at most.
+ */
+export async function closePool(pool: pg.Pool, timeoutMs = 5_000): Promise<void> {
+  const open = pool.totalCount;
+  let removed = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const closed = new Promise<void>((resolve) => {
+    if (open === 0) return resolve();
+    pool.on('remove', () => {
+      if (++removed >= open) resolve();
+    });
+    timer = setTimeout(resolve, timeoutMs);
+    timer.unref();
+  });
+  try {
+    await pool.end();
+    await closed;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A pool's idle clients report their connection's loss as an `error` event of the pool, which would
+ * end the process if nobody listened. Logged in one line (the message and code, never the client).
+ */
+export function watchPool(pool: pg.Pool, logger: Logger, what = 'idle database connection failed'): pg.Pool {
+  pool.on('error', (error: Error & { code?: string }) => logger.warn({ code: error.code, reason: error.message }, what));
+  return pool;
+}
+
+/**
  * Runs `work` in one transaction on a client of `pool`: committed when it returns, rolled back when it
  * throws (the error goes on). A client whose ROLLBACK failed is in an unknown state, so it is
  * destroyed instead of going back to the pool.

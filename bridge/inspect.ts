@@ -7,7 +7,8 @@ import { notLoadedAsRecorded, readGuards, type NotLoadedGuard } from './extensio
 import { bridgeMayUseDblink, dblinkExposure, FILTER_TRIGGER, LEGACY_FILTER_TRIGGERS } from './filters/filter-service.js';
 import { LEADER_KEY, lockClassFor, MAX_INSTANCES } from './filters/tickets.js';
 import { readEventTrigger, type EventTriggerState } from './new-tables.js';
-import { readReplicationFacts, replicationProblems } from './replication/setup.js';
+import { parseLsn } from './replication/lsn.js';
+import { describeLostChanges, readReplicationFacts, readSlotState, replicationProblems, slotIsLost, slotProblem, type SlotState } from './replication/setup.js';
 
 export interface Check {
   name: string;
@@ -43,6 +44,7 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
     `${facts.usedReplicationSlots} of ${facts.maxReplicationSlots} used; slot "${config.slotName}" ${facts.slotExists ? 'exists' : 'will be created'}`,
   );
   replicationCheck('WAL senders', 'E_WAL_SENDERS', `${facts.activeWalSenders} of ${facts.maxWalSenders} in use`);
+  checks.push(slotCheck(config.slotName, await readSlotState(pool, config.slotName)));
 
   const { rows: dblink } = await pool.query<{ installed: string | null; available: boolean; schema: string | null }>(
     `select (select extversion from pg_extension where extname = 'dblink') as installed,
@@ -78,6 +80,48 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   checks.push({ name: 'new tables guarded from their first row', ok: newTables.state === 'installed' || newTables.atNextStart === true, detail: newTables.detail, fix: newTables.fix });
   checks.push(clusterCheck(await readCluster(pool, config.schema)));
   return checks;
+}
+
+/** Our slot: usable (not another's, not invalidated), and how much WAL it holds back and may still hold. */
+function slotCheck(name: string, state: SlotState | undefined): Check {
+  const check = `replication slot "${name}"`;
+  if (!state) return { name: check, ok: true, detail: 'does not exist yet: the bridge creates it at start' };
+  const problem = slotProblem(state);
+  if (problem) {
+    const detail = slotIsLost(state) ? `lost (invalidated${state.invalidationReason ? `: ${state.invalidationReason}` : ''}): ${describeLostChanges(state)}` : problem.message.split('. ')[0] ?? problem.code;
+    return { name: check, ok: false, detail, fix: problem.message };
+  }
+  if (state.walStatus === 'unreserved') {
+    return {
+      name: check,
+      ok: false,
+      detail: `${describeSlotWal(state)}: past max_slot_wal_keep_size, WAL it still needs is removed at the next checkpoint, and the slot with it`,
+      fix: 'start the bridge (or let it catch up) before the next checkpoint, or raise max_slot_wal_keep_size',
+    };
+  }
+  return { name: check, ok: true, detail: `${state.active ? 'streaming' : 'idle (no bridge streams from it)'}; ${describeSlotWal(state)}` };
+}
+
+/** "retains 48 MB of WAL; 1.9 GB more before max_slot_wal_keep_size (2GB) invalidates it" */
+export function describeSlotWal(state: Pick<SlotState, 'retainedWalBytes' | 'safeWalBytes' | 'maxSlotWalKeepSize'>): string {
+  const retained = state.retainedWalBytes === null ? 'retains no WAL yet' : `retains ${formatBytes(state.retainedWalBytes)} of WAL`;
+  if (state.maxSlotWalKeepSize === '-1' || state.safeWalBytes === null) {
+    return `${retained}; no max_slot_wal_keep_size: WAL piles up without limit while no bridge confirms it`;
+  }
+  return state.safeWalBytes > 0
+    ? `${retained}; ${formatBytes(state.safeWalBytes)} more before max_slot_wal_keep_size (${state.maxSlotWalKeepSize}) invalidates it`
+    : `${retained}; past max_slot_wal_keep_size (${state.maxSlotWalKeepSize})`;
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['bytes', 'kB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} bytes` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /**
@@ -131,7 +175,7 @@ async function triggerOrderCheck(pool: pg.Pool, config: Readonly<Config>): Promi
 
 export interface Status {
   installed: boolean;
-  slot: { name: string; exists: boolean; active: boolean; confirmedFlushLsn: string | null; lagBytes: number | null };
+  slot: SlotStatus;
   publications: Record<string, string[]>;
   filterTriggers: Array<{ table: string; operations: string[] }>;
   failedEvents: number;
@@ -143,6 +187,41 @@ export interface Status {
   leaderLockHeldBy: number | null;
   /** Whether new tables are guarded in their own transaction (the event trigger), or only from the bridge's next check. */
   newTables: EventTriggerState;
+}
+
+/** Our slot in this database (a slot of that name in another database is not ours: `exists` is false, doctor says why). */
+export interface SlotStatus {
+  name: string;
+  exists: boolean;
+  active: boolean;
+  confirmedFlushLsn: string | null;
+  /** The server's WAL position minus confirmed_flush_lsn. */
+  lagBytes: number | null;
+  restartLsn: string | null;
+  /** reserved | extended | unreserved (WAL it needs goes at the next checkpoint) | lost (invalidated). */
+  walStatus: string | null;
+  /** PostgreSQL 17+: why it was invalidated. */
+  invalidationReason: string | null;
+  /** WAL it keeps on the server (the current position minus restart_lsn). */
+  retainedWalBytes: number | null;
+  /** WAL that can still be written before it is invalidated (safe_wal_size); null without max_slot_wal_keep_size. */
+  safeWalBytes: number | null;
+  /** '-1' (no limit) or a size. */
+  maxSlotWalKeepSize: string | null;
+  /** Invalidated: which changes are gone (from what it confirmed to where the WAL the server kept begins), in words. */
+  lost: string | null;
+}
+
+/** The slot's line in `hookbridge status`. */
+export function formatSlotStatus(slot: SlotStatus): string {
+  const head = `slot ${slot.name}: `;
+  if (!slot.exists) return `${head}missing`;
+  if (slot.lost !== null) {
+    return `${head}✗ lost (invalidated${slot.invalidationReason ? `: ${slot.invalidationReason}` : ''}): ${slot.lost}\n    fix: SELECT pg_drop_replication_slot('${slot.name}'); then start the bridge (action hooks resume with the changes made from then on)`;
+  }
+  const wal = describeSlotWal({ retainedWalBytes: slot.retainedWalBytes, safeWalBytes: slot.safeWalBytes, maxSlotWalKeepSize: slot.maxSlotWalKeepSize ?? '-1' });
+  const risk = slot.walStatus === 'unreserved' ? ' ✗ WAL it needs is removed at the next checkpoint unless the bridge catches up' : '';
+  return `${head}${slot.active ? 'streaming' : 'idle'}, confirmed ${slot.confirmedFlushLsn}, lag ${slot.lagBytes} bytes, ${wal}${risk}`;
 }
 
 /** One running bridge, as its locks (role, serving) and its filter_endpoint row (the rest) describe it. */
@@ -255,11 +334,7 @@ async function readInstances(pool: pg.Pool, schema: string): Promise<Cluster> {
 export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<Status> {
   const schema = config.schema;
   const { rows: installed } = await pool.query<{ ok: boolean }>(`select exists (select 1 from pg_namespace where nspname = $1) as ok`, [schema]);
-  const { rows: slots } = await pool.query<{ active: boolean; lsn: string | null; lag: string | null }>(
-    `select active, confirmed_flush_lsn::text as lsn, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text as lag
-       from pg_replication_slots where slot_name = $1 and database = current_database()`,
-    [config.slotName],
-  );
+  const slotState = await readSlotState(pool, config.slotName);
   const { rows: publicationTables } = await pool.query<{ pubname: string; tbl: string }>(
     `select pubname, format('%I.%I', schemaname, tablename) as tbl from pg_publication_tables
       where pubname = any ($1::text[]) order by 1, 2`,
@@ -282,21 +357,33 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
     failedEvents = rows[0]?.n ?? 0;
     cluster = await readCluster(pool, schema);
   }
-  const slot = slots[0];
   return {
     installed: Boolean(installed[0]?.ok),
-    slot: {
-      name: config.slotName,
-      exists: slot !== undefined,
-      active: slot?.active ?? false,
-      confirmedFlushLsn: slot?.lsn ?? null,
-      lagBytes: slot?.lag == null ? null : Number(slot.lag),
-    },
+    slot: slotStatus(config.slotName, slotState),
     publications,
     filterTriggers: triggers.map((t) => ({ table: t.tbl, operations: t.ops })),
     failedEvents,
     ...cluster,
     newTables: await readEventTrigger(pool, schema),
+  };
+}
+
+function slotStatus(name: string, state: SlotState | undefined): SlotStatus {
+  const slot = state && state.database === state.currentDatabase ? state : undefined;
+  const lag = slot?.currentLsn && slot.confirmedFlushLsn ? Number(parseLsn(slot.currentLsn) - parseLsn(slot.confirmedFlushLsn)) : null;
+  return {
+    name,
+    exists: slot !== undefined,
+    active: slot?.active ?? false,
+    confirmedFlushLsn: slot?.confirmedFlushLsn ?? null,
+    lagBytes: lag,
+    restartLsn: slot?.restartLsn ?? null,
+    walStatus: slot?.walStatus ?? null,
+    invalidationReason: slot?.invalidationReason ?? null,
+    retainedWalBytes: slot?.retainedWalBytes ?? null,
+    safeWalBytes: slot?.safeWalBytes ?? null,
+    maxSlotWalKeepSize: slot?.maxSlotWalKeepSize ?? null,
+    lost: slot && slotIsLost(slot) ? describeLostChanges(slot) : null,
   };
 }
 

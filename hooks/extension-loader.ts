@@ -9,11 +9,15 @@
  * `hookbridge` is this running copy's hook API (the very module objects the bridge uses, so error
  * classes and `Payload` are the same); so are `@directus/extensions-sdk` and `@directus/errors`
  * unless the extension's folder has the real packages installed, in which case those are used.
+ *
+ * Stack traces point at the extension's own lines: jiti's transform keeps lines only roughly (an
+ * import below other code, or a comment above the imports, moves code to other lines), so every
+ * file it transforms gets a source map that Node applies to stack traces (see registerSourceMap).
  */
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { sep } from 'node:path';
-import { createJiti } from 'jiti';
+import Module, { createRequire } from 'node:module';
+import { dirname, sep } from 'node:path';
+import { createJiti, type JitiOptions } from 'jiti';
 import { HookbridgeError } from './errors.js';
 import type { DiscoveredExtension } from './extension-discovery.js';
 import * as sdk from './sdk.js';
@@ -42,10 +46,14 @@ export async function loadExtensionModule(extension: DiscoveredExtension, root: 
   let namespace: unknown;
   try {
     forgetCachedModules(root);
+    // Node maps a stack frame through a file's source map only when source maps are on (per thread).
+    process.setSourceMapsEnabled(true);
     const jiti = createJiti(extension.entry, {
       moduleCache: false,
       fsCache: false,
       interopDefault: false,
+      sourceMaps: true,
+      transform: transformWithSourceMap,
       virtualModules: virtualModulesFor(extension.entry),
     });
     try {
@@ -60,7 +68,7 @@ export async function loadExtensionModule(extension: DiscoveredExtension, root: 
       namespace = await jiti.import(extension.entry);
     }
   } catch (error) {
-    throw new ExtensionLoadError(extension.entry, describeLoadFailure(error), error);
+    throw new ExtensionLoadError(extension.entry, describeLoadFailure(error, dirname(extension.entry)), error);
   }
   const exported = defaultExport(namespace);
 
@@ -118,9 +126,121 @@ function defaultExport(namespace: unknown): unknown {
   return namespace;
 }
 
-function describeLoadFailure(error: unknown): string {
+/**
+ * The reason, and where: a parse error names file:line:column (jiti puts it on the message's second
+ * line, Node on the stack's first), any other error the first frame in the extension's folder.
+ */
+function describeLoadFailure(error: unknown, folder: string): string {
   if (!(error instanceof Error)) return String(error);
-  const message = error.message.split('\n')[0] ?? error.message;
-  return error.name && error.name !== 'Error' ? `${error.name}: ${message}` : message;
+  const [first = error.message, ...rest] = error.message.split('\n');
+  const message = first.trim();
+  const described = error.name && error.name !== 'Error' ? `${error.name}: ${message}` : message;
+  const where = locationIn(rest) ?? nodeSyntaxErrorLocation(error) ?? firstFrameIn(error, folder);
+  return where ? `${described} (${where})` : described;
+}
+
+/** jiti's parse errors: "ParseError: Unexpected token \n /path/to/index.js:3:14". */
+function locationIn(lines: string[]): string | undefined {
+  for (const line of lines) {
+    const match = /^\s*(\S.*:\d+:\d+)\s*$/.exec(line);
+    if (match?.[1]) return match[1];
+  }
+  return undefined;
+}
+
+/** Node's own SyntaxError (a module it compiled) starts its stack with "/path/to/file.js:3". */
+function nodeSyntaxErrorLocation(error: Error): string | undefined {
+  if (!(error instanceof SyntaxError)) return undefined;
+  const first = error.stack?.split('\n')[0] ?? '';
+  return /^(?:file:\/\/|\/|[A-Za-z]:\\).*:\d+$/.test(first) ? first : undefined;
+}
+
+function firstFrameIn(error: Error, folder: string): string | undefined {
+  for (const line of error.stack?.split('\n').slice(1) ?? []) {
+    const match = /\(?((?:file:\/\/)?[^\s()]+:\d+:\d+)\)?\s*$/.exec(line.trim());
+    if (match?.[1] && match[1].replace(/^file:\/\//, '').startsWith(folder + sep)) return match[1];
+  }
+  return undefined;
+}
+
+type Transform = NonNullable<JitiOptions['transform']>;
+
+/** jiti's own transform (babel), found once. */
+let jitiTransform: Transform | undefined;
+
+/** jiti's transform; the source map it adds to the code is handed to Node for the file. */
+const transformWithSourceMap: Transform = (options) => {
+  jitiTransform ??= createJiti(import.meta.url, { fsCache: false, moduleCache: false }).options.transform as Transform;
+  const result = jitiTransform(options);
+  if (options.filename && result.code) registerSourceMap(options.filename, result.code, options.async === true);
+  return result;
+};
+
+/**
+ * The first line of what jiti runs: its module wrapper, then the transformed code (see jiti's
+ * eval_evalModule; checked by test/unit/extension-loading.test.ts). Columns on that line are off by
+ * its length, which the map is shifted by.
+ */
+const JITI_WRAPPER = '(function (exports, require, module, __filename, __dirname, jitiImport, jitiESMResolve) { ';
+const SOURCE_MAP_COMMENT = /\/\/# sourceMappingURL=data:application\/json;(?:charset=utf-8;)?base64,([A-Za-z0-9+/=]+)\s*$/;
+
+/**
+ * Node applies a source map to the frames of a file once it has compiled a module of that name with
+ * the map's comment: jiti runs the code through `vm`, which Node does not look at. So a module that
+ * holds nothing but the comment is compiled under the file's name, and kept: the map lives as long as
+ * its module, and the newest one of a name wins (a reload's).
+ */
+const sourceMapHolders = new Map<string, unknown>();
+
+function registerSourceMap(filename: string, code: string, async: boolean): void {
+  const encoded = SOURCE_MAP_COMMENT.exec(code)?.[1];
+  if (!encoded) return;
+  try {
+    const map = JSON.parse(Buffer.from(encoded, 'base64').toString('utf8')) as { mappings?: unknown };
+    if (typeof map.mappings !== 'string') return;
+    // jiti comments out a shebang ("// #!...") after the transform.
+    const prefix = (async ? 'async ' : '').length + JITI_WRAPPER.length + (code.startsWith('#!') ? 3 : 0);
+    map.mappings = shiftFirstLine(map.mappings, prefix);
+    const holder = new Module(filename) as Module & { filename: string; _compile(content: string, filename: string): unknown };
+    holder.filename = filename;
+    holder._compile(`//# sourceMappingURL=data:application/json;base64,${Buffer.from(JSON.stringify(map)).toString('base64')}`, filename);
+    sourceMapHolders.set(filename, holder);
+  } catch {
+    // Without a map, stack traces show the transformed code's lines: worse, never wrong enough to fail a load.
+  }
+}
+
+const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/**
+ * Moves every segment of the first generated line `by` columns right. Only the line's first segment
+ * holds an absolute column (the others are relative to it): one VLQ number changes.
+ */
+export function shiftFirstLine(mappings: string, by: number): string {
+  if (mappings === '' || mappings.startsWith(';') || mappings.startsWith(',')) return mappings;
+  let value = 0;
+  let shift = 0;
+  let index = 0;
+  for (;;) {
+    const digit = BASE64.indexOf(mappings[index++] ?? '');
+    if (digit < 0) return mappings;
+    value += (digit & 31) * 2 ** shift;
+    shift += 5;
+    if ((digit & 32) === 0) break;
+  }
+  const column = value % 2 === 1 ? -Math.floor(value / 2) : value / 2;
+  return encodeVlq(column + by) + mappings.slice(index);
+}
+
+function encodeVlq(number: number): string {
+  let value = number < 0 ? -number * 2 + 1 : number * 2;
+  let out = '';
+  do {
+    let digit = value % 32;
+    value = Math.floor(value / 32);
+    if (value > 0) digit |= 32;
+    out += BASE64[digit];
+  } while (value > 0);
+  return out;
 }
 

@@ -694,8 +694,13 @@ export class FilterService {
   /** The writers' whole path, from one of the bridge's own sessions; what failed, if anything. */
   async #probeOnce(): Promise<string | undefined> {
     let problem: string | undefined;
+    // A session of its own each time, as a new writer's: a pooled one keeps its dblink connection,
+    // which would go on answering after the filter server stopped taking new ones.
+    const client = new pg.Client({ ...this.#options.connection, application_name: 'hookbridge:probe', connectionTimeoutMillis: PROBE_INTERVAL_MS });
+    client.on('error', () => undefined);
     try {
-      const { rows } = await this.#options.pool.query<{ verdict: string }>(
+      await client.connect();
+      const { rows } = await client.query<{ verdict: string }>(
         `select ${pg.escapeIdentifier(this.#options.config.schema)}.filter_probe($1) as verdict`,
         [this.#board.slot],
       );
@@ -703,6 +708,8 @@ export class FilterService {
       if (verdict !== 'K') problem = verdict.slice(1) || 'no answer';
     } catch (error) {
       problem = (error as Error).message;
+    } finally {
+      await client.end().catch(() => undefined);
     }
     return problem;
   }

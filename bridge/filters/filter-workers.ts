@@ -46,7 +46,7 @@ export type WorkerReply =
 
 
 /** jiti's ESM register hook (exported for `import` only, so found through its package.json). */
-function jitiRegister(from: string): string {
+export function jitiRegister(from: string): string {
   const manifest = createRequire(from).resolve('jiti/package.json');
   const exported = (createRequire(from)('jiti/package.json') as { exports: Record<string, { import: string }> }).exports['./register']?.import ?? './lib/jiti-register.mjs';
   return pathToFileURL(join(dirname(manifest), exported)).href;

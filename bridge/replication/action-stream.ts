@@ -24,7 +24,7 @@ import { ChangePipeline } from './pipeline.js';
 import { SerialQueue } from '../serial-queue.js';
 import { withSessionSettings } from '../database.js';
 import { listUserTables, syncPublications, unmanagedReason, type UserTable } from './publication.js';
-import { ensureSlot, preflight } from './setup.js';
+import { checkSlotStillUsable, ensureSlot, preflight } from './setup.js';
 import { ReplicationStream } from './stream.js';
 
 export interface ActionStreamOptions {
@@ -40,9 +40,16 @@ export interface ActionStreamOptions {
   metrics?: BridgeMetrics;
   /** Tables guarded by extensions that are not loaded: they stay published, their changes are held. */
   guards?: Pick<ExtensionGuards, 'holdsActions' | 'heldFor'>;
+  /**
+   * The stream stopped for good and will not come back by itself: its slot was invalidated
+   * (E_SLOT_LOST) or dropped (E_SLOT_DROPPED) while it ran. The bridge should stop and say why.
+   */
+  onFatal?: (error: Error) => void;
 }
 
 const WRITE_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
+/** How often the slot is looked at while a lost connection waits for handlers to finish. */
+const SLOT_CHECK_MS = 1_000;
 
 export class ActionStream {
   readonly #options: ActionStreamOptions;
@@ -60,6 +67,8 @@ export class ActionStream {
   #unmanaged: Array<{ collection: string; reason: string }> = [];
   /** Primary keys by table oid, from the catalog (pgoutput cannot tell them under REPLICA IDENTITY FULL). */
   #primaryKeys = new Map<number, string[]>();
+  /** Why the stream stopped for good (onFatal). */
+  #fatal: Error | undefined;
 
   constructor(options: ActionStreamOptions) {
     this.#options = options;
@@ -69,7 +78,12 @@ export class ActionStream {
 
   /** True once the stream runs and the publications match the loaded hooks. */
   get healthy(): boolean {
-    return (this.#stream?.streaming ?? false) && this.#inSync && this.#pipeline?.failure === undefined;
+    return (this.#stream?.streaming ?? false) && this.#inSync && this.#pipeline?.failure === undefined && this.#fatal === undefined;
+  }
+
+  /** Why the stream stopped for good, if it did (see `onFatal`). */
+  get failure(): Error | undefined {
+    return this.#fatal;
   }
 
   get confirmedLsn(): string | undefined {
@@ -181,15 +195,33 @@ export class ActionStream {
         pipeline.push(event);
         return pipeline.waitForCapacity();
       },
+      isSettled: () => pipeline.settled,
       onDisconnect: async () => {
-        // Changes already handed out finish; a transaction cut off mid-way will be sent again.
-        await pipeline.whenIdle();
+        // Changes already handed out finish; a transaction cut off mid-way will be sent again. Meanwhile
+        // (handlers may take long) the slot is looked at: one invalidated or dropped under the stream
+        // cannot deliver what it missed, so the stream gives up (onFatal) instead of retrying.
+        const idle = pipeline.whenIdle().then(() => true);
+        for (;;) {
+          await checkSlotStillUsable(pool, config.slotName, this.confirmedLsn ?? '?');
+          if (this.#abort.signal.aborted) return;
+          let timer: NodeJS.Timeout | undefined;
+          const done = await Promise.race([idle, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SLOT_CHECK_MS)))]);
+          clearTimeout(timer);
+          if (done) break;
+        }
         pipeline.resetOpenTransactions();
         decoder = newDecoder();
         assembler = newAssembler();
       },
+      onFatal: (error) => this.#giveUp(error),
     });
-    await this.#stream.start();
+    try {
+      await this.#stream.start();
+    } catch (error) {
+      // Invalidated between ensureSlot and START_REPLICATION: say so as a start would have.
+      await checkSlotStillUsable(pool, config.slotName, this.confirmedLsn ?? '?');
+      throw error;
+    }
     this.#heartbeat = setInterval(() => void this.#emitHeartbeat(), 5_000);
     this.#heartbeat.unref();
   }
@@ -214,6 +246,17 @@ export class ActionStream {
     await this.#stream?.stop();
     pipeline?.close();
     await this.#syncs.idle();
+  }
+
+  #giveUp(error: unknown): void {
+    const fatal = error instanceof Error ? error : new Error(String(error));
+    this.#fatal = fatal;
+    this.#logger.error({ err: fatal, code: (fatal as { code?: unknown }).code }, `the action stream stopped: ${fatal.message}`);
+    try {
+      this.#options.onFatal?.(fatal);
+    } catch (listenerError) {
+      this.#logger.error({ err: listenerError }, 'a listener of a fatal action stream error threw');
+    }
   }
 
   /**

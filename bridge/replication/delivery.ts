@@ -36,7 +36,7 @@ export interface DeliveryOptions {
   baseDelayMs?: number;
   maxDelayMs?: number;
   signal: AbortSignal;
-  metrics?: Pick<BridgeMetrics, 'actionEvents' | 'actionFailures' | 'parkedEvents'>;
+  metrics?: Pick<BridgeMetrics, 'actionEvents' | 'actionFailures' | 'actionHandlerSeconds' | 'actionDelaySeconds' | 'parkedEvents'>;
   /** Extensions that are not loaded whose action hooks would hear this event: the change is held for each. */
   heldFor?: (event: EventRef) => readonly { extension: string; reason: string }[];
 }
@@ -67,12 +67,19 @@ export async function deliver(delivery: Delivery, options: DeliveryOptions): Pro
   // extension is either among the handlers or held for, never both, never neither.
   let entries = options.runtime.registry.actions(delivery.event);
   const held = options.heldFor?.(delivery.event);
+  // Before a handler can touch the meta (actionMeta puts the transaction's commit time in it).
+  const committedAt = delivery.meta['committedAt'];
   // Held first, while the meta is still as the change made it (a single handler completes it in place).
   if (held?.length) {
     for (const extension of held) await hold(extension, delivery, options);
     // An extension a reload brought back is held until its older changes are replayed: not run live too.
     const names = new Set(held.map((h) => h.extension));
     entries = entries.filter((entry) => !names.has(entry.extension));
+  }
+  // A live change reaching its handlers (replays of parked ones go through deliverTo, not here).
+  if (entries.length && committedAt instanceof Date && options.metrics) {
+    // Two clocks (the server's commit time, ours now): a skew below zero reads as no delay.
+    options.metrics.actionDelaySeconds.observe(Math.max(0, Date.now() - committedAt.getTime()) / 1000);
   }
   await deliverTo(entries, delivery, options);
   options.metrics?.actionEvents.inc({ collection: delivery.event.collection ?? '', action: delivery.event.action });
@@ -97,6 +104,8 @@ async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options:
   let lastError: unknown;
   for (let attempt = 1; attempt <= options.attempts; attempt++) {
     if (options.signal.aborted) throw new DeliveryAborted();
+    const started = performance.now();
+    let timedOut: Error | undefined;
     try {
       // With a single handler, the meta made for this delivery is completed in place instead of copied.
       // A try that outlives the timeout counts as failed. (Shutdown does not cut a running try short:
@@ -104,12 +113,14 @@ async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options:
       await withTimeout(
         invokeAction(entry, delivery.event, delivery.meta, fullContext(delivery.context), ownsMeta),
         options.timeoutMs,
-        () => new Error(`action handler did not finish within ${options.timeoutMs} ms`),
+        () => (timedOut = new Error(`action handler did not finish within ${options.timeoutMs} ms`)),
       );
+      observeTry(entry, delivery, options, started, 'ok');
       if (attempt > 1) log().info({ attempt }, 'action handler succeeded after retrying');
       return;
     } catch (error) {
       if (error instanceof DeliveryAborted) throw error;
+      observeTry(entry, delivery, options, started, error === timedOut ? 'timeout' : 'error');
       lastError = error;
       options.metrics?.actionFailures.inc({ extension: entry.extension });
       const last = attempt === options.attempts;
@@ -118,6 +129,10 @@ async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options:
     }
   }
   await park(entry, eventNameFor(entry.pattern, delivery.event), delivery, lastError, options, log());
+}
+
+function observeTry(entry: ActionEntry, delivery: Delivery, options: DeliveryOptions, started: number, outcome: 'ok' | 'error' | 'timeout'): void {
+  options.metrics?.actionHandlerSeconds.observe((performance.now() - started) / 1000, entry.extension, delivery.event.collection ?? '', delivery.event.action, outcome);
 }
 
 async function park(entry: ActionEntry, event: string, delivery: Delivery, error: unknown, options: DeliveryOptions, logger: Logger): Promise<void> {

@@ -59,3 +59,20 @@ export function formatLsn(lsn: bigint): string {
 export function readLsn(buffer: Buffer, offset: number): bigint {
   return buffer.readBigUInt64BE(offset);
 }
+
+/**
+ * The LSN at which a WAL segment file begins: `000000010000000A0000003F` (timeline, then the segment
+ * number in two halves of 2^32 bytes' worth of segments) with `segmentSize` bytes per segment.
+ * Undefined for a name that is no segment file (`.history`, `.partial`, `.backup` and the like).
+ */
+export function walSegmentStart(fileName: string, segmentSize: number): bigint | undefined {
+  if (!/^[0-9A-F]{24}$/.test(fileName)) return undefined;
+  if (!Number.isInteger(segmentSize) || segmentSize <= 0 || 0x1_0000_0000 % segmentSize !== 0) {
+    throw new RangeError(`a WAL segment size must be a power of two dividing 4 GB, got ${String(segmentSize)}`);
+  }
+  const segmentsPerHalf = BigInt(0x1_0000_0000 / segmentSize);
+  const high = BigInt(Number.parseInt(fileName.slice(8, 16), 16));
+  const low = BigInt(Number.parseInt(fileName.slice(16, 24), 16));
+  if (low >= segmentsPerHalf) return undefined;
+  return (high * segmentsPerHalf + low) * BigInt(segmentSize);
+}

@@ -1,7 +1,8 @@
 /**
  * The action pipeline: stream events in, handled changes out, and the one number that matters for
  * "nothing lost": the LSN up to which every change has been handled (or parked), which is the only
- * LSN ever confirmed to Postgres.
+ * LSN ever confirmed to Postgres past a change. (While the pipeline is `settled`, owing nothing, the
+ * stream also confirms positions it merely received: see stream.ts.)
  *
  * - At most `concurrency` handlers run at once. Changes sharing an order key (same table and primary
  *   key) run one after another in commit order: a change whose key has an unfinished earlier change
@@ -96,6 +97,14 @@ export class ChangePipeline {
 
   get confirmable(): bigint {
     return this.#confirmable;
+  }
+
+  /**
+   * Nothing is owed: no transaction open, every change pushed finished and its position was passed
+   * to `onConfirmable`. Only then may the stream confirm positions it merely received (stream.ts).
+   */
+  get settled(): boolean {
+    return this.#open === undefined && this.#inFlight === 0 && this.#slots.length === 0 && this.#failed === undefined;
   }
 
   /** Set when a change could not be handled nor parked: nothing after it will ever be confirmed. */

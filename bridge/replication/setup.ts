@@ -6,6 +6,8 @@
  */
 import pg from 'pg';
 import { HookbridgeError } from '../../hooks/errors.js';
+import { withTimeout } from '../timeout.js';
+import { formatLsn, parseLsn, walSegmentStart } from './lsn.js';
 
 export class ReplicationSetupError extends HookbridgeError {
   constructor(code: string, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
@@ -143,23 +145,175 @@ export async function readReplicationFacts(pool: Queryable, slotName: string): P
   };
 }
 
-interface SlotRow {
-  plugin: string | null;
-  slot_type: string;
+/** Our slot as pg_replication_slots shows it, with the server's WAL position: what a start, status, doctor and a running stream look at. */
+export interface SlotState {
+  name: string;
+  /** The database it belongs to (null for a physical slot), and the one we are connected to. */
   database: string | null;
-  confirmed_flush_lsn: string | null;
-  wal_status: string | null;
-  current_database: string;
+  currentDatabase: string;
+  slotType: string;
+  plugin: string | null;
+  active: boolean;
+  activePid: number | null;
+  restartLsn: string | null;
+  confirmedFlushLsn: string | null;
+  /** reserved | extended | unreserved (WAL it needs goes at the next checkpoint) | lost (invalidated). */
+  walStatus: string | null;
+  /** Why Postgres invalidated it, on PostgreSQL 17+ (wal_removed, idle_timeout, rows_removed, wal_level_insufficient). */
+  invalidationReason: string | null;
+  /** The server's WAL position now. */
+  currentLsn: string | null;
+  /** WAL the slot keeps on the server: the current position minus its restart_lsn. */
+  retainedWalBytes: number | null;
+  /** WAL that can still be written before the slot is invalidated (safe_wal_size); null when max_slot_wal_keep_size is -1. */
+  safeWalBytes: number | null;
+  /** As Postgres shows it: '-1' (no limit) or a size such as '10GB'. */
+  maxSlotWalKeepSize: string;
+  /** Where the WAL the server still has begins (its oldest segment); read for a lost slot, where the role may list pg_wal. */
+  oldestWalLsn: string | null;
 }
 
-async function readSlot(pool: Queryable, slotName: string): Promise<SlotRow | undefined> {
-  const { rows } = await pool.query<SlotRow>(
-    `select plugin, slot_type, database, confirmed_flush_lsn::text as confirmed_flush_lsn, wal_status,
-            current_database() as current_database
-       from pg_replication_slots where slot_name = $1`,
+export async function readSlotState(pool: Queryable, slotName: string): Promise<SlotState | undefined> {
+  const { rows } = await pool.query<{
+    database: string | null;
+    current_database: string;
+    slot_type: string;
+    plugin: string | null;
+    active: boolean;
+    active_pid: number | null;
+    restart_lsn: string | null;
+    confirmed_flush_lsn: string | null;
+    wal_status: string | null;
+    invalidation_reason: string | null;
+    current_lsn: string | null;
+    retained: string | null;
+    safe: string | null;
+    keep_size: string;
+  }>(
+    `with now as (select case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end as lsn)
+     select s.database, current_database() as current_database, s.slot_type, s.plugin, s.active, s.active_pid,
+            s.restart_lsn::text as restart_lsn, s.confirmed_flush_lsn::text as confirmed_flush_lsn, s.wal_status,
+            -- A column of PostgreSQL 17+: read through jsonb so that older servers answer null.
+            to_jsonb(s) ->> 'invalidation_reason' as invalidation_reason,
+            now.lsn::text as current_lsn, pg_wal_lsn_diff(now.lsn, s.restart_lsn)::text as retained,
+            s.safe_wal_size::text as safe, current_setting('max_slot_wal_keep_size') as keep_size
+       from pg_replication_slots s, now
+      where s.slot_name = $1`,
     [slotName],
   );
-  return rows[0];
+  const row = rows[0];
+  if (!row) return undefined;
+  const state: SlotState = {
+    name: slotName,
+    database: row.database,
+    currentDatabase: row.current_database,
+    slotType: row.slot_type,
+    plugin: row.plugin,
+    active: row.active,
+    activePid: row.active_pid,
+    restartLsn: row.restart_lsn,
+    confirmedFlushLsn: row.confirmed_flush_lsn,
+    walStatus: row.wal_status,
+    invalidationReason: row.invalidation_reason,
+    currentLsn: row.current_lsn,
+    retainedWalBytes: row.retained === null ? null : Number(row.retained),
+    safeWalBytes: row.safe === null ? null : Number(row.safe),
+    maxSlotWalKeepSize: row.keep_size,
+    oldestWalLsn: null,
+  };
+  if (slotIsLost(state)) state.oldestWalLsn = await readOldestWal(pool);
+  return state;
+}
+
+/** The start of the oldest WAL segment in pg_wal; null where the role may not list it (pg_monitor or a superuser may). */
+async function readOldestWal(pool: Queryable): Promise<string | null> {
+  try {
+    const { rows } = await pool.query<{ name: string | null; segment: string }>(
+      `select (select min(name) from pg_ls_waldir() where name ~ '^[0-9A-F]{24}$') as name,
+              (select setting from pg_settings where name = 'wal_segment_size') as segment`,
+    );
+    const name = rows[0]?.name;
+    const start = name ? walSegmentStart(name, Number(rows[0]?.segment)) : undefined;
+    return start === undefined ? null : formatLsn(start);
+  } catch {
+    return null;
+  }
+}
+
+export function slotIsLost(state: Pick<SlotState, 'walStatus' | 'invalidationReason'>): boolean {
+  return state.walStatus === 'lost' || (state.invalidationReason !== null && state.invalidationReason !== 'none');
+}
+
+const INVALIDATED_BECAUSE: Record<string, string> = {
+  wal_removed: 'it fell further behind than max_slot_wal_keep_size allows',
+  idle_timeout: 'it stayed unused longer than idle_replication_slot_timeout',
+  rows_removed: 'catalog rows it needed were removed',
+  wal_level_insufficient: 'wal_level was lowered below logical',
+};
+
+/** Which changes an invalidated slot cannot deliver, in words (and as far as the server still tells). */
+export function describeLostChanges(state: SlotState): string {
+  const from = state.confirmedFlushLsn ?? state.restartLsn;
+  // Right after an invalidation the old segments may still be on their way out: name a start only past `from`.
+  const removedBefore = state.oldestWalLsn && (!from || parseLsn(state.oldestWalLsn) > parseLsn(from)) ? state.oldestWalLsn : undefined;
+  const gone = removedBefore ? `WAL before ${removedBefore} is removed` : 'the WAL they were in is being removed';
+  const now = state.currentLsn ? ` (the server is at ${state.currentLsn})` : '';
+  return from
+    ? `changes committed after ${from} were never delivered to action hooks and cannot be: ${gone}${now}`
+    : `changes committed since the bridge last confirmed a position cannot be delivered to action hooks: ${gone}${now}`;
+}
+
+/** The E_SLOT_LOST error a start and a running stream both give. */
+export function slotLostError(state: SlotState): ReplicationSetupError {
+  const reason = state.invalidationReason ? INVALIDATED_BECAUSE[state.invalidationReason] ?? state.invalidationReason : undefined;
+  const why = reason ?? 'max_slot_wal_keep_size exceeded, or an idle timeout';
+  return new ReplicationSetupError(
+    'E_SLOT_LOST',
+    `The replication slot "${state.name}" was invalidated (${why}): Postgres removed WAL it still needed, so ` +
+      `${describeLostChanges(state)}. Drop it (SELECT pg_drop_replication_slot('${state.name}');) and start again: action hooks ` +
+      'resume with the changes made from then on; reconcile what changed in between from your tables.',
+    {
+      details: {
+        slotName: state.name,
+        invalidationReason: state.invalidationReason,
+        confirmedFlushLsn: state.confirmedFlushLsn,
+        restartLsn: state.restartLsn,
+        oldestWalLsn: state.oldestWalLsn,
+        currentLsn: state.currentLsn,
+        maxSlotWalKeepSize: state.maxSlotWalKeepSize,
+      },
+    },
+  );
+}
+
+/** Why hookbridge cannot stream from this slot, if it cannot (a slot of this name that is not ours to use, or lost). */
+export function slotProblem(state: SlotState): ReplicationSetupError | undefined {
+  const slotName = state.name;
+  const reuse = `Set HOOKBRIDGE_SLOT to a name of its own for hookbridge, or drop that slot (SELECT pg_drop_replication_slot('${slotName}');) if nothing uses it.`;
+  if (state.slotType !== 'logical') {
+    return new ReplicationSetupError(
+      'E_SLOT_PHYSICAL',
+      `A physical replication slot named "${slotName}" already exists (a standby or backup tool uses it). ${reuse}`,
+      { details: { slotName } },
+    );
+  }
+  if (state.database !== state.currentDatabase) {
+    return new ReplicationSetupError(
+      'E_SLOT_OTHER_DATABASE',
+      `The replication slot "${slotName}" belongs to database "${state.database ?? '?'}", not "${state.currentDatabase}"; ` +
+        `slot names are shared by the whole server, so each database needs its own. ${reuse}`,
+      { details: { slotName, database: state.database } },
+    );
+  }
+  if (state.plugin !== 'pgoutput') {
+    return new ReplicationSetupError(
+      'E_SLOT_PLUGIN',
+      `The replication slot "${slotName}" uses the output plugin "${state.plugin ?? '?'}", but hookbridge reads pgoutput. ${reuse}`,
+      { details: { slotName, plugin: state.plugin } },
+    );
+  }
+  if (slotIsLost(state)) return slotLostError(state);
+  return undefined;
 }
 
 /**
@@ -171,7 +325,7 @@ export async function ensureSlot(
   slotName: string,
 ): Promise<{ created: boolean; confirmedFlushLsn: string | null }> {
   let created = false;
-  let slot = await readSlot(pool, slotName);
+  let slot = await readSlotState(pool, slotName);
   if (!slot) {
     try {
       // Waits for transactions running now to finish: the slot's snapshot must see them complete.
@@ -188,7 +342,7 @@ export async function ensureSlot(
         );
       }
     }
-    slot = await readSlot(pool, slotName);
+    slot = await readSlotState(pool, slotName);
     if (!slot) {
       throw new ReplicationSetupError(
         'E_SLOT_VANISHED',
@@ -197,42 +351,39 @@ export async function ensureSlot(
       );
     }
   }
-  const reuse = `Set HOOKBRIDGE_SLOT to a name of its own for hookbridge, or drop that slot (SELECT pg_drop_replication_slot('${slotName}');) if nothing uses it.`;
-  if (slot.slot_type !== 'logical') {
+  const problem = slotProblem(slot);
+  if (problem) throw problem;
+  return { created, confirmedFlushLsn: slot.confirmedFlushLsn };
+}
+
+/**
+ * Whether a running stream may go on with its slot, asked after a replication connection ended: an
+ * invalidated slot (E_SLOT_LOST) or one dropped under it (E_SLOT_DROPPED) cannot deliver what it
+ * missed, and retrying would only hide that. Throws those; anything else (the server is restarting)
+ * is for the reconnect to find out.
+ */
+export async function checkSlotStillUsable(pool: Queryable, slotName: string, confirmedLsn: string): Promise<void> {
+  let state: SlotState | undefined;
+  try {
+    // Bounded: a server out of reach must not hold up the reconnect that will say so.
+    state = await withTimeout(readSlotState(pool, slotName), SLOT_CHECK_TIMEOUT_MS, () => new Error('reading the slot timed out'));
+  } catch {
+    return;
+  }
+  if (state && slotIsLost(state)) throw slotLostError(state);
+  if (!state) {
     throw new ReplicationSetupError(
-      'E_SLOT_PHYSICAL',
-      `A physical replication slot named "${slotName}" already exists (a standby or backup tool uses it). ${reuse}`,
-      { details: { slotName } },
+      'E_SLOT_DROPPED',
+      `The replication slot "${slotName}" was dropped while the bridge streamed from it (hookbridge uninstall, or pg_drop_replication_slot): ` +
+        `changes committed after ${confirmedLsn} that it had not delivered yet cannot be. Start the bridge again to create a new slot: ` +
+        'action hooks resume with the changes made from then on.',
+      { details: { slotName, confirmedLsn } },
     );
   }
-  if (slot.database !== slot.current_database) {
-    throw new ReplicationSetupError(
-      'E_SLOT_OTHER_DATABASE',
-      `The replication slot "${slotName}" belongs to database "${slot.database ?? '?'}", not "${slot.current_database}"; ` +
-        `slot names are shared by the whole server, so each database needs its own. ${reuse}`,
-      { details: { slotName, database: slot.database } },
-    );
-  }
-  if (slot.plugin !== 'pgoutput') {
-    throw new ReplicationSetupError(
-      'E_SLOT_PLUGIN',
-      `The replication slot "${slotName}" uses the output plugin "${slot.plugin ?? '?'}", but hookbridge reads pgoutput. ${reuse}`,
-      { details: { slotName, plugin: slot.plugin } },
-    );
-  }
-  if (slot.wal_status === 'lost') {
-    throw new ReplicationSetupError(
-      'E_SLOT_LOST',
-      `The replication slot "${slotName}" was invalidated: Postgres removed WAL it still needed ` +
-        '(max_slot_wal_keep_size or an idle timeout), so changes since the bridge last ran cannot be delivered. ' +
-        `Drop it (SELECT pg_drop_replication_slot('${slotName}');) and start again; action hooks resume from then on.`,
-      { details: { slotName } },
-    );
-  }
-  return { created, confirmedFlushLsn: slot.confirmed_flush_lsn };
 }
 
 const DROP_WAIT_MS = 10_000;
+const SLOT_CHECK_TIMEOUT_MS = 5_000;
 
 /**
  * Drops our slot in this database, first ending a walsender that streams from it. A slot of that

@@ -17,13 +17,27 @@
  *   data is ignored.
  *
  * We send our own status updates: on every keepalive that asks for one, whenever the confirmable LSN
- * moves (throttled), and every `statusIntervalMs` even while reading is paused for backpressure, so
- * `wal_sender_timeout` never trips on a slow handler.
+ * moves (throttled), at least every `statusIntervalMs`, and every tick (half a ping interval) while
+ * reading is paused for backpressure, so `wal_sender_timeout` never trips on a slow handler.
+ *
+ * What the server sent past the last handled commit (WAL of tables nobody publishes, transactions still
+ * open, records between commits) is confirmed too, but only when nothing is pending: every message
+ * received before a keepalive was handed out and finished, and the consumer has no transaction open or
+ * unfinished (`isSettled`). Then the keepalive's position (the walsender's sentPtr) holds no change we
+ * still owe: a transaction open at that point commits later, past it, and is sent in full. Without this
+ * a fast shutdown waits on us: a walsender exits only once its client confirmed all it sent.
+ *
+ * A connection may die without a word (a walsender frozen, a network gone): every `pingIntervalMs` of
+ * silence we ask the server for a reply, and a connection that stayed silent for `silentLimitMs` while
+ * we were reading it is closed and opened again. While reading is paused (backpressure) silence proves
+ * nothing; the status updates we keep writing then surface a connection the server closed.
+ *
+ * The library keeps its pg connection private: `watchConnection()` is the one place that reaches in.
  */
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { formatLsn, parseLsn } from './lsn.js';
+import { formatLsn, parseLsn, readLsn } from './lsn.js';
 
 type Plugin = Parameters<LogicalReplicationService['subscribe']>[0];
 
@@ -34,12 +48,37 @@ export interface StreamOptions {
   logger: Logger;
   /** Called for every XLogData payload, in order; returning a promise pauses reading until it settles. */
   onData: (payload: Buffer, walLsn: bigint) => void | Promise<void>;
-  /** Called when a connection ended (before a reconnect); the consumer resets partial state. */
-  onDisconnect: () => Promise<void>;
+  /**
+   * Called when a connection ended, with why (before a reconnect); the consumer resets partial state.
+   * Throwing gives up: the stream does not reconnect and `onFatal` hears the error.
+   */
+  onDisconnect: (reason: unknown) => Promise<void>;
+  /** The stream gave up for good (onDisconnect threw): it is stopped and will not reconnect. */
+  onFatal?: (error: unknown) => void;
+  /**
+   * No transaction handed out is unfinished and none is being assembled: then what the server sent may
+   * be confirmed (see the header comment). Without it only handled commits are ever confirmed.
+   */
+  isSettled?: () => boolean;
   /** The slot's confirmed_flush_lsn at start: what keepalive replies report until we confirm more. */
   startLsn: bigint;
   statusIntervalMs?: number;
+  /** Silence after which we ask the server for a reply (default 1 s), and after which the connection is taken as dead (default 3 s). */
+  liveness?: { pingIntervalMs?: number; silentLimitMs?: number };
   reconnect?: { baseDelayMs?: number; maxDelayMs?: number };
+}
+
+/** What we watch on one replication connection. */
+interface Link {
+  service: LogicalReplicationService;
+  /** We see its messages and bytes (the library's internals were where we expect them). */
+  watched: boolean;
+  /** XLogData messages received, and those whose onData finished: equal when nothing is pending in the library's queue. */
+  received: number;
+  processed: number;
+  lastHeardAt: number;
+  /** Ends the connection (it is closed and opened again). */
+  dead: (reason: Error) => void;
 }
 
 /** The plugin only frames START_REPLICATION; decoding is ours (see pgoutput-decoder.ts). */
@@ -59,15 +98,20 @@ function rawPgoutput(publications: string[]): Plugin {
 export class ReplicationStream {
   readonly #options: StreamOptions;
   #service: LogicalReplicationService | undefined;
+  #link: Link | undefined;
   #confirmed = 0n;
   #lastSent = -1n;
+  #lastSentAt = 0;
   #sendTimer: NodeJS.Timeout | undefined;
-  #statusTimer: NodeJS.Timeout | undefined;
+  #tickTimer: NodeJS.Timeout | undefined;
+  #lastTickAt = 0;
   #stopped = false;
   #streaming = false;
+  #failure: unknown;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #paused = false;
+  #warnedUnwatched = false;
 
   constructor(options: StreamOptions) {
     this.#options = options;
@@ -82,6 +126,11 @@ export class ReplicationStream {
     return this.#confirmed;
   }
 
+  /** Why the stream gave up for good (onDisconnect threw), if it did. */
+  get failure(): unknown {
+    return this.#failure;
+  }
+
   /** Starts streaming; resolves once the first connection streams (rejects if it cannot). */
   start(): Promise<void> {
     let firstStart!: { resolve: () => void; reject: (error: unknown) => void };
@@ -89,7 +138,8 @@ export class ReplicationStream {
     this.#loop = this.#run(firstStart);
     // Deliberately not unref'd: while the stream runs, the process must not exit even if every
     // connection is momentarily gone (Postgres restarting).
-    this.#statusTimer = setInterval(() => this.#sendStatus(true), this.#options.statusIntervalMs ?? 10_000);
+    this.#lastTickAt = Date.now();
+    this.#tickTimer = setInterval(() => this.#tick(), this.#tickMs);
     return started;
   }
 
@@ -111,7 +161,7 @@ export class ReplicationStream {
 
   /** Sends the final confirmation and closes the connection. Safe to call twice. */
   async stop(): Promise<void> {
-    clearInterval(this.#statusTimer);
+    clearInterval(this.#tickTimer);
     if (this.#stopped) return void (await this.#loop);
     this.#stopped = true;
     clearTimeout(this.#sendTimer);
@@ -120,6 +170,19 @@ export class ReplicationStream {
     this.#wake?.();
     await this.#service?.stop().catch(() => undefined);
     await this.#loop;
+  }
+
+  get #pingIntervalMs(): number {
+    return this.#options.liveness?.pingIntervalMs ?? 1_000;
+  }
+
+  get #statusIntervalMs(): number {
+    return this.#options.statusIntervalMs ?? 10_000;
+  }
+
+  /** Often enough to notice silence within half a ping interval of the limit. */
+  get #tickMs(): number {
+    return Math.min(this.#pingIntervalMs / 2, this.#statusIntervalMs);
   }
 
   async #run(firstStart: { resolve: () => void; reject: (error: unknown) => void }): Promise<void> {
@@ -131,11 +194,27 @@ export class ReplicationStream {
         { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
       );
       this.#service = service;
+      let silent!: (reason: Error) => void;
       const ended = new Promise<unknown>((resolve) => {
         service.on('error', (error: Error) => resolve(error));
+        silent = resolve;
       });
+      const link: Link = { service, watched: false, received: 0, processed: 0, lastHeardAt: Date.now(), dead: silent };
       service.on('start', () => {
         attempt = 0;
+        link.lastHeardAt = Date.now();
+        link.watched = watchConnection(service, {
+          heard: () => (link.lastHeardAt = Date.now()),
+          xlogData: () => (link.received += 1),
+          keepalive: (walEnd, replyRequested) => this.#keepalive(link, walEnd, replyRequested),
+        });
+        if (!link.watched && !this.#warnedUnwatched) {
+          this.#warnedUnwatched = true;
+          this.#options.logger.warn(
+            'pg-logical-replication keeps its connection elsewhere than this version expects: a dead replication connection is noticed late, and a fast Postgres shutdown may wait on the bridge',
+          );
+        }
+        this.#link = link;
         this.#streaming = true;
         this.#lastSent = -1n;
         this.#options.logger.info({ slot: this.#options.slotName, from: formatLsn(this.#confirmed) }, 'replication streaming');
@@ -144,16 +223,19 @@ export class ReplicationStream {
           firstStart.resolve();
         }
       });
+      // Only when the connection is not watched (see watchConnection): keepalives are handled there.
       service.on('heartbeat', (_lsn: string, _time: number, shouldRespond: boolean) => {
-        if (shouldRespond) this.#sendStatus(true);
+        if (!link.watched && shouldRespond) this.#sendStatus(true);
       });
       let poisoned = false;
       service.on('data', (lsn: string, payload: Buffer) => {
         // Never resolves: the library's queue stops here, and nothing more is read before we close.
         if (poisoned || this.#paused) return new Promise<void>(() => {});
+        const processed = () => void (link.processed += 1);
         try {
           const pending = this.#options.onData(payload, parseLsn(lsn));
-          return pending?.catch((error: unknown) => {
+          if (!pending) return processed();
+          return pending.then(processed, (error: unknown) => {
             poisoned = true;
             throw error;
           });
@@ -172,7 +254,9 @@ export class ReplicationStream {
         ended,
       ]);
       this.#streaming = false;
+      this.#link = undefined;
       this.#options.logger.debug({ err: outcome }, 'replication: subscription ended; closing');
+      // With START_REPLICATION running, this destroys the socket: no goodbye awaited from a dead peer.
       await service.stop().catch(() => undefined);
       this.#options.logger.debug('replication: closed');
       service.removeAllListeners();
@@ -181,10 +265,24 @@ export class ReplicationStream {
       if (!everStarted) {
         firstStart.reject(outcome);
         this.#stopped = true;
-        clearInterval(this.#statusTimer);
+        clearInterval(this.#tickTimer);
         break;
       }
-      await this.#options.onDisconnect();
+      try {
+        await this.#options.onDisconnect(outcome);
+      } catch (error) {
+        this.#failure = error;
+        this.#stopped = true;
+        clearInterval(this.#tickTimer);
+        this.#options.logger.debug({ err: error }, 'replication: giving up');
+        try {
+          this.#options.onFatal?.(error);
+        } catch (listenerError) {
+          this.#options.logger.error({ err: listenerError }, 'a listener of a fatal replication error threw');
+        }
+        break;
+      }
+      if (this.#stopped) break;
       attempt += 1;
       const delay = reconnectDelay(attempt, this.#options.reconnect);
       this.#options.logger.warn({ err: outcome, attempt, retryInMs: delay }, 'replication connection lost; reconnecting');
@@ -195,18 +293,91 @@ export class ReplicationStream {
     }
   }
 
-  #sendStatus(force: boolean): void {
+  /** A primary keepalive: confirm what the server sent if nothing is pending, and reply if asked to. */
+  #keepalive(link: Link, walEnd: bigint, replyRequested: boolean): void {
+    if (this.#link !== link) return;
+    const settled = !this.#paused && link.received === link.processed && (this.#options.isSettled?.() ?? false);
+    if (settled && walEnd > this.#confirmed) {
+      this.#confirmed = walEnd;
+      this.#sendStatus(false);
+    } else if (replyRequested) {
+      this.#sendStatus(true);
+    }
+  }
+
+  /**
+   * Liveness and steady status updates. Silence counts only while we read: not while the library's
+   * queue waits on us (backpressure), and not across a stretch in which this process itself was
+   * stalled (a late tick: what arrived meanwhile has not been read yet).
+   */
+  #tick(): void {
+    const now = Date.now();
+    const late = now - this.#lastTickAt > this.#tickMs + 1_000;
+    this.#lastTickAt = now;
+    const link = this.#link;
+    if (!link || !this.#streaming) return;
+    const reading = link.watched && !this.#paused && link.received === link.processed;
+    if (!reading || late) link.lastHeardAt = now;
+    const silentFor = now - link.lastHeardAt;
+    const limit = this.#options.liveness?.silentLimitMs ?? 3_000;
+    if (silentFor >= limit) {
+      this.#streaming = false;
+      link.dead(new Error(`the replication connection was silent for ${silentFor} ms (no reply to status updates asking for one)`));
+      return;
+    }
+    if (!reading) {
+      // A connection the server closed shows when we write to it, read or not.
+      this.#sendStatus(true);
+    } else if (silentFor >= this.#pingIntervalMs) {
+      this.#sendStatus(true, true);
+    } else if (now - this.#lastSentAt >= this.#statusIntervalMs) {
+      this.#sendStatus(true);
+    }
+  }
+
+  #sendStatus(force: boolean, ping = false): void {
     const service = this.#service;
     // Nothing to report before the slot has a position (a fresh slot reports it in its first keepalive).
     if (!service || !this.#streaming || this.#confirmed === 0n) return;
     if (!force && this.#confirmed === this.#lastSent) return;
     this.#lastSent = this.#confirmed;
+    this.#lastSentAt = Date.now();
     // The library reports lsn + 1; see the header comment.
     const reported = this.#confirmed > 0n ? this.#confirmed - 1n : 0n;
-    service.acknowledge(formatLsn(reported)).catch((error: unknown) => {
+    service.acknowledge(formatLsn(reported), ping).catch((error: unknown) => {
       this.#options.logger.warn({ err: error }, 'sending a replication status update failed');
     });
   }
+}
+
+interface ConnectionWatch {
+  /** Bytes arrived (part of a message counts: a large row takes a while). */
+  heard: () => void;
+  xlogData: () => void;
+  keepalive: (walEnd: bigint, replyRequested: boolean) => void;
+}
+
+/**
+ * Listens to the replication connection beside the library: its pg `Connection` (`_connection`, set
+ * while subscribed) emits every CopyData message, and its socket the bytes. Listeners added after the
+ * library's see each message after it did: an XLogData is queued (or handed out) before we count it.
+ * Returns false, changing nothing, if the library keeps them elsewhere.
+ */
+function watchConnection(service: LogicalReplicationService, watch: ConnectionWatch): boolean {
+  const connection = (service as unknown as { _connection?: unknown })._connection as
+    | (NodeJS.EventEmitter & { stream?: NodeJS.EventEmitter })
+    | null
+    | undefined;
+  if (!connection || typeof connection.on !== 'function' || !connection.stream || typeof connection.stream.on !== 'function') return false;
+  connection.stream.on('data', watch.heard);
+  connection.on('copyData', (message: { chunk?: unknown }) => {
+    const chunk = message.chunk;
+    if (!Buffer.isBuffer(chunk) || chunk.length === 0) return;
+    // XLogData: 'w', start, end, time, payload. Primary keepalive: 'k', walEnd (8), time (8), reply requested (1).
+    if (chunk[0] === 0x77) watch.xlogData();
+    else if (chunk[0] === 0x6b && chunk.length >= 18) watch.keepalive(readLsn(chunk, 1), chunk[17] !== 0);
+  });
+  return true;
 }
 
 export function reconnectDelay(attempt: number, options: StreamOptions['reconnect'] = {}): number {

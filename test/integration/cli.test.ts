@@ -2,7 +2,9 @@ import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import pg from 'pg';
 import { LEADER_KEY, lockClassFor } from '../../bridge/filters/tickets.js';
+import { migrate } from '../../bridge/migrate.js';
 import { runCli, startCli } from '../support/cli.js';
 import { useTestDatabase } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
@@ -50,7 +52,7 @@ describe('hookbridge CLI', () => {
       const created = await runCli(['init', 'my-hook', '-e', dir.path]);
       expect(created.stdout).toContain(join(dir.path, 'hooks/my-hook/index.ts'));
       const listed = await runCli(['extensions', '--json', '-e', dir.path]);
-      expect(JSON.parse(listed.stdout).loaded).toEqual([expect.objectContaining({ name: 'my-hook', events: ['filter items.create', 'action items.create'] })]);
+      expect(JSON.parse(listed.stdout).loaded).toEqual([expect.objectContaining({ name: 'my-hook', events: ['filter articles.items.create', 'action articles.items.create'] })]);
       expect((await runCli(['init', 'my-hook', '-e', dir.path])).code).toBe(2);
     } finally {
       await dir.remove();
@@ -79,6 +81,11 @@ describe('hookbridge CLI', () => {
           };`,
       });
       const env = { DATABASE_URL: db.url, OUT: out, EXTENSIONS_PATH: dir.path };
+      // Read-only: a database where no bridge started stays without hookbridge's schema.
+      const absent = await runCli(['failed', 'list'], { env });
+      expect(absent.stdout).toBe('no failed events: hookbridge is not installed in this database (no bridge has started here)\n');
+      const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+      await migrate(pool, { schema: 'hookbridge' }).finally(() => pool.end());
       const empty = await runCli(['failed', 'list'], { env });
       expect(empty.stdout).toBe('no failed events\n');
       await withClient(db.url, (c) =>
@@ -184,8 +191,8 @@ describe('hookbridge CLI', () => {
     expect(doctorRun.code).toBe(0);
 
     const dryRun = await runCli(['uninstall'], { env });
-    expect(dryRun.code).toBe(1);
-    expect(dryRun.stdout).toMatch(/would remove .*slot "hb_cli_test".*--yes/);
+    expect(dryRun.code).toBe(2);
+    expect(dryRun.stderr).toMatch(/uninstall needs --yes: it would remove .*slot "hb_cli_test"/);
     const removed = await runCli(['uninstall', '--yes'], { env });
     expect(removed.stderr).toBe('');
     expect(removed.code).toBe(0);

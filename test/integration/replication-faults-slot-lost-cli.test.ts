@@ -1,0 +1,53 @@
+/**
+ * The CLI's side of a slot invalidated while it runs (issue 14): the bridge exits non-zero with
+ * E_SLOT_LOST (its action stream's onFatal), `status` and `doctor` say the slot is lost and which
+ * changes are gone, and a start refuses with the same message.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, expect, it } from 'vitest';
+import { runCli, startCli, type RunningCli } from '../support/cli.js';
+import { tempDir, writeTree } from '../support/file-tree.js';
+import { withClient } from '../support/helpers.js';
+import { outrunSlot, startOwnServer } from './replication-faults-support.js';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+});
+
+it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while it runs', async () => {
+  const own = await startOwnServer('slot-lost-cli', { max_slot_wal_keep_size: '1MB' });
+  cleanups.push(() => own.dispose());
+  await withClient(own.url, (c) => c.query(`create table orders (id bigserial primary key, note text); create table filler (id bigserial primary key, note text)`));
+  const dir = await tempDir();
+  cleanups.push(() => dir.remove());
+  // The handler never returns: the bridge lags behind its slot.
+  await writeTree(dir.path, { 'hooks/blocker/index.js': `module.exports = ({ action }) => { action('orders.items.create', () => new Promise(() => {})); };` });
+  const slot = `hb_lost_${randomBytes(3).toString('hex')}`;
+  const env = { DATABASE_URL: own.url, HOOKBRIDGE_SLOT: slot, ACTION_TIMEOUT_MS: '600000' };
+  const cli: RunningCli = startCli(['start', '-e', dir.path], { env });
+  cleanups.push(() => cli.stop('SIGKILL'));
+  await cli.waitForLog('ready');
+  await withClient(own.url, (c) => c.query(`insert into orders (note) values ('stuck')`));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+
+  const checkpointAt = await outrunSlot(own.url);
+  const exited = new Promise<number | null>((resolve) => cli.child.on('close', resolve));
+  const code = await Promise.race([exited, new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 30_000))]);
+  process.stdout.write(`[replication-faults] invalidated slot: the CLI exited ${code === 'running' ? 'not at all' : `(code ${String(code)}) ${Date.now() - checkpointAt} ms after the checkpoint`}\n`);
+  expect(code, cli.output()).not.toBe('running');
+  expect(code).not.toBe(0);
+  const fatal = cli.logLines().find((l) => (l['err'] as { code?: string } | undefined)?.code === 'E_SLOT_LOST' || l['code'] === 'E_SLOT_LOST');
+  expect(fatal, cli.output()).toBeDefined();
+
+  // status says so, through the binary; doctor fails on it.
+  const text = await runCli(['status', '-e', dir.path], { env });
+  expect(text.stdout).toMatch(new RegExp(`^slot ${slot}: ✗ lost \\(invalidated: wal_removed\\): changes committed after [0-9A-F]+/[0-9A-F]+ were never delivered`, 'm'));
+  const doctorRun = await runCli(['doctor'], { env });
+  expect(doctorRun.stdout).toMatch(new RegExp(`✗ replication slot "${slot}": lost`));
+  expect(doctorRun.code).toBe(1);
+  // And a start refuses with the same message.
+  const restart = await runCli(['start', '-e', dir.path], { env, timeoutMs: 60_000 });
+  expect(restart.code).not.toBe(0);
+  expect(restart.stdout + restart.stderr).toContain(`The replication slot "${slot}" was invalidated`);
+}, 150_000);
