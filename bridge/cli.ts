@@ -21,7 +21,7 @@ import { installContainment } from './containment.js';
 import { closePool, internalConnection, openDatabase, watchPool } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
 import { forgetGuards } from './extension-guards.js';
-import { doctor, formatSlotStatus, guardCheck, guardStatus, status, type Status } from './inspect.js';
+import { doctor, formatSlotStatus, guardCheck, guardStatus, readCluster, status, type Status } from './inspect.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
 import { uninstall } from './replication/publication.js';
@@ -242,6 +242,14 @@ export function buildProgram(): Command {
       return;
     }
     await withDatabase(flags, async ({ pool }) => {
+      // A bridge still running would fail on every step after this and put its objects back at its next sync.
+      const { instances } = await readCluster(pool, config.schema);
+      if (instances.length > 0) {
+        const which = instances.map((i) => `slot ${i.slot}${i.process ? ` (${i.process})` : ''}`).join(', ');
+        process.stderr.write(`hookbridge: ${instances.length} bridge(s) still run on this database: ${which}; stop them first (SIGTERM), then uninstall\n`);
+        process.exitCode = 1;
+        return;
+      }
       await uninstall(pool, { schema: config.schema, slotName: config.slotName, publication: config.publicationName });
       process.stdout.write(`removed ${what}\n`);
     });

@@ -46,6 +46,28 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   replicationCheck('WAL senders', 'E_WAL_SENDERS', `${facts.activeWalSenders} of ${facts.maxWalSenders} in use`);
   checks.push(slotCheck(config.slotName, await readSlotState(pool, config.slotName)));
 
+  // The bridge installs its schema at its first start: it needs CREATE on the database, or a schema made for it.
+  const { rows: install } = await pool.query<{ exists: boolean; may_create: boolean; db: string }>(
+    `select exists (select 1 from pg_namespace where nspname = $1) as exists,
+            case when exists (select 1 from pg_namespace where nspname = $1) then has_schema_privilege($1, 'CREATE')
+                 else has_database_privilege(current_database(), 'CREATE') end as may_create,
+            current_database() as db`,
+    [config.schema],
+  );
+  const place = install[0];
+  const role = pg.escapeIdentifier(facts.role);
+  checks.push({
+    name: `schema "${config.schema}"`,
+    ok: place?.may_create === true,
+    detail: place?.exists ? (place.may_create ? 'installed' : `exists, and role ${facts.role} may not create in it`) : place?.may_create ? 'created at the first start' : 'missing',
+    fix:
+      place?.may_create === true
+        ? undefined
+        : place?.exists
+          ? `as a superuser: ALTER SCHEMA ${pg.escapeIdentifier(config.schema)} OWNER TO ${role};`
+          : `as a superuser: CREATE SCHEMA ${pg.escapeIdentifier(config.schema)} AUTHORIZATION ${role}; (or GRANT CREATE ON DATABASE ${pg.escapeIdentifier(place?.db ?? '')} TO ${role};)`,
+  });
+
   const { rows: dblink } = await pool.query<{ installed: string | null; available: boolean; schema: string | null }>(
     `select (select extversion from pg_extension where extname = 'dblink') as installed,
             exists (select 1 from pg_available_extensions where name = 'dblink') as available,
@@ -53,7 +75,9 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   );
   const d = dblink[0];
   const schema = pg.escapeIdentifier(config.schema);
-  const create = `as a superuser: CREATE EXTENSION dblink SCHEMA ${schema}; REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} FROM PUBLIC; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${pg.escapeIdentifier(facts.role)};`;
+  // CREATE EXTENSION ... SCHEMA wants the schema: before the first start it is not there yet.
+  const makeSchema = place?.exists ? '' : `CREATE SCHEMA IF NOT EXISTS ${schema} AUTHORIZATION ${pg.escapeIdentifier(facts.role)}; `;
+  const create = `as a superuser: ${makeSchema}CREATE EXTENSION dblink SCHEMA ${schema}; REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} FROM PUBLIC; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${pg.escapeIdentifier(facts.role)};`;
   let fix: string | undefined;
   if (!d?.installed) fix = d?.available ? (facts.superuser ? undefined : create) : "install PostgreSQL's contrib package (dblink) on the server";
   else if (d.schema !== config.schema) fix = `as a superuser: ALTER EXTENSION dblink SET SCHEMA ${schema}; then restart the bridge`;

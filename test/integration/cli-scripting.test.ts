@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closePool } from '../../bridge/database.js';
 import { startEmbeddedPostgres } from '../../bridge/embedded-postgres.js';
 import { migrate } from '../../bridge/migrate.js';
-import { runCli } from '../support/cli.js';
+import { runCli, startCli } from '../support/cli.js';
 import { createTestDatabase, useTestDatabase } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
 import { withClient } from '../support/helpers.js';
@@ -265,3 +265,58 @@ function listening(): Promise<Server> {
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('doctor says what a start will need', () => {
+  it('a role that may not create the schema: the statement that makes it, before dblink\'s (which needs it)', async () => {
+    const role = `hb_cli_nocreate_${suffix}`;
+    const password = randomBytes(12).toString('hex');
+    await withClient(db.url, (c) => c.query(`create role ${role} login replication password '${password}'`));
+    try {
+      const url = new URL(db.url);
+      url.username = role;
+      url.password = password;
+      const result = await runCli(['doctor', '--json'], { env: { DATABASE_URL: url.toString() } });
+      expect(result.code).toBe(1);
+      const checks = JSON.parse(result.stdout) as Array<{ name: string; ok: boolean; fix?: string }>;
+      expect(checks.find((c) => c.name === 'schema "hookbridge"')).toMatchObject({
+        ok: false,
+        fix: expect.stringContaining(`CREATE SCHEMA "hookbridge" AUTHORIZATION "${role}";`),
+      });
+      const dblink = checks.find((c) => c.name === 'dblink (filter hooks)');
+      if (dblink && !dblink.ok) expect(dblink.fix).toContain(`CREATE SCHEMA IF NOT EXISTS "hookbridge" AUTHORIZATION "${role}"; CREATE EXTENSION dblink SCHEMA "hookbridge"`);
+      expect(await leftovers(db.url)).toEqual(NOTHING);
+    } finally {
+      await withClient(db.url, async (c) => {
+        await c.query(`drop owned by ${role}`);
+        await c.query(`drop role ${role}`);
+      });
+    }
+  });
+});
+
+describe('uninstall', () => {
+  it('refuses while a bridge runs on the database, and removes everything once it stopped', async () => {
+    const other = await createTestDatabase('cli_uninstall_running');
+    const slot = `hb_cli_uninstall_${suffix}`;
+    const env = { DATABASE_URL: other.url, HOOKBRIDGE_SLOT: slot };
+    try {
+      const bridge = startCli(['start', '-e', examples, '--demo'], { env });
+      try {
+        await bridge.waitForLog('ready');
+        const refused = await runCli(['uninstall', '--yes'], { env });
+        expect(refused.code).toBe(1);
+        expect(refused.stderr).toMatch(/^hookbridge: 1 bridge\(s\) still run on this database: slot 0 \(.+\); stop them first \(SIGTERM\), then uninstall$/m);
+        expect((await leftovers(other.url)).schemas).toBe(1);
+      } finally {
+        expect(await bridge.stop('SIGTERM')).toBe(0);
+      }
+      const done = await runCli(['uninstall', '--yes'], { env });
+      expect(done.code).toBe(0);
+      expect(await leftovers(other.url)).toEqual(NOTHING);
+    } finally {
+      await withClient(other.url, (c) => c.query(`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1`, [slot])).catch(() => undefined);
+      await other.drop();
+    }
+  }, 90_000);
+});
+
