@@ -84,8 +84,10 @@ function forwardedHeaders(req: http.IncomingMessage): http.OutgoingHttpHeaders {
   const client = req.socket.remoteAddress ?? '';
   const before = req.headers['x-forwarded-for'];
   headers['x-forwarded-for'] = before ? `${String(before)}, ${client}` : client;
-  headers['x-forwarded-proto'] ??= 'http';
-  if (req.headers.host) headers['x-forwarded-host'] ??= req.headers.host;
+  // Ours to say, never the client's: express trusts this hop's X-Forwarded-* (req.secure, req.hostname).
+  headers['x-forwarded-proto'] = 'http';
+  if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
+  else delete headers['x-forwarded-host'];
   return headers;
 }
 
@@ -112,25 +114,47 @@ function forward(req: http.IncomingMessage, res: http.ServerResponse): void {
   req.pipe(upstream);
 }
 
-/** An upgrade (WebSocket) is passed on as bytes once its request is written again. */
+/**
+ * An upgrade (WebSocket): asked of the app as a request of its own; only once the app switches
+ * protocols (101) are the two sockets joined byte for byte. Any other answer is passed back and both
+ * connections end, so a client can never talk to the app directly (it would set its own
+ * X-Forwarded-For there, and with it req.ip).
+ */
 function forwardUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
-  const upstream = net.connect(setup.upstream);
-  const drop = () => {
-    socket.destroy();
-    upstream.destroy();
-  };
-  upstream.on('error', drop);
-  socket.on('error', drop);
-  upstream.once('connect', () => {
-    const headers = forwardedHeaders(req);
-    let request = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}\r\nconnection: upgrade\r\nupgrade: ${String(req.headers.upgrade)}\r\n`;
-    for (const [name, value] of Object.entries(headers)) {
-      for (const one of Array.isArray(value) ? value : [value]) request += `${name}: ${String(one)}\r\n`;
-    }
-    upstream.write(`${request}\r\n`);
-    if (head.length) upstream.write(head);
-    socket.pipe(upstream).pipe(socket);
+  socket.on('error', () => socket.destroy());
+  const upstream = http.request({
+    socketPath: setup.upstream,
+    method: req.method,
+    path: req.url,
+    headers: { ...forwardedHeaders(req), connection: 'upgrade', upgrade: String(req.headers.upgrade) },
   });
+  upstream.on('upgrade', (answer, upstreamSocket, upstreamHead) => {
+    let head101 = `HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n`;
+    for (let i = 0; i < answer.rawHeaders.length; i += 2) head101 += `${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}\r\n`;
+    socket.write(`${head101}\r\n`);
+    if (upstreamHead.length) socket.write(upstreamHead);
+    if (head.length) upstreamSocket.write(head);
+    upstreamSocket.on('error', () => socket.destroy());
+    socket.on('close', () => upstreamSocket.destroy());
+    upstreamSocket.on('close', () => socket.destroy());
+    socket.pipe(upstreamSocket).pipe(socket);
+  });
+  upstream.on('response', (answer) => {
+    // No switch: the answer goes back as it is, and the connection ends with it.
+    let text = `HTTP/1.1 ${answer.statusCode ?? 502} ${answer.statusMessage ?? ''}\r\n`;
+    for (let i = 0; i < answer.rawHeaders.length; i += 2) {
+      const name = String(answer.rawHeaders[i]).toLowerCase();
+      if (!HOP_BY_HOP.has(name)) text += `${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}\r\n`;
+    }
+    socket.write(`${text}connection: close\r\n\r\n`);
+    answer.pipe(socket);
+    answer.on('end', () => socket.end());
+    answer.on('error', () => socket.destroy());
+  });
+  upstream.on('error', () => {
+    if (!socket.destroyed) socket.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  });
+  upstream.end();
 }
 
 const server = http.createServer((req, res) => {

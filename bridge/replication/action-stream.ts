@@ -164,6 +164,10 @@ export class ActionStream {
 
     this.#stream = new ReplicationStream({
       statusIntervalMs,
+      // A walsender decoding a large transaction no publication wants is silent (and answers no status
+      // update) for up to wal_sender_timeout / 2: one working is waited out, one waiting on us is dead.
+      walsenderBusy: (pid) => walsenderBusy(pool, pid),
+      busyLimitMs: senderTimeoutMs > 0 ? senderTimeoutMs + 5_000 : 3_600_000,
       // pgoutput prints values with the walsender's settings: fix the ones the typing reads (bridge/typing).
       connection: withSessionSettings(this.#options.connection, { DateStyle: 'ISO', IntervalStyle: 'postgres', bytea_output: 'hex', extra_float_digits: '1' }),
       slotName: config.slotName,
@@ -383,3 +387,20 @@ export class ActionStream {
     };
   }
 }
+
+/**
+ * Whether a walsender is at work (decoding) rather than waiting: waiting for WAL, or to write to a
+ * client that does not read, while its client hears nothing, means the connection between them is
+ * gone. Undefined when the server cannot tell (no such backend: dead too).
+ */
+async function walsenderBusy(pool: pg.Pool, pid: number): Promise<boolean | undefined> {
+  const { rows } = await pool.query<{ wait_event: string | null }>(
+    `select wait_event from pg_catalog.pg_stat_activity where pid = $1 and backend_type = 'walsender'`,
+    [pid],
+  );
+  const row = rows[0];
+  if (!row) return false;
+  // Spelled WalSenderWaitForWAL before PostgreSQL 16 and WalSenderWaitForWal since.
+  return !['walsendermain', 'walsenderwaitforwal', 'walsenderwritedata'].includes((row.wait_event ?? '').toLowerCase());
+}
+

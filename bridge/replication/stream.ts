@@ -65,6 +65,15 @@ export interface StreamOptions {
   statusIntervalMs?: number;
   /** Silence after which we ask the server for a reply (default 1 s), and after which the connection is taken as dead (default 3 s). */
   liveness?: { pingIntervalMs?: number; silentLimitMs?: number };
+  /**
+   * Asked before a silent connection is taken as dead, with its walsender's backend pid: whether that
+   * walsender is busy (decoding a large transaction that no publication wants sends nothing, and
+   * answers no status update, for up to wal_sender_timeout / 2). Busy: silence is waited out, up to
+   * `busyLimitMs`. Not given, or it cannot tell: silence means dead.
+   */
+  walsenderBusy?: (pid: number) => Promise<boolean | undefined>;
+  /** The longest silence a busy walsender is granted (default 65 s: wal_sender_timeout's default + 5 s). */
+  busyLimitMs?: number;
   reconnect?: { baseDelayMs?: number; maxDelayMs?: number };
 }
 
@@ -77,6 +86,8 @@ interface Link {
   received: number;
   processed: number;
   lastHeardAt: number;
+  /** A question to the server about this link's walsender is on its way. */
+  asking?: boolean;
   /** Ends the connection (it is closed and opened again). */
   dead: (reason: Error) => void;
 }
@@ -321,9 +332,26 @@ export class ReplicationStream {
     const silentFor = now - link.lastHeardAt;
     const limit = this.#options.liveness?.silentLimitMs ?? 3_000;
     if (silentFor >= limit) {
-      this.#streaming = false;
-      link.dead(new Error(`the replication connection was silent for ${silentFor} ms (no reply to status updates asking for one)`));
-      return;
+      const busyLimit = this.#options.busyLimitMs ?? 65_000;
+      const pid = (link.service as unknown as { _client?: { processID?: number } })._client?.processID;
+      const judge = this.#options.walsenderBusy;
+      if (judge && pid && silentFor < busyLimit) {
+        // Dead, or busy decoding what it does not send? Ask the server on another connection.
+        if (!link.asking) {
+          link.asking = true;
+          // A server that does not answer within 2 s cannot vouch for it either.
+          Promise.race([judge(pid), new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 2_000).unref())])
+            .catch(() => undefined)
+            .then((busy) => {
+              link.asking = false;
+              if (this.#link !== link || !this.#streaming) return;
+              if (busy !== true) this.#silentDeath(link, Date.now() - link.lastHeardAt);
+            });
+        }
+      } else {
+        this.#silentDeath(link, silentFor);
+        return;
+      }
     }
     if (!reading) {
       // A connection the server closed shows when we write to it, read or not.
@@ -333,6 +361,12 @@ export class ReplicationStream {
     } else if (now - this.#lastSentAt >= this.#statusIntervalMs) {
       this.#sendStatus(true);
     }
+  }
+
+  #silentDeath(link: Link, silentFor: number): void {
+    if (Date.now() - link.lastHeardAt < (this.#options.liveness?.silentLimitMs ?? 3_000)) return;
+    this.#streaming = false;
+    link.dead(new Error(`the replication connection was silent for ${silentFor} ms (no reply to status updates asking for one)`));
   }
 
   #sendStatus(force: boolean, ping = false): void {

@@ -4,6 +4,7 @@
  * port also keeps serving /metrics and the routes init hooks add (passed on to the main thread).
  * A real bridge process: the HTTP port is the CLI's.
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { dropTestSlot } from '../support/bridge.js';
 import { startCli, type RunningCli } from '../support/cli.js';
@@ -75,6 +76,29 @@ it('passes other requests to the main thread: init hooks\' routes (body, client 
   expect(metrics.status).toBe(200);
   expect(await metrics.text()).toMatch(/hookbridge_/);
   expect((await fetch(`${base}/nothing-here`)).status).toBe(404);
+});
+
+it('never lets a client set its own address or scheme: forwarded headers are the proxy\'s, and an upgrade the app refuses ends the connection', async () => {
+  // The client's own X-Forwarded-* do not make it local or https.
+  const spoofed = await fetch(`${base}/custom/echo`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-forwarded-for': '10.9.9.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example' },
+    body: '{}',
+  });
+  expect(await spoofed.json()).toMatchObject({ ip: expect.stringMatching(/^(::ffff:)?127\.0\.0\.1$/), protocol: 'http' });
+  // An upgrade the app does not switch for: its answer comes back, then the connection ends (the
+  // review found it left a raw tunnel to the app, where a client wrote its own X-Forwarded-For).
+  const { port } = new URL(base);
+  const socket = connect(Number(port), '127.0.0.1');
+  let received = '';
+  socket.on('data', (chunk) => (received += chunk.toString('latin1')));
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.write('GET /nope HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+  await waitFor(() => received.includes('\r\n\r\n'), { message: () => `no answer to the upgrade: ${received}` });
+  socket.write('POST /custom/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-forwarded-for: 127.0.0.1\r\ncontent-length: 2\r\n\r\n{}');
+  await closed;
+  expect(received).toMatch(/^HTTP\/1\.1 404 /);
+  expect(received).not.toContain('"ip"');
 });
 
 it('answers 503 within 1.5 s while an action handler blocks the event loop, and 200 once it runs again', async () => {

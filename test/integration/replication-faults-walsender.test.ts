@@ -165,3 +165,28 @@ it('notices a terminated walsender within 5 s while reading is paused for backpr
   await waitFor(() => actions.streaming, { timeoutMs: 60_000, message: 'the stream did not come back' });
   await waitFor(() => gate.handled.size === rows, { timeoutMs: 60_000, message: () => `${gate.handled.size} of ${rows} rows delivered` });
 }, 120_000);
+
+it('waits out the silence of a walsender decoding a large transaction no publication wants (review: it used to reconnect for ever)', async () => {
+  await withClient(db.url, (c) => c.query(`create table bulk_unhooked (id int, note text); create table bulk_after (id bigserial primary key, note text)`));
+  const seen: string[] = [];
+  (globalThis as Record<string, unknown>)['__bulkDelivered'] = seen;
+  const bulk = await startStandaloneStream(db.url, {
+    'hooks/recorder/index.js': `module.exports = ({ action }) => { action('bulk_after.items.create', ({ key }) => { globalThis.__bulkDelivered.push(String(key)); }); };`,
+  });
+  try {
+    const actions = bulk.actions;
+    await waitFor(() => actions.streaming, { message: 'the stream never streamed' });
+    const watch = watchStreaming(() => actions.streaming);
+    try {
+      // Millions of changes the walsender decodes and sends nothing of, for seconds.
+      await withClient(db.url, (c) => c.query(`insert into bulk_unhooked select g, 'x' from generate_series(1, 3000000) g`));
+      const { rows } = await withClient(db.url, (c) => c.query<{ id: string }>(`insert into bulk_after (note) values ('after the bulk') returning id`));
+      await waitFor(() => seen.includes(rows[0]?.id as string), { timeoutMs: 120_000, message: 'the row after the bulk insert never arrived' });
+      expect(watch.noticedAt()).toBeUndefined();
+    } finally {
+      watch.stop();
+    }
+  } finally {
+    await bulk.dispose();
+  }
+}, 180_000);
