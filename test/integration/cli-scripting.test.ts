@@ -37,6 +37,24 @@ async function leftovers(url: string): Promise<{ schemas: number; slots: number;
 
 const NOTHING = { schemas: 0, slots: 0, publications: 0, triggers: 0 };
 
+/** Runs `work` with a URL for a new role of these attributes (`login replication`, ...), dropped after. */
+async function asRole(name: string, attributes: string, work: (url: string, role: string, password: string) => Promise<void>): Promise<void> {
+  const role = `hb_cli_${name}_${suffix}`;
+  const password = randomBytes(12).toString('hex');
+  await withClient(db.url, (c) => c.query(`create role ${role} ${attributes} password '${password}'`));
+  try {
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = password;
+    await work(url.toString(), role, password);
+  } finally {
+    await withClient(db.url, async (c) => {
+      await c.query(`drop owned by ${role}`);
+      await c.query(`drop role ${role}`);
+    });
+  }
+}
+
 describe('usage errors exit 2', () => {
   it.each([
     ['an unknown command', ['frobnicate'], /unknown command 'frobnicate'/],
@@ -128,24 +146,13 @@ describe('failed starts and read-only commands leave the database as it was', ()
   });
 
   it('a role that may not replicate stops the start before the schema is installed (the replication preflight runs first)', async () => {
-    const role = `hb_cli_norepl_${suffix}`;
-    const password = randomBytes(12).toString('hex');
-    await withClient(db.url, (c) => c.query(`create role ${role} login password '${password}'`));
-    try {
-      const url = new URL(db.url);
-      url.username = role;
-      url.password = password;
-      const result = await runCli(['start', '-e', examples], { env: { DATABASE_URL: url.toString(), PORT: '0' } });
+    await asRole('norepl', 'login', async (url, role, password) => {
+      const result = await runCli(['start', '-e', examples], { env: { DATABASE_URL: url, PORT: '0' } });
       expect(result.code).toBe(1);
       expect(result.stderr).toMatch(new RegExp(`The role "?${role}"? may not use replication`));
       expect(result.stderr + result.stdout).not.toContain(password);
       expect(await leftovers(db.url)).toEqual(NOTHING);
-    } finally {
-      await withClient(db.url, async (c) => {
-        await c.query(`drop owned by ${role}`);
-        await c.query(`drop role ${role}`);
-      });
-    }
+    });
   });
 });
 
@@ -268,14 +275,8 @@ function escape(text: string): string {
 
 describe('doctor says what a start will need', () => {
   it('a role that may not create the schema: the statement that makes it, before dblink\'s (which needs it)', async () => {
-    const role = `hb_cli_nocreate_${suffix}`;
-    const password = randomBytes(12).toString('hex');
-    await withClient(db.url, (c) => c.query(`create role ${role} login replication password '${password}'`));
-    try {
-      const url = new URL(db.url);
-      url.username = role;
-      url.password = password;
-      const result = await runCli(['doctor', '--json'], { env: { DATABASE_URL: url.toString() } });
+    await asRole('nocreate', 'login replication', async (url, role) => {
+      const result = await runCli(['doctor', '--json'], { env: { DATABASE_URL: url } });
       expect(result.code).toBe(1);
       const checks = JSON.parse(result.stdout) as Array<{ name: string; ok: boolean; fix?: string }>;
       expect(checks.find((c) => c.name === 'schema "hookbridge"')).toMatchObject({
@@ -285,12 +286,7 @@ describe('doctor says what a start will need', () => {
       const dblink = checks.find((c) => c.name === 'dblink (filter hooks)');
       if (dblink && !dblink.ok) expect(dblink.fix).toContain(`CREATE SCHEMA IF NOT EXISTS "hookbridge" AUTHORIZATION "${role}"; CREATE EXTENSION dblink SCHEMA "hookbridge"`);
       expect(await leftovers(db.url)).toEqual(NOTHING);
-    } finally {
-      await withClient(db.url, async (c) => {
-        await c.query(`drop owned by ${role}`);
-        await c.query(`drop role ${role}`);
-      });
-    }
+    });
   });
 });
 
