@@ -7,7 +7,7 @@
  * `PORT` belongs to a worker thread that answers `/health` itself, so it answers while a hook blocks
  * this thread, and passes every other request to this app on a private socket (health-server.ts).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,8 +60,10 @@ export async function startHttp(options: HttpOptions): Promise<HttpServer> {
   await runtime.runInit('routes.after', { app });
   await runtime.runInit('app.after', { app });
 
-  // A folder only this user may enter (mkdtemp makes it 0700) holds the app's socket.
-  const dir = await mkdtemp(join(tmpdir(), 'hookbridge-http-'));
+  // A folder only this user may enter (mkdtemp makes it 0700) holds the app's socket, named after this
+  // process: those of processes that are gone (a kill -9 leaves its folder) are removed first.
+  await removeStaleSocketDirs();
+  const dir = await mkdtemp(join(tmpdir(), `hookbridge-http-${process.pid}-`));
   const socket = privateSocketPath(dir);
   const removeDir = () => rm(dir, { recursive: true, force: true });
   let server: Server;
@@ -100,3 +102,26 @@ export async function startHttp(options: HttpOptions): Promise<HttpServer> {
       })()),
   };
 }
+
+/** Socket folders of bridges that are gone: named hookbridge-http-<pid>-..., owned by this user. */
+async function removeStaleSocketDirs(): Promise<void> {
+  const names = await readdir(tmpdir()).catch(() => [] as string[]);
+  for (const name of names) {
+    const pid = Number(/^hookbridge-http-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid || isRunning(pid)) continue;
+    const path = join(tmpdir(), name);
+    const info = await stat(path).catch(() => undefined);
+    if (info?.isDirectory() && info.uid === process.getuid?.()) await rm(path, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it runs, as someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+

@@ -4,7 +4,12 @@
  * port also keeps serving /metrics and the routes init hooks add (passed on to the main thread).
  * A real bridge process: the HTTP port is the CLI's.
  */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { dropTestSlot } from '../support/bridge.js';
 import { startCli, type RunningCli } from '../support/cli.js';
@@ -17,6 +22,7 @@ const SLOT = 'hb_health';
 let cli: RunningCli;
 let dir: { path: string; remove(): Promise<void> };
 let base: string;
+let staleDir: string;
 
 // An action handler that keeps the main thread busy for 4 s, and routes of an init hook.
 const spin = `
@@ -34,6 +40,10 @@ beforeAll(async () => {
   await withClient(db.url, (c) => c.query(`create table jobs (id serial primary key, spin_ms int not null)`));
   dir = await tempDir();
   await writeTree(dir.path, { 'hooks/spin/index.js': spin });
+  // The socket folder a bridge killed with SIGKILL left: the next start removes it.
+  const gone = spawnSync(process.execPath, ['-e', '']).pid as number;
+  staleDir = join(tmpdir(), `hookbridge-http-${gone}-stale`);
+  await mkdir(staleDir, { mode: 0o700 });
   cli = startCli(['start', '-e', dir.path], { env: { DATABASE_URL: db.url, HOOKBRIDGE_SLOT: SLOT } });
   await cli.waitForLog('ready');
   base = `http://127.0.0.1:${String((await cli.waitForLog('http listening'))['port'])}`;
@@ -52,6 +62,10 @@ async function health(): Promise<{ status: number; body: Record<string, any>; ms
   const body = (await response.json()) as Record<string, any>;
   return { status: response.status, body, ms: Date.now() - started };
 }
+
+it('removed the socket folder a bridge that is gone left behind', async () => {
+  expect(existsSync(staleDir)).toBe(false);
+});
 
 it('answers 200 with the report, its event loop part included', async () => {
   const { status, body } = await health();
