@@ -179,7 +179,12 @@ function resolveDatabase(options: ConfigOptions, env: Readonly<Record<string, st
     // The parser pg itself uses: what it refuses here would fail later as a bare "Invalid URL".
     try {
       parseConnectionString(url);
-    } catch {
+    } catch (error) {
+      // The URL parsed, but a file it names (sslcert, sslkey, sslrootcert) could not be read: say which.
+      const file = error as NodeJS.ErrnoException;
+      if (typeof file.code === 'string' && file.code.startsWith('E') && typeof file.path === 'string') {
+        throw new ConfigError('DATABASE_URL', `names a file that could not be read (${file.code}: ${file.path}); check its ssl* parameters`);
+      }
       throw new ConfigError(
         'DATABASE_URL',
         'is not a valid URL (the form is postgres://user:password@host:port/database; a port must be a number, ' +

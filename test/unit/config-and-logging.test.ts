@@ -60,6 +60,11 @@ describe('DATABASE_URL', () => {
     expect(error.message).not.toContain('s3cret');
   });
 
+  it('an ssl file it names that cannot be read is named, not taken for a bad URL (and the password stays out)', () => {
+    const error = configError(() => resolveConfig({}, { DATABASE_URL: 'postgres://app:s3cret@db/app?sslrootcert=/nonexistent/root.crt' }));
+    expect(error.message).toBe('DATABASE_URL: names a file that could not be read (ENOENT: /nonexistent/root.crt); check its ssl* parameters');
+  });
+
   it('another scheme is refused', () => {
     expect(configError(() => resolveConfig({}, { DATABASE_URL: 'mysql://root:s3cret@db/app' })).message).toBe('DATABASE_URL: must be a postgres:// or postgresql:// URL');
   });
