@@ -9,6 +9,7 @@
 import pg from 'pg';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric, type MetricValueWithName } from 'prom-client';
 import { withTimeout } from './timeout.js';
+import { readSlotState } from './replication/setup.js';
 
 /** A scrape never waits longer than this on the database (a series it could not read is left out). */
 const SCRAPE_QUERY_MS = 2_000;
@@ -205,14 +206,10 @@ export async function readFailedEvents(pool: pg.Pool, schema: string): Promise<R
 
 /** The slot's hold on WAL; undefined when there is no slot, or it was invalidated (restart_lsn is gone). */
 export async function readSlotWal(pool: pg.Pool, slotName: string): Promise<SlotWal | undefined> {
-  const { rows } = await pool.query<{ retained: string | null; safe: string | null }>(
-    `select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text as retained, safe_wal_size::text as safe
-       from pg_replication_slots where slot_name = $1 and database = current_database()`,
-    [slotName],
-  );
-  const row = rows[0];
-  if (!row || row.retained === null) return undefined;
-  return { slotName, retainedBytes: Number(row.retained), safeBytes: row.safe === null ? undefined : Number(row.safe) };
+  // The slot facts status and doctor read (replication/setup.ts); only ours, of this database.
+  const slot = await readSlotState(pool, slotName);
+  if (!slot || slot.database !== slot.currentDatabase || slot.retainedWalBytes === null) return undefined;
+  return { slotName, retainedBytes: slot.retainedWalBytes, safeBytes: slot.safeWalBytes ?? undefined };
 }
 
 /** A database read at scrape time: bounded, and a failure is "cannot say" rather than a failed scrape. */
