@@ -9,12 +9,12 @@
  * their way are answered, the leader lock is handed over, then everything closes.
  */
 import { hostname } from 'node:os';
-import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
 import { checkExtensionsPath, checkPortFree, redactUrl, type Config } from './config.js';
 import { ExtensionGuards } from './extension-guards.js';
+import { openHookDatabase, type HookDatabase } from './hook-database.js';
 import { closePool, internalConnection, openDatabase, withSessionSettings, type OpenedDatabase } from './database.js';
 import { readCluster } from './inspect.js';
 import { migrate } from './migrate.js';
@@ -24,7 +24,6 @@ import { startHttp, type HealthReport, type HttpServer } from './http.js';
 import { createMetrics, readFailedEvents, readSlotWal, type BridgeMetrics } from './metrics.js';
 import { SchemaReader, type SchemaOverview } from './schema-overview.js';
 import { createServices } from './services/items-service.js';
-import { driverTypes } from './typing/values.js';
 import { ActionStream } from './replication/action-stream.js';
 import { listUserTables } from './replication/publication.js';
 import { ensureSlot, preflight, readSlotState, slotProblem } from './replication/setup.js';
@@ -45,14 +44,10 @@ export interface DatabaseInfo {
 
 export class Bridge {
   readonly runtime: HookRuntime;
-  #database: Kysely<any> | undefined;
-  /** What filters get as `context.database`: the same, with a lock timeout (see README, self-deadlock). */
-  #filterDatabase: Kysely<any> | undefined;
-  #filterPool: pg.Pool | undefined;
-  /** What hooks get as `database` outside filters: the user's own search_path. */
-  #hooksPool: pg.Pool | undefined;
-  #servicesPool: pg.Pool | undefined;
-  #servicesDatabase: Kysely<any> | undefined;
+  /** What hooks get as `database` (Knex) and `kysely` outside filters, and what the services run on. */
+  #hookDatabase: HookDatabase | undefined;
+  /** What filters answered on this thread get as `context.database`: the same, with a lock timeout (see README, self-deadlock). */
+  #filterDatabase: HookDatabase | undefined;
   #actions: ActionStream | undefined;
   #filters: FilterService | undefined;
   /** Which extension guarded which table (kept in the database): what a failed extension leaves guarded. */
@@ -97,9 +92,10 @@ export class Bridge {
       // Once per tick for the whole cluster: on its leader.
       runSchedules: () => this.#leads,
       provide: () => ({
-        database: this.#database,
+        database: this.#hookDatabase?.knex,
+        kysely: this.#hookDatabase?.kysely,
         getSchema: () => this.getSchema(),
-        services: this.#servicesDatabase ? createServices({ database: this.#servicesDatabase, runtime: this.runtime, getSchema: () => this.getSchema() }) : {},
+        services: this.#hookDatabase ? createServices({ database: this.#hookDatabase.services, runtime: this.runtime, getSchema: () => this.getSchema() }) : {},
       }),
     });
     this.metrics = createMetrics({
@@ -243,19 +239,13 @@ export class Bridge {
     const info = await this.#checkDatabase(this.#pool);
     this.logger.info({ serverVersion: info.serverVersion, role: info.role }, 'connected to Postgres');
 
-    this.#hooksPool = new pg.Pool({ ...this.#opened.connection, max: 10, application_name: 'hookbridge:hooks' });
-    this.#hooksPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
-    this.#database = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#hooksPool }) });
-    // The services read rows typed as hooks get them (bridge/typing), not as the driver types them.
-    this.#servicesPool = new pg.Pool({ ...this.#opened.connection, max: 5, application_name: 'hookbridge:services', types: driverTypes(pg.types) });
-    this.#servicesPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
-    this.#servicesDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#servicesPool }) });
+    const logger = this.logger;
+    this.#hookDatabase = openHookDatabase(this.#opened.connection, { applicationName: 'hookbridge:hooks', max: 10, servicesApplicationName: 'hookbridge:services', servicesMax: 5, logger });
     // A filter runs while the writer holds its row's lock: a filter that touches that row would wait
     // for a transaction that waits for the filter. A short lock timeout turns that into a clear error.
     const lockTimeoutMs = Math.max(100, Math.min(2_000, Math.floor(this.config.filterTimeoutMs / 2)));
-    this.#filterPool = new pg.Pool({ ...this.#opened.connection, max: 10, application_name: 'hookbridge:filters', options: `-c lock_timeout=${lockTimeoutMs}` });
-    this.#filterPool.on('error', (error) => this.logger.warn({ err: error }, 'idle database connection failed'));
-    this.#filterDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#filterPool }) });
+    const filterConnection = withSessionSettings(this.#opened.connection, { lock_timeout: String(lockTimeoutMs) });
+    this.#filterDatabase = openHookDatabase(filterConnection, { applicationName: 'hookbridge:filters', max: 10, servicesMax: 2, logger });
     // What would stop the action path is found before hookbridge installs anything: such a start leaves the database as it was.
     await this.#checkReplication(this.#pool);
     await migrate(this.#pool, { schema: this.config.schema, logger: this.logger });
@@ -265,10 +255,11 @@ export class Bridge {
       config: this.config,
       pool: this.#pool,
       connection: this.#connection,
-      hooksConnection: withSessionSettings(this.#opened.connection, { lock_timeout: String(lockTimeoutMs) }),
+      hooksConnection: filterConnection,
       runtime: this.runtime,
       logger: this.logger,
-      database: this.#filterDatabase,
+      database: this.#filterDatabase.knex,
+      kysely: this.#filterDatabase.kysely,
       schema: () => this.#latestSchema,
       metrics: this.metrics,
       guards: this.#guards,
@@ -277,7 +268,7 @@ export class Bridge {
     });
     // A slot in the cluster (several bridges may serve one database).
     await this.#filters.claim();
-    await this.beforeHooks?.(this.#hooksPool);
+    await this.beforeHooks?.(this.#hookDatabase.pool);
     this.#schema = new SchemaReader(this.#pool, [this.config.schema]);
     this.#latestSchema = await this.#schema.getSchema();
 
@@ -336,7 +327,8 @@ export class Bridge {
         connection: this.#connection,
         runtime: this.runtime,
         logger: this.logger,
-        database: this.#database,
+        database: this.#hookDatabase?.knex,
+        kysely: this.#hookDatabase?.kysely,
         schema: () => this.#latestSchema,
         metrics: this.metrics,
         guards: this.#guards,
@@ -503,13 +495,10 @@ export class Bridge {
     await step('stopping the filter server', () => this.#filters?.stop());
     this.#filters = undefined;
     await step('stopping the hook runtime', () => this.runtime.stop());
-    await step('closing the filter pool', () => this.#filterPool && closePool(this.#filterPool));
-    this.#filterPool = undefined;
-    await step('closing the hooks pool', () => this.#hooksPool && closePool(this.#hooksPool));
-    this.#hooksPool = undefined;
-    await step('closing the services pool', () => this.#servicesPool && closePool(this.#servicesPool));
-    this.#servicesPool = undefined;
-    this.#servicesDatabase = undefined;
+    await step("closing the filters' database", () => this.#filterDatabase?.close());
+    this.#filterDatabase = undefined;
+    await step("closing the hooks' database", () => this.#hookDatabase?.close());
+    this.#hookDatabase = undefined;
     await step('closing the pool', () => this.#pool && closePool(this.#pool));
     this.#pool = undefined;
     this.#schema = undefined;

@@ -10,7 +10,6 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { describeHookError } from '../hooks/errors.js';
 import { ExtensionOrigins } from '../hooks/extension-origin.js';
@@ -21,11 +20,15 @@ import { installContainment } from './containment.js';
 import { closePool, internalConnection, openDatabase, watchPool } from './database.js';
 import { listFailedEvents, replayFailedEvents } from './failed-events.js';
 import { forgetGuards } from './extension-guards.js';
+import { openHookDatabase } from './hook-database.js';
 import { doctor, formatSlotStatus, guardCheck, guardStatus, readCluster, status, type Status } from './inspect.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
 import { uninstall } from './replication/publication.js';
 import { packageInfo } from './package-info.js';
+import { SchemaReader } from './schema-overview.js';
+import { createServices } from './services/items-service.js';
+import { generateDeclarations } from './type-declarations.js';
 
 
 interface CommonFlags {
@@ -228,6 +231,24 @@ export function buildProgram(): Command {
 
   commonOptions(
     program
+      .command('types')
+      .description('write a TypeScript declaration file of your tables, which types hooks (event names, payloads, metas, kysely)')
+      .option('-o, --out <file>', 'the file to write, or - for stdout', 'hookbridge-env.d.ts'),
+    { database: true },
+  ).action(async (flags) => {
+    await withDatabase(flags, async ({ pool, config }) => {
+      // Every table the bridge would watch: all schemas but its own (and the system's).
+      const { text, collections } = await generateDeclarations(pool, [config.schema]);
+      if (collections.length === 0) process.stderr.write('hookbridge: this database has no tables yet; every collection name stays accepted\n');
+      if (flags.out === '-') return void process.stdout.write(text);
+      await mkdir(dirname(flags.out), { recursive: true });
+      await writeFile(flags.out, text);
+      process.stdout.write(`wrote ${flags.out} (${collections.length} collection${collections.length === 1 ? '' : 's'}); include it in your tsconfig\n`);
+    });
+  });
+
+  commonOptions(
+    program
       .command('uninstall')
       .description("remove everything hookbridge installed (triggers, publications, the slot, the hookbridge schema); user data is untouched")
       .option('--yes', 'really do it'),
@@ -310,18 +331,27 @@ export function buildProgram(): Command {
 ,
     { database: true },
   ).action(async (ids: string[], flags) => {
-    await withDatabase(flags, async ({ pool, config, logger, installed }) => {
+    await withDatabase(flags, async ({ pool, connection, config, logger, installed }) => {
       if (!installed) return void process.stdout.write(`nothing to replay: ${NOT_INSTALLED}\n`);
-      const database = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
-      const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger, env: config.env, provide: () => ({ database }) });
-      await runtime.reload();
+      // Handlers get what they get in a bridge: `database`, `kysely`, services and getSchema on the user's settings.
+      const hooks = openHookDatabase(connection, { applicationName: 'hookbridge:cli', max: 2, servicesMax: 2, logger });
+      const schemaReader = new SchemaReader(pool, [config.schema]);
+      const getSchema = () => schemaReader.getSchema();
+      const runtime: HookRuntime = new HookRuntime({
+        extensionsPath: config.extensionsPath,
+        logger,
+        env: config.env,
+        provide: () => ({ database: hooks.knex, kysely: hooks.kysely, getSchema, services: createServices({ database: hooks.services, runtime, getSchema }) }),
+      });
       try {
-        const results = await replayFailedEvents(pool, config.schema, runtime, { ids: ids.length ? ids : undefined, database });
+        await runtime.reload();
+        const results = await replayFailedEvents(pool, config.schema, runtime, { ids: ids.length ? ids : undefined });
         for (const r of results) process.stdout.write(r.ok ? `#${r.id} replayed\n` : `#${r.id} failed again: ${r.error}\n`);
         if (results.length === 0) process.stdout.write('nothing to replay\n');
         process.exitCode = results.every((r) => r.ok) ? 0 : 1;
       } finally {
         await runtime.stop();
+        await hooks.close();
       }
     }, { upgrade: true });
   });
@@ -331,6 +361,8 @@ export function buildProgram(): Command {
 
 interface DatabaseContext {
   pool: pg.Pool;
+  /** The user's connection settings (their search_path), for what hooks get; `pool` is hookbridge's own. */
+  connection: pg.ClientConfig;
   config: Readonly<Config>;
   logger: ReturnType<typeof createLogger>;
   /** Whether hookbridge's schema exists in this database (no command but `start` creates it). */
@@ -354,7 +386,7 @@ async function withDatabase(
   try {
     const installed = await isInstalled(pool, config.schema);
     if (installed && options.upgrade) await migrate(pool, { schema: config.schema, logger });
-    await fn({ pool, config, logger, installed });
+    await fn({ pool, connection: opened.connection, config, logger, installed });
   } finally {
     // Every connection closed before an embedded server this command started stops (see closePool).
     await closePool(pool);

@@ -56,6 +56,11 @@ export interface Config {
   actionAttempts: number;
   /** Longest an action handler may run before the try counts as failed. */
   actionTimeoutMs: number;
+  /**
+   * HOOKBRIDGE_USER_MAP: the application user (`accountability.user`) of writes by a database role that
+   * sets none itself (`role=user,role2=user2`). A writer's own `hookbridge.user` or JWT claims win.
+   */
+  userMap: Readonly<Record<string, string>>;
   /** What extensions receive as `env`: the environment with numbers and booleans parsed. */
   env: Readonly<Record<string, unknown>>;
 }
@@ -109,9 +114,34 @@ export function resolveConfig(
     filterCallbackHost: String(pick(options.filterCallbackHost, 'FILTER_CALLBACK_HOST') ?? '127.0.0.1'),
     actionAttempts: toInteger('ACTION_ATTEMPTS', pick(options.actionAttempts, 'ACTION_ATTEMPTS') ?? 5, 1, 1000),
     actionTimeoutMs: toInteger('ACTION_TIMEOUT_MS', pick(options.actionTimeoutMs, 'ACTION_TIMEOUT_MS') ?? 30_000, 1, 86_400_000),
-    env: Object.freeze(parseEnvValues(env)),
+    userMap: Object.freeze(options.userMap ?? toUserMap('HOOKBRIDGE_USER_MAP', nonEmpty(env['HOOKBRIDGE_USER_MAP']))),
+    env: {},
   };
+  config.env = Object.freeze(extensionEnv(parseEnvValues(env), config, cwd));
   return Object.freeze(config);
+}
+
+/**
+ * What extensions read as `env`: Directus's defaults for the names that mean something here (an
+ * extension that reads `env.PUBLIC_URL` or `env.DB_CLIENT` at registration finds what it would in
+ * Directus), the environment over them, and the settings this bridge resolved (a flag included) over both.
+ */
+function extensionEnv(parsed: Record<string, unknown>, config: Config, cwd: string): Record<string, unknown> {
+  return {
+    CONFIG_PATH: resolve(cwd, '.env'),
+    PUBLIC_URL: '/',
+    DB_CLIENT: 'pg',
+    QUERY_LIMIT_DEFAULT: 100,
+    QUERY_LIMIT_MAX: Number.POSITIVE_INFINITY,
+    MAX_BATCH_MUTATION: Number.POSITIVE_INFINITY,
+    ...parsed,
+    HOST: config.host,
+    PORT: config.port,
+    LOG_LEVEL: config.logLevel,
+    LOG_STYLE: config.logFormat === 'pretty' ? 'pretty' : 'raw',
+    EXTENSIONS_PATH: config.extensionsPath,
+    EXTENSIONS_AUTO_RELOAD: config.extensionsAutoReload,
+  };
 }
 
 const EXTENSIONS_PATH_SOURCES: Record<Config['extensionsPathSource'], string> = {
@@ -228,6 +258,23 @@ export function redactUrl(url: string): string {
   } catch {
     return '(unparseable connection string)';
   }
+}
+
+/** `role=user,role2=user2`; a role named twice, or a pair without both halves, is an error. */
+export function toUserMap(name: string, value: string | undefined): Record<string, string> {
+  const map: Record<string, string> = Object.create(null);
+  if (value === undefined) return map;
+  for (const [index, pair] of value.split(',').entries()) {
+    const at = pair.indexOf('=');
+    const role = at < 0 ? '' : pair.slice(0, at).trim();
+    const user = at < 0 ? '' : pair.slice(at + 1).trim();
+    if (!role || !user) {
+      throw new ConfigError(name, `pair ${index + 1} (${JSON.stringify(pair)}) is not role=user; expected e.g. "reporting=7f1c…,etl=etl-service"`);
+    }
+    if (role in map) throw new ConfigError(name, `the role "${role}" is mapped twice`);
+    map[role] = user;
+  }
+  return map;
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

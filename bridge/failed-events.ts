@@ -96,7 +96,7 @@ export async function replayFailedEvents(
   pool: pg.Pool,
   schema: string,
   runtime: HookRuntime,
-  options: { ids?: string[]; database?: unknown } = {},
+  options: { ids?: string[] } = {},
 ): Promise<ReplayResult[]> {
   const events = await listFailedEvents(pool, schema, { ids: options.ids, exact: true });
   const results: ReplayResult[] = [];
@@ -112,7 +112,8 @@ export async function replayFailedEvents(
     } else {
       for (const entry of entries) {
         try {
-          await invokeAction(entry, ref, failed.meta, { database: options.database, schema: undefined, accountability: failed.accountability });
+          // The context every handler gets from this runtime: its `database`, `kysely`; no schema snapshot.
+          await invokeAction(entry, ref, failed.meta, runtime.context({ accountability: failed.accountability }));
         } catch (caught) {
           error ??= caught;
         }

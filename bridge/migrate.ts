@@ -1,12 +1,15 @@
 /**
  * Installs and upgrades what hookbridge keeps in the user's database: the numbered files in `sql/`,
- * each applied once, in order, in its own transaction, and recorded in `<schema>.migrations`.
+ * each applied once, in order, in its own transaction, and recorded in `<schema>.migrations` with a
+ * checksum of its text. A file changed after it was applied is refused (E_MIGRATION_CHANGED): it would
+ * never run again on an existing install, so the change would silently reach new installs only.
  *
  * Several bridges may start at once against one database. Every step takes the same
  * transaction-scoped advisory lock first, so one of them applies a migration and the others, once
  * they get the lock, see it recorded and skip it. The lock is released by COMMIT/ROLLBACK, so a
  * bridge that dies mid-migration cannot leave it held.
  */
+import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -31,6 +34,8 @@ export interface Migration {
 export interface MigrateOptions {
   schema: string;
   logger?: Logger;
+  /** Where the files are (tests); default: the package's `sql/`. */
+  directory?: string;
 }
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -71,6 +76,11 @@ export async function listMigrations(directory = migrationsDirectory()): Promise
   return migrations;
 }
 
+/** sha256 of a migration's text as released (line endings normalised: a checkout with CRLF is the same file). */
+export function migrationChecksum(text: string): string {
+  return createHash('sha256').update(text.replace(/\r\n/g, '\n')).digest('hex');
+}
+
 /** The file's SQL with the schema variable replaced by the quoted identifier. */
 export function renderMigration(text: string, schema: string): string {
   return text.split(SCHEMA_VARIABLE).join(pg.escapeIdentifier(schema));
@@ -86,7 +96,7 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
       { details: { schema } },
     );
   }
-  const migrations = await listMigrations();
+  const migrations = await listMigrations(options.directory);
   const quotedSchema = pg.escapeIdentifier(schema);
   const lockKey = `hookbridge.migrate:${schema}`;
 
@@ -119,13 +129,15 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
              applied_at timestamptz not null default now()
            )`,
         );
+        // Installs from before checksums: recorded at their next start (below).
+        await client.query(`alter table ${quotedSchema}.migrations add column if not exists checksum text`);
       });
     } catch (cause) {
       throw bootstrapError(schema, cause);
     }
 
     const appliedBefore = await readApplied(client, quotedSchema);
-    const newest = Math.max(...appliedBefore);
+    const newest = Math.max(...appliedBefore.keys());
     const known = migrations[migrations.length - 1]?.id ?? 0;
     if (newest > known) {
       logger?.warn(
@@ -134,17 +146,28 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
       );
     }
 
+    const texts = new Map<number, string>();
+    for (const migration of migrations) texts.set(migration.id, await readFile(migration.path, 'utf8'));
+    await checkApplied(migrations, texts, appliedBefore, schema, (id, checksum) =>
+      inLockedTransaction(() => client.query(`update ${quotedSchema}.migrations set checksum = $2 where id = $1 and checksum is null`, [id, checksum])),
+    );
+
     const applied: string[] = [];
     for (const migration of migrations) {
       if (appliedBefore.has(migration.id)) continue;
-      const sql = renderMigration(await readFile(migration.path, 'utf8'), schema);
+      const text = texts.get(migration.id) ?? '';
+      const sql = renderMigration(text, schema);
       try {
         const ran = await inLockedTransaction(async () => {
           // Another bridge may have applied it while this one waited for the lock.
           const done = await client.query(`select 1 from ${quotedSchema}.migrations where id = $1`, [migration.id]);
           if (done.rowCount) return false;
           await client.query(sql);
-          await client.query(`insert into ${quotedSchema}.migrations (id, name) values ($1, $2)`, [migration.id, migration.name]);
+          await client.query(`insert into ${quotedSchema}.migrations (id, name, checksum) values ($1, $2, $3)`, [
+            migration.id,
+            migration.name,
+            migrationChecksum(text),
+          ]);
           return true;
         });
         if (ran) {
@@ -167,9 +190,36 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
   }
 }
 
-async function readApplied(client: pg.PoolClient, quotedSchema: string): Promise<Set<number>> {
-  const { rows } = await client.query<{ id: number }>(`select id from ${quotedSchema}.migrations`);
-  return new Set(rows.map((row) => row.id));
+/** Applied migration ids and the checksum each was recorded with (null: applied before checksums). */
+async function readApplied(client: pg.PoolClient, quotedSchema: string): Promise<Map<number, string | null>> {
+  const { rows } = await client.query<{ id: number; checksum: string | null }>(`select id, checksum from ${quotedSchema}.migrations`);
+  return new Map(rows.map((row) => [row.id, row.checksum]));
+}
+
+/** Every applied file must be the one that was applied; one applied before checksums is recorded as it is now. */
+async function checkApplied(
+  migrations: readonly Migration[],
+  texts: ReadonlyMap<number, string>,
+  applied: ReadonlyMap<number, string | null>,
+  schema: string,
+  record: (id: number, checksum: string) => Promise<unknown>,
+): Promise<void> {
+  for (const migration of migrations) {
+    if (!applied.has(migration.id)) continue;
+    const recorded = applied.get(migration.id);
+    const now = migrationChecksum(texts.get(migration.id) ?? '');
+    if (recorded === null || recorded === undefined) {
+      await record(migration.id, now);
+    } else if (recorded !== now) {
+      throw new MigrationError(
+        'E_MIGRATION_CHANGED',
+        `Migration ${migration.name} was changed after it was applied to schema "${schema}" (applied: sha256 ${recorded.slice(0, 12)}…, ` +
+          `the file now: ${now.slice(0, 12)}…). An applied migration never runs again, so the change would reach new installs only. ` +
+          'Restore the file as it was released and put the change in a new migration.',
+        { details: { migration: migration.name, schema, recorded, now } },
+      );
+    }
+  }
 }
 
 function bootstrapError(schema: string, cause: unknown): MigrationError {

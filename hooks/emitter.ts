@@ -13,21 +13,21 @@ import type { ActionHandler, FilterHandler, HookContext, HookEmitter, InitHandle
 
 const EMITTER = '(emitter)';
 
-export function emptyContext(context?: Partial<HookContext> | null): HookContext {
-  return { database: undefined, schema: undefined, accountability: null, ...context };
-}
+/** What a handler gets when its caller says nothing: the runtime's `database` and `kysely`, no schema, no one accountable. */
+export type ContextDefaults = () => HookContext;
 
 export class RegistryEmitter implements HookEmitter {
   constructor(
     private readonly registry: HookRegistry,
     private readonly logger: Logger,
+    private readonly defaults: ContextDefaults,
   ) {}
 
   async emitFilter<T>(event: string | string[], payload: T, meta: Record<string, any> = {}, context?: Partial<HookContext> | null): Promise<T> {
     let current = payload;
     for (const name of ([] as string[]).concat(event)) {
       const ref = toEventRef(name);
-      current = await runFilterChain(this.registry.filters(ref), ref, current, meta, emptyContext(context));
+      current = await runFilterChain(this.registry.filters(ref), ref, current, meta, { ...this.defaults(), ...context });
     }
     return current;
   }
@@ -35,7 +35,7 @@ export class RegistryEmitter implements HookEmitter {
   emitAction(event: string | string[], meta: Record<string, any> = {}, context?: Partial<HookContext> | null): void {
     for (const name of ([] as string[]).concat(event)) {
       const ref = toEventRef(name);
-      void dispatchActions(this.registry.actions(ref), ref, meta, emptyContext(context), this.logger);
+      void dispatchActions(this.registry.actions(ref), ref, meta, { ...this.defaults(), ...context }, this.logger);
     }
   }
 

@@ -51,7 +51,7 @@ export async function loadExtensionModule(extension: DiscoveredExtension, root: 
     const jiti = createJiti(extension.entry, {
       moduleCache: false,
       fsCache: false,
-      interopDefault: false,
+      interopDefault: true,
       sourceMaps: true,
       transform: transformWithSourceMap,
       virtualModules: virtualModulesFor(extension.entry),

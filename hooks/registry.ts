@@ -1,8 +1,10 @@
 /**
  * The registered hooks, answering "which handlers run for this event, in which order".
  *
- * Order is registration order: extensions in load order (sorted by name), and within an extension
- * the order of its `filter()`/`action()` calls, whatever pattern each used. Lookups are cached per
+ * Order is Directus's: a write emits `items.<action>` and then `<collection>.items.<action>`, so the
+ * handlers registered without a collection run first, then those registered for one. Within each,
+ * registration order: extensions in load order (sorted by name), within an extension the order of its
+ * `filter()`/`action()` calls, then handlers added through the emitter. Lookups are cached per
  * concrete event because the write path asks the same question for every row.
  */
 import { matchesEvent, type EventPattern, type EventRef, type ItemAction } from './event-name.js';
@@ -86,7 +88,8 @@ export class HookRegistry {
         ext.handlers.filter((h) => h.kind === kind && matchesEvent(h.pattern, event)),
       );
       const fromEmitter = this.#emitterEntries.filter((h) => h.kind === kind && matchesEvent(h.pattern, event));
-      hit = [...fromExtensions, ...fromEmitter];
+      const all = [...fromExtensions, ...fromEmitter];
+      hit = [...all.filter((h) => h.pattern.collection === null), ...all.filter((h) => h.pattern.collection !== null)];
       this.#cache.set(key, hit);
     }
     return hit;

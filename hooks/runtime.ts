@@ -5,9 +5,11 @@
  */
 import { basename, dirname, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
+import type { Knex } from 'knex';
+import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { dispatchActions, type ActionFailure } from './action-dispatch.js';
-import { emptyContext, RegistryEmitter } from './emitter.js';
+import { RegistryEmitter } from './emitter.js';
 import { describeHookError, exceptions } from './errors.js';
 import { formatPattern, type ItemAction } from './event-name.js';
 import { discoverExtensions } from './extension-discovery.js';
@@ -24,7 +26,7 @@ export interface HookRuntimeOptions {
   /** What extensions see as `env` (Directus passes its parsed environment). */
   env?: Readonly<Record<string, unknown>>;
   /** Register-context members the bridge provides once it has a database (read at each load). */
-  provide?: () => { services?: Record<string, unknown>; database?: unknown; getSchema?: () => Promise<unknown> };
+  provide?: () => { services?: Record<string, unknown>; database?: Knex; kysely?: Kysely<any>; getSchema?: () => Promise<unknown> };
   /** Watch the extensions folder and reload on change (EXTENSIONS_AUTO_RELOAD). */
   autoReload?: boolean;
   reloadDebounceMs?: number;
@@ -70,7 +72,7 @@ export class HookRuntime {
   constructor(options: HookRuntimeOptions) {
     this.#options = options;
     this.#logger = options.logger;
-    this.emitter = new RegistryEmitter(this.registry, this.#logger);
+    this.emitter = new RegistryEmitter(this.registry, this.#logger, () => this.#defaultContext());
   }
 
   get report(): LoadReport | undefined {
@@ -188,34 +190,48 @@ export class HookRuntime {
   /** Runs the filters for a write; throws `FilterRejection` when one refuses it. */
   runFilters<T>(action: ItemAction, collection: string, payload: T, meta: Record<string, unknown>, context?: Partial<HookContext>): Promise<T> {
     const event = { scope: 'items' as const, action, collection };
-    return runFilterChain(this.registry.filters(event), event, payload, { ...meta, collection }, emptyContext(context));
+    return runFilterChain(this.registry.filters(event), event, payload, { ...meta, collection }, this.context(context));
   }
 
   /** Runs every action handler for a committed change; returns the failures (already logged). */
   dispatchActions(action: ItemAction, collection: string, meta: Record<string, unknown>, context?: Partial<HookContext>): Promise<ActionFailure[]> {
     const event = { scope: 'items' as const, action, collection };
-    return dispatchActions(this.registry.actions(event), event, { ...meta, collection }, emptyContext(context), this.#logger);
+    return dispatchActions(this.registry.actions(event), event, { ...meta, collection }, this.context(context), this.#logger);
   }
 
   /** `server.start` / `server.stop` actions; `meta.server` is the HTTP server when there is one. */
   dispatchServerEvent(action: 'start' | 'stop', meta: Record<string, unknown> = {}): Promise<ActionFailure[]> {
     const event = { scope: 'server' as const, action };
-    return dispatchActions(this.registry.actions(event), event, { server: undefined, ...meta }, emptyContext(), this.#logger);
+    return dispatchActions(this.registry.actions(event), event, { server: undefined, ...meta }, this.#defaultContext(), this.#logger);
   }
 
   runInit(event: string, meta: Record<string, unknown> = {}): Promise<void> {
     return this.emitter.emitInit(event, meta);
   }
 
-  #registerContext(extension: string): RegisterContext {
-    const missing = (what: string) => () => {
-      throw new Error(`${what} is not available: this hook runtime was started without a database`);
+  /** A handler's context: what the caller gives, over this runtime's `database` and `kysely`. */
+  context(context?: Partial<HookContext> | null): HookContext {
+    return { ...this.#defaultContext(), ...context };
+  }
+
+  /** A handler's context when its caller gives none: Directus hands every event the default `database`. */
+  #defaultContext(): HookContext {
+    const provided = this.#options.provide?.() ?? {};
+    return {
+      database: provided.database ?? withoutDatabase('database'),
+      kysely: provided.kysely ?? withoutDatabase('kysely'),
+      schema: undefined,
+      accountability: null,
     };
+  }
+
+  #registerContext(extension: string): RegisterContext {
     const provided = this.#options.provide?.() ?? {};
     return {
       services: provided.services ?? {},
-      database: provided.database,
-      getSchema: (provided.getSchema ?? missing('getSchema()')) as () => Promise<unknown>,
+      database: provided.database ?? withoutDatabase('database'),
+      kysely: provided.kysely ?? withoutDatabase('kysely'),
+      getSchema: (provided.getSchema ?? withoutDatabase('getSchema()')) as () => Promise<unknown>,
       env: this.#options.env ?? {},
       logger: this.#logger.child({ extension }),
       exceptions,
@@ -244,4 +260,18 @@ export class HookRuntime {
     await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
     this.#watcher = watcher;
   }
+}
+
+/**
+ * Stands in for what a runtime started without a database cannot offer (unit tests, `hookbridge
+ * check`): using it in any way says so, while merely reading it off the context, as extensions do at
+ * registration, still works.
+ */
+function withoutDatabase<T>(what: string): T {
+  const fail = (): never => {
+    throw new Error(`${what} is not available: this hook runtime was started without a database`);
+  };
+  // Symbols and `then` answer undefined, so that logging or awaiting the stand-in does not throw.
+  const get = (_target: unknown, key: string | symbol) => (typeof key === 'symbol' || key === 'then' ? undefined : fail());
+  return new Proxy(fail, { get, apply: fail, construct: fail }) as T;
 }

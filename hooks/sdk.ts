@@ -6,7 +6,7 @@
 export { defineHook } from './define-hook.js';
 export * from './errors.js';
 export { Payload } from './payload.js';
-/** kysely's raw SQL tag, for `context.database` (a kysely instance): sql`select ...`.execute(database). */
+/** kysely's raw SQL tag, for `context.kysely`: sql`select ...`.execute(kysely). (`database` is Knex: database.raw('select ...').) */
 export { sql } from 'kysely';
 export type {
   Accountability,
@@ -21,3 +21,35 @@ export type {
   RegisterFunctions,
   ScheduleHandler,
 } from './types.js';
+/** Typed hooks: what `hookbridge types` declares, and the payload and meta types of each event name. */
+export type {
+  ActionCreateMeta,
+  ActionDeleteMeta,
+  ActionEventName,
+  ActionHandlerFor,
+  ActionMeta,
+  ActionReadMeta,
+  ActionTruncateMeta,
+  ActionUpdateMeta,
+  CollectionKey,
+  CollectionPrimaryKeys,
+  CollectionRow,
+  Collections,
+  Database,
+  DeliveryMeta,
+  FilterCreateMeta,
+  FilterDeleteMeta,
+  FilterEventName,
+  FilterHandlerFor,
+  FilterMeta,
+  FilterPayload,
+  FilterReadMeta,
+  FilterTruncateMeta,
+  FilterUpdateMeta,
+  HookKysely,
+  JsonValue,
+  PgInterval,
+  ServerMeta,
+} from './event-types.js';
+/** For the `Database` interface `hookbridge types` writes (kysely's column types: select, insert, update). */
+export type { ColumnType } from 'kysely';

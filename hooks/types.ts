@@ -2,7 +2,10 @@
  * The types a hook author meets. Shapes follow Directus 10 (see README, "Hook API"); `any` appears
  * where Directus itself leaves the author free to narrow (payloads, meta).
  */
+import type { Knex } from 'knex';
 import type { Logger } from 'pino';
+import type { InitEvent } from './event-name.js';
+import type { ActionEventName, ActionHandlerFor, FilterEventName, FilterHandlerFor, HookKysely, InitEventName } from './event-types.js';
 
 /** Who made the write. Filled from the writer's session (filters) or its transaction (actions). */
 export interface Accountability {
@@ -29,8 +32,16 @@ export interface Accountability {
 
 /** The third argument of a filter, the second of an action (Directus' EventContext). */
 export interface HookContext {
-  /** A kysely instance on the bridge's pool (outside the writer's transaction). */
-  database: any;
+  /**
+   * A Knex instance, as in Directus (`database('articles').where(...)`, `database.raw`, `transaction`).
+   * In a filter it runs outside the writer's transaction: it does not see the row being written.
+   */
+  database: Knex;
+  /**
+   * The same database as a kysely instance, for new code that wants typed queries: `Kysely<Database>`
+   * once `hookbridge types` declared your tables, else `Kysely<any>`.
+   */
+  kysely: HookKysely;
   /** The schema snapshot the event was handled with (see `getSchema`). */
   schema: any;
   accountability: Accountability | null;
@@ -54,10 +65,25 @@ export type ScheduleHandler = () => unknown;
 
 export type EmbedPosition = 'head' | 'body';
 
+/** Whether `filter`'s type argument is an event name (inferred from the call) rather than a payload type given by hand. */
+type IsNameType<T> = 0 extends 1 & T ? false : [T] extends [string] ? true : false;
+
+/**
+ * What a register function receives. A literal event name is checked at compile time as the runtime
+ * checks it (event-types.ts), and its handler's payload and meta are typed from it; a name of type
+ * `string` is accepted as is, with loosely typed handlers.
+ */
 export interface RegisterFunctions {
-  filter<Payload = any>(event: string, handler: FilterHandler<Payload>): void;
-  action(event: string, handler: ActionHandler): void;
-  init(event: string, handler: InitHandler): void;
+  // NoInfer: the name alone decides the handler's type. Inferring from the handler too would relate
+  // its parameter to every declared collection's meta, seconds of work with hundreds of tables.
+  // `filter<Payload>(name, handler)`, Directus' own typing, still works: a type argument that is not
+  // a string is the payload's type, and the name is then taken as any string.
+  filter<const Name = string>(
+    event: IsNameType<Name> extends true ? FilterEventName<Name & string> : string,
+    handler: NoInfer<IsNameType<Name> extends true ? FilterHandlerFor<Name & string> : FilterHandler<Name>>,
+  ): void;
+  action<Name extends string>(event: ActionEventName<Name>, handler: NoInfer<ActionHandlerFor<Name>>): void;
+  init<Name extends string>(event: InitEventName<Name>, handler: NoInfer<InitHandler<{ event: Name extends InitEvent ? Name : string; [key: string]: any }>>): void;
   schedule(cron: string, handler: ScheduleHandler): void;
   /** Accepted for compatibility; hookbridge serves no admin app, so the code goes nowhere. */
   embed(position: EmbedPosition, code: string | (() => string)): void;
@@ -79,7 +105,10 @@ export interface HookEmitter {
 /** The second argument of a register function. */
 export interface RegisterContext {
   services: Record<string, any>;
-  database: any;
+  /** A Knex instance on the bridge's connection settings (Directus' `database`). */
+  database: Knex;
+  /** The same database as a kysely instance, for new code that wants typed queries (see HookContext). */
+  kysely: HookKysely;
   getSchema: () => Promise<any>;
   env: Readonly<Record<string, unknown>>;
   logger: Logger;

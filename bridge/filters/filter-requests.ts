@@ -4,11 +4,14 @@
  * delete: `[key]`; truncate, hookbridge's own: `null`), and what goes back is only what the hooks changed,
  * so values the hook merely read (and JSON may have rounded, like a big int8) are never written back.
  */
+import type { Knex } from 'knex';
+import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { describeHookError } from '../../hooks/errors.js';
 import { FilterRejection } from '../../hooks/filter-chain.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
+import { withMappedUser } from '../replication/accountability.js';
 import { collectionOf, keyOf } from '../replication/change-events.js';
 import { withTimeout } from '../timeout.js';
 import { JsonNumber, type LosslessValue, parseLosslessJson, PlainJson } from '../typing/lossless-json.js';
@@ -54,7 +57,11 @@ export interface FilterCallOptions {
   timeoutMs: number;
   failureMode: 'closed' | 'open';
   primaryKeyOf: (collection: string) => readonly string[] | undefined;
-  database?: unknown;
+  /** HOOKBRIDGE_USER_MAP (config.ts). */
+  userMap?: Readonly<Record<string, string>>;
+  /** The filter's `context.database` and `context.kysely` (outside the writer's transaction). */
+  database?: Knex;
+  kysely?: Kysely<any>;
   schema?: unknown;
   onTimeout?: (collection: string, op: string) => void;
   /** The not-loaded extension whose filters covered this write, if any: the write is refused, naming it. */
@@ -250,7 +257,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
   if (request.op === 'PROBE') return KEEP;
   const collection = collectionOf({ schema: request.schema, name: request.table });
   const primaryKey = options.primaryKeyOf(collection) ?? [];
-  const context = { database: options.database, schema: options.schema, accountability: accountabilityOf(request.who) };
+  const context = { database: options.database, kysely: options.kysely, schema: options.schema, accountability: withMappedUser(accountabilityOf(request.who), options.userMap) };
   const action = filterActionOf(request.op);
 
   let payload: unknown;

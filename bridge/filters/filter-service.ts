@@ -11,6 +11,8 @@
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { hostname } from 'node:os';
+import type { Knex } from 'knex';
+import type { Kysely } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { HookbridgeError } from '../../hooks/errors.js';
@@ -74,7 +76,9 @@ export interface FilterServiceOptions {
   hooksConnection?: pg.ClientConfig;
   runtime: HookRuntime;
   logger: Logger;
-  database?: unknown;
+  /** Filters' `database` and `kysely` when they run on this thread (FILTER_WORKERS=0). */
+  database?: Knex;
+  kysely?: Kysely<any>;
   schema?: () => unknown;
   metrics?: Pick<BridgeMetrics, 'filterCalls' | 'filterUnfiltered'>;
   /** Tables guarded by extensions that are not loaded: their triggers stay, their writes are refused. */
@@ -240,6 +244,7 @@ export class FilterService {
           internalConnection: this.#options.connection,
           timeoutMs: config.filterTimeoutMs,
           failureMode: config.filterFailureMode,
+          userMap: config.userMap,
           logLevel: config.logLevel,
         },
         config.filterWorkers,
@@ -893,7 +898,7 @@ export class FilterService {
 
   /** FILTER_WORKERS=0: the hooks run here, on the main thread. */
   #verdictHere(body: string): Promise<FilterOutcome> {
-    const { config, runtime, database } = this.#options;
+    const { config, runtime, database, kysely } = this.#options;
     return answerBody(body, {
       runtime,
       timeoutMs: config.filterTimeoutMs,
@@ -901,7 +906,9 @@ export class FilterService {
       primaryKeyOf: (name) => this.#primaryKeys.get(name),
       notLoadedFilter: (collection, action) => this.#options.guards?.failedFilter(collection, action),
       catalog: this.#catalog,
+      userMap: config.userMap,
       database,
+      kysely,
       schema: this.#options.schema?.(),
       logger: this.#logger,
     });

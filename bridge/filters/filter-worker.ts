@@ -5,7 +5,6 @@
  * the bridge's main thread, which keeps answering everyone else (see filter-workers.ts).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import { ExtensionOrigins } from '../../hooks/extension-origin.js';
@@ -13,7 +12,7 @@ import { HookRuntime } from '../../hooks/runtime.js';
 import { installContainment } from '../containment.js';
 import { SchemaReader, type SchemaOverview } from '../schema-overview.js';
 import { TypeCatalog } from '../typing/type-catalog.js';
-import { driverTypes } from '../typing/values.js';
+import { openHookDatabase } from '../hook-database.js';
 import { createServices } from '../services/items-service.js';
 import { answerBody, type NotLoadedFilter } from './filter-requests.js';
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './filter-workers.js';
@@ -26,15 +25,9 @@ const post = (message: WorkerReply) => port.postMessage(message);
 // Log lines go to the main thread, which writes them with its own logger (and format).
 const logger = pino({ level: setup.logLevel, base: { worker: setup.index } }, { write: (line: string) => post({ type: 'log', line }) });
 
-const hooksPool = new pg.Pool({ ...setup.hooksConnection, max: 4, application_name: 'hookbridge:filters' });
-hooksPool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
 const internalPool = new pg.Pool({ ...setup.internalConnection, max: 1, application_name: 'hookbridge:filters' });
 internalPool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
-const database = new Kysely<any>({ dialect: new PostgresDialect({ pool: hooksPool }) });
-// The services read rows typed as hooks get them (bridge/typing).
-const servicesPool = new pg.Pool({ ...setup.hooksConnection, max: 2, application_name: 'hookbridge:filters', types: driverTypes(pg.types) });
-servicesPool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
-const servicesDatabase = new Kysely<any>({ dialect: new PostgresDialect({ pool: servicesPool }) });
+const hookDatabase = openHookDatabase(setup.hooksConnection, { applicationName: 'hookbridge:filters', max: 4, servicesMax: 2, logger });
 const schemaReader = new SchemaReader(internalPool, [setup.schema]);
 let latestSchema: SchemaOverview | undefined;
 let primaryKeys = new Map<string, string[]>();
@@ -47,9 +40,10 @@ const runtime: HookRuntime = new HookRuntime({
   logger: logger.child({ component: 'hooks' }),
   env: setup.env,
   provide: () => ({
-    database,
+    database: hookDatabase.knex,
+    kysely: hookDatabase.kysely,
     getSchema: () => schemaReader.getSchema(),
-    services: createServices({ database: servicesDatabase, runtime, getSchema: () => schemaReader.getSchema() }),
+    services: createServices({ database: hookDatabase.services, runtime, getSchema: () => schemaReader.getSchema() }),
   }),
 });
 
@@ -71,7 +65,9 @@ async function answer(id: number, body: string): Promise<void> {
     primaryKeyOf: (name) => primaryKeys.get(name),
     notLoadedFilter: (collection, action) => notLoaded.get(`${collection}\0${action}`),
     catalog,
-    database,
+    userMap: setup.userMap,
+    database: hookDatabase.knex,
+    kysely: hookDatabase.kysely,
     schema: latestSchema,
     logger,
   });

@@ -26,6 +26,7 @@ export interface WorkerSetup {
   internalConnection: pg.ClientConfig;
   timeoutMs: number;
   failureMode: FilterFailureMode;
+  userMap: Readonly<Record<string, string>>;
   logLevel: string;
 }
 

@@ -171,6 +171,16 @@ function accountabilityOf(parsed: Record<string, unknown>): WriterAccountability
 }
 
 /**
+ * The accountability with its application user filled from HOOKBRIDGE_USER_MAP, for a database role
+ * that sets none itself (`hookbridge.user`, JWT claims). An unknown writer (no role) stays unknown.
+ */
+export function withMappedUser<T extends Accountability | null>(accountability: T, userMap: Readonly<Record<string, string>> | undefined): T {
+  if (!accountability || accountability.user !== null || !accountability.role || !userMap) return accountability;
+  const user = Object.hasOwn(userMap, accountability.role) ? userMap[accountability.role] : undefined;
+  return user === undefined ? accountability : { ...accountability, user };
+}
+
+/**
  * The accountability of a change no signed identity reached: nothing is known about its writer, so
  * it gets no rights. Not `null`, which Directus (and hooks written for it) read as the system itself.
  */

@@ -3,6 +3,8 @@
  * transaction assembly → pipeline (order, concurrency, backpressure) → delivery (retries, parking)
  * → confirmation back to Postgres.
  */
+import type { Knex } from 'knex';
+import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -12,7 +14,7 @@ import type { BridgeMetrics } from '../metrics.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { EventRef } from '../../hooks/event-name.js';
 import type { HookContext } from '../../hooks/types.js';
-import { parseIdentityMessage, parseSignedMessage, readAccountabilitySecret, readLegacyIdentityCutoff } from './accountability.js';
+import { parseIdentityMessage, parseSignedMessage, withMappedUser, readAccountabilitySecret, readLegacyIdentityCutoff } from './accountability.js';
 import { catchUpTypes, NewTableCatchUp, readCatchUpMessage } from './catch-up.js';
 import { actionMeta, CATCH_UP_PREFIX, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
 import { deliver } from './delivery.js';
@@ -33,8 +35,9 @@ export interface ActionStreamOptions {
   connection: pg.ClientConfig;
   runtime: HookRuntime;
   logger: Logger;
-  /** What handlers get as `context.database` (kysely). */
-  database?: unknown;
+  /** What handlers get as `context.database` (Knex) and `context.kysely`. */
+  database?: Knex;
+  kysely?: Kysely<any>;
   /** What handlers get as `context.schema`. */
   schema?: () => unknown;
   metrics?: BridgeMetrics;
@@ -335,7 +338,9 @@ export class ActionStream {
   }
 
   #context(accountability: ChangeEvent['accountability']): Partial<HookContext> {
-    return { database: this.#options.database, schema: this.#options.schema?.(), accountability };
+    // Parked with the event, so a replay sees the same user.
+    const mapped = withMappedUser(accountability, this.#options.config.userMap);
+    return { database: this.#options.database, kysely: this.#options.kysely, schema: this.#options.schema?.(), accountability: mapped };
   }
 
   #deliverChange(change: ChangeEvent): Promise<void> {

@@ -201,8 +201,9 @@ async function insertParked(
   }
 }
 
+/** The action stream gives `database` and `kysely` (a stream built without them, in tests, gives handlers none). */
 function fullContext(context: Partial<HookContext>): HookContext {
-  return { database: undefined, schema: undefined, accountability: null, ...context };
+  return { schema: undefined, accountability: null, ...context } as HookContext;
 }
 
 /**

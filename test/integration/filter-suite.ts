@@ -42,7 +42,7 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
         filter('late_*.items.create', (payload) => ({ ...payload, v: 'late and filtered' }));
         filter('selflock.items.update', async (payload, meta, ctx) => {
           // Writes the very row being updated, on the bridge's own connection: it waits for the writer.
-          await ctx.database.updateTable('selflock').set({ n: 99 }).where('id', '=', meta.keys[0]).execute();
+          await ctx.database('selflock').update({ n: 99 }).where('id', meta.keys[0]);
           return payload;
         });
         filter('readings.items.create', (payload) => ({ ...payload, note: 'via ' + 'readings' }));

@@ -22,7 +22,13 @@ const extension = `
       if (payload.title === 'busy') { const end = Date.now() + 6000; while (Date.now() < end) {} }
       return payload;
     });
-    filter('fast_jobs.items.create', (payload) => {
+    filter('fast_jobs.items.create', async (payload, meta, { database, kysely }) => {
+      if (payload.title === 'knex') {
+        // Knex and kysely on the worker's own connections, as on the main thread.
+        const viaKnex = await database('slow_jobs').count({ n: '*' }).first();
+        const viaKysely = await kysely.selectFrom('slow_jobs').select((eb) => eb.fn.countAll().as('n')).executeTakeFirst();
+        return { ...payload, title: 'knex ' + viaKnex.n + ' kysely ' + viaKysely.n };
+      }
       if (payload.title === 'stray') setTimeout(() => Promise.reject(new Error('a stray rejection')), 0);
       return { ...payload, title: payload.title + ' (filtered)' };
     });
@@ -85,4 +91,10 @@ it("survives a hook's stray rejection", async () => {
   await waitFor(() => cli.logLines().some((l) => l['kind'] === 'unhandled_rejection' && l['extension'] === 'jobs'), { message: 'the stray rejection was never logged' });
   expect(await insert('fast_jobs', 'after')).toBe('written');
   expect(cli.child.exitCode).toBeNull();
+});
+
+it("gives filters on a worker thread the same database (Knex) and kysely", async () => {
+  expect(await insert('fast_jobs', 'knex')).toBe('written');
+  const { rows } = await withClient(db.url, (c) => c.query(`select title from fast_jobs where title like 'knex %'`));
+  expect(rows).toEqual([{ title: 'knex 0 kysely 0' }]);
 });

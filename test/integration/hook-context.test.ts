@@ -28,10 +28,12 @@ beforeAll(async () => {
         });
         action('authors.items.create', async ({ key }, ctx) => {
           globalThis.__context.actionWho = ctx.accountability;
-          const row = await ctx.database.selectFrom('authors').select('name').where('id', '=', key).executeTakeFirst();
+          // database is Knex (as in Directus); kysely the same database, typed.
+          const row = await ctx.database('authors').select('name').where('id', key).first();
           const { sql } = require('hookbridge');
-          const raw = await sql\`select count(*)::int as n from authors\`.execute(ctx.database);
-          globalThis.__context.readBack = row?.name + ':' + raw.rows[0]?.n;
+          const raw = await sql\`select count(*)::int as n from authors\`.execute(ctx.kysely);
+          const viaKysely = await ctx.kysely.selectFrom('authors').select('name').where('id', '=', key).executeTakeFirst();
+          globalThis.__context.readBack = row?.name + ':' + raw.rows[0]?.n + ':' + viaKysely?.name;
         });
       };`,
   });
@@ -67,8 +69,8 @@ describe('hook context', () => {
 
   it('gives handlers the schema and a kysely database', async () => {
     await withClient(db.url, (c) => c.query(`insert into authors (name) values ('Ada')`));
-    await waitFor(() => seen['readBack'] === 'Ada:1', {
-      message: () => `the action hook could not read back through kysely: ${String(seen['readBack'])} ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40).map((l) => [l['msg'], (l['err'] as { message?: string } | undefined)?.message]))}`,
+    await waitFor(() => seen['readBack'] === 'Ada:1:Ada', {
+      message: () => `the action hook could not read back through database (Knex) and kysely: ${String(seen['readBack'])} ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40).map((l) => [l['msg'], (l['err'] as { message?: string } | undefined)?.message]))}`,
     });
     expect(seen['filterSchemaHasAuthors']).toBe(true);
   });
@@ -89,7 +91,7 @@ describe('hook context', () => {
         await c.query(`insert into authors (name) values ('Bob')`);
         await c.query('commit');
       });
-      await waitFor(() => seen['readBack'] === 'Bob:2', { message: 'the action for Bob never ran' });
+      await waitFor(() => seen['readBack'] === 'Bob:2:Bob', { message: 'the action for Bob never ran' });
       for (const who of [seen['filterWho'], seen['actionWho']]) {
         expect(who).toMatchObject({ role, admin: false, user: 'bob', claims: { sub: 'bob', role: 'web' } });
       }
@@ -98,7 +100,7 @@ describe('hook context', () => {
         await c.query(`set hookbridge."user" = 'carol'`);
         await c.query(`insert into authors (name) values ('Carol')`);
       });
-      await waitFor(() => seen['readBack'] === 'Carol:3', { message: 'the action for Carol never ran' });
+      await waitFor(() => seen['readBack'] === 'Carol:3:Carol', { message: 'the action for Carol never ran' });
       for (const who of [seen['filterWho'], seen['actionWho']]) {
         expect(who).toMatchObject({ role, admin: false, user: 'carol', claims: null });
       }

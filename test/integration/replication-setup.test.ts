@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { appendFile, cp, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
@@ -9,6 +11,7 @@ import { parseAccountabilityMessage, readAccountabilitySecret } from '../../brid
 import { listUserTables, syncPublications, uninstall, type UserTable } from '../../bridge/replication/publication.js';
 import { dropSlot, ensureSlot, preflight, readReplicationFacts } from '../../bridge/replication/setup.js';
 import { useTestDatabase } from '../support/database.js';
+import { tempDir } from '../support/file-tree.js';
 import { findPsql, waitFor, withClient } from '../support/helpers.js';
 
 const db = useTestDatabase();
@@ -63,6 +66,31 @@ describe('migrate', () => {
     const { rows } = await pool.query(`select id, name from hookbridge.migrations order by id`);
     expect(rows).toEqual(all.map((m) => ({ id: m.id, name: m.name })));
     expect(await migrate(pool, { schema })).toEqual({ applied: [] });
+  });
+
+  it('records a checksum of each file, refuses a file changed after it was applied, and records one applied before checksums', async () => {
+    const dir = await tempDir('hookbridge-sql-');
+    try {
+      await cp(migrationsDirectory(), dir.path, { recursive: true });
+      const target = { schema: 'hb_checksums', directory: dir.path };
+      await migrate(pool, target);
+      const { rows } = await pool.query(`select id, checksum from hb_checksums.migrations order by id`);
+      expect(rows.every((r) => /^[0-9a-f]{64}$/.test(r.checksum))).toBe(true);
+      // As installed by a hookbridge from before checksums: recorded at the next start.
+      await pool.query(`update hb_checksums.migrations set checksum = null where id = 2`);
+      await migrate(pool, target);
+      expect((await pool.query(`select checksum from hb_checksums.migrations where id = 2`)).rows[0].checksum).toBe(rows[1].checksum);
+      // CRLF line endings are the same file.
+      const second = join(dir.path, '000002.sql');
+      await writeFile(second, (await readFile(second, 'utf8')).replace(/\n/g, '\r\n'));
+      await expect(migrate(pool, target)).resolves.toEqual({ applied: [] });
+      await appendFile(second, '\n-- an edit after release\n');
+      const error = await migrate(pool, target).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'E_MIGRATION_CHANGED', message: expect.stringMatching(/^Migration 000002\.sql was changed after it was applied to schema "hb_checksums"/) });
+    } finally {
+      await pool.query('drop schema if exists hb_checksums cascade');
+      await dir.remove();
+    }
   });
 
   it('refuses a schema name it could not quote safely everywhere', async () => {

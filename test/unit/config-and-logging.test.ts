@@ -116,3 +116,24 @@ describe('errors in log lines', () => {
     expect(serializeError('just text')).toBe('just text');
   });
 });
+
+describe('HOOKBRIDGE_USER_MAP', () => {
+  it('maps roles to application users', () => {
+    expect(resolveConfig({}, { HOOKBRIDGE_USER_MAP: 'reporting=7f1c, etl = etl-service' }).userMap).toEqual({ reporting: '7f1c', etl: 'etl-service' });
+    expect(resolveConfig({}, {}).userMap).toEqual({});
+  });
+
+  it('refuses a pair without both halves, or a role named twice, naming the setting', () => {
+    expect(() => resolveConfig({}, { HOOKBRIDGE_USER_MAP: 'reporting=a,etl' })).toThrow(/HOOKBRIDGE_USER_MAP: pair 2 \("etl"\) is not role=user/);
+    expect(() => resolveConfig({}, { HOOKBRIDGE_USER_MAP: 'a=1,=2' })).toThrow(ConfigError);
+    expect(() => resolveConfig({}, { HOOKBRIDGE_USER_MAP: 'a=1,a=2' })).toThrow(/the role "a" is mapped twice/);
+  });
+});
+
+describe("extensions' env", () => {
+  it("has Directus's defaults, the environment over them, and the resolved settings over both", () => {
+    const config = resolveConfig({ port: 9100 }, { PUBLIC_URL: 'https://example.test', PORT: '9000', CUSTOM: '42' }, { cwd: '/srv/app' });
+    expect(config.env).toMatchObject({ PUBLIC_URL: 'https://example.test', CONFIG_PATH: '/srv/app/.env', DB_CLIENT: 'pg', QUERY_LIMIT_DEFAULT: 100, PORT: 9100, CUSTOM: 42 });
+    expect(config.env['LOG_LEVEL']).toBe('info');
+  });
+});
