@@ -107,27 +107,54 @@ export function internalConnection(connection: pg.ClientConfig, settings: Readon
   return withSessionSettings(connection, { search_path: 'pg_catalog', ...settings });
 }
 
+const trackedClients = new WeakMap<pg.Pool, Set<pg.PoolClient>>();
+
+/**
+ * Remembers the pool's connections, so that `closePool` can end the ones never given back: hooks'
+ * pools, where a handler may leave a transaction open (it would hold its locks past the bridge's stop).
+ */
+export function trackClients(pool: pg.Pool): pg.Pool {
+  const clients = new Set<pg.PoolClient>();
+  trackedClients.set(pool, clients);
+  pool.on('connect', (client) => clients.add(client));
+  pool.on('remove', (client) => clients.delete(client));
+  return pool;
+}
+
 /**
  * Ends `pool` and waits until every connection it had is closed. pg's `pool.end()` resolves once it has
  * *asked* its clients to end: a server stopped right after (the embedded one, at the end of a command)
- * still finds them connected and ends them with an error, which the pool then emits. Bounded: a client
- * whose socket never closes is waited for `timeoutMs` at most.
+ * still finds them connected and ends them with an error, which the pool then emits. Bounded: pg waits
+ * for a client that was never released for ever, so after `timeoutMs` a tracked pool's remaining
+ * connections are ended (the server rolls back what they left open) and the wait stops.
  */
 export async function closePool(pool: pg.Pool, timeoutMs = 5_000): Promise<void> {
   const open = pool.totalCount;
   let removed = 0;
-  let timer: NodeJS.Timeout | undefined;
   const closed = new Promise<void>((resolve) => {
     if (open === 0) return resolve();
     pool.on('remove', () => {
       if (++removed >= open) resolve();
     });
-    timer = setTimeout(resolve, timeoutMs);
+  });
+  const ended = pool.end().then(() => closed);
+  if (await settlesWithin(ended, timeoutMs)) return;
+  for (const client of trackedClients.get(pool) ?? []) {
+    // Public API: ends the socket whatever the client is doing.
+    (client as unknown as pg.Client).end().catch(() => undefined);
+  }
+  await settlesWithin(ended, 1_000);
+}
+
+/** Whether `promise` settled within `ms` (its outcome is the caller's to read elsewhere). */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
     timer.unref();
   });
   try {
-    await pool.end();
-    await closed;
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
   } finally {
     clearTimeout(timer);
   }

@@ -9,7 +9,7 @@ import knex, { type Knex } from 'knex';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { closePool } from './database.js';
+import { closePool, settlesWithin, trackClients } from './database.js';
 import { driverTypes } from './typing/values.js';
 
 export interface HookDatabase {
@@ -31,7 +31,7 @@ export function openHookDatabase(
   options: { applicationName: string; max: number; servicesApplicationName?: string; servicesMax: number; logger: Logger },
 ): HookDatabase {
   const { applicationName, max, logger } = options;
-  const watched = (pool: pg.Pool) => pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+  const watched = (pool: pg.Pool) => trackClients(pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed')));
   const pool = watched(new pg.Pool({ ...connection, max, application_name: applicationName }));
   const kysely = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
   const servicesPool = watched(
@@ -39,13 +39,25 @@ export function openHookDatabase(
   );
   const services = new Kysely<any>({ dialect: new PostgresDialect({ pool: servicesPool }) });
   // Knex keeps a pool of its own (it cannot borrow pg's); both open connections only when used.
+  const knexConnections = new Set<pg.Client>();
+  const knexLog = (level: 'warn' | 'error') => (message: unknown) =>
+    // Knex puts whole stack traces into its messages: the first line says what happened.
+    logger[level]({ component: 'knex' }, String(message).split('\n')[0]);
   const database = knex({
     client: 'pg',
     connection: { ...connection, application_name: applicationName } as Knex.PgConnectionConfig,
-    pool: { min: 0, max },
+    pool: {
+      min: 0,
+      max,
+      afterCreate: (client: pg.Client, done: (error: Error | null, client: pg.Client) => void) => {
+        knexConnections.add(client);
+        client.once('end', () => knexConnections.delete(client));
+        done(null, client);
+      },
+    },
     log: {
-      warn: (message: string) => logger.warn({ component: 'knex' }, message),
-      error: (message: string) => logger.error({ component: 'knex' }, message),
+      warn: knexLog('warn'),
+      error: knexLog('error'),
       deprecate: (method: string, alternative: string) => logger.warn({ component: 'knex' }, `${method} is deprecated; use ${alternative}`),
       debug: () => {},
     },
@@ -56,18 +68,15 @@ export function openHookDatabase(
     pool,
     services,
     async close() {
-      let timer: NodeJS.Timeout | undefined;
-      // A query a hook left running must not hold the bridge's stop.
-      const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, CLOSE_TIMEOUT_MS);
-        timer.unref();
-      });
-      try {
-        await Promise.race([database.destroy(), timeout]);
-      } finally {
-        clearTimeout(timer);
-      }
-      await Promise.all([closePool(pool), closePool(servicesPool)]);
+      // Knex waits for connections a hook never gave back (a transaction left open) for ever: after a
+      // grace period they are ended, and the server rolls back what they left open.
+      const closeKnex = async () => {
+        const destroyed = database.destroy();
+        if (await settlesWithin(destroyed, CLOSE_TIMEOUT_MS)) return;
+        for (const client of knexConnections) client.end().catch(() => undefined);
+        await settlesWithin(destroyed, 1_000);
+      };
+      await Promise.all([closeKnex(), closePool(pool, CLOSE_TIMEOUT_MS), closePool(servicesPool, CLOSE_TIMEOUT_MS)]);
     },
   };
 }

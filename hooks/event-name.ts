@@ -61,8 +61,10 @@ export type EventPattern =
       scope: 'items';
       /** `*`, an exact action, or a glob over {@link ITEM_ACTIONS}. */
       action: string;
-      /** `null`: any collection (the name had none). Otherwise an exact name or a glob. */
+      /** `null`: any collection (the name had none, or `*`). Otherwise an exact name or a glob. */
       collection: string | null;
+      /** The name had a collection segment, `*` (Directus runs it with the collection's handlers: registry.ts). */
+      anyCollection?: true;
       source: string;
     }
   | { kind: 'action'; scope: 'server'; action: string; collection: null; source: string }
@@ -177,7 +179,8 @@ export function parseEventName(name: string, kind?: HookKind): EventPattern {
 }
 
 function itemPattern(kind: 'filter' | 'action', action: string, collection: string | null, source: string): EventPattern {
-  return { kind, scope: 'items', action, collection: collection === '*' ? null : collection, source };
+  if (collection === '*') return { kind, scope: 'items', action, collection: null, anyCollection: true, source };
+  return { kind, scope: 'items', action, collection, source };
 }
 
 function isActionPattern(segment: string): boolean {

@@ -1,8 +1,10 @@
 /**
  * The registered hooks, answering "which handlers run for this event, in which order".
  *
- * Order is Directus's: a write emits `items.<action>` and then `<collection>.items.<action>`, so the
- * handlers registered without a collection run first, then those registered for one. Within each,
+ * Order is Directus's. A write emits `items.<action>` and then `<collection>.items.<action>`, so the
+ * handlers registered without a collection run first, then those registered with one (`*` included).
+ * Within each, as Directus's emitter walks its tree of names: segment by segment, an exact segment
+ * before a wildcard (`articles.items.create`, `articles.items.*`, then `*.items.create`). Among equals,
  * registration order: extensions in load order (sorted by name), within an extension the order of its
  * `filter()`/`action()` calls, then handlers added through the emitter. Lookups are cached per
  * concrete event because the write path asks the same question for every row.
@@ -88,8 +90,7 @@ export class HookRegistry {
         ext.handlers.filter((h) => h.kind === kind && matchesEvent(h.pattern, event)),
       );
       const fromEmitter = this.#emitterEntries.filter((h) => h.kind === kind && matchesEvent(h.pattern, event));
-      const all = [...fromExtensions, ...fromEmitter];
-      hit = [...all.filter((h) => h.pattern.collection === null), ...all.filter((h) => h.pattern.collection !== null)];
+      hit = directusOrder([...fromExtensions, ...fromEmitter]);
       this.#cache.set(key, hit);
     }
     return hit;
@@ -105,4 +106,18 @@ export class HookRegistry {
       }
     }
   }
+}
+
+/** Sorts (stably) into the order Directus runs handlers of one write in; see the class comment. */
+function directusOrder(entries: HandlerEntry[]): HandlerEntry[] {
+  const wild = (segment: string | null) => (segment === null || segment.includes('*') ? 1 : 0);
+  const rank = (entry: HandlerEntry): [number, number, number] => {
+    const { pattern } = entry;
+    if (pattern.scope !== 'items') return [0, 0, 0];
+    const withCollection = pattern.collection !== null || pattern.anyCollection === true;
+    return withCollection ? [1, pattern.anyCollection ? 1 : wild(pattern.collection), wild(pattern.action)] : [0, 0, wild(pattern.action)];
+  };
+  const ranked = entries.map((entry, index) => ({ entry, index, rank: rank(entry) }));
+  ranked.sort((a, b) => a.rank[0] - b.rank[0] || a.rank[1] - b.rank[1] || a.rank[2] - b.rank[2] || a.index - b.index);
+  return ranked.map((r) => r.entry);
 }

@@ -25,7 +25,10 @@ export interface HookRuntimeOptions {
   logger: Logger;
   /** What extensions see as `env` (Directus passes its parsed environment). */
   env?: Readonly<Record<string, unknown>>;
-  /** Register-context members the bridge provides once it has a database (read at each load). */
+  /**
+   * Register-context members the bridge provides once it has a database. Read once per load (each
+   * start and reload), not per event: handlers' contexts are built for every row.
+   */
   provide?: () => { services?: Record<string, unknown>; database?: Knex; kysely?: Kysely<any>; getSchema?: () => Promise<unknown> };
   /** Watch the extensions folder and reload on change (EXTENSIONS_AUTO_RELOAD). */
   autoReload?: boolean;
@@ -67,6 +70,8 @@ export class HookRuntime {
   #queue: Promise<unknown> = Promise.resolve();
   #report: LoadReport | undefined;
   #started = false;
+  /** What `provide` gave at the last load. */
+  #provided: ReturnType<NonNullable<HookRuntimeOptions['provide']>> = {};
   readonly #swapListeners = new Set<(report: LoadReport, extensions: readonly ExtensionHooks[]) => void>();
 
   constructor(options: HookRuntimeOptions) {
@@ -110,6 +115,7 @@ export class HookRuntime {
   }
 
   async #reloadNow(): Promise<LoadReport> {
+    this.#provided = this.#options.provide?.() ?? {};
     const discovery = await discoverExtensions(this.#options.extensionsPath);
     const report: LoadReport = { root: discovery.root, exists: discovery.exists, loaded: [], failed: [] };
     if (!discovery.exists) {
@@ -216,7 +222,7 @@ export class HookRuntime {
 
   /** A handler's context when its caller gives none: Directus hands every event the default `database`. */
   #defaultContext(): HookContext {
-    const provided = this.#options.provide?.() ?? {};
+    const provided = this.#provided;
     return {
       database: provided.database ?? withoutDatabase('database'),
       kysely: provided.kysely ?? withoutDatabase('kysely'),
@@ -226,7 +232,7 @@ export class HookRuntime {
   }
 
   #registerContext(extension: string): RegisterContext {
-    const provided = this.#options.provide?.() ?? {};
+    const provided = this.#provided;
     return {
       services: provided.services ?? {},
       database: provided.database ?? withoutDatabase('database'),

@@ -11,7 +11,7 @@ import { describeHookError } from '../../hooks/errors.js';
 import { FilterRejection } from '../../hooks/filter-chain.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
-import { withMappedUser } from '../replication/accountability.js';
+import { declaredUser, parseClaims, withMappedUser } from '../replication/accountability.js';
 import { collectionOf, keyOf } from '../replication/change-events.js';
 import { withTimeout } from '../timeout.js';
 import { JsonNumber, type LosslessValue, parseLosslessJson, PlainJson } from '../typing/lossless-json.js';
@@ -200,15 +200,9 @@ export function rejectionVerdict(error: WireError): Verdict {
 }
 
 export function accountabilityOf(who: FilterRequest['who']): Accountability {
-  let claims: Record<string, unknown> | null = null;
-  try {
-    claims = who.claims ? (JSON.parse(who.claims) as Record<string, unknown>) : null;
-  } catch {
-    claims = null;
-  }
-  const sub = claims && typeof claims['sub'] === 'string' ? claims['sub'] : null;
+  const claims = parseClaims(who.claims);
   return {
-    user: who.user ?? sub,
+    user: declaredUser(who.user, claims),
     role: who.role,
     admin: who.admin,
     app: false,

@@ -157,7 +157,7 @@ function accountabilityOf(parsed: Record<string, unknown>): WriterAccountability
   const clientAddress = stringOrNull(parsed['client_addr']);
   const claims = parseClaims(parsed['claims']);
   return {
-    user: stringOrNull(parsed['user']) ?? subjectOf(claims),
+    user: declaredUser(parsed['user'], claims),
     role,
     admin: parsed['admin'] === true,
     app: false,
@@ -235,7 +235,8 @@ export function parseSignedMessage(content: Buffer, secret: Buffer, purpose?: Bu
   return isRecord(parsed) ? parsed : undefined;
 }
 
-function parseClaims(value: unknown): Record<string, unknown> | null {
+/** The writer's `request.jwt.claims` (PostgREST), when they are a JSON object. Filters and actions alike. */
+export function parseClaims(value: unknown): Record<string, unknown> | null {
   if (typeof value !== 'string' || value === '') return null;
   try {
     const claims: unknown = JSON.parse(value);
@@ -243,6 +244,14 @@ function parseClaims(value: unknown): Record<string, unknown> | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The application user a writer declared: `hookbridge.user`, else its claims' `sub` (a number as its
+ * text); empty is none. Filters and actions read it alike, so one write has one user in both.
+ */
+export function declaredUser(user: unknown, claims: Record<string, unknown> | null): string | null {
+  return stringOrNull(user) ?? subjectOf(claims);
 }
 
 function subjectOf(claims: Record<string, unknown> | null): string | null {

@@ -210,7 +210,8 @@ function dynamicVariable(value: string): unknown {
     if (!amount) return sql`now()`;
     return sql`(now() + cast(${`${sign === '-' ? '-' : ''}${amount} ${unit}`} as interval))`;
   }
-  if (value.startsWith('$NOW')) {
+  // `$NOWHERE` is a value like any other; `$NOW(...)` that does not parse is a mistake worth naming.
+  if (/^\$NOW\(/i.test(value)) {
     throw new InvalidQueryError({ reason: `cannot read the dynamic variable ${JSON.stringify(value)}: write $NOW or $NOW(-1 day) (a number and years, months, weeks, days, hours, minutes or seconds)` });
   }
   const unsupported = UNSUPPORTED_VARIABLES.exec(value);

@@ -21,7 +21,7 @@ import type { Accountability } from '../../hooks/types.js';
 import type { CollectionOverview, FieldOverview, SchemaOverview } from '../schema-overview.js';
 import { translateDatabaseError } from './database-errors.js';
 import { column } from './filter.js';
-import { unofferedServices } from './other-services.js';
+import { UNOFFERED_SERVICES } from './other-services.js';
 import { planQuery, selectQuery, shapeRows, type Query } from './query.js';
 
 export type { Aggregate, Query } from './query.js';
@@ -228,12 +228,25 @@ export function createServices(context: ServicesContext) {
       return this.#write(options, table, async (db) => {
         const keys: PrimaryKey[] = [];
         for (const { key, payload } of items) {
-          if (key !== undefined && (await rowExists(db, table, key))) {
-            await updateRows(db, table, [key], withoutKey(table, payload));
-            keys.push(key);
-          } else {
+          if (key === undefined) {
             keys.push(...(await insertRows(db, table, [payload])));
+            continue;
           }
+          if (!(await rowExists(db, table, key))) {
+            // Another writer may create the same key meanwhile: then this one updates it, as if it had been there.
+            await sql`savepoint hookbridge_upsert`.execute(db);
+            try {
+              keys.push(...(await insertRows(db, table, [payload])));
+              await sql`release savepoint hookbridge_upsert`.execute(db);
+              continue;
+            } catch (error) {
+              if ((error as { code?: unknown } | null)?.code !== '23505') throw error;
+              await sql`rollback to savepoint hookbridge_upsert`.execute(db);
+              if (!(await rowExists(db, table, key))) throw error;
+            }
+          }
+          await updateRows(db, table, [key], withoutKey(table, payload));
+          keys.push(key);
         }
         return keys;
       });
@@ -321,6 +334,10 @@ export function createServices(context: ServicesContext) {
       try {
         return await context.database.transaction().execute(async (trx) => {
           if (options?.emitEvents === false) await sql`select set_config('hookbridge.bypass', 'on', true)`.execute(trx);
+          // The service's accountability reaches the hooks its writes fire, as in Directus: as the
+          // writer's declared application user (role, admin and address are the bridge's session's).
+          const user = this.accountability?.user;
+          if (typeof user === 'string' && user !== '') await sql`select set_config('hookbridge.user', ${user}, true)`.execute(trx);
           return run(trx);
         });
       } catch (error) {
@@ -328,7 +345,7 @@ export function createServices(context: ServicesContext) {
       }
     }
   }
-  return { ...unofferedServices(['ItemsService']), ItemsService };
+  return { ...UNOFFERED_SERVICES, ItemsService };
 }
 
 type KeyedTable = Table & { primary: string };

@@ -36,9 +36,10 @@ export function unofferedService(name: string, offered: string[]): UnofferedServ
   return service as unknown as UnofferedService;
 }
 
-export function unofferedServices(offered: string[]): Record<(typeof DIRECTUS_SERVICES)[number], UnofferedService> {
-  return Object.fromEntries(DIRECTUS_SERVICES.map((name) => [name, unofferedService(name, offered)])) as Record<
+/** Built once: they depend on nothing (what `services` offers besides is ItemsService). */
+export const UNOFFERED_SERVICES = Object.freeze(
+  Object.fromEntries(DIRECTUS_SERVICES.map((name) => [name, unofferedService(name, ['ItemsService'])])) as Record<
     (typeof DIRECTUS_SERVICES)[number],
     UnofferedService
-  >;
-}
+  >,
+);

@@ -8,6 +8,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openHookDatabase } from '../../bridge/hook-database.js';
+import { createServices } from '../../bridge/services/items-service.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
 import { waitFor, withClient } from '../support/helpers.js';
@@ -78,6 +80,19 @@ const knexExtension = {
     };`,
 };
 
+// A handler that leaves transactions open for ever (Knex and kysely): the bridge's stop must end them.
+const stuckExtension = {
+  'hooks/stuck/index.js': `
+    module.exports = ({ action }, { database, kysely }) => {
+      action('stuck.items.create', () => new Promise((resolve) => {
+        let open = 0;
+        const opened = () => { if (++open === 2) { globalThis.__compat.stuck = true; resolve(); } };
+        database.transaction(async (trx) => { await trx('stuck').select('id'); opened(); await new Promise(() => {}); }).catch(() => {});
+        kysely.transaction().execute(async (trx) => { await trx.selectFrom('stuck').select('id').execute(); opened(); await new Promise(() => {}); }).catch(() => {});
+      }));
+    };`,
+};
+
 // Registered in the "wrong" order: the generic handlers still run first, as in Directus.
 const orderExtension = {
   'hooks/order/index.js': `
@@ -101,10 +116,11 @@ beforeAll(async () => {
     await c.query(`create table audit (id serial primary key, order_id int not null, what text not null)`);
     await c.query(`create table counters (name text primary key, n int not null)`);
     await c.query(`insert into counters values ('orders', 0)`);
+    await c.query(`create table stuck (id serial primary key, n int)`);
     await c.query(`create role ${ROLE} nologin`);
     await c.query(`grant insert, select on orders to ${ROLE}; grant usage on sequence orders_id_seq to ${ROLE}`);
   });
-  tb = await startTestBridge(db.url, { ...esmExtension, ...knexExtension, ...orderExtension }, { userMap: { [ROLE]: 'reporting-user' } });
+  tb = await startTestBridge(db.url, { ...esmExtension, ...knexExtension, ...orderExtension, ...stuckExtension }, { userMap: { [ROLE]: 'reporting-user' } });
 });
 
 afterAll(async () => {
@@ -162,8 +178,30 @@ describe('Directus habits', () => {
     await waitFor(() => seen['users'][mapped] !== undefined && seen['users'][declared] !== undefined, { message: 'the actions of the mapped writer never ran' });
     expect(seen['users'][mapped]).toBe('reporting-user');
     expect(seen['users'][declared]).toBe('alice');
+    // A service constructed with an accountability writes as its user, as in Directus.
+    const hooks = openHookDatabase({ connectionString: db.url }, { applicationName: 'compat-test', max: 1, servicesMax: 1, logger: tb.log.logger });
+    try {
+      const { ItemsService } = createServices({ database: hooks.services, runtime: tb.bridge.runtime, getSchema: () => tb.bridge.getSchema() });
+      const key = await new ItemsService('orders', { accountability: { user: 'service-user', role: null, admin: false, app: false, ip: null, userAgent: null } }).createOne({ amount: 3 });
+      expect(await withClient(db.url, async (c) => (await c.query(`select placed_by from orders where id = $1`, [key])).rows[0])).toEqual({ placed_by: 'service-user' });
+      await waitFor(() => seen['users'][key] !== undefined, { message: "the service write's action never ran" });
+      expect(seen['users'][key]).toBe('service-user');
+    } finally {
+      await hooks.close();
+    }
     // A role the map does not name keeps no user.
     const other = await withClient(db.url, async (c) => (await c.query(`insert into orders (amount) values (7) returning placed_by`)).rows[0]);
     expect(other.placed_by).toBeNull();
+  });
+
+  // Last: it stops the bridge.
+  it("ends the transactions a hook left open when the bridge stops: nothing of it stays connected", async () => {
+    await withClient(db.url, (c) => c.query(`insert into stuck default values`));
+    await waitFor(() => seen['stuck'], { message: 'the action never opened its transactions' });
+    await tb.stop();
+    const left = await withClient(db.url, async (c) =>
+      (await c.query(`select application_name, state from pg_stat_activity where datname = current_database() and application_name like 'hookbridge%'`)).rows,
+    );
+    expect(left).toEqual([]);
   });
 });

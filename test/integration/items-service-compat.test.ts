@@ -44,6 +44,7 @@ beforeAll(async () => {
         ('Epsilon', 'archived', 50, 5.0, 'cy', '{a}', null, null, null);
       create table posts (id serial primary key, title text, status text default 'draft', body jsonb, n int check (n >= 0));
       create table codes (code text primary key, label text not null);
+      create table racing (code text primary key, label text not null);
       create table settings (id serial primary key, site text default 'hookbridge', enabled boolean);
       create table guarded (id serial primary key, note text);
       create table pairs (a int, b int, primary key (a, b));
@@ -72,6 +73,8 @@ beforeAll(async () => {
           action('guarded.items.' + event, (meta) => { seen.actions.push({ event, keys: meta.key ?? meta.keys }); });
         }
         filter('guarded.items.query', (query) => { seen.guardedQueries += 1; return query; });
+        // Slow enough that two upserts of one new key overlap.
+        filter('racing.items.create', async (payload) => { await new Promise((r) => setTimeout(r, 300)); return payload; });
       };`,
   });
   pool = new pg.Pool({ connectionString: db.url, max: 3, types: driverTypes(pg.types) });
@@ -139,6 +142,7 @@ describe('ItemsService filters', () => {
     ['$NOW', { published: { _lt: '$NOW' } }, [1]],
     ['$NOW(-1 day)', { published: { _gt: '$NOW(-1 day)' } }, [2]],
     ['_between $NOW(-3 days) and $NOW', { published: { _between: ['$NOW(-3 days)', '$NOW'] } }, [1]],
+    ['a value that merely starts with $NOW is itself', { title: { _neq: '$NOWHERE' } }, [1, 2, 3, 4, 5]],
   ];
   it.each(cases)('%s', async (_name, filter, expected) => {
     const articles = new services.ItemsService('articles');
@@ -379,6 +383,17 @@ describe('ItemsService methods', () => {
     expect(await settings.upsertSingleton({ enabled: true })).toBe(1);
     expect(await settings.readSingleton({})).toEqual({ id: 1, site: 'hookbridge', enabled: true });
     expect(await rowsOf('select count(*)::int as n from settings')).toEqual([{ n: 1 }]);
+  });
+});
+
+describe('ItemsService upserts under concurrency', () => {
+  it('two upserts of one new key both succeed: one creates it, the other updates it', async () => {
+    const racing = new services.ItemsService('racing');
+    const results = await Promise.allSettled([racing.upsertOne({ code: 'k', label: 'first' }), racing.upsertOne({ code: 'k', label: 'second' })]);
+    expect(results.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as { code?: string }).code))).toEqual(['k', 'k']);
+    const rows = await withClient(db.url, async (c) => (await c.query(`select code, label from racing`)).rows);
+    expect(rows).toHaveLength(1);
+    expect(['first', 'second']).toContain(rows[0].label);
   });
 });
 
