@@ -4,7 +4,9 @@
  *
  * Which server, by environment:
  *   (default)                          embedded Postgres 18 under <repo>/.hookbridge/test-pg-<random>
- *   HOOKBRIDGE_TEST_PG=testcontainers  postgres:18 in a container (needs a Docker engine)
+ *   HOOKBRIDGE_TEST_PG=testcontainers  postgres:18 in a container (needs a Docker engine); another image
+ *                                      with HOOKBRIDGE_TEST_PG_IMAGE (scripts/docker/prepare.sh builds
+ *                                      hookbridge-test/postgres:15-local from Debian's packages, no registry)
  *   HOOKBRIDGE_TEST_DATABASE_URL=...   an existing server; must run with wal_level=logical
  * Also:
  *   HOOKBRIDGE_TEST_KEEP=1             keep the database of a failed test file for inspection
@@ -20,6 +22,7 @@ import type { TestProject } from 'vitest/node';
 import { PASSWORD_FILE, startEmbeddedPostgres } from '../../bridge/embedded-postgres.js';
 import type { TestPgInfo, TestPgSource } from './context.js';
 import { describeUrl, withClient } from './helpers.js';
+import { containerStartError, postgresCommand, testPgImage, THROWAWAY_INITDB } from './testcontainers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stateDir = path.join(repoRoot, '.hookbridge');
@@ -94,16 +97,20 @@ function isAlive(pid: number): boolean {
   }
 }
 
-async function startTestcontainers(): Promise<Server> {
-  const { getContainerRuntimeClient } = await import('testcontainers');
+async function startTestcontainers(image: string): Promise<Server> {
+  const { getContainerRuntimeClient, ImageName } = await import('testcontainers');
+  let client: Awaited<ReturnType<typeof getContainerRuntimeClient>>;
   try {
-    await getContainerRuntimeClient();
+    client = await getContainerRuntimeClient();
   } catch (err) {
     throw new Error(
       'HOOKBRIDGE_TEST_PG=testcontainers needs a running Docker (or compatible) container engine, and none was found ' +
-        `(${err instanceof Error ? err.message : String(err)}). Unset HOOKBRIDGE_TEST_PG to use the embedded Postgres instead.`,
+        `(${err instanceof Error ? err.message : String(err)}). Run scripts/docker/prepare.sh (it starts one, as root), ` +
+        'or unset HOOKBRIDGE_TEST_PG to use the embedded Postgres instead.',
     );
   }
+  const local = await client.image.exists(ImageName.fromString(image));
+  log.info({ image, local }, 'starting Postgres with testcontainers');
   const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
   const settings: Record<string, string | number> = {
     wal_level: 'logical',
@@ -112,12 +119,17 @@ async function startTestcontainers(): Promise<Server> {
     max_connections: 200,
     ...throwawaySettings,
   };
-  const container = await new PostgreSqlContainer('postgres:18')
+  const container = await new PostgreSqlContainer(image)
     .withDatabase('postgres')
     .withUsername('postgres')
     .withPassword(randomBytes(18).toString('base64url'))
-    .withCommand(['postgres', ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])])
-    .start();
+    .withEnvironment(THROWAWAY_INITDB)
+    .withCommand(postgresCommand(settings))
+    .start()
+    .catch((err: unknown) => {
+      // Where no registry answers, a missing image ends in a pull error that names neither the cause nor the fix.
+      throw containerStartError(image, local, err);
+    });
   return {
     adminUrl: container.getConnectionUri(),
     source: 'testcontainers',
@@ -174,7 +186,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   if (externalUrl) {
     server = await useExternal(externalUrl);
   } else if (mode === 'testcontainers') {
-    server = await startTestcontainers();
+    server = await startTestcontainers(testPgImage());
   } else if (mode === undefined || mode === '' || mode === 'embedded') {
     server = await startEmbedded(keepFailed);
   } else {
