@@ -38,18 +38,22 @@ it('holds the confirmed position before an unfinished handler, then moves on onc
       };`,
   }, { actionTimeoutMs: 600_000 });
 
-  const before = await withClient(db.url, async (c) => (await c.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`)).rows[0]?.lsn as string);
-  await withClient(db.url, async (c) => {
+  // Where WAL stands right after row 1's commit (the insert position: at or past its commit record's
+  // end, whatever synchronous_commit says). What lies before may be confirmed (a heartbeat written
+  // while row 1's transaction was open, say: Postgres re-sends a transaction that commits past the
+  // confirmed position in full); nothing after may, while row 1's handler runs.
+  const row1Committed = await withClient(db.url, async (c) => {
     await c.query(`insert into acks values (1)`);
+    const lsn = (await c.query<{ lsn: string }>(`select pg_current_wal_insert_lsn()::text as lsn`)).rows[0]?.lsn as string;
     for (let i = 2; i <= 5; i++) await c.query(`insert into acks values ($1)`, [i]);
+    return lsn;
   });
   await waitFor(() => handled.length === 4, { message: 'later transactions were not handled' });
   // Heartbeats (every 5 s) and status updates have had time to run.
   await new Promise((resolve) => setTimeout(resolve, 6_000));
-  // Row 1's transaction starts after `before`: confirming it, or anything after it (rows 2-5,
-  // heartbeats), would put the slot past `before`.
+  // Confirming row 1, or anything after it (rows 2-5, heartbeats), would put the slot past `row1Committed`.
   const held = await confirmedFlush(tb.slotName);
-  expect(await lsnLessThan(before, held)).toBe(false);
+  expect(await lsnLessThan(row1Committed, held)).toBe(false);
   const afterAll = await withClient(db.url, async (c) => (await c.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`)).rows[0]?.lsn as string);
   release.fn?.();
   await waitFor(async () => !(await lsnLessThan(await confirmedFlush(tb!.slotName), afterAll)), {
