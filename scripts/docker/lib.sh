@@ -15,10 +15,14 @@ HB_DOCKERD_LOG="$HB_DOCKER_DIR/dockerd.log"
 # The image the testcontainers tests run (HOOKBRIDGE_TEST_PG_IMAGE), and what it is built from.
 HB_PG_MAJOR="${HOOKBRIDGE_PG_MAJOR:-15}"
 HB_DEBIAN_SUITE="${HOOKBRIDGE_DEBIAN_SUITE:-bookworm}"
-# The Debian mirror this machine's apt uses (its first non-security source), unless one is named.
+# The Debian mirror this machine's apt uses (its first non-security source), unless one is named;
+# empty (debootstrap's own default) when none can be read. Never fails: callers run under `set -e`.
 hb_debian_mirror() {
-  grep -hE '^[[:space:]]*(deb[[:space:]]|URIs:)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    grep -oE '[a-z]+://[^[:space:]]+' | grep -v -- '-security' | head -n 1
+  local f
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    awk '/^[[:space:]]*(deb[[:space:]]|URIs:)/ { for (i = 1; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) print $i }' "$f"
+  done | grep -v -- '-security' | head -n 1 || true
 }
 HB_DEBIAN_MIRROR="${HOOKBRIDGE_DEBIAN_MIRROR:-$(hb_debian_mirror)}"
 HB_PG_IMAGE="${HOOKBRIDGE_TEST_PG_IMAGE:-hookbridge-test/postgres:${HB_PG_MAJOR}-local}"
