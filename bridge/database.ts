@@ -22,7 +22,8 @@ export interface OpenedDatabase {
   release(): Promise<void>;
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` exists (EPERM: it does, as someone else). */
+export function processRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -46,7 +47,7 @@ export async function runningEmbeddedUrl(dataDir: string): Promise<string | unde
   const postmaster = await readInt(join(dataDir, 'postmaster.pid'));
   // postmaster.pid's fourth line is the port.
   const port = await readInt(join(dataDir, 'postmaster.pid'), 3);
-  if (!owner || !alive(owner) || !postmaster || !alive(postmaster) || !port) return undefined;
+  if (!owner || !processRunning(owner) || !postmaster || !processRunning(postmaster) || !port) return undefined;
   const password = (await readFile(join(dataDir, PASSWORD_FILE), 'utf8')).trim();
   return `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
 }

@@ -15,6 +15,7 @@ import express from 'express';
 import type { Logger } from 'pino';
 import type { HookRuntime } from '../hooks/runtime.js';
 import { HealthServer, privateSocketPath, type HealthReport } from './health-server.js';
+import { processRunning } from './database.js';
 import type { BridgeMetrics } from './metrics.js';
 
 export type { HealthReport } from './health-server.js';
@@ -108,20 +109,11 @@ async function removeStaleSocketDirs(): Promise<void> {
   const names = await readdir(tmpdir()).catch(() => [] as string[]);
   for (const name of names) {
     const pid = Number(/^hookbridge-http-(\d+)-/.exec(name)?.[1]);
-    if (!pid || pid === process.pid || isRunning(pid)) continue;
+    if (!pid || pid === process.pid || processRunning(pid)) continue;
     const path = join(tmpdir(), name);
     const info = await stat(path).catch(() => undefined);
     if (info?.isDirectory() && info.uid === process.getuid?.()) await rm(path, { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it runs, as someone else.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
