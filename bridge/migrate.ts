@@ -4,6 +4,13 @@
  * checksum of its text. A file changed after it was applied is refused (E_MIGRATION_CHANGED): it would
  * never run again on an existing install, so the change would silently reach new installs only.
  *
+ * Functions change more often than tables, and a numbered file must carry a function's whole text to
+ * change one line of it. So `sql/definitions/<name>.sql` holds the current text of such a function,
+ * with a revision on its first line (`-- revision: N`): after the numbered files, each definition whose
+ * revision is newer than the one recorded in `<schema>.definitions` is applied. An older bridge never
+ * puts an older revision back (bridges of two versions may run side by side during an upgrade), and a
+ * definition edited without a new revision is refused like a changed migration.
+ *
  * Several bridges may start at once against one database. Every step takes the same
  * transaction-scoped advisory lock first, so one of them applies a migration and the others, once
  * they get the lock, see it recorded and skip it. The lock is released by COMMIT/ROLLBACK, so a
@@ -31,6 +38,13 @@ export interface Migration {
   path: string;
 }
 
+export interface Definition {
+  /** The file name, e.g. `filter_call.sql`. */
+  name: string;
+  revision: number;
+  text: string;
+}
+
 export interface MigrateOptions {
   schema: string;
   logger?: Logger;
@@ -40,6 +54,9 @@ export interface MigrateOptions {
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 const MIGRATION_FILE = /^(\d{6})\.sql$/;
+const DEFINITION_FILE = /^[a-z_][a-z0-9_]*\.sql$/;
+const REVISION_LINE = /^-- revision: ([1-9]\d{0,8})\r?\n/;
+const DEFINITIONS = 'definitions';
 /** How migrations name the schema: psql's quoted-identifier variable syntax. */
 const SCHEMA_VARIABLE = ':"schema"';
 
@@ -76,6 +93,29 @@ export async function listMigrations(directory = migrationsDirectory()): Promise
   return migrations;
 }
 
+/** `sql/definitions/*.sql`, each with the revision its first line gives. */
+export async function listDefinitions(directory = join(migrationsDirectory(), DEFINITIONS)): Promise<Definition[]> {
+  let names: string[];
+  try {
+    names = (await readdir(directory)).filter((name) => DEFINITION_FILE.test(name)).sort();
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw cause;
+  }
+  const definitions: Definition[] = [];
+  for (const name of names) {
+    const text = await readFile(join(directory, name), 'utf8');
+    const revision = REVISION_LINE.exec(text)?.[1];
+    if (!revision) {
+      throw new MigrationError('E_MIGRATIONS_MISSING', `${join(directory, name)} does not start with "-- revision: <number>": the package is damaged, reinstall hookbridge.`, {
+        details: { definition: name },
+      });
+    }
+    definitions.push({ name, revision: Number(revision), text });
+  }
+  return definitions;
+}
+
 /** sha256 of a migration's text as released (line endings normalised: a checkout with CRLF is the same file). */
 export function migrationChecksum(text: string): string {
   return createHash('sha256').update(text.replace(/\r\n/g, '\n')).digest('hex');
@@ -97,6 +137,7 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
     );
   }
   const migrations = await listMigrations(options.directory);
+  const definitions = await listDefinitions(options.directory === undefined ? undefined : join(options.directory, DEFINITIONS));
   const quotedSchema = pg.escapeIdentifier(schema);
   const lockKey = `hookbridge.migrate:${schema}`;
 
@@ -131,6 +172,14 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
         );
         // Installs from before checksums: recorded at their next start (below).
         await client.query(`alter table ${quotedSchema}.migrations add column if not exists checksum text`);
+        await client.query(
+          `create table if not exists ${quotedSchema}.definitions (
+             name text primary key,
+             revision int not null,
+             checksum text not null,
+             applied_at timestamptz not null default now()
+           )`,
+        );
       });
     } catch (cause) {
       throw bootstrapError(schema, cause);
@@ -180,6 +229,54 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
           `Migration ${migration.name} into schema "${schema}" failed and was rolled back: ${messageOf(cause)}. ` +
             'Nothing of it was kept; fix the cause and start hookbridge again (migrations resume where they stopped).',
           { cause, details: { migration: migration.name, schema, sqlstate: sqlstateOf(cause) } },
+        );
+      }
+    }
+    for (const definition of definitions) {
+      const name = `${DEFINITIONS}/${definition.name}`;
+      const checksum = migrationChecksum(definition.text);
+      try {
+        const ran = await inLockedTransaction(async () => {
+          const { rows } = await client.query<{ revision: number; checksum: string }>(`select revision, checksum from ${quotedSchema}.definitions where name = $1`, [
+            definition.name,
+          ]);
+          const recorded = rows[0];
+          if (recorded && recorded.revision > definition.revision) {
+            logger?.warn(
+              { schema, definition: name, databaseRevision: recorded.revision, packageRevision: definition.revision },
+              'a newer hookbridge installed a newer revision of this function; it is kept',
+            );
+            return false;
+          }
+          if (recorded?.revision === definition.revision) {
+            if (recorded.checksum === checksum) return false;
+            throw new MigrationError(
+              'E_MIGRATION_CHANGED',
+              `sql/${name} was changed without raising its revision (${definition.revision}), which schema "${schema}" already holds ` +
+                `(applied: sha256 ${recorded.checksum.slice(0, 12)}…, the file now: ${checksum.slice(0, 12)}…). ` +
+                'Restore the file as it was released, or raise the revision on its first line.',
+              { details: { definition: name, schema, revision: definition.revision, recorded: recorded.checksum, now: checksum } },
+            );
+          }
+          await client.query(renderMigration(definition.text, schema));
+          await client.query(
+            `insert into ${quotedSchema}.definitions (name, revision, checksum) values ($1, $2, $3)
+             on conflict (name) do update set revision = excluded.revision, checksum = excluded.checksum, applied_at = now()`,
+            [definition.name, definition.revision, checksum],
+          );
+          return true;
+        });
+        if (ran) {
+          applied.push(`${name}@${definition.revision}`);
+          logger?.info({ schema, definition: name, revision: definition.revision }, 'applied definition');
+        }
+      } catch (cause) {
+        if (cause instanceof MigrationError) throw cause;
+        throw new MigrationError(
+          'E_MIGRATION_FAILED',
+          `Definition sql/${name} (revision ${definition.revision}) into schema "${schema}" failed and was rolled back: ${messageOf(cause)}. ` +
+            'Nothing of it was kept; fix the cause and start hookbridge again.',
+          { cause, details: { definition: name, schema, sqlstate: sqlstateOf(cause) } },
         );
       }
     }

@@ -84,7 +84,7 @@ export interface FilterCall {
 }
 
 /**
- * The trigger's verdict (see filter_call in sql/000003.sql): K keep, M<json> modify, W<text> passed
+ * The trigger's verdict (see sql/definitions/filter_call.sql): K keep, M<json> modify, W<text> passed
  * unfiltered with a warning, E<json> refuse with that error.
  */
 export type Verdict = string;

@@ -151,4 +151,31 @@ describe.each(cases)('$name, $transport transport', ({ url: serverUrl, transport
     expect(await insert(url, 'busy', [`set statement_timeout = 300`])).toMatchObject({ code: '57014' });
     await recovered();
   });
+
+  it('keeps statement_timeout when the writer is starved while it and a wait slice fall due', async (ctx) => {
+    await recovered();
+    const outcome = await withClient(url, async (c) => {
+      const pid = (c as unknown as { processID: number }).processID;
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return 'cannot signal the server';
+      }
+      await c.query(`set statement_timeout = 300`);
+      const write = c.query(`insert into jobs (title) values ('busy')`).then(
+        () => 'written',
+        (e: pg.DatabaseError) => ({ code: e.code, message: e.message }),
+      );
+      // Stopped from 150 to 750 ms: a wait slice's lock_timeout (due before 300) and statement_timeout
+      // both fire before the backend runs again, and PostgreSQL reports only the lock timeout.
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      process.kill(pid, 'SIGSTOP');
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      process.kill(pid, 'SIGCONT');
+      return write;
+    });
+    if (typeof outcome === 'string' && outcome !== 'written') return ctx.skip(outcome);
+    expect(outcome).toMatchObject({ code: '57014', message: 'canceling statement due to statement timeout' });
+    await recovered();
+  });
 });

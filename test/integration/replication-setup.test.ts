@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listMigrations, migrate, migrationsDirectory } from '../../bridge/migrate.js';
+import { listDefinitions, listMigrations, migrate, migrationsDirectory } from '../../bridge/migrate.js';
 import { parseAccountabilityMessage, readAccountabilitySecret } from '../../bridge/replication/accountability.js';
 import { listUserTables, syncPublications, uninstall, type UserTable } from '../../bridge/replication/publication.js';
 import { dropSlot, ensureSlot, preflight, readReplicationFacts } from '../../bridge/replication/setup.js';
@@ -60,9 +60,11 @@ async function asWriter<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
 describe('migrate', () => {
   it('applies each migration once when two bridges migrate at the same time', async () => {
     const all = await listMigrations();
+    const definitions = await listDefinitions();
     expect(all.length).toBeGreaterThan(0);
+    expect(definitions.map((d) => d.name)).toContain('filter_call.sql');
     const results = await Promise.all([migrate(pool, { schema }), migrate(pool, { schema })]);
-    expect(results.flatMap((r) => r.applied).sort()).toEqual(all.map((m) => m.name));
+    expect(results.flatMap((r) => r.applied).sort()).toEqual([...all.map((m) => m.name), ...definitions.map((d) => `definitions/${d.name}@${d.revision}`)].sort());
     const { rows } = await pool.query(`select id, name from hookbridge.migrations order by id`);
     expect(rows).toEqual(all.map((m) => ({ id: m.id, name: m.name })));
     expect(await migrate(pool, { schema })).toEqual({ applied: [] });
@@ -93,6 +95,40 @@ describe('migrate', () => {
     }
   });
 
+  it('applies a definition whose revision is newer, keeps a newer one, and refuses one edited without a new revision', async () => {
+    const dir = await tempDir('hookbridge-sql-');
+    try {
+      await cp(migrationsDirectory(), dir.path, { recursive: true });
+      const target = { schema: 'hb_definitions', directory: dir.path };
+      await migrate(pool, target);
+      const file = join(dir.path, 'definitions', 'filter_call.sql');
+      const released = await readFile(file, 'utf8');
+      const revision = Number(/^-- revision: (\d+)/.exec(released)?.[1]);
+      const recorded = async () => (await pool.query(`select revision from hb_definitions.definitions where name = 'filter_call.sql'`)).rows[0]?.revision;
+      const probe = async () => (await pool.query(`select hb_definitions.filter_call('{}', 64) as v`)).rows[0]?.v as string;
+      expect(await recorded()).toBe(revision);
+      // The next revision (a function that answers differently, to see which text runs).
+      const next = released
+        .replace(/^-- revision: \d+/, `-- revision: ${revision + 1}`)
+        .replace(/\nbegin\n/, `\nbegin\n  if p_slot = 64 then return 'Xnext'; end if;\n`);
+      await writeFile(file, next);
+      expect(await migrate(pool, target)).toEqual({ applied: [`definitions/filter_call.sql@${revision + 1}`] });
+      expect(await probe()).toBe('Xnext');
+      // An older bridge starting beside it keeps the newer revision.
+      await writeFile(file, released);
+      expect(await migrate(pool, target)).toEqual({ applied: [] });
+      expect(await probe()).toBe('Xnext');
+      // The same revision, edited: refused, and nothing changes.
+      await writeFile(file, next.replace("'Xnext'", "'Xedited'"));
+      const error = await migrate(pool, target).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'E_MIGRATION_CHANGED', message: expect.stringMatching(/^sql\/definitions\/filter_call\.sql was changed without raising its revision/) });
+      expect(await probe()).toBe('Xnext');
+    } finally {
+      await pool.query('drop schema if exists hb_definitions cascade');
+      await dir.remove();
+    }
+  });
+
   it('refuses a schema name it could not quote safely everywhere', async () => {
     await expect(migrate(pool, { schema: 'Bad"Name' })).rejects.toMatchObject({ code: 'E_SCHEMA_NAME' });
   });
@@ -104,6 +140,9 @@ describe('migrate', () => {
     const args = [db.url, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-v', 'schema=hb_psql', '-1', '-f', file];
     await promisify(execFile)(psql, args); // twice: idempotent
     await promisify(execFile)(psql, args);
+    for (const definition of await listDefinitions()) {
+      await promisify(execFile)(psql, [...args.slice(0, -1), `${migrationsDirectory()}/definitions/${definition.name}`]);
+    }
     const { rows } = await pool.query(`select count(*)::int as n from hb_psql.secret`);
     expect(rows[0].n).toBe(1);
     await pool.query('drop schema hb_psql cascade');
