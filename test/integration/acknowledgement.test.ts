@@ -3,6 +3,7 @@
  * stream sees meanwhile (later transactions, heartbeats, keepalives).
  */
 import { afterAll, expect, it } from 'vitest';
+import { HEARTBEAT_PREFIX } from '../../bridge/replication/change-events.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
 import { waitFor, withClient } from '../support/helpers.js';
@@ -49,9 +50,22 @@ it('holds the confirmed position before an unfinished handler, then moves on onc
     return lsn;
   });
   await waitFor(() => handled.length === 4, { message: 'later transactions were not handled' });
-  // Heartbeats (every 5 s) and status updates have had time to run.
-  await new Promise((resolve) => setTimeout(resolve, 6_000));
-  // Confirming row 1, or anything after it (rows 2-5, heartbeats), would put the slot past `row1Committed`.
+  // A heartbeat (the message the bridge writes every 5 s; written here so as not to wait for one), then
+  // row 6: the stream hands messages out in WAL order, so once row 6 is handled the heartbeat has been
+  // through the pipeline.
+  await withClient(db.url, async (c) => {
+    await c.query(`select pg_logical_emit_message(false, $1, ''::text)`, [HEARTBEAT_PREFIX]);
+    await c.query(`insert into acks values (6)`);
+  });
+  await waitFor(() => handled.length === 5, { message: 'the row after the heartbeat was not handled' });
+  // Row 7, written once row 6 was handled. Waiting for it, the walsender sent a keepalive (it does
+  // whenever it waits for WAL while less is confirmed than it sent), and before sending it, it read
+  // the status updates sent so far. The stream handles a keepalive as it arrives, before what follows.
+  await withClient(db.url, (c) => c.query(`insert into acks values (7)`));
+  await waitFor(() => handled.length === 6, { message: 'the row after the keepalive was not handled' });
+  // Confirming row 1, or anything after it (rows 2-7, heartbeats, keepalives), would put the bridge's
+  // confirmed position, and the slot's, past `row1Committed`.
+  expect(await lsnLessThan(row1Committed, tb.bridge.actions?.confirmedLsn as string)).toBe(false);
   const held = await confirmedFlush(tb.slotName);
   expect(await lsnLessThan(row1Committed, held)).toBe(false);
   const afterAll = await withClient(db.url, async (c) => (await c.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`)).rows[0]?.lsn as string);

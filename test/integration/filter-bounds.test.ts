@@ -107,8 +107,20 @@ describe.each(cases)('$name, $transport transport', ({ url: serverUrl, transport
         // A session that reached the bridge before: it waits on its ticket, which times out.
         expect(await write('frozen')).toBe('HB504');
         // A new session, once the bridge's heartbeat is stale (1 s), does not even try to connect
-        // (from PostgreSQL 17, dblink's connect would wait for a stopped bridge for ever).
-        await new Promise((resolve) => setTimeout(resolve, 1_500));
+        // (from PostgreSQL 17, dblink's connect would wait for a stopped bridge for ever). Stale as
+        // the trigger judges it (filter_call), for every instance a writer may choose.
+        await withClient(url, (admin) =>
+          waitFor(
+            async () =>
+              (
+                await admin.query<{ stale: boolean | null }>(
+                  `select bool_and(hookbridge.filter_beat_of(slot) < extract(epoch from clock_timestamp()) * 1000 - 1000) as stale
+                     from hookbridge.filter_endpoint where tickets > 0`,
+                )
+              ).rows[0]?.stale === true,
+            { message: "the stopped bridge's heartbeat never went stale" },
+          ),
+        );
         expect(await insert(url, 'frozen, new session')).toMatchObject({ code: 'HB504' });
       } finally {
         cli.child.kill('SIGCONT');

@@ -15,6 +15,7 @@ import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
 import { ROLE_PASSWORD, testRoles } from '../support/readme-roles.js';
 import { waitFor, withClient } from '../support/helpers.js';
+import { waitUntilHandled } from '../support/slot.js';
 
 const db = useTestDatabase();
 const { roles, urlAs, prepareBridge, drop: dropRoles } = testRoles(db, ['bridge', 'owner'], 'hb_nt');
@@ -128,7 +129,9 @@ describe('new tables, without the event trigger (a bridge role that is not a sup
       }
     });
     await waitForEvents('late_auto', 400);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Every transaction that could carry one of these rows (the inserts, the join's catch-up) committed
+    // before this point: once the bridge handled all of them, a duplicate would have arrived.
+    await waitUntilHandled(db.url, tb!.slotName);
     expect(keysOf(events('late_auto', 'create'))).toEqual(range(1, 400));
     // The rows before the join were caught up; those after it came from the WAL.
     expect(events('late_auto', 'create').filter((s) => s.meta['catchUp'] === true).length).toBeGreaterThan(0);

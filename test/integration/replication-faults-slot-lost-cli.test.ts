@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, expect, it } from 'vitest';
 import { runCli, startCli, type RunningCli } from '../support/cli.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
-import { withClient } from '../support/helpers.js';
+import { waitFor, withClient } from '../support/helpers.js';
 import { outrunSlot, startOwnServer } from './replication-faults-support.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -28,8 +28,21 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
   const cli: RunningCli = startCli(['start', '-e', dir.path], { env });
   cleanups.push(() => cli.stop('SIGKILL'));
   await cli.waitForLog('ready');
-  await withClient(own.url, (c) => c.query(`insert into orders (note) values ('stuck')`));
-  await new Promise((resolve) => setTimeout(resolve, 500));
+  // The walsender sent the row on to the bridge, whose handler for it never returns.
+  await withClient(own.url, async (c) => {
+    await c.query(`insert into orders (note) values ('stuck')`);
+    const { rows } = await c.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`);
+    await waitFor(
+      async () =>
+        (
+          await c.query<{ sent: boolean | null }>(
+            `select r.sent_lsn >= $2::pg_lsn as sent from pg_stat_replication r join pg_replication_slots s on s.active_pid = r.pid where s.slot_name = $1`,
+            [slot, rows[0]?.lsn],
+          )
+        ).rows[0]?.sent === true,
+      { message: 'the walsender never sent the row' },
+    );
+  });
 
   const checkpointAt = await outrunSlot(own.url);
   const exited = new Promise<number | null>((resolve) => cli.child.on('close', resolve));

@@ -16,7 +16,7 @@ let tb: TestBridge | undefined;
 let stream: StandaloneStream | undefined;
 let pausedStream: StandaloneStream | undefined;
 let proxy: FreezableProxy | undefined;
-const gate: { open?: () => void; handled: Set<string> } = { handled: new Set() };
+const gate: { open?: () => void; probed?: boolean; handled: Set<string> } = { handled: new Set() };
 (globalThis as Record<string, unknown>)['__pausedGate'] = gate;
 afterAll(async () => {
   gate.open?.();
@@ -125,29 +125,46 @@ it('notices a replication connection gone silent within 5 s, reconnects once it 
 });
 
 it('notices a terminated walsender within 5 s while reading is paused for backpressure', async () => {
-  await withClient(db.url, (c) => c.query(`create table heap (id bigserial primary key)`));
+  // One transaction: a hot row's create and updates up to one short of the pipeline's high-water mark
+  // (10,000 changes in flight, pipeline.ts), then a probe row, then more rows. The hot row's changes
+  // run one after another, so they hold one handler slot and the probe runs beside them: it is the
+  // change that fills the pipeline, and reading stops right after it (until 5,000 are left in flight,
+  // which the gate holds off). So once the probe was handled, the stream is paused, not reading.
+  const highWater = 10_000;
+  const later = 20_000;
+  await withClient(db.url, (c) => c.query(`create table heap (id int primary key, v int not null default 0)`));
   pausedStream = await startStandaloneStream(
     db.url,
     {
-      // Every handler waits for the gate: the pipeline fills to its high-water mark and reading pauses.
+      // Every handler but the probe's waits for the gate.
       'hooks/gated/index.js': `
         let open;
+        const handle = async ({ id, key, keys }) => {
+          if ((key ?? keys[0]) === 2) globalThis.__pausedGate.probed = true;
+          else await (open ??= new Promise((resolve) => { globalThis.__pausedGate.open = resolve; }));
+          globalThis.__pausedGate.handled.add(id);
+        };
         module.exports = ({ action }) => {
-          action('heap.items.create', async ({ key }) => {
-            open ??= new Promise((resolve) => { globalThis.__pausedGate.open = resolve; });
-            await open;
-            globalThis.__pausedGate.handled.add(String(key));
-          });
+          action('heap.items.create', handle);
+          action('heap.items.update', handle);
         };`,
     },
     { actionTimeoutMs: 600_000 },
   );
   const actions = pausedStream.actions;
-  const rows = 30_000;
-  await withClient(db.url, (c) => c.query(`insert into heap select from generate_series(1, $1::int)`, [rows]));
-  await waitFor(() => gate.open !== undefined, { message: 'the handlers never ran' });
-  // Well past the high-water mark (10,000 in flight): the stream is paused, not reading.
-  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  await withClient(db.url, (c) =>
+    c.query(`do $$
+      begin
+        insert into heap (id) values (1);
+        for i in 1 .. ${highWater - 2} loop
+          update heap set v = i where id = 1;
+        end loop;
+        insert into heap (id) values (2);
+        insert into heap (id) select g from generate_series(3, ${later + 2}) g;
+      end $$`),
+  );
+  const events = highWater + later;
+  await waitFor(() => gate.probed, { timeoutMs: 30_000, message: 'the probe was never handled' });
   expect(actions.streaming).toBe(true);
 
   const pid = await walsenderPid(pausedStream.slotName);
@@ -163,7 +180,7 @@ it('notices a terminated walsender within 5 s while reading is paused for backpr
 
   gate.open?.();
   await waitFor(() => actions.streaming, { timeoutMs: 60_000, message: 'the stream did not come back' });
-  await waitFor(() => gate.handled.size === rows, { timeoutMs: 60_000, message: () => `${gate.handled.size} of ${rows} rows delivered` });
+  await waitFor(() => gate.handled.size === events, { timeoutMs: 60_000, message: () => `${gate.handled.size} of ${events} changes delivered` });
 }, 120_000);
 
 it('waits out the silence of a walsender decoding a large transaction no publication wants (review: it used to reconnect for ever)', async () => {

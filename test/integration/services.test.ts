@@ -6,6 +6,7 @@ import { createServices } from '../../bridge/services/items-service.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
 import { waitFor, withClient } from '../support/helpers.js';
+import { waitUntilHandled } from '../support/slot.js';
 
 const db = useTestDatabase();
 const out: Record<string, unknown> = { audit: [] as unknown[], echoes: 0 };
@@ -71,7 +72,9 @@ describe('ItemsService in hooks', () => {
     await waitFor(async () => (await withClient(db.url, async (c) => (await c.query(`select note from audit`)).rows))[0]?.note === 'seen', {
       message: 'the hook never updated its row',
     });
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    // The bypassed update is committed: once the bridge handled everything up to here, an action for
+    // it (or a second create) would have run.
+    await waitUntilHandled(db.url, tb.slotName);
     expect(out['audit']).toEqual([1]);
     expect(out['auditUpdates']).toBeUndefined();
   });
@@ -79,7 +82,10 @@ describe('ItemsService in hooks', () => {
   it('fires once more, and stops, when a hook writes with events on', async () => {
     await withClient(db.url, (c) => c.query(`insert into echo (depth) values (0)`));
     await waitFor(() => out['echoes'] === 2, { message: 'the echo did not fire twice' });
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    // First the second echo's handler finishes (a row it wrote is then committed), then whatever that
+    // row would fire has run.
+    await waitUntilHandled(db.url, tb.slotName);
+    await waitUntilHandled(db.url, tb.slotName);
     expect(out['echoes']).toBe(2);
   });
 
