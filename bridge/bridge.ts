@@ -25,7 +25,8 @@ import { createMetrics, readFailedEvents, readSlotWal, type BridgeMetrics } from
 import { SchemaReader, type SchemaOverview } from './schema-overview.js';
 import { createServices } from './services/items-service.js';
 import { ActionStream } from './replication/action-stream.js';
-import { listUserTables } from './replication/publication.js';
+import { observeTries } from './replication/delivery.js';
+import { listUserTables } from './catalog.js';
 import { ensureSlot, preflight, readSlotState, slotProblem } from './replication/setup.js';
 
 /** How often a standby tries for the leader lock (a dead leader's session ends at once, so takeover takes about this long). */
@@ -79,6 +80,9 @@ export class Bridge {
   #leaderSeen: { slot: number } | { heldBy: number } | null = null;
   #leaderCheckedAt = 0;
   #since = new Date();
+  /** Aborted once the bridge stops: no action handler is retried after that. */
+  readonly #stopped = new AbortController();
+  #observeTries: ReturnType<typeof observeTries> | undefined;
 
   constructor(
     readonly config: Readonly<Config>,
@@ -91,6 +95,13 @@ export class Bridge {
       autoReload: config.extensionsAutoReload,
       // Once per tick for the whole cluster: on its leader.
       runSchedules: () => this.#leads,
+      // Emitted, server and read events: the tries and timeout of committed changes (no parking: nothing durable to park).
+      actionPolicy: {
+        attempts: config.actionAttempts,
+        timeoutMs: config.actionTimeoutMs,
+        signal: this.#stopped.signal,
+        observe: (...args) => (this.#observeTries ??= observeTries(this.metrics))(...args),
+      },
       provide: () => ({
         database: this.#hookDatabase?.knex,
         kysely: this.#hookDatabase?.kysely,
@@ -463,10 +474,12 @@ export class Bridge {
       const left = await this.#filters?.drain(this.config.filterTimeoutMs + 1_000);
       if (left) this.logger.warn({ calls: left }, 'stopping: filter calls still unanswered after the drain');
       await this.runtime.dispatchServerEvent('stop', { server: this.#http?.server });
+      this.#stopped.abort();
       // Hand the leader lock over once the stream is stopped and its position confirmed.
       await this.#leadership;
       if (this.#role === 'leader') await this.#stepDownNow();
     }
+    this.#stopped.abort();
     await this.#teardown();
   }
 

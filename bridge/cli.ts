@@ -24,10 +24,11 @@ import { openHookDatabase } from './hook-database.js';
 import { doctor, formatSlotStatus, guardCheck, guardStatus, readCluster, status, type Status } from './inspect.js';
 import { createLogger } from './logger.js';
 import { migrate } from './migrate.js';
-import { uninstall } from './replication/publication.js';
+import { uninstall } from './uninstall.js';
 import { packageInfo } from './package-info.js';
 import { SchemaReader } from './schema-overview.js';
 import { createServices } from './services/items-service.js';
+import { flagHelp, SETTINGS, type FlagReach } from './settings.js';
 import { generateDeclarations } from './type-declarations.js';
 
 
@@ -37,36 +38,31 @@ interface CommonFlags {
   logFormat?: string;
 }
 
-function commonOptions(command: Command, options: { database?: boolean } = {}): Command {
-  if (options.database) databaseOptions(command);
-  return command
-    .addOption(new Option('-e, --extensions <path>', 'extensions folder').env('EXTENSIONS_PATH'))
-    .addOption(new Option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent').env('LOG_LEVEL'))
-    .addOption(new Option('--log-format <format>', 'pretty|json (pretty when stdout is a terminal)').env('LOG_FORMAT'));
-}
-
-/** For commands that need a database (not `start`, which documents these itself). */
-function databaseOptions(command: Command): Command {
-  return command
-    .addOption(new Option('-d, --database-url <url>', 'Postgres connection URL').env('DATABASE_URL'))
-    .addOption(new Option('--data-dir <path>', 'embedded Postgres data folder').env('HOOKBRIDGE_DATA_DIR'));
-}
-
-function toConfigOptions(flags: CommonFlags & Record<string, unknown>, command?: Command): ConfigOptions {
-  const options: ConfigOptions = {};
-  if (flags.extensions !== undefined) {
-    options.extensionsPath = flags.extensions;
-    // Commander fills the flag from EXTENSIONS_PATH too; an error about the path says which it was.
-    options.extensionsPathSource = command?.getOptionValueSource('extensions') === 'env' ? 'env' : 'flag';
+/**
+ * The flags of the settings a command reaches, declared from the one table (bridge/settings.ts):
+ * every command's, those of commands that open a database, and `start`'s own. Commander reads no
+ * variable (no `.env()`): resolveConfig alone does, so an empty one means unset everywhere, and
+ * --help names each flag's variable in its text.
+ */
+function commonOptions(command: Command, options: { database?: boolean; start?: boolean } = {}): Command {
+  const reaches: FlagReach[] = ['every command', ...(options.database ? ['database commands' as const] : []), ...(options.start ? ['start' as const] : [])];
+  for (const setting of SETTINGS) {
+    if (setting.flag && reaches.includes(setting.flag.reach)) command.addOption(new Option(setting.flag.flags, flagHelp(setting)));
   }
-  if (flags.logLevel !== undefined) options.logLevel = flags.logLevel as ConfigOptions['logLevel'];
-  if (flags.logFormat !== undefined) options.logFormat = flags.logFormat as ConfigOptions['logFormat'];
-  if (typeof flags['databaseUrl'] === 'string') options.databaseUrl = flags['databaseUrl'];
-  if (typeof flags['dataDir'] === 'string') options.dataDir = flags['dataDir'];
-  // As written: resolveConfig checks it and names PORT when it is no port.
-  if (flags['port'] !== undefined) options.port = String(flags['port']);
-  if (flags['autoReload'] !== undefined) options.extensionsAutoReload = flags['autoReload'] as boolean;
-  return options;
+  return command;
+}
+
+/** The settings' flags a command was given, as resolveConfig's options (which checks them, naming the variable). */
+function toConfigOptions(flags: CommonFlags & Record<string, unknown>): ConfigOptions {
+  const options: Record<string, unknown> = {};
+  for (const setting of SETTINGS) {
+    if (!setting.flag || !setting.option) continue;
+    const value = flags[new Option(setting.flag.flags).attributeName()];
+    if (value !== undefined) options[setting.option] = value;
+  }
+  // An error about the path says it came from the flag.
+  if (options['extensionsPath'] !== undefined) options['extensionsPathSource'] = 'flag';
+  return options as ConfigOptions;
 }
 
 export function buildProgram(): Command {
@@ -81,12 +77,10 @@ export function buildProgram(): Command {
     program
       .command('start')
       .description('run the bridge; with no DATABASE_URL (or PGHOST), start an embedded Postgres under ./.hookbridge')
-      .addOption(new Option('-p, --port <port>', 'HTTP port').env('PORT'))
-      .option('--auto-reload', 'reload extensions when their files change (env: EXTENSIONS_AUTO_RELOAD=true)')
       .option('--demo', 'create demo tables (articles, recipes) for the examples, if missing'),
-    { database: true },
-  ).action(async (flags, command: Command) => {
-    const config = resolveConfig(toConfigOptions(flags, command), process.env, { isTTY: process.stdout.isTTY });
+    { database: true, start: true },
+  ).action(async (flags) => {
+    const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stdout.isTTY });
     const logger = createLogger(config);
     const bridge = new Bridge(config, logger);
     // A hook's stray rejection or throw (a timer, an event listener) is logged with its extension's name
@@ -146,8 +140,8 @@ export function buildProgram(): Command {
       .command('extensions')
       .description('load the extensions (without a database) and list their events, or why they failed')
       .option('--json', 'print JSON'),
-  ).action(async (flags, command: Command) => {
-    const config = resolveConfig({ logLevel: 'silent', ...toConfigOptions(flags, command) }, process.env, { isTTY: process.stderr.isTTY });
+  ).action(async (flags) => {
+    const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stderr.isTTY, defaults: { logLevel: 'silent' } });
     checkExtensionsPath(config);
     const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: createLogger(config, 'stderr'), env: config.env });
     const report = await runtime.reload();
@@ -161,7 +155,7 @@ export function buildProgram(): Command {
       .command('init <name>')
       .description('scaffold a TypeScript hook at <extensions>/hooks/<name>/index.ts'),
   ).action(async (name: string, flags) => {
-    const config = resolveConfig({ logLevel: 'silent', ...toConfigOptions(flags) }, process.env);
+    const config = resolveConfig(toConfigOptions(flags), process.env, { defaults: { logLevel: 'silent' } });
     if (!/^[a-z0-9][a-z0-9._-]*$/i.test(name)) {
       throw new ConfigError('name', `"${name}" is not a usable folder name (letters, digits, . _ -)`);
     }
@@ -254,7 +248,7 @@ export function buildProgram(): Command {
       .option('--yes', 'really do it'),
     { database: true },
   ).action(async (flags) => {
-    const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stderr.isTTY });
+    const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stderr.isTTY, defaults: { logLevel: 'warn' } });
     const what = `schema "${config.schema}", publications "${config.publicationName}" and "${config.publicationName}_inserts", slot "${config.slotName}", and hookbridge's triggers`;
     if (!flags.yes) {
       // A usage error (exit 2): nothing was touched, nor even connected to.
@@ -345,7 +339,13 @@ export function buildProgram(): Command {
       });
       try {
         await runtime.reload();
-        const results = await replayFailedEvents(pool, config.schema, runtime, { ids: ids.length ? ids : undefined });
+        // As a live change: the schema overview in the context, the bridge's tries and timeout.
+        const results = await replayFailedEvents(pool, config.schema, runtime, {
+          ids: ids.length ? ids : undefined,
+          context: { schema: await getSchema() },
+          policy: { attempts: config.actionAttempts, timeoutMs: config.actionTimeoutMs },
+          logger,
+        });
         for (const r of results) process.stdout.write(r.ok ? `#${r.id} replayed\n` : `#${r.id} failed again: ${r.error}\n`);
         if (results.length === 0) process.stdout.write('nothing to replay\n');
         process.exitCode = results.every((r) => r.ok) ? 0 : 1;
@@ -379,7 +379,7 @@ async function withDatabase(
   fn: (ctx: DatabaseContext) => Promise<void>,
   options: { upgrade?: boolean } = {},
 ): Promise<void> {
-  const config = resolveConfig({ logLevel: 'warn', ...toConfigOptions(flags) }, process.env, { isTTY: process.stderr.isTTY });
+  const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stderr.isTTY, defaults: { logLevel: 'warn' } });
   const logger = createLogger(config, 'stderr');
   const opened = await openDatabase(config.database, { owner: false, logger });
   const pool = watchPool(new pg.Pool({ ...internalConnection(opened.connection), max: 2, application_name: 'hookbridge:cli' }), logger);

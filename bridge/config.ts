@@ -1,12 +1,14 @@
 /**
- * Configuration, resolved once at start: explicit options > environment > documented defaults.
- * Nothing else in the bridge reads `process.env`.
+ * Configuration, resolved once at start: explicit options > environment > documented defaults, every
+ * setting read through its declaration in bridge/settings.ts. Nothing else in the bridge reads
+ * `process.env` (the CLI's flags arrive here as options), so an empty variable means unset everywhere.
  */
 import { statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseConnectionString } from 'pg-connection-string';
-import { HookbridgeError } from '../hooks/errors.js';
+export { ConfigError } from './settings.js';
+import { ConfigError, DEFAULT_DATA_DIR, nonEmpty, toInteger, VALUE_SETTINGS, type SettingContext, type ValueKey } from './settings.js';
 
 export type FilterFailureMode = 'closed' | 'open';
 /** How filter calls travel (see bridge/filters/filter-service.ts). */
@@ -72,52 +74,39 @@ export type ConfigOptions = Partial<Omit<Config, 'database' | 'env' | 'port'>> &
   port?: number | string;
 };
 
-export class ConfigError extends HookbridgeError {
-  constructor(setting: string, message: string) {
-    super('E_CONFIG', `${setting}: ${message}`, { details: { setting } });
-    this.name = 'ConfigError';
-  }
-}
-
-const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
-
 export function resolveConfig(
   options: ConfigOptions = {},
   env: Readonly<Record<string, string | undefined>> = process.env,
-  context: { cwd?: string; isTTY?: boolean } = {},
+  context: {
+    cwd?: string;
+    isTTY?: boolean;
+    /** A caller's own defaults, below the environment (the CLI's `status` logs at warn unless LOG_LEVEL or a flag says otherwise). */
+    defaults?: Partial<Pick<Config, ValueKey>>;
+  } = {},
 ): Readonly<Config> {
-  const cwd = context.cwd ?? process.cwd();
-  const pick = <T>(option: T | undefined, name: string): T | string | undefined =>
-    option !== undefined ? option : nonEmpty(env[name]);
-
+  const where: SettingContext = { cwd: context.cwd ?? process.cwd(), isTTY: context.isTTY ?? false };
+  const database = resolveDatabase(options, env, where.cwd);
+  const given = options as Readonly<Record<string, unknown>>;
+  const sources: Partial<Record<ValueKey, 'option' | 'env' | 'default'>> = {};
+  // An option (a flag, for the CLI) wins over the variable, the variable over the default; an empty
+  // variable counts as unset.
+  const read = <K extends ValueKey>(key: K): Config[K] => {
+    const setting = VALUE_SETTINGS[key];
+    const fromOption = given[key];
+    const fromEnv = nonEmpty(env[setting.env]);
+    sources[key] = fromOption != null ? 'option' : fromEnv !== undefined ? 'env' : 'default';
+    const fallback = context.defaults?.[key] ?? (typeof setting.default === 'function' ? setting.default(where) : setting.default);
+    return setting.parse(fromOption ?? fromEnv ?? fallback, setting.env, where);
+  };
+  // Each field is typed by VALUE_SETTINGS' mapped type; only the assembled object needs the cast.
+  const values = Object.fromEntries((Object.keys(VALUE_SETTINGS) as ValueKey[]).map((key) => [key, read(key)])) as { [K in ValueKey]: Config[K] };
   const config: Config = {
-    database: resolveDatabase(options, env, cwd),
-    extensionsPath: resolve(cwd, String(pick(options.extensionsPath, 'EXTENSIONS_PATH') ?? './extensions')),
-    extensionsPathSource:
-      options.extensionsPath !== undefined ? (options.extensionsPathSource ?? 'option') : nonEmpty(env['EXTENSIONS_PATH']) !== undefined ? 'env' : 'default',
-    extensionsAutoReload: toBoolean('EXTENSIONS_AUTO_RELOAD', pick(options.extensionsAutoReload, 'EXTENSIONS_AUTO_RELOAD') ?? false),
-    host: String(pick(options.host, 'HOST') ?? '127.0.0.1'),
-    port: toInteger('PORT', pick(options.port, 'PORT') ?? 8056, 0, 65535),
-    logLevel: toChoice('LOG_LEVEL', pick(options.logLevel, 'LOG_LEVEL') ?? 'info', LOG_LEVELS),
-    logFormat: toChoice('LOG_FORMAT', pick(options.logFormat, 'LOG_FORMAT') ?? (context.isTTY ? 'pretty' : 'json'), ['pretty', 'json'] as const),
-    schema: toIdentifier('HOOKBRIDGE_SCHEMA', pick(options.schema, 'HOOKBRIDGE_SCHEMA') ?? 'hookbridge'),
-    slotName: toIdentifier('HOOKBRIDGE_SLOT', pick(options.slotName, 'HOOKBRIDGE_SLOT') ?? 'hookbridge'),
-    publicationName: toIdentifier('HOOKBRIDGE_PUBLICATION', pick(options.publicationName, 'HOOKBRIDGE_PUBLICATION') ?? 'hookbridge'),
-    filterTimeoutMs: toInteger('FILTER_TIMEOUT_MS', pick(options.filterTimeoutMs, 'FILTER_TIMEOUT_MS') ?? 5000, 1, 3_600_000),
-    filterFailureMode: toChoice('FILTER_FAILURE_MODE', pick(options.filterFailureMode, 'FILTER_FAILURE_MODE') ?? 'closed', ['closed', 'open'] as const),
-    filterTransport: toChoice('FILTER_TRANSPORT', pick(options.filterTransport, 'FILTER_TRANSPORT') ?? 'auto', ['auto', 'direct', 'notify'] as const),
-    filterTickets: toInteger('FILTER_TICKETS', pick(options.filterTickets, 'FILTER_TICKETS') ?? 64, 1, 10_000),
-    filterWorkers: toInteger('FILTER_WORKERS', pick(options.filterWorkers, 'FILTER_WORKERS') ?? 2, 0, 64),
-    filterListenHost: String(pick(options.filterListenHost, 'FILTER_LISTEN_HOST') ?? '127.0.0.1'),
-    filterPort: toInteger('FILTER_PORT', pick(options.filterPort, 'FILTER_PORT') ?? 0, 0, 65535),
-    filterCallbackHost: String(pick(options.filterCallbackHost, 'FILTER_CALLBACK_HOST') ?? '127.0.0.1'),
-    actionAttempts: toInteger('ACTION_ATTEMPTS', pick(options.actionAttempts, 'ACTION_ATTEMPTS') ?? 5, 1, 1000),
-    actionTimeoutMs: toInteger('ACTION_TIMEOUT_MS', pick(options.actionTimeoutMs, 'ACTION_TIMEOUT_MS') ?? 30_000, 1, 86_400_000),
-    userMap: Object.freeze(options.userMap ?? toUserMap('HOOKBRIDGE_USER_MAP', nonEmpty(env['HOOKBRIDGE_USER_MAP']))),
+    database,
+    ...values,
+    extensionsPathSource: sources.extensionsPath === 'option' ? (options.extensionsPathSource ?? 'option') : (sources.extensionsPath ?? 'default'),
     env: {},
   };
-  config.env = Object.freeze(extensionEnv(parseEnvValues(env), config, cwd));
+  config.env = Object.freeze(extensionEnv(parseEnvValues(env), config, where.cwd));
   return Object.freeze(config);
 }
 
@@ -234,7 +223,7 @@ function resolveDatabase(options: ConfigOptions, env: Readonly<Record<string, st
       database: nonEmpty(env['PGDATABASE']),
     };
   }
-  return { kind: 'embedded', dataDir: resolve(cwd, options.dataDir ?? nonEmpty(env['HOOKBRIDGE_DATA_DIR']) ?? './.hookbridge') };
+  return { kind: 'embedded', dataDir: resolve(cwd, options.dataDir ?? nonEmpty(env['HOOKBRIDGE_DATA_DIR']) ?? DEFAULT_DATA_DIR) };
 }
 
 /** Directus hands extensions its environment with types parsed; so do we. */
@@ -258,56 +247,4 @@ export function redactUrl(url: string): string {
   } catch {
     return '(unparseable connection string)';
   }
-}
-
-/** `role=user,role2=user2`; a role named twice, or a pair without both halves, is an error. */
-export function toUserMap(name: string, value: string | undefined): Record<string, string> {
-  const map: Record<string, string> = Object.create(null);
-  if (value === undefined) return map;
-  for (const [index, pair] of value.split(',').entries()) {
-    const at = pair.indexOf('=');
-    const role = at < 0 ? '' : pair.slice(0, at).trim();
-    const user = at < 0 ? '' : pair.slice(at + 1).trim();
-    if (!role || !user) {
-      throw new ConfigError(name, `pair ${index + 1} (${JSON.stringify(pair)}) is not role=user; expected e.g. "reporting=7f1c…,etl=etl-service"`);
-    }
-    if (role in map) throw new ConfigError(name, `the role "${role}" is mapped twice`);
-    map[role] = user;
-  }
-  return map;
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value.trim() === '' ? undefined : value;
-}
-
-function toBoolean(name: string, value: unknown): boolean {
-  if (typeof value === 'boolean') return value;
-  const text = String(value).toLowerCase();
-  if (['true', '1', 'yes', 'on'].includes(text)) return true;
-  if (['false', '0', 'no', 'off'].includes(text)) return false;
-  throw new ConfigError(name, `expected true or false, got ${JSON.stringify(value)}`);
-}
-
-function toInteger(name: string, value: unknown, min: number, max: number): number {
-  const number = typeof value === 'number' ? value : Number(String(value).trim());
-  if (!Number.isInteger(number) || number < min || number > max) {
-    throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${describeValue(value)}`);
-  }
-  return number;
-}
-
-/** A bad value as the user wrote it (JSON.stringify turns NaN into null). */
-function describeValue(value: unknown): string {
-  return typeof value === 'number' ? String(value) : JSON.stringify(value);
-}
-
-function toChoice<T extends string>(name: string, value: unknown, choices: readonly T[]): T {
-  if (typeof value === 'string' && (choices as readonly string[]).includes(value.toLowerCase())) return value.toLowerCase() as T;
-  throw new ConfigError(name, `expected one of ${choices.join(', ')}, got ${JSON.stringify(value)}`);
-}
-
-function toIdentifier(name: string, value: unknown): string {
-  if (typeof value === 'string' && IDENTIFIER.test(value)) return value;
-  throw new ConfigError(name, `expected a lower-case SQL identifier (letters, digits, _; at most 63), got ${JSON.stringify(value)}`);
 }

@@ -28,7 +28,7 @@ import type { HookRuntime, LoadReport } from '../hooks/runtime.js';
 import { inTransaction } from './database.js';
 import { collectionOf } from './replication/change-events.js';
 import { HELD_REASON } from './replication/delivery.js';
-import type { UserTable } from './replication/publication.js';
+import type { UserTable } from './catalog.js';
 import { SerialQueue } from './serial-queue.js';
 
 /** `truncate` only for filters that name it (see hooks/event-name.ts): a not-loaded one keeps TRUNCATE refused. */

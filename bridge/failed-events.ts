@@ -10,7 +10,7 @@
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { invokeAction } from '../hooks/action-dispatch.js';
+import { runAction, SINGLE_TRY, type ActionPolicy } from '../hooks/action-dispatch.js';
 import { describeHookError } from '../hooks/errors.js';
 import { eventNameFor, type EventRef } from '../hooks/event-name.js';
 import type { ActionEntry } from '../hooks/register.js';
@@ -96,7 +96,14 @@ export async function replayFailedEvents(
   pool: pg.Pool,
   schema: string,
   runtime: HookRuntime,
-  options: { ids?: string[] } = {},
+  options: {
+    ids?: string[];
+    /** What a live change's handlers get besides `database` and `kysely` (the schema overview). */
+    context?: Partial<HookContext>;
+    /** Tries and timeout, as for a live change (default: one try, no limit). */
+    policy?: ActionPolicy;
+    logger?: Logger;
+  } = {},
 ): Promise<ReplayResult[]> {
   const events = await listFailedEvents(pool, schema, { ids: options.ids, exact: true });
   const results: ReplayResult[] = [];
@@ -111,12 +118,11 @@ export async function replayFailedEvents(
       error = new Error(`no handler of extension "${failed.extension}" listens to ${failed.event} ${failed.reason === HELD_REASON ? '(is it loaded?)' : 'any more'}`);
     } else {
       for (const entry of entries) {
-        try {
-          // The context every handler gets from this runtime: its `database`, `kysely`; no schema snapshot.
-          await invokeAction(entry, ref, failed.meta, runtime.context({ accountability: failed.accountability }));
-        } catch (caught) {
-          error ??= caught;
-        }
+        // The context a live change gets: this runtime's `database` and `kysely`, the schema overview, the parked accountability.
+        const context = runtime.context({ ...options.context, accountability: failed.accountability });
+        const log = () => options.logger?.child({ extension: entry.extension, event: failed.event, id: failed.eventId });
+        const failure = await runAction(entry, ref, failed.meta, context, options.policy ?? SINGLE_TRY, log).catch((aborted: unknown) => aborted);
+        error ??= failure;
       }
     }
     if (error === undefined) {

@@ -4,7 +4,7 @@
  * so `emitter.emitFilter('articles.items.create', ...)` runs the same filters a write would.
  */
 import type { Logger } from 'pino';
-import { dispatchActions } from './action-dispatch.js';
+import { dispatchActions, type ActionPolicy } from './action-dispatch.js';
 import { parseEmitterEventName, toEventRef } from './event-name.js';
 import { runFilterChain } from './filter-chain.js';
 import type { ActionEntry, FilterEntry, HandlerEntry, InitEntry } from './register.js';
@@ -21,6 +21,7 @@ export class RegistryEmitter implements HookEmitter {
     private readonly registry: HookRegistry,
     private readonly logger: Logger,
     private readonly defaults: ContextDefaults,
+    private readonly actionPolicy?: ActionPolicy,
   ) {}
 
   async emitFilter<T>(event: string | string[], payload: T, meta: Record<string, any> = {}, context?: Partial<HookContext> | null): Promise<T> {
@@ -35,7 +36,7 @@ export class RegistryEmitter implements HookEmitter {
   emitAction(event: string | string[], meta: Record<string, any> = {}, context?: Partial<HookContext> | null): void {
     for (const name of ([] as string[]).concat(event)) {
       const ref = toEventRef(name);
-      void dispatchActions(this.registry.actions(ref), ref, meta, { ...this.defaults(), ...context }, this.logger);
+      void dispatchActions(this.registry.actions(ref), ref, meta, { ...this.defaults(), ...context }, this.logger, this.actionPolicy);
     }
   }
 

@@ -30,7 +30,7 @@ export const ERROR_CODES = {
   E_SLOT_CREATE: 'the slot could not be created',
   E_SLOT_VANISHED: 'the slot was dropped right after it was created (another process dropping slots)',
   E_SLOT_BUSY: 'the slot stayed in use by another process when it was to be dropped (`uninstall`)',
-  E_PUBLICATION_LOCK_TIMEOUT: 'a table stayed locked while the publication sync waited (retried)',
+  E_PUBLICATION_LOCK_TIMEOUT: 'a table stayed locked while the publication sync waited: left as it was, the other tables done (retried)',
   E_PUBLICATION_ALL_TABLES: "the publication of hookbridge's name is `FOR ALL TABLES`; hookbridge manages its table list itself",
   E_PUBLICATION_NAME: 'the publication name is too long for the names hookbridge derives from it',
   E_PGOUTPUT: 'the replication stream sent something the decoder cannot read',

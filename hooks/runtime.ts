@@ -8,7 +8,7 @@ import { watch, type FSWatcher } from 'chokidar';
 import type { Knex } from 'knex';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
-import { dispatchActions, type ActionFailure } from './action-dispatch.js';
+import { dispatchActions, type ActionFailure, type ActionPolicy } from './action-dispatch.js';
 import { RegistryEmitter } from './emitter.js';
 import { describeHookError, exceptions } from './errors.js';
 import { formatPattern, type ItemAction } from './event-name.js';
@@ -33,6 +33,12 @@ export interface HookRuntimeOptions {
   /** Watch the extensions folder and reload on change (EXTENSIONS_AUTO_RELOAD). */
   autoReload?: boolean;
   reloadDebounceMs?: number;
+  /**
+   * How action handlers of events that are no committed change run (emitted events, server events,
+   * reads): the bridge's ACTION_ATTEMPTS and ACTION_TIMEOUT_MS, as for committed changes. Default: one
+   * try, no limit.
+   */
+  actionPolicy?: ActionPolicy;
   /** Whether schedules tick in this process now (a bridge that is not its cluster's leader says no). */
   runSchedules?: () => boolean;
 }
@@ -77,7 +83,7 @@ export class HookRuntime {
   constructor(options: HookRuntimeOptions) {
     this.#options = options;
     this.#logger = options.logger;
-    this.emitter = new RegistryEmitter(this.registry, this.#logger, () => this.#defaultContext());
+    this.emitter = new RegistryEmitter(this.registry, this.#logger, () => this.#defaultContext(), options.actionPolicy);
   }
 
   get report(): LoadReport | undefined {
@@ -199,16 +205,16 @@ export class HookRuntime {
     return runFilterChain(this.registry.filters(event), event, payload, { ...meta, collection }, this.context(context));
   }
 
-  /** Runs every action handler for a committed change; returns the failures (already logged). */
+  /** Runs every action handler of an item event (a service's read, say); returns the failures (already logged). */
   dispatchActions(action: ItemAction, collection: string, meta: Record<string, unknown>, context?: Partial<HookContext>): Promise<ActionFailure[]> {
     const event = { scope: 'items' as const, action, collection };
-    return dispatchActions(this.registry.actions(event), event, { ...meta, collection }, this.context(context), this.#logger);
+    return dispatchActions(this.registry.actions(event), event, { ...meta, collection }, this.context(context), this.#logger, this.#options.actionPolicy);
   }
 
   /** `server.start` / `server.stop` actions; `meta.server` is the HTTP server when there is one. */
   dispatchServerEvent(action: 'start' | 'stop', meta: Record<string, unknown> = {}): Promise<ActionFailure[]> {
     const event = { scope: 'server' as const, action };
-    return dispatchActions(this.registry.actions(event), event, { server: undefined, ...meta }, this.#defaultContext(), this.#logger);
+    return dispatchActions(this.registry.actions(event), event, { server: undefined, ...meta }, this.#defaultContext(), this.#logger, this.#options.actionPolicy);
   }
 
   runInit(event: string, meta: Record<string, unknown> = {}): Promise<void> {

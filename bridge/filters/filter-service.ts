@@ -21,7 +21,7 @@ import type { Config, FilterTransport } from '../config.js';
 import type { ExtensionGuards } from '../extension-guards.js';
 import type { BridgeMetrics } from '../metrics.js';
 import { readAccountabilitySecret } from '../replication/accountability.js';
-import { listUserTables, unmanagedReason, type UserTable } from '../replication/publication.js';
+import { listUserTables, unmanagedReason, type UserTable } from '../catalog.js';
 import { SerialQueue } from '../serial-queue.js';
 import { answerBody, KEEP, parseCall, parseHello, rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
 import { FilterWorkers } from './filter-workers.js';

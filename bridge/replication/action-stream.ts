@@ -17,7 +17,7 @@ import type { HookContext } from '../../hooks/types.js';
 import { parseIdentityMessage, parseSignedMessage, withMappedUser, readAccountabilitySecret, readLegacyIdentityCutoff } from './accountability.js';
 import { catchUpTypes, NewTableCatchUp, readCatchUpMessage } from './catch-up.js';
 import { actionMeta, CATCH_UP_PREFIX, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
-import { deliver } from './delivery.js';
+import { deliver, type DeliveryOptions } from './delivery.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { PgoutputDecoder } from './pgoutput-decoder.js';
 import { TypeCatalog } from '../typing/type-catalog.js';
@@ -25,7 +25,8 @@ import { builtinShape, fromText } from '../typing/values.js';
 import { ChangePipeline } from './pipeline.js';
 import { SerialQueue } from '../serial-queue.js';
 import { withSessionSettings } from '../database.js';
-import { listUserTables, syncPublications, unmanagedReason, type UserTable } from './publication.js';
+import { listUserTables, unmanagedReason, type UserTable } from '../catalog.js';
+import { syncPublications } from './publication.js';
 import { checkSlotStillUsable, ensureSlot, preflight } from './setup.js';
 import { ReplicationStream } from './stream.js';
 
@@ -70,6 +71,7 @@ export class ActionStream {
   #unmanaged: Array<{ collection: string; reason: string }> = [];
   /** Primary keys by table oid, from the catalog (pgoutput cannot tell them under REPLICA IDENTITY FULL). */
   #primaryKeys = new Map<number, string[]>();
+  #delivery: DeliveryOptions | undefined;
   /** Why the stream stopped for good (onFatal). */
   #fatal: Error | undefined;
 
@@ -377,9 +379,11 @@ export class ActionStream {
 
   readonly #heldFor = (event: EventRef) => this.#options.guards?.heldFor(event.collection, event.action) ?? [];
 
-  #deliveryOptions() {
+  /** Made once: every change shares it, and its action policy. */
+  #deliveryOptions(): DeliveryOptions {
+    if (this.#delivery) return this.#delivery;
     const { config, pool, runtime } = this.#options;
-    return {
+    return (this.#delivery = {
       runtime,
       pool,
       schema: config.schema,
@@ -389,7 +393,7 @@ export class ActionStream {
       signal: this.#abort.signal,
       metrics: this.#options.metrics,
       heldFor: this.#heldFor,
-    };
+    });
   }
 }
 

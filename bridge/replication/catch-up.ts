@@ -24,7 +24,8 @@ import { inTransaction } from '../database.js';
 import { parseRecordText } from '../typing/values.js';
 import { namesTransaction, parseSignedMessage } from './accountability.js';
 import type { ColumnInfo, RelationInfo, Row } from './pgoutput-types.js';
-import { insertsPublicationName, type UserTable } from './publication.js';
+import type { UserTable } from '../catalog.js';
+import { insertsPublicationName } from './publication.js';
 
 /** A `<publication>` sync's advisory lock key (publication.ts): joins take turns with it. */
 const publicationLockKey = (publication: string) => `hookbridge.publication:${publication}`;

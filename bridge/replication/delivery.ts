@@ -14,7 +14,7 @@
 import { deserialize, serialize } from 'node:v8';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { invokeAction } from '../../hooks/action-dispatch.js';
+import { ActionAborted, backoff, runAction, sleep, type ActionPolicy } from '../../hooks/action-dispatch.js';
 import { describeHookError } from '../../hooks/errors.js';
 import type { EventRef } from '../../hooks/event-name.js';
 import type { ActionEntry } from '../../hooks/register.js';
@@ -22,7 +22,6 @@ import type { HookRuntime } from '../../hooks/runtime.js';
 import type { HookContext } from '../../hooks/types.js';
 import { eventNameFor } from '../../hooks/event-name.js';
 import type { BridgeMetrics } from '../metrics.js';
-import { withTimeout } from '../timeout.js';
 
 export interface DeliveryOptions {
   runtime: HookRuntime;
@@ -37,6 +36,8 @@ export interface DeliveryOptions {
   maxDelayMs?: number;
   signal: AbortSignal;
   metrics?: Pick<BridgeMetrics, 'actionEvents' | 'actionFailures' | 'actionHandlerSeconds' | 'actionDelaySeconds' | 'parkedEvents'>;
+  /** Made from the above once (policyOf). */
+  policy?: ActionPolicy;
   /** Extensions that are not loaded whose action hooks would hear this event: the change is held for each. */
   heldFor?: (event: EventRef) => readonly { extension: string; reason: string }[];
 }
@@ -52,13 +53,6 @@ export interface Delivery {
   context: Partial<HookContext>;
   commitLsn: string;
   xid: number;
-}
-
-export class DeliveryAborted extends Error {
-  constructor() {
-    super('delivery aborted: the bridge is stopping');
-    this.name = 'DeliveryAborted';
-  }
 }
 
 export async function deliver(delivery: Delivery, options: DeliveryOptions): Promise<void> {
@@ -101,38 +95,29 @@ async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options:
       collection: delivery.event.collection,
       id: delivery.id,
     }));
-  let lastError: unknown;
-  for (let attempt = 1; attempt <= options.attempts; attempt++) {
-    if (options.signal.aborted) throw new DeliveryAborted();
-    const started = performance.now();
-    let timedOut: Error | undefined;
-    try {
-      // With a single handler, the meta made for this delivery is completed in place instead of copied.
-      // A try that outlives the timeout counts as failed. (Shutdown does not cut a running try short:
-      // stop() gives running handlers a grace period; the abort is checked before each try and in backoff.)
-      await withTimeout(
-        invokeAction(entry, delivery.event, delivery.meta, fullContext(delivery.context), ownsMeta),
-        options.timeoutMs,
-        () => (timedOut = new Error(`action handler did not finish within ${options.timeoutMs} ms`)),
-      );
-      observeTry(entry, delivery, options, started, 'ok');
-      if (attempt > 1) log().info({ attempt }, 'action handler succeeded after retrying');
-      return;
-    } catch (error) {
-      if (error instanceof DeliveryAborted) throw error;
-      observeTry(entry, delivery, options, started, error === timedOut ? 'timeout' : 'error');
-      lastError = error;
-      options.metrics?.actionFailures.inc({ extension: entry.extension });
-      const last = attempt === options.attempts;
-      log().warn({ err: error, attempt, of: options.attempts }, last ? 'action handler failed; parking the event' : 'action handler failed; retrying');
-      if (!last) await sleep(backoff(attempt, options), options.signal);
-    }
-  }
-  await park(entry, eventNameFor(entry.pattern, delivery.event), delivery, lastError, options, log());
+  const error = await runAction(entry, delivery.event, delivery.meta, fullContext(delivery.context), policyOf(options), log, ownsMeta);
+  if (error === undefined) return;
+  await park(entry, eventNameFor(entry.pattern, delivery.event), delivery, error, options, log());
 }
 
-function observeTry(entry: ActionEntry, delivery: Delivery, options: DeliveryOptions, started: number, outcome: 'ok' | 'error' | 'timeout'): void {
-  options.metrics?.actionHandlerSeconds.observe((performance.now() - started) / 1000, entry.extension, delivery.event.collection ?? '', delivery.event.action, outcome);
+/** The action policy of a delivery: its tries, timeout, backoff and stop signal, every try observed. */
+export function policyOf(options: DeliveryOptions): ActionPolicy {
+  return (options.policy ??= {
+    attempts: options.attempts,
+    timeoutMs: options.timeoutMs,
+    baseDelayMs: options.baseDelayMs,
+    maxDelayMs: options.maxDelayMs,
+    signal: options.signal,
+    observe: options.metrics ? observeTries(options.metrics) : undefined,
+  });
+}
+
+/** Every try in `hookbridge_action_handler_seconds`; a failed one in `hookbridge_action_failures_total` too. */
+export function observeTries(metrics: Pick<BridgeMetrics, 'actionFailures' | 'actionHandlerSeconds'>): NonNullable<ActionPolicy['observe']> {
+  return (entry, event, seconds, outcome) => {
+    metrics.actionHandlerSeconds.observe(seconds, entry.extension, event.collection ?? '', event.action, outcome);
+    if (outcome !== 'ok') metrics.actionFailures.inc({ extension: entry.extension });
+  };
 }
 
 async function park(entry: ActionEntry, event: string, delivery: Delivery, error: unknown, options: DeliveryOptions, logger: Logger): Promise<void> {
@@ -168,7 +153,7 @@ async function insertParked(
   logger: Logger,
 ): Promise<void> {
   for (let attempt = 1; ; attempt++) {
-    if (options.signal.aborted) throw new DeliveryAborted();
+    if (options.signal.aborted) throw new ActionAborted();
     try {
       await options.pool.query(
         `insert into ${pg.escapeIdentifier(options.schema)}.failed_events
@@ -247,27 +232,4 @@ export function toJson(value: unknown): string {
   } catch (error) {
     return JSON.stringify({ unserialisable: (error as Error).message });
   }
-}
-
-export function backoff(attempt: number, options: Pick<DeliveryOptions, 'baseDelayMs' | 'maxDelayMs'>): number {
-  const base = options.baseDelayMs ?? 100;
-  const cap = options.maxDelayMs ?? 10_000;
-  const exponential = Math.min(cap, base * 2 ** (attempt - 1));
-  // Full jitter: retries of many failing events do not stampede together.
-  return Math.round(exponential / 2 + Math.random() * (exponential / 2));
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(new DeliveryAborted());
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new DeliveryAborted());
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -8,61 +8,17 @@
  * Both publish partitions as their root table. Every published table (and each of its partitions,
  * which a writer may target directly) carries the statement trigger that tells action hooks who wrote.
  */
-import { collectionOf } from './change-events.js';
 import pg from 'pg';
 import { HookbridgeError } from '../../hooks/errors.js';
+import { hasIdentityKeySql, qualified, type Queryable, type UserTable } from '../catalog.js';
 import { inTransaction } from '../database.js';
-import { dropSlot } from './setup.js';
+import { collectionOf } from './change-events.js';
 
 export class PublicationError extends HookbridgeError {
   constructor(code: string, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
     super(code, message, options);
     this.name = 'PublicationError';
   }
-}
-
-export interface UserTable {
-  oid: number;
-  schema: string;
-  name: string;
-  /** `name` in `public`, `schema.name` elsewhere. */
-  collection: string;
-  replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
-  /** UPDATE/DELETE can be published without failing the writer's statement. */
-  hasIdentityKey: boolean;
-  /** Primary key columns in key order (empty without one). */
-  primaryKey: string[];
-  /** The table's owner. */
-  owner?: string;
-  /**
-   * The bridge may put its filter trigger on it: TRIGGER privilege, or owning it (directly or as a
-   * member of the owner role; only then can it also replace a trigger someone changed).
-   */
-  mayTrigger?: boolean;
-  /** The bridge may publish it: ALTER PUBLICATION ... ADD TABLE needs it to own the table (or be a member of the owner role). */
-  mayPublish?: boolean;
-  /** The bridge's role has no USAGE on the table's schema. */
-  schemaUnusable?: boolean;
-  /**
-   * Every partition under a partitioned table (oids, ascending): each needs the accountability
-   * trigger (statement triggers are not cloned), so a new one makes the next 2 s sync a full one.
-   */
-  partitions?: number[];
-}
-
-/**
- * Why the bridge may not put its trigger on a table (`trigger`) or publish it (`publish`), and the
- * statement that fixes it. Tables it may not manage are listed with this and never stop the others.
- */
-export function unmanagedReason(table: UserTable, what: 'trigger' | 'publish'): string {
-  const grantOwner = `GRANT ${pg.escapeIdentifier(table.owner ?? 'owner')} TO <the bridge's role>`;
-  if (table.schemaUnusable) {
-    return `its schema "${table.schema}" is not usable by the bridge's role; fix: GRANT USAGE ON SCHEMA ${pg.escapeIdentifier(table.schema)} TO <the bridge's role>` +
-      ((what === 'trigger' ? table.mayTrigger : table.mayPublish) ? '' : `, and ${grantOwner}`);
-  }
-  return what === 'trigger'
-    ? `owned by role "${table.owner ?? '?'}", and the bridge's role has no TRIGGER privilege on it; fix: ${grantOwner} (or GRANT TRIGGER ON it)`
-    : `owned by role "${table.owner ?? '?'}", which the bridge's role neither is nor is a member of (publishing a table needs that); fix: ${grantOwner}`;
 }
 
 export interface SyncPublicationsResult {
@@ -81,98 +37,6 @@ const FULL_PUBLISH = 'insert, update, delete, truncate';
 const INSERTS_PUBLISH = 'insert, truncate';
 const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
 
-const IDENTITIES = { d: 'default', n: 'nothing', f: 'full', i: 'index' } as const;
-
-/**
- * Whether UPDATE/DELETE on relation `alias` may be published. Mirrors Postgres' own rule: a default
- * identity needs a primary key that is not deferrable, USING INDEX needs that index to still exist.
- * Foreign partitions are never published, so they cannot fail.
- */
-const identityOk = (alias: string): string => `
-  case when ${alias}.relkind = 'f' then true else
-    case ${alias}.relreplident
-      when 'f' then true
-      when 'd' then exists (select 1 from pg_index i where i.indrelid = ${alias}.oid and i.indisprimary and i.indimmediate)
-      when 'i' then exists (select 1 from pg_index i where i.indrelid = ${alias}.oid and i.indisreplident)
-      else false
-    end
-  end`;
-
-/**
- * For a partitioned table every leaf decides, since the identity check runs on the partition written.
- * The event trigger for new tables decides the same in SQL (has_identity_key(), sql/000008.sql).
- */
-const hasIdentityKeySql = (alias: string): string => `
-  coalesce(
-    (select bool_and(${identityOk('l')}) from pg_partition_tree(${alias}.oid) pt join pg_class l on l.oid = pt.relid where pt.isleaf),
-    ${identityOk(alias)}
-  )`;
-
-type Queryable = Pick<pg.ClientBase, 'query'> | pg.Pool;
-
-function qualified(schema: string, name: string): string {
-  return `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(name)}`;
-}
-
-/**
- * Tables a hook could be about: ordinary and partitioned tables (those the bridge may not alter marked
- * as such, so that they can be reported instead of silently skipped), without
- * system and temporary schemas, the `exclude`d schemas, partitions (published via their root) and
- * unlogged tables (they write no WAL, so nothing could be decoded, and Postgres refuses to publish them).
- */
-export async function listUserTables(pool: Queryable, options: { exclude: string[] }): Promise<UserTable[]> {
-  const { rows } = await pool.query<{
-    oid: number;
-    schema: string;
-    name: string;
-    relreplident: string;
-    has_identity_key: boolean;
-    primary_key: string[] | null;
-    owner: string;
-    schema_usable: boolean;
-    may_trigger: boolean;
-    may_publish: boolean;
-    partitions: number[] | null;
-  }>(
-    `select c.oid, n.nspname as schema, c.relname as name, c.relreplident, ${hasIdentityKeySql('c')} as has_identity_key,
-            pg_get_userbyid(c.relowner)::text as owner,
-            has_schema_privilege(n.oid, 'USAGE') as schema_usable,
-            has_schema_privilege(n.oid, 'USAGE') and (pg_has_role(c.relowner, 'USAGE') or has_table_privilege(c.oid, 'TRIGGER')) as may_trigger,
-            has_schema_privilege(n.oid, 'USAGE') and pg_has_role(c.relowner, 'USAGE') as may_publish,
-            (select array_agg(a.attname::text order by array_position(i.indkey::int2[], a.attnum))
-               from pg_index i
-               join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey::int2[])
-              where i.indrelid = c.oid and i.indisprimary) as primary_key,
-            case when c.relkind = 'p' then
-              (select array_agg(pt.relid::oid::int8 order by pt.relid::oid) from pg_partition_tree(c.oid) pt where pt.relid <> c.oid::regclass)
-            end as partitions
-       from pg_class c
-       join pg_namespace n on n.oid = c.relnamespace
-      where c.relkind in ('r', 'p')
-        and not c.relispartition
-        and c.relpersistence = 'p'
-        and n.nspname !~ '^pg_'
-        and n.nspname <> 'information_schema'
-        and n.nspname <> all ($1::text[])
-      order by n.nspname, c.relname`,
-    [options.exclude],
-  );
-  return rows.map((row) => ({
-    oid: row.oid,
-    schema: row.schema,
-    name: row.name,
-    collection: collectionOf(row),
-    replicaIdentity: IDENTITIES[row.relreplident as keyof typeof IDENTITIES] ?? 'default',
-    hasIdentityKey: row.has_identity_key,
-    primaryKey: row.primary_key ?? [],
-    owner: row.owner,
-    mayTrigger: row.may_trigger,
-    mayPublish: row.may_publish,
-    ...(row.schema_usable ? {} : { schemaUnusable: true }),
-    ...(row.partitions ? { partitions: row.partitions.map(Number) } : {}),
-  }));
-}
-
 export function insertsPublicationName(publication: string): string {
   return `${publication}_inserts`;
 }
@@ -186,19 +50,17 @@ export interface SyncPublicationsOptions {
   lockTimeoutMs?: number;
 }
 
-interface Relation {
-  oid: number;
-  schema: string;
-  name: string;
-}
-
 /**
- * Makes both publications and the accountability triggers cover exactly `tables`, in one
- * transaction. Where a table goes is decided from the catalog inside that transaction, not from
- * `hasIdentityKey` as listed, so a primary key dropped in between cannot break the user's writes.
+ * Makes both publications and the accountability triggers cover exactly `tables`. The publications
+ * themselves are set up in one short transaction that touches no user table; then each table that is
+ * not as it should be is changed in a transaction of its own, so a table whose lock is busy delays only
+ * itself (for at most `lockTimeoutMs`) and never holds another table's writers meanwhile. Where a
+ * table goes is decided from the catalog inside its own transaction, not from `hasIdentityKey` as
+ * listed, so a primary key dropped in between cannot break the user's writes. A table that stayed
+ * locked is left as it was (the others are done) and reported as E_PUBLICATION_LOCK_TIMEOUT.
  */
 export async function syncPublications(pool: pg.Pool, options: SyncPublicationsOptions): Promise<SyncPublicationsResult> {
-  const { publication } = options;
+  const { publication, schema } = options;
   const inserts = insertsPublicationName(publication);
   if (Buffer.byteLength(inserts) > 63) {
     throw new PublicationError(
@@ -208,84 +70,211 @@ export async function syncPublications(pool: pg.Pool, options: SyncPublicationsO
       { details: { publication } },
     );
   }
-  try {
-    return await inTransaction(pool, (client) => syncInTransaction(client, options, inserts));
-  } catch (error) {
-    if ((error as { code?: unknown }).code === '55P03') {
+  const lockTimeoutMs = Math.max(1, Math.floor(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS));
+  /**
+   * One short transaction: the lock timeout, and bridges sharing the publication taking turns. Its
+   * commit need not wait for the disk: WAL is written in order, so any write made after it is durable
+   * only once it is, and one lost in a crash is made again by the next sync.
+   */
+  const step = <T>(work: (client: pg.PoolClient) => Promise<T>) =>
+    inTransaction(pool, async (client) => {
+      await client.query(
+        `select set_config('lock_timeout', $1, true), set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(hashtextextended($2, 0))`,
+        [`${lockTimeoutMs}ms`, `hookbridge.publication:${publication}`],
+      );
+      return work(client);
+    });
+
+  const triggerFunction = await step(async (client) => {
+    const fn = await client.query<{ oid: number | null }>('select to_regprocedure($1)::oid as oid', [`${pg.escapeIdentifier(schema)}.accountability_trigger()`]);
+    const oid = fn.rows[0]?.oid ?? null;
+    if (oid === null) {
       throw new PublicationError(
-        'E_PUBLICATION_LOCK_TIMEOUT',
-        `Could not update publication "${publication}": a table stayed locked by another transaction for more than ` +
-          `${options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS} ms. Nothing was changed; the bridge tries again. ` +
-          'If this repeats, look for long-running transactions (pg_stat_activity).',
-        { cause: error, details: { publication } },
+        'E_NOT_MIGRATED',
+        `${schema}.accountability_trigger() does not exist: hookbridge's migrations have not run in this database ` +
+          '(or HOOKBRIDGE_SCHEMA differs from the schema they installed). Run them (the bridge does at start) and try again.',
+        { details: { schema } },
       );
     }
-    throw error;
+    await ensurePublication(client, publication, FULL_PUBLISH);
+    await ensurePublication(client, inserts, INSERTS_PUBLISH);
+    return oid;
+  });
+
+  const names = { publication, inserts, schema, triggerFunction };
+  const wantedOids = options.tables.map((t) => t.oid);
+  const before = await readPlacements(pool, names, wantedOids, null);
+  const after = new Map<number, Placement>();
+  const busy: Relation[] = [];
+  for (const placement of before.values()) {
+    if (placement.settled) {
+      if (placement.wanted) after.set(placement.oid, placement);
+      continue;
+    }
+    try {
+      const now = await step(async (client) => {
+        // Again, inside this table's transaction: the catalog may have changed since the plan. (A wanted
+        // table is read alone, which keeps a sync of many tables linear; one to remove is read against
+        // every wanted tree, in case it joined one since.)
+        const fresh = (await readPlacements(client, names, placement.wanted ? [placement.oid] : wantedOids, placement.oid)).get(placement.oid);
+        if (fresh) await place(client, names, fresh);
+        return fresh;
+      });
+      if (now?.wanted) after.set(now.oid, { ...now, member: now.hasIdentityKey ? 'full' : 'inserts' });
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== '55P03') throw error;
+      busy.push(placement);
+      if (placement.member) after.set(placement.oid, placement);
+    }
   }
-}
 
-async function syncInTransaction(client: pg.PoolClient, options: SyncPublicationsOptions, inserts: string): Promise<SyncPublicationsResult> {
-  const { publication, schema } = options;
-  const lockTimeout = Math.max(1, Math.floor(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS));
-  await client.query(`select set_config('lock_timeout', $1, true)`, [`${lockTimeout}ms`]);
-  // Bridges sharing the publication take turns, so neither works from a stale view of the other's changes.
-  await client.query('select pg_advisory_xact_lock(hashtextextended($1, 0))', [`hookbridge.publication:${publication}`]);
-
-  const fn = await client.query<{ oid: number | null }>('select to_regprocedure($1)::oid as oid', [
-    `${pg.escapeIdentifier(schema)}.accountability_trigger()`,
-  ]);
-  const triggerFunction = fn.rows[0]?.oid ?? null;
-  if (triggerFunction === null) {
+  if (busy.length) {
+    const tables = busy.map((r) => collectionOf(r)).sort();
     throw new PublicationError(
-      'E_NOT_MIGRATED',
-      `${schema}.accountability_trigger() does not exist: hookbridge's migrations have not run in this database ` +
-        '(or HOOKBRIDGE_SCHEMA differs from the schema they installed). Run them (the bridge does at start) and try again.',
-      { details: { schema } },
+      'E_PUBLICATION_LOCK_TIMEOUT',
+      `Could not update publication "${publication}" for ${tables.join(', ')}: ${tables.length === 1 ? 'that table' : 'each'} stayed locked by another ` +
+        `transaction for more than ${lockTimeoutMs} ms. ${tables.length === 1 ? 'It was' : 'They were'} left as before (the other tables are done); ` +
+        'the bridge tries again. If this repeats, look for long-running transactions (pg_stat_activity).',
+      { details: { publication, tables } },
     );
   }
-  await ensurePublication(client, publication, FULL_PUBLISH);
-  await ensurePublication(client, inserts, INSERTS_PUBLISH);
-
-  // Tables dropped since they were listed have no pg_class row and fall out here.
-  const wanted = await client.query<Relation & { has_identity_key: boolean }>(
-    `select c.oid, n.nspname as schema, c.relname as name, ${hasIdentityKeySql('c')} as has_identity_key
-       from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where c.oid = any ($1::oid[]) and c.relkind in ('r', 'p') and not c.relispartition and c.relpersistence = 'p'`,
-    [options.tables.map((t) => t.oid)],
-  );
-  const members = await client.query<Relation & { pubname: string }>(
-    `select p.pubname, c.oid, n.nspname as schema, c.relname as name
-       from pg_publication p
-       join pg_publication_rel pr on pr.prpubid = p.oid
-       join pg_class c on c.oid = pr.prrelid
-       join pg_namespace n on n.oid = c.relnamespace
-      where p.pubname = any ($1::text[])`,
-    [[publication, inserts]],
-  );
-
-  const wantFull = new Map<number, Relation>();
-  const wantInserts = new Map<number, Relation>();
-  for (const row of wanted.rows) (row.has_identity_key ? wantFull : wantInserts).set(row.oid, row);
-  const inFull = new Map(members.rows.filter((r) => r.pubname === publication).map((r) => [r.oid, r]));
-  const inInserts = new Map(members.rows.filter((r) => r.pubname === inserts).map((r) => [r.oid, r]));
-
-  // Leaving first: a table losing its identity must be out of the full publication before anything else.
-  await alterPublication(client, publication, 'drop', [...inFull.values()].filter((r) => !wantFull.has(r.oid)));
-  await alterPublication(client, inserts, 'drop', [...inInserts.values()].filter((r) => !wantInserts.has(r.oid)));
-  await alterPublication(client, publication, 'add', [...wantFull.values()].filter((r) => !inFull.has(r.oid)));
-  await alterPublication(client, inserts, 'add', [...wantInserts.values()].filter((r) => !inInserts.has(r.oid)));
-
-  await syncTriggers(client, schema, triggerFunction, wanted.rows.map((r) => r.oid));
-
   const byCollection = (rows: Iterable<Relation>) => [...rows].map((r) => collectionOf(r)).sort();
-  const before = new Map([...inFull, ...inInserts]);
-  const after = new Map([...wantFull, ...wantInserts]);
+  const published = (placements: Iterable<Placement>, member: Placement['member']) => [...placements].filter((p) => p.member === member);
+  const wasPublished = (p: Placement) => p.member !== null;
   return {
-    full: byCollection(wantFull.values()),
-    insertOnly: byCollection(wantInserts.values()),
-    added: byCollection([...after.values()].filter((r) => !before.has(r.oid))),
-    removed: byCollection([...before.values()].filter((r) => !after.has(r.oid))),
+    full: byCollection(published(after.values(), 'full')),
+    insertOnly: byCollection(published(after.values(), 'inserts')),
+    added: byCollection([...after.values()].filter((p) => !before.get(p.oid) || !wasPublished(before.get(p.oid) as Placement))),
+    removed: byCollection([...before.values()].filter((p) => wasPublished(p) && !after.has(p.oid))),
   };
+}
+
+interface Relation {
+  oid: number;
+  schema: string;
+  name: string;
+}
+
+interface SyncNames {
+  publication: string;
+  inserts: string;
+  schema: string;
+  triggerFunction: number;
+}
+
+/** Where one relation is, and whether that is where it should be. */
+interface Placement extends Relation {
+  /** Listed, and still a table that can be published. */
+  wanted: boolean;
+  hasIdentityKey: boolean;
+  /** The publication it is in now. */
+  member: 'full' | 'inserts' | null;
+  /** Relations under it (itself included) that lack the trigger, when wanted; itself, when it carries the trigger unwanted. */
+  triggerMissing: Relation[];
+  triggerUnwanted: Relation[];
+  /** Nothing to change. */
+  settled: boolean;
+}
+
+/**
+ * The wanted tables (still there), every relation in either publication, and every relation carrying
+ * this schema's trigger: where each is and where it should be. `only`: that relation alone. Four
+ * plain catalog reads, joined here (one query joining them all was several times slower).
+ */
+async function readPlacements(db: Queryable, names: SyncNames, wanted: number[], only: number | null): Promise<Map<number, Placement>> {
+  const [tables, members, tree, triggered] = await Promise.all([
+    db.query<Relation & { has_identity_key: boolean }>(
+      `select c.oid, n.nspname as schema, c.relname as name, ${hasIdentityKeySql('c')} as has_identity_key
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.oid = any ($1::oid[]) and c.relkind in ('r', 'p') and not c.relispartition and c.relpersistence = 'p'`,
+      [wanted],
+    ),
+    db.query<Relation & { pubname: string }>(
+      `select p.pubname, c.oid, n.nspname as schema, c.relname as name
+         from pg_publication p
+         join pg_publication_rel pr on pr.prpubid = p.oid
+         join pg_class c on c.oid = pr.prrelid
+         join pg_namespace n on n.oid = c.relnamespace
+        where p.pubname in ($1, $2) and ($3::oid is null or c.oid = $3::oid)`,
+      [names.publication, names.inserts, only],
+    ),
+    // Each wanted table and every relation under it: all need the trigger (statement triggers are not cloned).
+    db.query<Relation & { root: number }>(
+      `select distinct root.oid::oid::int8 as root, c.oid, n.nspname as schema, c.relname as name
+         from unnest($1::oid[]) as root(oid)
+         cross join lateral (select root.oid as relid union all select relid from pg_partition_tree(root.oid)) tree
+         join pg_class c on c.oid = tree.relid
+         join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind in ('r', 'p')`,
+      [wanted],
+    ),
+    db.query<Relation>(
+      `select c.oid, n.nspname as schema, c.relname as name
+         from pg_trigger t
+         join pg_class c on c.oid = t.tgrelid
+         join pg_namespace n on n.oid = c.relnamespace
+        where t.tgname = $1 and not t.tgisinternal and t.tgfoid = $2::oid`,
+      [ACCOUNTABILITY_TRIGGER, names.triggerFunction],
+    ),
+  ]);
+  const hasTrigger = new Set(triggered.rows.map((r) => r.oid));
+  const inTree = new Set(tree.rows.map((r) => r.oid));
+  const missingUnder = new Map<number, Relation[]>();
+  for (const r of tree.rows) {
+    if (hasTrigger.has(r.oid)) continue;
+    const root = Number(r.root);
+    missingUnder.set(root, [...(missingUnder.get(root) ?? []), { oid: r.oid, schema: r.schema, name: r.name }]);
+  }
+  const placements = new Map<number, Placement>();
+  const placement = (r: Relation): Placement => {
+    let p = placements.get(r.oid);
+    if (!p) {
+      p = { oid: r.oid, schema: r.schema, name: r.name, wanted: false, hasIdentityKey: false, member: null, triggerMissing: [], triggerUnwanted: [], settled: true };
+      placements.set(r.oid, p);
+    }
+    return p;
+  };
+  for (const r of tables.rows) {
+    if (only !== null && r.oid !== only) continue;
+    Object.assign(placement(r), { wanted: true, hasIdentityKey: r.has_identity_key, triggerMissing: missingUnder.get(r.oid) ?? [] });
+  }
+  for (const r of members.rows) {
+    const p = placement(r);
+    // In both (someone added it by hand): the full publication is where it counts (a change is sent once).
+    if (p.member !== 'full') p.member = r.pubname === names.publication ? 'full' : 'inserts';
+  }
+  // A relation carrying the trigger outside every wanted tree (a table no longer wanted, a partition
+  // detached) loses it; a partition under a wanted table keeps it.
+  for (const r of triggered.rows) {
+    if (inTree.has(r.oid) || (only !== null && r.oid !== only)) continue;
+    placement(r).triggerUnwanted = [r];
+  }
+  for (const p of placements.values()) {
+    const where = p.wanted ? (p.hasIdentityKey ? 'full' : 'inserts') : null;
+    p.settled = p.member === where && p.triggerMissing.length === 0 && p.triggerUnwanted.length === 0;
+  }
+  return placements;
+}
+
+/** Puts one relation where it should be: in the right publication (or none), the trigger where it belongs. */
+async function place(client: pg.PoolClient, names: SyncNames, p: Placement): Promise<void> {
+  const where = p.wanted ? (p.hasIdentityKey ? 'full' : 'inserts') : null;
+  if (p.member !== where) {
+    // Leaving first: a table losing its identity is out of the full publication before it joins the other.
+    if (p.member) await alterPublication(client, p.member === 'full' ? names.publication : names.inserts, 'drop', [p]);
+    if (where) await alterPublication(client, where === 'full' ? names.publication : names.inserts, 'add', [p]);
+  }
+  const trigger = pg.escapeIdentifier(ACCOUNTABILITY_TRIGGER);
+  // A same-named trigger calling another function is another hookbridge schema's: not ours to drop (the
+  // placements only list this schema's).
+  for (const r of p.triggerUnwanted) await client.query(`drop trigger if exists ${trigger} on ${qualified(r.schema, r.name)}`);
+  for (const r of p.triggerMissing) {
+    await client.query(
+      `create or replace trigger ${trigger}
+         before insert or update or delete or truncate on ${qualified(r.schema, r.name)}
+         for each statement execute function ${pg.escapeIdentifier(names.schema)}.accountability_trigger()`,
+    );
+  }
 }
 
 async function ensurePublication(client: pg.PoolClient, name: string, publish: string): Promise<void> {
@@ -322,69 +311,4 @@ async function alterPublication(client: pg.PoolClient, name: string, verb: 'add'
   if (relations.length === 0) return;
   const list = relations.map((r) => qualified(r.schema, r.name)).join(', ');
   await client.query(`alter publication ${pg.escapeIdentifier(name)} ${verb} table ${list}`);
-}
-
-/** The trigger on each wanted table and every partition under it; off every other table. */
-async function syncTriggers(client: pg.PoolClient, schema: string, triggerFunction: number, roots: number[]): Promise<void> {
-  const targets = await client.query<Relation>(
-    `select distinct c.oid, n.nspname as schema, c.relname as name
-       from unnest($1::oid[]) as root(oid)
-       cross join lateral (select root.oid as relid union all select relid from pg_partition_tree(root.oid)) tree
-       join pg_class c on c.oid = tree.relid
-       join pg_namespace n on n.oid = c.relnamespace
-      where c.relkind in ('r', 'p')`,
-    [roots],
-  );
-  const existing = await client.query<Relation & { ours: boolean }>(
-    `select c.oid, n.nspname as schema, c.relname as name, t.tgfoid = $2::oid as ours
-       from pg_trigger t
-       join pg_class c on c.oid = t.tgrelid
-       join pg_namespace n on n.oid = c.relnamespace
-      where t.tgname = $1 and not t.tgisinternal`,
-    [ACCOUNTABILITY_TRIGGER, triggerFunction],
-  );
-  const wanted = new Set(targets.rows.map((r) => r.oid));
-  const ours = new Set(existing.rows.filter((r) => r.ours).map((r) => r.oid));
-  const trigger = pg.escapeIdentifier(ACCOUNTABILITY_TRIGGER);
-  for (const r of existing.rows) {
-    // A same-named trigger calling another function is another hookbridge schema's; not ours to drop.
-    if (r.ours && !wanted.has(r.oid)) await client.query(`drop trigger if exists ${trigger} on ${qualified(r.schema, r.name)}`);
-  }
-  for (const r of targets.rows) {
-    if (ours.has(r.oid)) continue;
-    await client.query(
-      `create or replace trigger ${trigger}
-         before insert or update or delete or truncate on ${qualified(r.schema, r.name)}
-         for each statement execute function ${pg.escapeIdentifier(schema)}.accountability_trigger()`,
-    );
-  }
-}
-
-/**
- * Removes everything hookbridge installed in this database: its triggers on user tables, both
- * publications, the slot and its schema. User tables and their rows stay as they are.
- */
-export async function uninstall(pool: pg.Pool, options: { schema: string; slotName: string; publication: string }): Promise<void> {
-  const { schema, publication } = options;
-  await inTransaction(pool, async (client) => {
-    // Clones on partitions (tgparentid <> 0) go with their parent's trigger and cannot be dropped alone.
-    const { rows } = await client.query<{ schema: string; table: string; trigger: string }>(
-      `select n.nspname as schema, c.relname as table, t.tgname as trigger
-         from pg_trigger t
-         join pg_class c on c.oid = t.tgrelid
-         join pg_namespace n on n.oid = c.relnamespace
-         join pg_proc p on p.oid = t.tgfoid
-         join pg_namespace pn on pn.oid = p.pronamespace
-        where not t.tgisinternal and t.tgparentid = 0 and n.nspname <> $1
-          and (pn.nspname = $1 or t.tgname = $2)`,
-      [schema, ACCOUNTABILITY_TRIGGER],
-    );
-    for (const r of rows) {
-      await client.query(`drop trigger if exists ${pg.escapeIdentifier(r.trigger)} on ${qualified(r.schema, r.table)}`);
-    }
-    await client.query(`drop publication if exists ${pg.escapeIdentifier(publication)}, ${pg.escapeIdentifier(insertsPublicationName(publication))}`);
-    await client.query(`drop schema if exists ${pg.escapeIdentifier(schema)} cascade`);
-  });
-  // Last, and outside the transaction: ending a walsender is not transactional anyway.
-  await dropSlot(pool, options.slotName);
 }

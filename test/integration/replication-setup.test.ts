@@ -8,7 +8,9 @@ import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replicatio
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listDefinitions, listMigrations, migrate, migrationsDirectory } from '../../bridge/migrate.js';
 import { parseAccountabilityMessage, readAccountabilitySecret } from '../../bridge/replication/accountability.js';
-import { listUserTables, syncPublications, uninstall, type UserTable } from '../../bridge/replication/publication.js';
+import { listUserTables, type UserTable } from '../../bridge/catalog.js';
+import { syncPublications } from '../../bridge/replication/publication.js';
+import { uninstall } from '../../bridge/uninstall.js';
 import { dropSlot, ensureSlot, preflight, readReplicationFacts } from '../../bridge/replication/setup.js';
 import { useTestDatabase } from '../support/database.js';
 import { tempDir } from '../support/file-tree.js';
@@ -338,6 +340,29 @@ describe('publications and triggers', () => {
     expect((await published()).filter((p) => /events|no_pk/.test(p))).toEqual([]);
     expect((await triggered()).filter((t) => /events|no_pk/.test(t))).toEqual([]);
     await syncPublications(pool, { publication, tables, schema });
+  });
+
+  it('changes each table in a transaction of its own: a busy table is left for later and holds up no other', async () => {
+    await pool.query(`create table busy_one (id int primary key); create table free_one (id int primary key)`);
+    const withNew = await listUserTables(pool, { exclude: [schema] });
+    await withClient(db.url, async (holder) => {
+      // A writer's open transaction: its lock conflicts with creating busy_one's trigger.
+      await holder.query('begin');
+      await holder.query('insert into busy_one values (1)');
+      const error = await syncPublications(pool, { publication, tables: withNew, schema, lockTimeoutMs: 200 }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'E_PUBLICATION_LOCK_TIMEOUT', details: { tables: ['busy_one'] } });
+      // free_one is done, and its writers are not held by anything of the sync.
+      expect(await published()).toContain('full:public.free_one');
+      expect(await triggered()).toContain('free_one');
+      expect(await triggered()).not.toContain('busy_one');
+      await withClient(db.url, (c) => c.query(`set lock_timeout = 1000; insert into free_one values (1)`));
+      await holder.query('commit');
+    });
+    const result = await syncPublications(pool, { publication, tables: withNew, schema });
+    expect(result.added).toEqual(['busy_one']);
+    expect(await triggered()).toContain('busy_one');
+    await syncPublications(pool, { publication, tables, schema });
+    await pool.query(`drop table busy_one, free_one`);
   });
 
   it('sends the writer identity, signed for its transaction, before the rows of each statement', async () => {

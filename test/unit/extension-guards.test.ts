@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { classifyGuards, guardsOf, notLoadedReason, type GuardRow } from '../../bridge/extension-guards.js';
-import type { UserTable } from '../../bridge/replication/publication.js';
+import type { UserTable } from '../../bridge/catalog.js';
 import { parseEventName } from '../../hooks/event-name.js';
 import type { ExtensionHooks } from '../../hooks/register.js';
 import type { LoadReport } from '../../hooks/runtime.js';

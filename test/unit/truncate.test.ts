@@ -9,7 +9,7 @@ import { guardsOf } from '../../bridge/extension-guards.js';
 import { answerBody, type NotLoadedFilter } from '../../bridge/filters/filter-requests.js';
 import { TransactionAssembler, truncateMeta, type StreamEvent, type TruncateEvent } from '../../bridge/replication/change-events.js';
 import type { PgoutputMessage, RelationInfo } from '../../bridge/replication/pgoutput-decoder.js';
-import type { UserTable } from '../../bridge/replication/publication.js';
+import type { UserTable } from '../../bridge/catalog.js';
 import { ForbiddenError } from '../../hooks/errors.js';
 import { parseEventName } from '../../hooks/event-name.js';
 import type { ExtensionHooks } from '../../hooks/register.js';
