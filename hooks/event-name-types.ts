@@ -138,5 +138,6 @@ type ItemsFirst<S extends string[], Kind extends 'filter' | 'action'> = S extend
     : never;
 
 /** A string that is one literal name, not `string` nor a pattern like `${string}.items.create`. */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- `{}` is what a literal key set is not assignable from
 export type IsLiteral<S extends string> = {} extends Record<S, 1> ? false : true;
 

@@ -25,15 +25,18 @@ import type { FilterHandler, HookContext } from './types.js';
  * ISO strings, json parsed, bytea as Buffer), by collection name. Empty until `hookbridge types`
  * writes a declaration file that fills it in.
  */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- filled in by declaration merging (`hookbridge types`)
 export interface Collections {}
 
 /**
  * Each collection's key columns, in key order: `[]` for a table whose events carry a `null` key (no
  * primary key). A collection missing here has keys of type `unknown`.
  */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- filled in by declaration merging (`hookbridge types`)
 export interface CollectionPrimaryKeys {}
 
 /** Your tables as `context.kysely` reads them: the `pg` driver's typing (timestamps as `Date`, ...). */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- filled in by declaration merging (`hookbridge types`)
 export interface Database {}
 
 /** A parsed json/jsonb value. */

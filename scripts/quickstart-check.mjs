@@ -105,11 +105,13 @@ async function freePort() {
 
 /** A terminal's text as a person reads it: no colours, cursor moves, spinners or carriage returns. */
 function plain(text) {
+  /* eslint-disable no-control-regex -- terminal escapes are control characters */
   return text
     .replace(/\x1b\][^\x07]*\x07/g, '')
     .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
     .replace(/[\u2800-\u28ff]/g, '')
     .replace(/\r/g, '');
+  /* eslint-enable no-control-regex */
 }
 
 const STACK_FRAME = /^\s*at\s.*(:\d+:\d+\)?|\(native\)|\(<anonymous>\))$/;

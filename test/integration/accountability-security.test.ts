@@ -11,7 +11,7 @@
  * gets the trigger within the 2 s sync, nothing else the key signs passes as an identity, and a
  * replay of an event parked without one hands the handler the unknown writer.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replayFailedEvents } from '../../bridge/failed-events.js';

@@ -82,7 +82,7 @@ it('pg_ctl stop -m fast finishes within 10 s while the stream is connected and a
 
 it('and with a whole bridge connected', async () => {
   const server = await ownServerWithTables('fast-stop-bridge');
-  let tb: TestBridge = await startTestBridge(server.url, recorder('bridge'), { logLevel: 'silent' });
+  const tb: TestBridge = await startTestBridge(server.url, recorder('bridge'), { logLevel: 'silent' });
   cleanups.push(() => tb.dispose());
   await waitFor(() => tb.bridge.actions?.streaming, { message: 'the stream never started' });
 

@@ -17,7 +17,7 @@ it('starts Postgres and a bridge with the given extensions, and stops both', asy
     },
     setup: (url) => withClient(url, (c) => c.query(`create table notes (id int primary key, body text)`)).then(() => undefined),
   });
-  let url = hb.url;
+  const url = hb.url;
   try {
     await withClient(url, (c) => c.query(`insert into notes values (1, 'quiet')`));
     expect(await withClient(url, async (c) => (await c.query(`select body from notes`)).rows)).toEqual([{ body: 'QUIET' }]);

@@ -63,7 +63,7 @@ export async function startDebianPostgres(version: number): Promise<DebianPostgr
     await as(`${bin}/pg_ctl`, ['-D', data, '-l', join(dir, 'log'), '-w', '-t', '60', '-o', settings.map((s) => `-c ${s}`).join(' '), 'start']);
   } catch (error) {
     await rm(dir, { recursive: true, force: true });
-    throw new Error(`PostgreSQL ${version} from ${bin} did not start: ${(error as Error).message}`);
+    throw new Error(`PostgreSQL ${version} from ${bin} did not start: ${(error as Error).message}`, { cause: error });
   }
   return {
     version,

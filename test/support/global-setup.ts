@@ -107,6 +107,7 @@ async function startTestcontainers(image: string): Promise<Server> {
       'HOOKBRIDGE_TEST_PG=testcontainers needs a running Docker (or compatible) container engine, and none was found ' +
         `(${err instanceof Error ? err.message : String(err)}). Run scripts/docker/prepare.sh (it starts one, as root), ` +
         'or unset HOOKBRIDGE_TEST_PG to use the embedded Postgres instead.',
+      { cause: err },
     );
   }
   const local = await client.image.exists(ImageName.fromString(image));

@@ -328,7 +328,7 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
         pipeline.push(begin());
       }
     }
-    pipeline.push(commit((lsn += 10n)));
+    pipeline.push(commit(lsn + 10n));
     await pipeline.whenIdle();
     expect(overlaps).toEqual([]);
     expect(completed).toEqual(expected);
