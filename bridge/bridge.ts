@@ -95,9 +95,10 @@ export class Bridge {
       autoReload: config.extensionsAutoReload,
       // Once per tick for the whole cluster: on its leader.
       runSchedules: () => this.#leads,
-      // Emitted, server and read events: the tries and timeout of committed changes (no parking: nothing durable to park).
+      // Emitted, server and read events: the timeout of committed changes, and one try: they carry no id a
+      // handler could tell a retry by (and Directus runs them once), and nothing durable to park.
       actionPolicy: {
-        attempts: config.actionAttempts,
+        attempts: 1,
         timeoutMs: config.actionTimeoutMs,
         signal: this.#stopped.signal,
         observe: (...args) => (this.#observeTries ??= observeTries(this.metrics))(...args),

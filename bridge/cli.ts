@@ -339,11 +339,11 @@ export function buildProgram(): Command {
       });
       try {
         await runtime.reload();
-        // As a live change: the schema overview in the context, the bridge's tries and timeout.
+        // As a live change: the schema overview in the context, the bridge's timeout (one try: a replay is the retry).
         const results = await replayFailedEvents(pool, config.schema, runtime, {
           ids: ids.length ? ids : undefined,
           context: { schema: await getSchema() },
-          policy: { attempts: config.actionAttempts, timeoutMs: config.actionTimeoutMs },
+          policy: { attempts: 1, timeoutMs: config.actionTimeoutMs },
           logger,
         });
         for (const r of results) process.stdout.write(r.ok ? `#${r.id} replayed\n` : `#${r.id} failed again: ${r.error}\n`);

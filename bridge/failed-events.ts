@@ -100,7 +100,7 @@ export async function replayFailedEvents(
     ids?: string[];
     /** What a live change's handlers get besides `database` and `kysely` (the schema overview). */
     context?: Partial<HookContext>;
-    /** Tries and timeout, as for a live change (default: one try, no limit). */
+    /** Tries and timeout (default: one try, no limit). */
     policy?: ActionPolicy;
     logger?: Logger;
   } = {},

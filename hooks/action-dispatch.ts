@@ -2,11 +2,12 @@
  * Action dispatch, one path for every action event: a committed change from the stream, an event an
  * extension emits, `server.start`/`server.stop`, a service's `items.read`, a replay of a parked event.
  * Every matching handler runs (concurrently, as Directus runs them), and one handler's failure stops
- * neither the others nor the stream. Each handler runs under one policy (ActionPolicy): every try
- * bounded by ACTION_TIMEOUT_MS, a failed try retried alone with jittered backoff up to ACTION_ATTEMPTS,
- * each try observed (metrics). What happens to a handler that failed every try is the caller's: a
- * committed change is parked (bridge/replication/delivery.ts); an event that is no committed change
- * has nothing durable to park, so its failure is logged and counted.
+ * neither the others nor the stream. Each handler runs under a policy (ActionPolicy): every try
+ * bounded by ACTION_TIMEOUT_MS and observed (metrics), a failed try retried alone with jittered backoff
+ * up to its attempts. A committed change gets ACTION_ATTEMPTS and is then parked
+ * (bridge/replication/delivery.ts): it has an id a handler can tell a retry by, and a durable row. An
+ * event that is no committed change gets one try (it has neither, and Directus runs it once); its
+ * failure is logged and counted. (A try that times out is not stopped: JavaScript cannot stop it.)
  */
 import type { Logger } from 'pino';
 import { withTimeout } from '../bridge/timeout.js';

@@ -35,8 +35,7 @@ export interface HookRuntimeOptions {
   reloadDebounceMs?: number;
   /**
    * How action handlers of events that are no committed change run (emitted events, server events,
-   * reads): the bridge's ACTION_ATTEMPTS and ACTION_TIMEOUT_MS, as for committed changes. Default: one
-   * try, no limit.
+   * reads): the bridge gives one try bounded by ACTION_TIMEOUT_MS. Default: one try, no limit.
    */
   actionPolicy?: ActionPolicy;
   /** Whether schedules tick in this process now (a bridge that is not its cluster's leader says no). */

@@ -243,6 +243,7 @@ export class FilterService {
           hooksConnection: this.#options.hooksConnection ?? this.#options.connection,
           internalConnection: this.#options.connection,
           timeoutMs: config.filterTimeoutMs,
+          actionTimeoutMs: config.actionTimeoutMs,
           failureMode: config.filterFailureMode,
           userMap: config.userMap,
           logLevel: config.logLevel,

@@ -39,6 +39,8 @@ const runtime: HookRuntime = new HookRuntime({
   extensionsPath: setup.extensionsPath,
   logger: logger.child({ component: 'hooks' }),
   env: setup.env,
+  // As on the main thread: events that are no committed change get one try, bounded.
+  actionPolicy: { attempts: 1, timeoutMs: setup.actionTimeoutMs },
   provide: () => ({
     database: hookDatabase.knex,
     kysely: hookDatabase.kysely,

@@ -25,6 +25,8 @@ export interface WorkerSetup {
   /** For the schema overview (pg_catalog only). */
   internalConnection: pg.ClientConfig;
   timeoutMs: number;
+  /** Action handlers of events emitted on the worker (no committed change): one try, this long at most. */
+  actionTimeoutMs: number;
   failureMode: FilterFailureMode;
   userMap: Readonly<Record<string, string>>;
   logLevel: string;

@@ -106,6 +106,7 @@ export async function syncPublications(pool: pg.Pool, options: SyncPublicationsO
   const before = await readPlacements(pool, names, wantedOids, null);
   const after = new Map<number, Placement>();
   const busy: Relation[] = [];
+  const failed: Array<{ table: Relation; error: unknown }> = [];
   for (const placement of before.values()) {
     if (placement.settled) {
       if (placement.wanted) after.set(placement.oid, placement);
@@ -120,11 +121,26 @@ export async function syncPublications(pool: pg.Pool, options: SyncPublicationsO
         if (fresh) await place(client, names, fresh);
         return fresh;
       });
-      if (now?.wanted) after.set(now.oid, { ...now, member: now.hasIdentityKey ? 'full' : 'inserts' });
+      if (now?.wanted) after.set(now.oid, { ...now, inFull: now.hasIdentityKey, inInserts: !now.hasIdentityKey });
     } catch (error) {
-      if ((error as { code?: unknown }).code !== '55P03') throw error;
-      busy.push(placement);
-      if (placement.member) after.set(placement.oid, placement);
+      if ((error as { code?: unknown }).code === '55P03') {
+        busy.push(placement);
+        // The publication itself locked (a transaction that changed it is open): every other table would
+        // wait as long again, for the same reason. Stop here.
+        const holder = await publicationLockHolder(pool, publication);
+        if (holder !== undefined) {
+          throw new PublicationError(
+            'E_PUBLICATION_LOCK_TIMEOUT',
+            `Could not update publication "${publication}": the publication itself stayed locked for more than ${lockTimeoutMs} ms by an open ` +
+              `transaction that changed it (backend pid ${holder}). Nothing more was changed; the bridge tries again. ` +
+              'A migration that creates tables holds it until it commits; otherwise look at that backend in pg_stat_activity.',
+            { details: { publication, pid: holder } },
+          );
+        }
+      } else {
+        // This table only (privileges, dropped or renamed meanwhile): the others go on, and it is reported.
+        failed.push({ table: placement, error });
+      }
     }
   }
 
@@ -138,12 +154,20 @@ export async function syncPublications(pool: pg.Pool, options: SyncPublicationsO
       { details: { publication, tables } },
     );
   }
+  if (failed.length) {
+    const first = failed[0] as { table: Relation; error: unknown };
+    throw new PublicationError(
+      'E_PUBLICATION_SYNC',
+      `Could not update publication "${publication}" for ${failed.map((f) => collectionOf(f.table)).sort().join(', ')} ` +
+        `(${collectionOf(first.table)}: ${(first.error as Error).message}); the other tables are done, the bridge tries again.`,
+      { cause: first.error, details: { publication, tables: failed.map((f) => collectionOf(f.table)).sort() } },
+    );
+  }
   const byCollection = (rows: Iterable<Relation>) => [...rows].map((r) => collectionOf(r)).sort();
-  const published = (placements: Iterable<Placement>, member: Placement['member']) => [...placements].filter((p) => p.member === member);
-  const wasPublished = (p: Placement) => p.member !== null;
+  const wasPublished = (p: Placement) => p.inFull || p.inInserts;
   return {
-    full: byCollection(published(after.values(), 'full')),
-    insertOnly: byCollection(published(after.values(), 'inserts')),
+    full: byCollection([...after.values()].filter((p) => p.inFull)),
+    insertOnly: byCollection([...after.values()].filter((p) => p.inInserts)),
     added: byCollection([...after.values()].filter((p) => !before.get(p.oid) || !wasPublished(before.get(p.oid) as Placement))),
     removed: byCollection([...before.values()].filter((p) => wasPublished(p) && !after.has(p.oid))),
   };
@@ -167,8 +191,9 @@ interface Placement extends Relation {
   /** Listed, and still a table that can be published. */
   wanted: boolean;
   hasIdentityKey: boolean;
-  /** The publication it is in now. */
-  member: 'full' | 'inserts' | null;
+  /** Where it is now: either publication, neither, or (added by hand) both. */
+  inFull: boolean;
+  inInserts: boolean;
   /** Relations under it (itself included) that lack the trigger, when wanted; itself, when it carries the trigger unwanted. */
   triggerMissing: Relation[];
   triggerUnwanted: Relation[];
@@ -182,41 +207,42 @@ interface Placement extends Relation {
  * plain catalog reads, joined here (one query joining them all was several times slower).
  */
 async function readPlacements(db: Queryable, names: SyncNames, wanted: number[], only: number | null): Promise<Map<number, Placement>> {
-  const [tables, members, tree, triggered] = await Promise.all([
-    db.query<Relation & { has_identity_key: boolean }>(
-      `select c.oid, n.nspname as schema, c.relname as name, ${hasIdentityKeySql('c')} as has_identity_key
-         from pg_class c join pg_namespace n on n.oid = c.relnamespace
-        where c.oid = any ($1::oid[]) and c.relkind in ('r', 'p') and not c.relispartition and c.relpersistence = 'p'`,
-      [wanted],
-    ),
-    db.query<Relation & { pubname: string }>(
-      `select p.pubname, c.oid, n.nspname as schema, c.relname as name
-         from pg_publication p
-         join pg_publication_rel pr on pr.prpubid = p.oid
-         join pg_class c on c.oid = pr.prrelid
-         join pg_namespace n on n.oid = c.relnamespace
-        where p.pubname in ($1, $2) and ($3::oid is null or c.oid = $3::oid)`,
-      [names.publication, names.inserts, only],
-    ),
-    // Each wanted table and every relation under it: all need the trigger (statement triggers are not cloned).
-    db.query<Relation & { root: number }>(
-      `select distinct root.oid::oid::int8 as root, c.oid, n.nspname as schema, c.relname as name
-         from unnest($1::oid[]) as root(oid)
-         cross join lateral (select root.oid as relid union all select relid from pg_partition_tree(root.oid)) tree
-         join pg_class c on c.oid = tree.relid
-         join pg_namespace n on n.oid = c.relnamespace
-        where c.relkind in ('r', 'p')`,
-      [wanted],
-    ),
-    db.query<Relation>(
-      `select c.oid, n.nspname as schema, c.relname as name
-         from pg_trigger t
-         join pg_class c on c.oid = t.tgrelid
-         join pg_namespace n on n.oid = c.relnamespace
-        where t.tgname = $1 and not t.tgisinternal and t.tgfoid = $2::oid`,
-      [ACCOUNTABILITY_TRIGGER, names.triggerFunction],
-    ),
-  ]);
+  // One after another: `db` may be a single client (a step's transaction).
+  const tables = await db.query<Relation & { has_identity_key: boolean }>(
+    `select c.oid, n.nspname as schema, c.relname as name, ${hasIdentityKeySql('c')} as has_identity_key
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.oid = any ($1::oid[]) and c.relkind in ('r', 'p') and not c.relispartition and c.relpersistence = 'p'`,
+    [wanted],
+  );
+  const members = await db.query<Relation & { pubname: string }>(
+    `select p.pubname, c.oid, n.nspname as schema, c.relname as name
+       from pg_publication p
+       join pg_publication_rel pr on pr.prpubid = p.oid
+       join pg_class c on c.oid = pr.prrelid
+       join pg_namespace n on n.oid = c.relnamespace
+      where p.pubname in ($1, $2) and ($3::oid is null or c.oid = $3::oid)`,
+    [names.publication, names.inserts, only],
+  );
+  // Each wanted table and every relation under it: all need the trigger (statement triggers are not cloned).
+  const tree = await db.query<Relation & { root: number }>(
+    `select distinct root.oid::oid::int8 as root, c.oid, n.nspname as schema, c.relname as name
+       from unnest($1::oid[]) as root(oid)
+       cross join lateral (select root.oid as relid union all select relid from pg_partition_tree(root.oid)) tree
+       join pg_class c on c.oid = tree.relid
+       join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p')`,
+    [wanted],
+  );
+  // This schema's trigger (on the relations of the wanted trees, and on `only`, when given).
+  const triggered = await db.query<Relation>(
+    `select c.oid, n.nspname as schema, c.relname as name
+       from pg_trigger t
+       join pg_class c on c.oid = t.tgrelid
+       join pg_namespace n on n.oid = c.relnamespace
+      where t.tgname = $1 and not t.tgisinternal and t.tgfoid = $2::oid
+        and ($3::oid is null or c.oid = $3::oid or c.oid = any ($4::oid[]))`,
+    [ACCOUNTABILITY_TRIGGER, names.triggerFunction, only, tree.rows.map((r) => r.oid)],
+  );
   const hasTrigger = new Set(triggered.rows.map((r) => r.oid));
   const inTree = new Set(tree.rows.map((r) => r.oid));
   const missingUnder = new Map<number, Relation[]>();
@@ -229,7 +255,7 @@ async function readPlacements(db: Queryable, names: SyncNames, wanted: number[],
   const placement = (r: Relation): Placement => {
     let p = placements.get(r.oid);
     if (!p) {
-      p = { oid: r.oid, schema: r.schema, name: r.name, wanted: false, hasIdentityKey: false, member: null, triggerMissing: [], triggerUnwanted: [], settled: true };
+      p = { oid: r.oid, schema: r.schema, name: r.name, wanted: false, hasIdentityKey: false, inFull: false, inInserts: false, triggerMissing: [], triggerUnwanted: [], settled: true };
       placements.set(r.oid, p);
     }
     return p;
@@ -240,8 +266,8 @@ async function readPlacements(db: Queryable, names: SyncNames, wanted: number[],
   }
   for (const r of members.rows) {
     const p = placement(r);
-    // In both (someone added it by hand): the full publication is where it counts (a change is sent once).
-    if (p.member !== 'full') p.member = r.pubname === names.publication ? 'full' : 'inserts';
+    if (r.pubname === names.publication) p.inFull = true;
+    else p.inInserts = true;
   }
   // A relation carrying the trigger outside every wanted tree (a table no longer wanted, a partition
   // detached) loses it; a partition under a wanted table keeps it.
@@ -250,20 +276,30 @@ async function readPlacements(db: Queryable, names: SyncNames, wanted: number[],
     placement(r).triggerUnwanted = [r];
   }
   for (const p of placements.values()) {
-    const where = p.wanted ? (p.hasIdentityKey ? 'full' : 'inserts') : null;
-    p.settled = p.member === where && p.triggerMissing.length === 0 && p.triggerUnwanted.length === 0;
+    p.settled = p.inFull === (p.wanted && p.hasIdentityKey) && p.inInserts === (p.wanted && !p.hasIdentityKey) && p.triggerMissing.length === 0 && p.triggerUnwanted.length === 0;
   }
   return placements;
 }
 
+/** The backend holding the publication's own lock (an open transaction that altered it), if any. */
+async function publicationLockHolder(pool: pg.Pool, publication: string): Promise<number | undefined> {
+  const { rows } = await pool.query<{ pid: number }>(
+    `select l.pid from pg_locks l join pg_publication p on l.classid = 'pg_publication'::regclass and l.objid = p.oid
+      where l.locktype = 'object' and l.granted and l.pid <> pg_backend_pid() and p.pubname = $1 limit 1`,
+    [publication],
+  );
+  return rows[0]?.pid;
+}
+
 /** Puts one relation where it should be: in the right publication (or none), the trigger where it belongs. */
 async function place(client: pg.PoolClient, names: SyncNames, p: Placement): Promise<void> {
-  const where = p.wanted ? (p.hasIdentityKey ? 'full' : 'inserts') : null;
-  if (p.member !== where) {
-    // Leaving first: a table losing its identity is out of the full publication before it joins the other.
-    if (p.member) await alterPublication(client, p.member === 'full' ? names.publication : names.inserts, 'drop', [p]);
-    if (where) await alterPublication(client, where === 'full' ? names.publication : names.inserts, 'add', [p]);
-  }
+  const full = p.wanted && p.hasIdentityKey;
+  const inserts = p.wanted && !p.hasIdentityKey;
+  // Leaving first: a table losing its identity is out of the full publication before it joins the other.
+  if (p.inFull && !full) await alterPublication(client, names.publication, 'drop', [p]);
+  if (p.inInserts && !inserts) await alterPublication(client, names.inserts, 'drop', [p]);
+  if (full && !p.inFull) await alterPublication(client, names.publication, 'add', [p]);
+  if (inserts && !p.inInserts) await alterPublication(client, names.inserts, 'add', [p]);
   const trigger = pg.escapeIdentifier(ACCOUNTABILITY_TRIGGER);
   // A same-named trigger calling another function is another hookbridge schema's: not ours to drop (the
   // placements only list this schema's).

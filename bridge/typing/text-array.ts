@@ -14,8 +14,9 @@ function isSpace(code: number): boolean {
 /**
  * An array literal as `array_out` prints it (`{a,"b c",NULL,{d}}`, optionally preceded by bounds
  * like `[0:1]=`), into nested arrays of strings with SQL NULL as `null`. Elements stay text (the
- * caller types them). `delimiter` is the element type's (`,` for all but `box`, which uses `;`). Written here rather than borrowed from pg-types' dependency, which this
- * package does not declare.
+ * caller types them). `delimiter` is the element type's (`,` for all but `box`, which uses `;`). Written
+ * here rather than taken from `postgres-array` (pg-types' parser, 2.x and 3.x alike): it splits on
+ * commas only, so `{(1,1),(0,0);(2,2),(1,1)}`, a box[], comes apart into six strings.
  */
 export function parseTextArray(text: string, delimiter = ','): TextArray {
   const COMMA = delimiter.charCodeAt(0);

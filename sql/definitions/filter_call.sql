@@ -6,10 +6,10 @@
 -- revision is refused on databases that hold this one.
 --
 -- Revision 1 (000013's, and): a statement_timeout is no longer lost to a wait slice's lock_timeout.
--- PostgreSQL reports one of two timeouts that fired together (the one due first,
--- the lock timeout on a tie) and clears both, so a slice due before statement_timeout swallowed it and
--- the writer waited for the bridge's HB504 instead of getting 57014. A slice never ends just before
--- the statement's deadline now, and past that deadline the wait raises 57014 itself.
+-- PostgreSQL reports one of two timeouts that fired together (the one due first, the lock timeout on
+-- a tie) and clears both, so a slice due before statement_timeout swallowed it and the writer waited
+-- for the bridge's HB504 instead of getting 57014. When the statement's deadline comes before the
+-- call's, the wait is now one slice ending 50 ms after it.
 
 -- One filter call: pick a serving instance, claim one of its tickets, send, wait, read the verdict;
 -- on to the next instance when one cannot be reached or goes away before answering. Returns the
@@ -53,10 +53,11 @@ declare
   verdict text;
   saved_lock_timeout text := current_setting('lock_timeout');
   -- When the writer's statement_timeout ends this statement (null: never).
+  -- (As set when this call began: a function's SET clause changes the setting, not the timer armed at
+  -- the statement's start. Such a deadline only shapes the slices, and never ends the wait itself.)
   statement_deadline timestamptz := case when current_setting('statement_timeout')::interval > interval '0'
-                                         then statement_timestamp() + current_setting('statement_timeout')::interval end;
+                                         then statement_timestamp() + make_interval(secs => extract(epoch from current_setting('statement_timeout')::interval)) end;
   slice bigint;
-  left_ms bigint;
   woke boolean;
   -- Why this instance is left mid-wait (gone, or frozen while another serves).
   leaving text;
@@ -187,18 +188,12 @@ begin
         -- keep looking until the deadline.
         loop
           slice := greatest(1, least(100, ceil(extract(epoch from deadline - clock_timestamp()) * 1000)));
-          if statement_deadline is not null then
-            -- A slice due at or just before the statement's timeout could swallow it (see the header);
-            -- one due 50 ms after it cannot, and a timeout swallowed anyway (a starved process) ends here.
-            -- (A pg_cancel_backend that lands as a slice ends can be lost the same way; the deadline
-            -- still bounds the wait.)
-            if clock_timestamp() >= statement_deadline then
-              raise exception using errcode = 'query_canceled', message = 'canceling statement due to statement timeout';
-            end if;
-            left_ms := ceil(extract(epoch from statement_deadline - clock_timestamp()) * 1000);
-            if left_ms < slice + 50 then
-              slice := left_ms + 50;
-            end if;
+          if statement_deadline < deadline then
+            -- The statement's own timeout ends this wait first: one slice until 50 ms past it, so that no
+            -- slice falls due before it (see the header), even in a process starved across both. (A
+            -- pg_cancel_backend that lands as a slice ends can still be lost that way; the deadline
+            -- bounds the wait.)
+            slice := greatest(slice, ceil(extract(epoch from statement_deadline - clock_timestamp()) * 1000) + 50);
           end if;
           perform set_config('lock_timeout', slice::text, true);
           begin

@@ -164,6 +164,19 @@ describe.each(cases)('$name, $transport transport', ({ url: serverUrl, transport
     await recovered();
   });
 
+  it('does not end a writer whose statement_timeout was lowered inside its statement (PostgreSQL armed no timer)', async () => {
+    await recovered();
+    const outcome = await withClient(url, (c) =>
+      c
+        .query(`do $$ begin perform set_config('statement_timeout', '100ms', true); perform pg_sleep(0.3); insert into jobs (title) values ('lowered'); end $$`)
+        .then(
+          () => 'written',
+          (e: pg.DatabaseError) => e.code,
+        ),
+    );
+    expect(outcome).toBe('written');
+  });
+
   it('keeps statement_timeout when the writer is starved while it and a wait slice fall due', async (ctx) => {
     await recovered();
     const outcome = await withClient(url, async (c) => {

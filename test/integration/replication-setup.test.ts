@@ -131,6 +131,23 @@ describe('migrate', () => {
     }
   });
 
+  it('leaves a function that moved to definitions/ to its definition: no later numbered migration creates or drops it', async () => {
+    // The last numbered migration before each definition took over (a new definition adds its line here).
+    const movedAfter: Record<string, number> = { 'filter_call.sql': 13 };
+    const definitions = await listDefinitions();
+    expect(definitions.map((d) => d.name).sort()).toEqual(Object.keys(movedAfter).sort());
+    for (const migration of await listMigrations()) {
+      const text = await readFile(migration.path, 'utf8');
+      for (const definition of definitions) {
+        if (migration.id <= (movedAfter[definition.name] ?? 0)) continue;
+        const name = definition.name.replace(/\.sql$/, '');
+        // Numbered files run before the definitions: one that changed the function would make upgraded
+        // databases and fresh ones differ.
+        expect(text, `${migration.name} mentions ${name}, which lives in sql/definitions/`).not.toMatch(new RegExp(`function\\s+(if\\s+exists\\s+)?:"schema"\\.${name}\\b`, 'i'));
+      }
+    }
+  });
+
   it('refuses a schema name it could not quote safely everywhere', async () => {
     await expect(migrate(pool, { schema: 'Bad"Name' })).rejects.toMatchObject({ code: 'E_SCHEMA_NAME' });
   });
@@ -363,6 +380,37 @@ describe('publications and triggers', () => {
     expect(await triggered()).toContain('busy_one');
     await syncPublications(pool, { publication, tables, schema });
     await pool.query(`drop table busy_one, free_one`);
+  });
+
+  it('moves a table that someone put in both publications when it loses its key, and keeps the UPDATEs working', async () => {
+    await pool.query(`create table both_pubs (id int primary key, v text); insert into both_pubs values (1, 'a')`);
+    const withNew = await listUserTables(pool, { exclude: [schema] });
+    await syncPublications(pool, { publication, tables: withNew, schema });
+    await pool.query(`alter publication ${pg.escapeIdentifier(`${publication}_inserts`)} add table both_pubs`);
+    await pool.query(`alter table both_pubs drop constraint both_pubs_pkey`);
+    const result = await syncPublications(pool, { publication, tables: withNew, schema });
+    expect(result.insertOnly).toContain('both_pubs');
+    expect(result.full).not.toContain('both_pubs');
+    expect((await published()).filter((p) => p.endsWith('.both_pubs'))).toEqual(['inserts:public.both_pubs']);
+    await pool.query(`update both_pubs set v = 'b'`);
+    await pool.query(`drop table both_pubs`);
+    await syncPublications(pool, { publication, tables, schema });
+  });
+
+  it('stops at once, naming the backend, when the publication itself stays locked', async () => {
+    await pool.query(`create table late_one (id int primary key); create table late_two (id int primary key)`);
+    const withNew = await listUserTables(pool, { exclude: [schema] });
+    await withClient(db.url, async (holder) => {
+      // An open transaction that changed the publication (as a migration creating a guarded table does).
+      await holder.query('begin');
+      await holder.query(`alter publication ${pg.escapeIdentifier(publication)} drop table acct`);
+      const pid = (holder as unknown as { processID: number }).processID;
+      const error = await syncPublications(pool, { publication, tables: withNew, schema, lockTimeoutMs: 200 }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'E_PUBLICATION_LOCK_TIMEOUT', details: { pid } });
+      await holder.query('rollback');
+    });
+    await syncPublications(pool, { publication, tables, schema });
+    await pool.query(`drop table late_one, late_two`);
   });
 
   it('sends the writer identity, signed for its transaction, before the rows of each statement', async () => {

@@ -92,4 +92,16 @@ describe('HookRuntime', () => {
     runtime.emitter.emitAction('custom.ping', {});
     await expect.poll(() => emitted).toBe(2);
   });
+
+  it('bounds a server.start handler that never finishes by the timeout (one try, as the bridge gives it)', async () => {
+    const runtime = new HookRuntime({ extensionsPath: '/nonexistent', logger, actionPolicy: { attempts: 1, timeoutMs: 30 } });
+    let calls = 0;
+    runtime.emitter.onAction('server.start', () => {
+      calls++;
+      return new Promise(() => undefined);
+    });
+    const failures = await runtime.dispatchServerEvent('start');
+    expect(failures.map((f) => (f.error as Error).message)).toEqual(['action handler did not finish within 30 ms']);
+    expect(calls).toBe(1);
+  });
 });
