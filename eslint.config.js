@@ -12,7 +12,22 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     languageOptions: {
       globals: Object.fromEntries(
-        ['console', 'process', 'fetch', 'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'URL', 'Buffer', 'AbortSignal', 'module', 'require', '__dirname', 'globalThis'].map((name) => [name, 'readonly']),
+        [
+          'console',
+          'process',
+          'fetch',
+          'setTimeout',
+          'clearTimeout',
+          'setInterval',
+          'clearInterval',
+          'URL',
+          'Buffer',
+          'AbortSignal',
+          'module',
+          'require',
+          '__dirname',
+          'globalThis',
+        ].map((name) => [name, 'readonly']),
       ),
     },
   },

@@ -101,7 +101,11 @@ export async function throughputLogicalReplication(url: string, pool: pg.Pool, r
   service.on('error', () => undefined);
   try {
     void service.subscribe(new PgoutputPlugin({ protoVersion: 1, publicationNames: ['bench_lr'] }), 'bench_lr').catch(() => undefined);
-    await waitUntil(async () => ((await pool.query(`select 1 from pg_replication_slots where slot_name = 'bench_lr' and active`)).rowCount ? true : undefined), 30_000, 'pg-logical-replication to start');
+    await waitUntil(
+      async () => ((await pool.query(`select 1 from pg_replication_slots where slot_name = 'bench_lr' and active`)).rowCount ? true : undefined),
+      30_000,
+      'pg-logical-replication to start',
+    );
     const started = Date.now();
     await insertRows(pool, 'bench_tp_lr', rows);
     await waitUntil(() => (done ? done : undefined), 600_000, 'pg-logical-replication');
@@ -119,7 +123,22 @@ export async function throughputRecvlogical(url: string, pool: pg.Pool, rows: nu
     const started = Date.now();
     await insertRows(pool, 'bench_tp_recv', rows);
     const { rows: lsn } = await pool.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`);
-    await run(tool, ['-d', url, '--slot', 'bench_recv', '--start', '--endpos', lsn[0]?.lsn ?? '0/0', '-o', 'proto_version=1', '-o', 'publication_names=bench_lr', '-f', outFile, '--no-loop']);
+    await run(tool, [
+      '-d',
+      url,
+      '--slot',
+      'bench_recv',
+      '--start',
+      '--endpos',
+      lsn[0]?.lsn ?? '0/0',
+      '-o',
+      'proto_version=1',
+      '-o',
+      'publication_names=bench_lr',
+      '-f',
+      outFile,
+      '--no-loop',
+    ]);
     return rows / ((Date.now() - started) / 1000);
   } finally {
     await pool.query(`select pg_drop_replication_slot('bench_recv')`).catch(() => undefined);

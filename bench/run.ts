@@ -59,7 +59,18 @@ function findTool(name: string): string {
 }
 
 async function pgbenchTps(url: string, script: string, clients: number): Promise<number> {
-  const { stdout } = await run(findTool('pgbench'), ['-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(seconds), '-f', script, url]);
+  const { stdout } = await run(findTool('pgbench'), [
+    '-n',
+    '-c',
+    String(clients),
+    '-j',
+    String(Math.min(clients, 2)),
+    '-T',
+    String(seconds),
+    '-f',
+    script,
+    url,
+  ]);
   const match = /tps = ([\d.]+)/.exec(stdout);
   if (!match) throw new Error(`pgbench printed no tps:\n${stdout}`);
   return Number(match[1]);
@@ -102,25 +113,30 @@ async function main(): Promise<void> {
     await writeFile(join(extensions, 'hooks', 'bench-actions', 'index.js'), actionExtension());
     const tpDone = join(work, 'tp-done');
     const latDone = join(work, 'lat-done');
-    const startBridge = (transport: 'direct' | 'notify') => spawn(process.execPath, [join(root, 'dist', 'bridge', 'cli.js'), 'start', '-e', extensions], {
-      env: {
-        ...process.env,
-        FILTER_TRANSPORT: transport,
-        DATABASE_URL: url,
-        HOOKBRIDGE_SLOT: SLOT,
-        COUNT_FILE: counter,
-        TP_ROWS: String(throughputRows),
-        TP_DONE: tpDone,
-        LAT_ROWS: String(latencyRows),
-        LAT_DONE: latDone,
-        PORT: '0',
-        LOG_FORMAT: 'json',
-        LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const startBridge = (transport: 'direct' | 'notify') =>
+      spawn(process.execPath, [join(root, 'dist', 'bridge', 'cli.js'), 'start', '-e', extensions], {
+        env: {
+          ...process.env,
+          FILTER_TRANSPORT: transport,
+          DATABASE_URL: url,
+          HOOKBRIDGE_SLOT: SLOT,
+          COUNT_FILE: counter,
+          TP_ROWS: String(throughputRows),
+          TP_DONE: tpDone,
+          LAT_ROWS: String(latencyRows),
+          LAT_DONE: latDone,
+          PORT: '0',
+          LOG_FORMAT: 'json',
+          LOG_LEVEL: 'warn',
+        },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
     bridge = startBridge('direct');
-    await waitUntil(async () => (await pool.query(`select 1 from pg_trigger where tgname = $1`, [FILTER_TRIGGER])).rowCount === 1, 60_000, 'the bridge never installed its filter trigger');
+    await waitUntil(
+      async () => (await pool.query(`select 1 from pg_trigger where tgname = $1`, [FILTER_TRIGGER])).rowCount === 1,
+      60_000,
+      'the bridge never installed its filter trigger',
+    );
 
     await waitUntil(
       async () => (await pool.query(`select 1 from pg_publication_tables where pubname = 'hookbridge' and tablename = 'bench_tp_ours'`)).rowCount === 1,
@@ -217,7 +233,9 @@ async function main(): Promise<void> {
     const second = startBridge('direct');
     try {
       await waitUntil(
-        async () => (await pool.query(`select 1 from hookbridge.filter_endpoint where http is not null and backend_pid in (select pid from pg_stat_activity)`)).rowCount === 2,
+        async () =>
+          (await pool.query(`select 1 from hookbridge.filter_endpoint where http is not null and backend_pid in (select pid from pg_stat_activity)`))
+            .rowCount === 2,
         60_000,
         'the second bridge never joined',
       );
@@ -249,12 +267,18 @@ async function main(): Promise<void> {
     await stopBridge(bridge);
     bridge = startBridge('notify');
     await waitUntil(
-      async () => (await pool.query(`select 1 from hookbridge.filter_endpoint where transport = 'notify' and backend_pid in (select pid from pg_stat_activity)`)).rowCount === 1,
+      async () =>
+        (await pool.query(`select 1 from hookbridge.filter_endpoint where transport = 'notify' and backend_pid in (select pid from pg_stat_activity)`))
+          .rowCount === 1,
       60_000,
       'the notify bridge never published its endpoint',
     );
     await waitUntil(
-      async () => pool.query(`insert into bench_filtered (v) values ('warm-up')`).then(() => true, () => false),
+      async () =>
+        pool.query(`insert into bench_filtered (v) values ('warm-up')`).then(
+          () => true,
+          () => false,
+        ),
       60_000,
       'filtered inserts never passed through the notify bridge',
     );

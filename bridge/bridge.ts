@@ -252,7 +252,13 @@ export class Bridge {
     this.logger.info({ serverVersion: info.serverVersion, role: info.role }, 'connected to Postgres');
 
     const logger = this.logger;
-    this.#hookDatabase = openHookDatabase(this.#opened.connection, { applicationName: 'hookbridge:hooks', max: 10, servicesApplicationName: 'hookbridge:services', servicesMax: 5, logger });
+    this.#hookDatabase = openHookDatabase(this.#opened.connection, {
+      applicationName: 'hookbridge:hooks',
+      max: 10,
+      servicesApplicationName: 'hookbridge:services',
+      servicesMax: 5,
+      logger,
+    });
     // A filter runs while the writer holds its row's lock: a filter that touches that row would wait
     // for a transaction that waits for the filter. A short lock timeout turns that into a clear error.
     const lockTimeoutMs = Math.max(100, Math.min(2_000, Math.floor(this.config.filterTimeoutMs / 2)));
@@ -298,9 +304,14 @@ export class Bridge {
     await this.#filters.start();
     if (this.#role === 'leader') await this.#startActions();
     else {
-      this.logger.info({ slot: this.#filters.slot }, 'another bridge leads this database: joining as a standby (filter calls only; taking over when the leader goes)');
+      this.logger.info(
+        { slot: this.#filters.slot },
+        'another bridge leads this database: joining as a standby (filter calls only; taking over when the leader goes)',
+      );
       // The slot keeps changes from now on even while no bridge leads (none has yet, on a new database).
-      await ensureSlot(this.#pool, this.config.slotName).catch((error: unknown) => this.logger.warn({ err: error }, 'making sure the replication slot exists failed'));
+      await ensureSlot(this.#pool, this.config.slotName).catch((error: unknown) =>
+        this.logger.warn({ err: error }, 'making sure the replication slot exists failed'),
+      );
     }
     this.#leaderTimer = setInterval(() => void this.#tryLeading(), LEADER_POLL_MS);
     this.#leaderTimer.unref();
@@ -359,7 +370,8 @@ export class Bridge {
         const busy = (error as { code?: unknown }).code === '55006';
         // The leader lock may have gone meanwhile (its session lost): then another instance leads.
         if (!busy || Date.now() >= deadline || this.#filters?.leading !== true || this.#stopping) throw error;
-        if (attempt === 1) this.logger.info({ slot: this.config.slotName }, 'the replication slot is still in use (the last leader\'s session ending?): waiting for it');
+        if (attempt === 1)
+          this.logger.info({ slot: this.config.slotName }, "the replication slot is still in use (the last leader's session ending?): waiting for it");
         await new Promise((resolve) => setTimeout(resolve, SLOT_RETRY_MS));
       }
       if (!started) continue;
@@ -520,7 +532,6 @@ export class Bridge {
     await step('releasing the database', () => this.#opened?.release());
     this.#opened = undefined;
   }
-
 
   /**
    * Read-only: the server's replication settings and privileges (preflight), and a slot of our name

@@ -41,8 +41,10 @@ export interface UserTable {
 export function unmanagedReason(table: UserTable, what: 'trigger' | 'publish'): string {
   const grantOwner = `GRANT ${pg.escapeIdentifier(table.owner ?? 'owner')} TO <the bridge's role>`;
   if (table.schemaUnusable) {
-    return `its schema "${table.schema}" is not usable by the bridge's role; fix: GRANT USAGE ON SCHEMA ${pg.escapeIdentifier(table.schema)} TO <the bridge's role>` +
-      ((what === 'trigger' ? table.mayTrigger : table.mayPublish) ? '' : `, and ${grantOwner}`);
+    return (
+      `its schema "${table.schema}" is not usable by the bridge's role; fix: GRANT USAGE ON SCHEMA ${pg.escapeIdentifier(table.schema)} TO <the bridge's role>` +
+      ((what === 'trigger' ? table.mayTrigger : table.mayPublish) ? '' : `, and ${grantOwner}`)
+    );
   }
   return what === 'trigger'
     ? `owned by role "${table.owner ?? '?'}", and the bridge's role has no TRIGGER privilege on it; fix: ${grantOwner} (or GRANT TRIGGER ON it)`
@@ -140,4 +142,3 @@ export async function listUserTables(pool: Queryable, options: { exclude: string
     ...(row.partitions ? { partitions: row.partitions.map(Number) } : {}),
   }));
 }
-

@@ -31,7 +31,6 @@ import { createServices } from './services/items-service.js';
 import { flagHelp, SETTINGS, type FlagReach } from './settings.js';
 import { generateDeclarations } from './type-declarations.js';
 
-
 interface CommonFlags {
   extensions?: string;
   logLevel?: string;
@@ -150,21 +149,19 @@ export function buildProgram(): Command {
     process.exitCode = report.failed.length > 0 ? 1 : 0;
   });
 
-  commonOptions(
-    program
-      .command('init <name>')
-      .description('scaffold a TypeScript hook at <extensions>/hooks/<name>/index.ts'),
-  ).action(async (name: string, flags) => {
-    const config = resolveConfig(toConfigOptions(flags), process.env, { defaults: { logLevel: 'silent' } });
-    if (!/^[a-z0-9][a-z0-9._-]*$/i.test(name)) {
-      throw new ConfigError('name', `"${name}" is not a usable folder name (letters, digits, . _ -)`);
-    }
-    const file = join(config.extensionsPath, 'hooks', name, 'index.ts');
-    if (existsSync(file)) throw new ConfigError('name', `${file} already exists`);
-    await mkdir(dirname(file), { recursive: true });
-    await writeFile(file, HOOK_TEMPLATE);
-    process.stdout.write(`created ${file}\n`);
-  });
+  commonOptions(program.command('init <name>').description('scaffold a TypeScript hook at <extensions>/hooks/<name>/index.ts')).action(
+    async (name: string, flags) => {
+      const config = resolveConfig(toConfigOptions(flags), process.env, { defaults: { logLevel: 'silent' } });
+      if (!/^[a-z0-9][a-z0-9._-]*$/i.test(name)) {
+        throw new ConfigError('name', `"${name}" is not a usable folder name (letters, digits, . _ -)`);
+      }
+      const file = join(config.extensionsPath, 'hooks', name, 'index.ts');
+      if (existsSync(file)) throw new ConfigError('name', `${file} already exists`);
+      await mkdir(dirname(file), { recursive: true });
+      await writeFile(file, HOOK_TEMPLATE);
+      process.stdout.write(`created ${file}\n`);
+    },
+  );
 
   commonOptions(
     program
@@ -173,34 +170,31 @@ export function buildProgram(): Command {
       .option('--json', 'print JSON'),
     { database: true },
   ).action(async (flags) => {
-    await withDatabase(
-      flags,
-      async ({ pool, config, logger }) => {
-        // Load failures are part of the report: logged too, they would break --json on stdout.
-        const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: logger.child({}, { level: 'silent' }), env: config.env });
-        const extensions = await runtime.reload();
-        await runtime.stop();
-        const guards = await guardStatus(pool, config);
-        const report = { ...(await status(pool, config)), extensions, guards };
-        if (flags.json) return void process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-        const lines = [
-          `hookbridge schema: ${report.installed ? 'installed' : 'not installed'}`,
-          formatSlotStatus(report.slot),
-          ...Object.entries(report.publications).map(([name, tables]) => `publication ${name}: ${tables.join(', ') || '(none)'}`),
-          `filter triggers: ${report.filterTriggers.map((t) => `${t.table} (${t.operations.join(', ')})`).join(', ') || '(none)'}`,
-          ...formatInstances(report),
-          `new tables: ${report.newTables.state === 'installed' || report.newTables.atNextStart ? report.newTables.detail : `✗ ${report.newTables.detail}\n    fix: ${report.newTables.fix ?? ''}`}`,
-          `failed events waiting for replay: ${report.failedEvents}`,
-          `guarded tables: ${guards.guarded.map((g) => `${g.table} (${g.extensions.join(', ')})`).join(', ') || '(none)'}`,
-          ...guards.notLoaded.map(
-            (g) =>
-              `✗ extension ${g.extension} is not loaded (${g.reason}); its tables stay guarded: ` +
-              `${g.tables.map((t) => t.collection).join(', ')} (writes its filters covered are refused, its changes held: ${guards.heldEvents} waiting)`,
-          ),
-        ];
-        process.stdout.write(`${lines.join('\n')}\n${formatReport(extensions)}`);
-      },
-    );
+    await withDatabase(flags, async ({ pool, config, logger }) => {
+      // Load failures are part of the report: logged too, they would break --json on stdout.
+      const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: logger.child({}, { level: 'silent' }), env: config.env });
+      const extensions = await runtime.reload();
+      await runtime.stop();
+      const guards = await guardStatus(pool, config);
+      const report = { ...(await status(pool, config)), extensions, guards };
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      const lines = [
+        `hookbridge schema: ${report.installed ? 'installed' : 'not installed'}`,
+        formatSlotStatus(report.slot),
+        ...Object.entries(report.publications).map(([name, tables]) => `publication ${name}: ${tables.join(', ') || '(none)'}`),
+        `filter triggers: ${report.filterTriggers.map((t) => `${t.table} (${t.operations.join(', ')})`).join(', ') || '(none)'}`,
+        ...formatInstances(report),
+        `new tables: ${report.newTables.state === 'installed' || report.newTables.atNextStart ? report.newTables.detail : `✗ ${report.newTables.detail}\n    fix: ${report.newTables.fix ?? ''}`}`,
+        `failed events waiting for replay: ${report.failedEvents}`,
+        `guarded tables: ${guards.guarded.map((g) => `${g.table} (${g.extensions.join(', ')})`).join(', ') || '(none)'}`,
+        ...guards.notLoaded.map(
+          (g) =>
+            `✗ extension ${g.extension} is not loaded (${g.reason}); its tables stay guarded: ` +
+            `${g.tables.map((t) => t.collection).join(', ')} (writes its filters covered are refused, its changes held: ${guards.heldEvents} waiting)`,
+        ),
+      ];
+      process.stdout.write(`${lines.join('\n')}\n${formatReport(extensions)}`);
+    });
   });
 
   commonOptions(
@@ -210,17 +204,14 @@ export function buildProgram(): Command {
       .option('--json', 'print JSON'),
     { database: true },
   ).action(async (flags) => {
-    await withDatabase(
-      flags,
-      async ({ pool, config }) => {
-        const checks = await doctor(pool, config);
-        // Extensions that guard tables and did not load when the bridge last looked (their tables stay guarded).
-        checks.push(guardCheck(await guardStatus(pool, config)));
-        if (flags.json) process.stdout.write(`${JSON.stringify(checks, null, 2)}\n`);
-        else for (const c of checks) process.stdout.write(`${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ''}\n`);
-        process.exitCode = checks.every((c) => c.ok) ? 0 : 1;
-      },
-    );
+    await withDatabase(flags, async ({ pool, config }) => {
+      const checks = await doctor(pool, config);
+      // Extensions that guard tables and did not load when the bridge last looked (their tables stay guarded).
+      checks.push(guardCheck(await guardStatus(pool, config)));
+      if (flags.json) process.stdout.write(`${JSON.stringify(checks, null, 2)}\n`);
+      else for (const c of checks) process.stdout.write(`${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ''}\n`);
+      process.exitCode = checks.every((c) => c.ok) ? 0 : 1;
+    });
   });
 
   commonOptions(
@@ -244,7 +235,7 @@ export function buildProgram(): Command {
   commonOptions(
     program
       .command('uninstall')
-      .description("remove everything hookbridge installed (triggers, publications, the slot, the hookbridge schema); user data is untouched")
+      .description('remove everything hookbridge installed (triggers, publications, the slot, the hookbridge schema); user data is untouched')
       .option('--yes', 'really do it'),
     { database: true },
   ).action(async (flags) => {
@@ -271,9 +262,7 @@ export function buildProgram(): Command {
   });
 
   commonOptions(
-    program
-      .command('forget <extension>')
-      .description('stop guarding the tables of an extension removed on purpose (its held changes are closed undelivered)'),
+    program.command('forget <extension>').description('stop guarding the tables of an extension removed on purpose (its held changes are closed undelivered)'),
     { database: true },
   ).action(async (extension: string, flags) => {
     await withDatabase(flags, async ({ pool, config, installed }) => {
@@ -285,7 +274,9 @@ export function buildProgram(): Command {
       const forgotten = await forgetGuards(pool, config.schema, extension);
       if (forgotten.tables.length === 0) {
         const remembered = (await guardStatus(pool, config)).guarded.flatMap((g) => g.extensions);
-        process.stderr.write(`hookbridge: no guards remembered for extension "${extension}" (remembered: ${[...new Set(remembered)].sort().join(', ') || 'none'})\n`);
+        process.stderr.write(
+          `hookbridge: no guards remembered for extension "${extension}" (remembered: ${[...new Set(remembered)].sort().join(', ') || 'none'})\n`,
+        );
         process.exitCode = 1;
         return;
       }
@@ -319,41 +310,47 @@ export function buildProgram(): Command {
     });
   });
   commonOptions(
-    failed
-      .command('replay [ids...]')
-      .description('run the handlers of parked events again (all of them, or the given ids); loads the extensions')
-,
+    failed.command('replay [ids...]').description('run the handlers of parked events again (all of them, or the given ids); loads the extensions'),
     { database: true },
   ).action(async (ids: string[], flags) => {
-    await withDatabase(flags, async ({ pool, connection, config, logger, installed }) => {
-      if (!installed) return void process.stdout.write(`nothing to replay: ${NOT_INSTALLED}\n`);
-      // Handlers get what they get in a bridge: `database`, `kysely`, services and getSchema on the user's settings.
-      const hooks = openHookDatabase(connection, { applicationName: 'hookbridge:cli', max: 2, servicesMax: 2, logger });
-      const schemaReader = new SchemaReader(pool, [config.schema]);
-      const getSchema = () => schemaReader.getSchema();
-      const runtime: HookRuntime = new HookRuntime({
-        extensionsPath: config.extensionsPath,
-        logger,
-        env: config.env,
-        provide: () => ({ database: hooks.knex, kysely: hooks.kysely, getSchema, services: createServices({ database: hooks.services, runtime, getSchema }) }),
-      });
-      try {
-        await runtime.reload();
-        // As a live change: the schema overview in the context, the bridge's timeout (one try: a replay is the retry).
-        const results = await replayFailedEvents(pool, config.schema, runtime, {
-          ids: ids.length ? ids : undefined,
-          context: { schema: await getSchema() },
-          policy: { attempts: 1, timeoutMs: config.actionTimeoutMs },
+    await withDatabase(
+      flags,
+      async ({ pool, connection, config, logger, installed }) => {
+        if (!installed) return void process.stdout.write(`nothing to replay: ${NOT_INSTALLED}\n`);
+        // Handlers get what they get in a bridge: `database`, `kysely`, services and getSchema on the user's settings.
+        const hooks = openHookDatabase(connection, { applicationName: 'hookbridge:cli', max: 2, servicesMax: 2, logger });
+        const schemaReader = new SchemaReader(pool, [config.schema]);
+        const getSchema = () => schemaReader.getSchema();
+        const runtime: HookRuntime = new HookRuntime({
+          extensionsPath: config.extensionsPath,
           logger,
+          env: config.env,
+          provide: () => ({
+            database: hooks.knex,
+            kysely: hooks.kysely,
+            getSchema,
+            services: createServices({ database: hooks.services, runtime, getSchema }),
+          }),
         });
-        for (const r of results) process.stdout.write(r.ok ? `#${r.id} replayed\n` : `#${r.id} failed again: ${r.error}\n`);
-        if (results.length === 0) process.stdout.write('nothing to replay\n');
-        process.exitCode = results.every((r) => r.ok) ? 0 : 1;
-      } finally {
-        await runtime.stop();
-        await hooks.close();
-      }
-    }, { upgrade: true });
+        try {
+          await runtime.reload();
+          // As a live change: the schema overview in the context, the bridge's timeout (one try: a replay is the retry).
+          const results = await replayFailedEvents(pool, config.schema, runtime, {
+            ids: ids.length ? ids : undefined,
+            context: { schema: await getSchema() },
+            policy: { attempts: 1, timeoutMs: config.actionTimeoutMs },
+            logger,
+          });
+          for (const r of results) process.stdout.write(r.ok ? `#${r.id} replayed\n` : `#${r.id} failed again: ${r.error}\n`);
+          if (results.length === 0) process.stdout.write('nothing to replay\n');
+          process.exitCode = results.every((r) => r.ok) ? 0 : 1;
+        } finally {
+          await runtime.stop();
+          await hooks.close();
+        }
+      },
+      { upgrade: true },
+    );
   });
 
   return program;

@@ -177,7 +177,10 @@ export async function checkPortFree(config: Pick<Config, 'host' | 'port'>): Prom
   if (!problem) return;
   const address = `${config.host}:${config.port}`;
   if (problem.code === 'EADDRINUSE') {
-    throw new ConfigError('PORT', `${address} is already in use (another hookbridge, or another program); stop it, or set PORT (-p) to a free port (0 picks one)`);
+    throw new ConfigError(
+      'PORT',
+      `${address} is already in use (another hookbridge, or another program); stop it, or set PORT (-p) to a free port (0 picks one)`,
+    );
   }
   if (problem.code === 'EACCES') {
     throw new ConfigError('PORT', `not allowed to listen on ${address} (ports below 1024 need privileges); set PORT (-p) to a port from 1024 up`);

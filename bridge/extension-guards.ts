@@ -71,7 +71,8 @@ export function guardsOf(extensions: readonly ExtensionHooks[], tables: readonly
         handlers.some((h) => h.kind === kind && matchesEvent(h.pattern, { scope: 'items', action, collection: table.collection }));
       const filters = GUARDED_FILTERS.filter((action) => matches('filter', action));
       const actions = GUARDED_ACTIONS.filter((action) => matches('action', action));
-      if (filters.length || actions.length) rows.push({ extension: ext.name, path, schema: table.schema, table: table.name, filters, actions, notLoaded: null });
+      if (filters.length || actions.length)
+        rows.push({ extension: ext.name, path, schema: table.schema, table: table.name, filters, actions, notLoaded: null });
     }
   }
   return sortRows(rows);
@@ -123,11 +124,25 @@ function table(schema: string): string {
 }
 
 export async function readGuards(pool: Pick<pg.Pool, 'query'>, schema: string): Promise<GuardRow[]> {
-  const { rows } = await pool.query<{ extension: string; path: string; table_schema: string; table_name: string; filters: string[]; actions: string[]; not_loaded: string | null }>(
-    `select extension, path, table_schema, table_name, filters, actions, not_loaded from ${table(schema)}`,
-  );
+  const { rows } = await pool.query<{
+    extension: string;
+    path: string;
+    table_schema: string;
+    table_name: string;
+    filters: string[];
+    actions: string[];
+    not_loaded: string | null;
+  }>(`select extension, path, table_schema, table_name, filters, actions, not_loaded from ${table(schema)}`);
   return sortRows(
-    rows.map((r) => ({ extension: r.extension, path: r.path, schema: r.table_schema, table: r.table_name, filters: r.filters, actions: r.actions, notLoaded: r.not_loaded })),
+    rows.map((r) => ({
+      extension: r.extension,
+      path: r.path,
+      schema: r.table_schema,
+      table: r.table_name,
+      filters: r.filters,
+      actions: r.actions,
+      notLoaded: r.not_loaded,
+    })),
   );
 }
 
@@ -379,7 +394,11 @@ export class ExtensionGuards {
     for (const name of [...this.#heldUntilRestart.keys()]) if (!this.#stored.some((r) => r.extension === name)) this.#heldUntilRestart.delete(name);
     for (const guard of this.#heldUntilRestart.values()) {
       if (notLoaded.some((g) => g.extension === guard.extension)) continue;
-      const why = { extension: guard.extension, reason: 'loaded again by a reload; changes held for it earlier are delivered at the next start, and until then its new ones are held too, to keep each row in order' };
+      const why = {
+        extension: guard.extension,
+        reason:
+          'loaded again by a reload; changes held for it earlier are delivered at the next start, and until then its new ones are held too, to keep each row in order',
+      };
       for (const t of guard.tables) {
         for (const action of t.actions) {
           const list = actions.get(`${t.collection}\0${action}`) ?? [];

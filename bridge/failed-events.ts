@@ -115,7 +115,9 @@ export async function replayFailedEvents(
       .filter((e) => e.extension === failed.extension && (failed.reason === HELD_REASON || eventNameFor(e.pattern, ref) === failed.event));
     let error: unknown;
     if (entries.length === 0) {
-      error = new Error(`no handler of extension "${failed.extension}" listens to ${failed.event} ${failed.reason === HELD_REASON ? '(is it loaded?)' : 'any more'}`);
+      error = new Error(
+        `no handler of extension "${failed.extension}" listens to ${failed.event} ${failed.reason === HELD_REASON ? '(is it loaded?)' : 'any more'}`,
+      );
     } else {
       for (const entry of entries) {
         // The context a live change gets: this runtime's `database` and `kysely`, the schema overview, the parked accountability.
@@ -198,10 +200,11 @@ export async function replayHeldEvents(options: {
         );
       }
       // Only while still held: a handler that failed on it has made the row its own failure (see delivery.ts).
-      await pool.query(
-        `update ${table(schema)} set replayed_at = now(), replay_error = $3::jsonb where id = $1 and reason = $2`,
-        [row.id, HELD_REASON, entries.length ? null : JSON.stringify({ message: `extension "${row.extension}" no longer listens to ${row.event}; nothing to deliver` })],
-      );
+      await pool.query(`update ${table(schema)} set replayed_at = now(), replay_error = $3::jsonb where id = $1 and reason = $2`, [
+        row.id,
+        HELD_REASON,
+        entries.length ? null : JSON.stringify({ message: `extension "${row.extension}" no longer listens to ${row.event}; nothing to deliver` }),
+      ]);
       delivered += entries.length ? 1 : 0;
     }
   }

@@ -127,7 +127,11 @@ export class HealthServer {
       worker.postMessage({ type: 'report', report: this.#report(), id } satisfies ToHealthWorker);
     } catch (error) {
       // A value that cannot be cloned: said, rather than thrown from a timer.
-      worker.postMessage({ type: 'report', report: { status: 'unavailable', reason: `the health report failed: ${(error as Error).message}` }, id } satisfies ToHealthWorker);
+      worker.postMessage({
+        type: 'report',
+        report: { status: 'unavailable', reason: `the health report failed: ${(error as Error).message}` },
+        id,
+      } satisfies ToHealthWorker);
     }
   }
 

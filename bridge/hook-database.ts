@@ -35,7 +35,12 @@ export function openHookDatabase(
   const pool = watched(new pg.Pool({ ...connection, max, application_name: applicationName }));
   const kysely = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
   const servicesPool = watched(
-    new pg.Pool({ ...connection, max: options.servicesMax, application_name: options.servicesApplicationName ?? applicationName, types: driverTypes(pg.types) }),
+    new pg.Pool({
+      ...connection,
+      max: options.servicesMax,
+      application_name: options.servicesApplicationName ?? applicationName,
+      types: driverTypes(pg.types),
+    }),
   );
   const services = new Kysely<any>({ dialect: new PostgresDialect({ pool: servicesPool }) });
   // Knex keeps a pool of its own (it cannot borrow pg's); both open connections only when used.

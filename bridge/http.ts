@@ -115,5 +115,3 @@ async function removeStaleSocketDirs(): Promise<void> {
     if (info?.isDirectory() && info.uid === process.getuid?.()) await rm(path, { recursive: true, force: true }).catch(() => undefined);
   }
 }
-
-

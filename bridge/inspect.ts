@@ -34,10 +34,13 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   const facts = await readReplicationFacts(pool, config.slotName);
   const problems = replicationProblems(facts);
   const byCode = new Map(problems.map((p) => [p.code, p.message]));
-  const replicationCheck = (name: string, code: string, detail: string) =>
-    checks.push({ name, ok: !byCode.has(code), detail, fix: byCode.get(code) });
+  const replicationCheck = (name: string, code: string, detail: string) => checks.push({ name, ok: !byCode.has(code), detail, fix: byCode.get(code) });
   replicationCheck('wal_level', 'E_WAL_LEVEL', facts.walLevel);
-  replicationCheck('replication privilege', 'E_REPLICATION_PRIVILEGE', `role ${facts.role}${facts.superuser ? ' (superuser)' : ''}${facts.replication ? ' (replication)' : ''}`);
+  replicationCheck(
+    'replication privilege',
+    'E_REPLICATION_PRIVILEGE',
+    `role ${facts.role}${facts.superuser ? ' (superuser)' : ''}${facts.replication ? ' (replication)' : ''}`,
+  );
   replicationCheck(
     'replication slots',
     'E_SLOTS_EXHAUSTED',
@@ -59,7 +62,13 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   checks.push({
     name: `schema "${config.schema}"`,
     ok: place?.may_create === true,
-    detail: place?.exists ? (place.may_create ? 'installed' : `exists, and role ${facts.role} may not create in it`) : place?.may_create ? 'created at the first start' : 'missing',
+    detail: place?.exists
+      ? place.may_create
+        ? 'installed'
+        : `exists, and role ${facts.role} may not create in it`
+      : place?.may_create
+        ? 'created at the first start'
+        : 'missing',
     fix:
       place?.may_create === true
         ? undefined
@@ -94,14 +103,19 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
     checks.push({
       name: 'dblink reachable by the bridge only',
       ok: exposed === undefined,
-      detail: exposed ? exposed.message.split(';')[0] ?? '' : 'no other role may execute dblink',
+      detail: exposed ? (exposed.message.split(';')[0] ?? '') : 'no other role may execute dblink',
       fix: exposed ? `as a superuser: ${exposed.statement}` : undefined,
     });
   }
   checks.push(await triggerOrderCheck(pool, config));
   // New tables: guarded in the transaction that creates them only with the event trigger (a superuser's to create).
   const newTables = await readEventTrigger(pool, config.schema);
-  checks.push({ name: 'new tables guarded from their first row', ok: newTables.state === 'installed' || newTables.atNextStart === true, detail: newTables.detail, fix: newTables.fix });
+  checks.push({
+    name: 'new tables guarded from their first row',
+    ok: newTables.state === 'installed' || newTables.atNextStart === true,
+    detail: newTables.detail,
+    fix: newTables.fix,
+  });
   checks.push(clusterCheck(await readCluster(pool, config.schema)));
   return checks;
 }
@@ -112,7 +126,9 @@ function slotCheck(name: string, state: SlotState | undefined): Check {
   if (!state) return { name: check, ok: true, detail: 'does not exist yet: the bridge creates it at start' };
   const problem = slotProblem(state);
   if (problem) {
-    const detail = slotIsLost(state) ? `lost (invalidated${state.invalidationReason ? `: ${state.invalidationReason}` : ''}): ${describeLostChanges(state)}` : problem.message.split('. ')[0] ?? problem.code;
+    const detail = slotIsLost(state)
+      ? `lost (invalidated${state.invalidationReason ? `: ${state.invalidationReason}` : ''}): ${describeLostChanges(state)}`
+      : (problem.message.split('. ')[0] ?? problem.code);
     return { name: check, ok: false, detail, fix: problem.message };
   }
   if (state.walStatus === 'unreserved') {
@@ -155,9 +171,10 @@ function formatBytes(bytes: number): string {
 function clusterCheck(cluster: Cluster): Check {
   const { instances, leaderLockHeldBy } = cluster;
   const leader = instances.find((i) => i.role === 'leader');
-  const running = instances.length === 0
-    ? 'none running'
-    : `${instances.length} running, ${instances.filter((i) => i.serving).length} serving filter calls, ${leader ? `leader: slot ${leader.slot}` : 'no leader'}`;
+  const running =
+    instances.length === 0
+      ? 'none running'
+      : `${instances.length} running, ${instances.filter((i) => i.serving).length} serving filter calls, ${leader ? `leader: slot ${leader.slot}` : 'no leader'}`;
   if (leaderLockHeldBy === null) return { name: 'bridges on this database', ok: true, detail: running };
   return {
     name: 'bridges on this database',
@@ -243,7 +260,11 @@ export function formatSlotStatus(slot: SlotStatus): string {
   if (slot.lost !== null) {
     return `${head}✗ lost (invalidated${slot.invalidationReason ? `: ${slot.invalidationReason}` : ''}): ${slot.lost}\n    fix: SELECT pg_drop_replication_slot('${slot.name}'); then start the bridge (action hooks resume with the changes made from then on)`;
   }
-  const wal = describeSlotWal({ retainedWalBytes: slot.retainedWalBytes, safeWalBytes: slot.safeWalBytes, maxSlotWalKeepSize: slot.maxSlotWalKeepSize ?? '-1' });
+  const wal = describeSlotWal({
+    retainedWalBytes: slot.retainedWalBytes,
+    safeWalBytes: slot.safeWalBytes,
+    maxSlotWalKeepSize: slot.maxSlotWalKeepSize ?? '-1',
+  });
   const risk = slot.walStatus === 'unreserved' ? ' ✗ WAL it needs is removed at the next checkpoint unless the bridge catches up' : '';
   return `${head}${slot.active ? 'streaming' : 'idle'}, confirmed ${slot.confirmedFlushLsn}, lag ${slot.lagBytes} bytes, ${wal}${risk}`;
 }
@@ -334,7 +355,14 @@ async function readInstances(pool: pg.Pool, schema: string): Promise<Cluster> {
     if (r.slot === null) {
       cluster.leaderLockHeldBy = r.pid;
     } else if (r.pid === null) {
-      cluster.staleInstances.push({ slot: r.slot, transport: r.transport ?? '', process: r.process, http: r.http, since: r.started_at as Date, updatedAt: r.updated_at as Date });
+      cluster.staleInstances.push({
+        slot: r.slot,
+        transport: r.transport ?? '',
+        process: r.process,
+        http: r.http,
+        since: r.started_at as Date,
+        updatedAt: r.updated_at as Date,
+      });
     } else {
       // Between taking its slot and publishing itself, an instance's row (if any) is a previous run's.
       const own = r.row && r.backend_pid === r.pid;
@@ -377,7 +405,9 @@ export async function status(pool: pg.Pool, config: Readonly<Config>): Promise<S
   let failedEvents = 0;
   let cluster: Cluster = NO_CLUSTER;
   if (installed[0]?.ok) {
-    const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from ${pg.escapeIdentifier(schema)}.failed_events where replayed_at is null`).catch(() => ({ rows: [{ n: 0 }] }));
+    const { rows } = await pool
+      .query<{ n: number }>(`select count(*)::int as n from ${pg.escapeIdentifier(schema)}.failed_events where replayed_at is null`)
+      .catch(() => ({ rows: [{ n: 0 }] }));
     failedEvents = rows[0]?.n ?? 0;
     cluster = await readCluster(pool, schema);
   }
@@ -454,7 +484,10 @@ export function guardCheck(guards: GuardStatus): Check {
     name: 'extensions guarding tables',
     ok: false,
     detail: guards.notLoaded
-      .map((g) => `extension "${g.extension}" does not load (${g.reason}); it guarded ${g.tables.map((t) => t.collection).join(', ')}, whose writes it covered are refused and changes held (${guards.heldEvents} held)`)
+      .map(
+        (g) =>
+          `extension "${g.extension}" does not load (${g.reason}); it guarded ${g.tables.map((t) => t.collection).join(', ')}, whose writes it covered are refused and changes held (${guards.heldEvents} held)`,
+      )
       .join('; '),
     fix: 'fix the extension or put it back (npx hookbridge extensions says why it fails) and restart the bridge: the held changes are delivered then. If it was removed on purpose: npx hookbridge forget <extension>.',
   };

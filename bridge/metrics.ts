@@ -160,7 +160,7 @@ export function createMetrics(options: MetricsSources): BridgeMetrics {
     }),
     slotRetainedWal: new Gauge({
       name: 'hookbridge_slot_retained_wal_bytes',
-      help: "WAL the replication slot keeps on the server (pg_current_wal_lsn() - restart_lsn); absent while there is no valid slot",
+      help: 'WAL the replication slot keeps on the server (pg_current_wal_lsn() - restart_lsn); absent while there is no valid slot',
       labelNames: ['slot_name'],
       registers: [registry],
       async collect() {

@@ -84,11 +84,9 @@ export async function listMigrations(directory = migrationsDirectory()): Promise
   }
   migrations.sort((a, b) => a.id - b.id);
   if (migrations.length === 0) {
-    throw new MigrationError(
-      'E_MIGRATIONS_MISSING',
-      `No migrations (000001.sql, ...) in ${directory}. The package is incomplete: reinstall hookbridge.`,
-      { details: { directory } },
-    );
+    throw new MigrationError('E_MIGRATIONS_MISSING', `No migrations (000001.sql, ...) in ${directory}. The package is incomplete: reinstall hookbridge.`, {
+      details: { directory },
+    });
   }
   return migrations;
 }
@@ -107,9 +105,13 @@ export async function listDefinitions(directory = join(migrationsDirectory(), DE
     const text = await readFile(join(directory, name), 'utf8');
     const revision = REVISION_LINE.exec(text)?.[1];
     if (!revision) {
-      throw new MigrationError('E_MIGRATIONS_MISSING', `${join(directory, name)} does not start with "-- revision: <number>": the package is damaged, reinstall hookbridge.`, {
-        details: { definition: name },
-      });
+      throw new MigrationError(
+        'E_MIGRATIONS_MISSING',
+        `${join(directory, name)} does not start with "-- revision: <number>": the package is damaged, reinstall hookbridge.`,
+        {
+          details: { definition: name },
+        },
+      );
     }
     definitions.push({ name, revision: Number(revision), text });
   }
@@ -237,9 +239,10 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
       const checksum = migrationChecksum(definition.text);
       try {
         const ran = await inLockedTransaction(async () => {
-          const { rows } = await client.query<{ revision: number; checksum: string }>(`select revision, checksum from ${quotedSchema}.definitions where name = $1`, [
-            definition.name,
-          ]);
+          const { rows } = await client.query<{ revision: number; checksum: string }>(
+            `select revision, checksum from ${quotedSchema}.definitions where name = $1`,
+            [definition.name],
+          );
           const recorded = rows[0];
           if (recorded && recorded.revision > definition.revision) {
             logger?.warn(

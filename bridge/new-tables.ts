@@ -56,14 +56,22 @@ export interface EventTriggerState {
 }
 
 const WITHOUT =
-  'a new table gets its filter trigger and joins the publication only at the bridge\'s next check (every 2 s): rows written to it before ' +
+  "a new table gets its filter trigger and joins the publication only at the bridge's next check (every 2 s): rows written to it before " +
   'that are not filtered, and reach action hooks as catch-up creates (each row as it stood then; updates and deletes before it are not replayed)';
 
 /** Whether the event trigger is in place, and if not, what it costs and the statement that fixes it. */
 export async function readEventTrigger(pool: Pick<pg.Pool, 'query'>, schema: string): Promise<EventTriggerState> {
   const name = eventTriggerName(schema);
   const fn = `${pg.escapeIdentifier(schema)}.guard_new_tables()`;
-  const { rows } = await pool.query<{ installed: boolean; superuser: boolean; exists: boolean; enabled: boolean | null; ours: boolean | null; tags: string[] | null; event: string | null }>(
+  const { rows } = await pool.query<{
+    installed: boolean;
+    superuser: boolean;
+    exists: boolean;
+    enabled: boolean | null;
+    ours: boolean | null;
+    tags: string[] | null;
+    event: string | null;
+  }>(
     `select pg_catalog.to_regprocedure($2) is not null as installed, pg_catalog.current_setting('is_superuser')::boolean as superuser,
             e.oid is not null as exists, e.evtenabled <> 'D' as enabled,
             e.evtfoid = pg_catalog.to_regprocedure($2)::oid as ours, e.evttags::text[] as tags, e.evtevent::text as event
@@ -76,7 +84,11 @@ export async function readEventTrigger(pool: Pick<pg.Pool, 'query'>, schema: str
     return { state: 'missing', atNextStart: true, detail: `no event trigger ${name} yet: the bridge creates it at its next start (its role is a superuser)` };
   }
   if (!row?.installed) {
-    return { state: 'missing', detail: `hookbridge is not installed in this database yet; without the event trigger ${WITHOUT}`, fix: `start the bridge once, then as a superuser: ${create}` };
+    return {
+      state: 'missing',
+      detail: `hookbridge is not installed in this database yet; without the event trigger ${WITHOUT}`,
+      fix: `start the bridge once, then as a superuser: ${create}`,
+    };
   }
   if (!row.exists) return { state: 'missing', detail: `no event trigger ${name}: ${WITHOUT}`, fix: `as a superuser, once: ${create}` };
   const tagsOk = NEW_TABLE_TAGS.every((tag) => row.tags?.includes(tag));
@@ -88,7 +100,11 @@ export async function readEventTrigger(pool: Pick<pg.Pool, 'query'>, schema: str
     };
   }
   if (!row.enabled) {
-    return { state: 'disabled', detail: `the event trigger ${name} is disabled: ${WITHOUT}`, fix: `as a superuser: ALTER EVENT TRIGGER ${pg.escapeIdentifier(name)} ENABLE;` };
+    return {
+      state: 'disabled',
+      detail: `the event trigger ${name} is disabled: ${WITHOUT}`,
+      fix: `as a superuser: ALTER EVENT TRIGGER ${pg.escapeIdentifier(name)} ENABLE;`,
+    };
   }
   return { state: 'installed', detail: `event trigger ${name} guards tables in the transaction that creates them (${NEW_TABLE_TAGS.join(', ')})` };
 }
@@ -199,16 +215,27 @@ export class NewTables {
               accountability_trigger = excluded.accountability_trigger, accountability_function = excluded.accountability_function,
               publication = excluded.publication, inserts_publication = excluded.inserts_publication, updated_at = now()`,
       [
-        FILTER_TRIGGER, `${quoted}.filter_trigger()`, ACCOUNTABILITY_TRIGGER, `${quoted}.accountability_trigger()`, publication, insertsPublicationName(publication),
-        FILTER_TRUNCATE_TRIGGER, `${quoted}.filter_truncate_trigger()`,
+        FILTER_TRIGGER,
+        `${quoted}.filter_trigger()`,
+        ACCOUNTABILITY_TRIGGER,
+        `${quoted}.accountability_trigger()`,
+        publication,
+        insertsPublicationName(publication),
+        FILTER_TRUNCATE_TRIGGER,
+        `${quoted}.filter_truncate_trigger()`,
       ],
     );
     // Every role's DDL calls these (after a superuser's REVOKE ... ON ALL FUNCTIONS IN SCHEMA, again).
     await pool.query(`grant execute on function ${quoted}.guard_table(oid, text), ${quoted}.guard_new_tables() to public`);
     const state = await installEventTrigger(pool, schema);
     this.#state = state;
-    if (state.state === 'installed') this.#logger.info({ eventTrigger: eventTriggerName(schema) }, 'new tables are guarded in the transaction that creates them');
-    else this.#logger.warn({ reason: state.refused ?? state.detail, fix: state.fix }, 'new tables are guarded only from the bridge\'s next check (no event trigger)');
+    if (state.state === 'installed')
+      this.#logger.info({ eventTrigger: eventTriggerName(schema) }, 'new tables are guarded in the transaction that creates them');
+    else
+      this.#logger.warn(
+        { reason: state.refused ?? state.detail, fix: state.fix },
+        "new tables are guarded only from the bridge's next check (no event trigger)",
+      );
   }
 
   /** Rewrites the rules when the hooks (or the extensions that are not loaded) changed. Serialised. */

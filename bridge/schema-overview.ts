@@ -42,9 +42,25 @@ export interface SchemaOverview {
 }
 
 const TYPES: Record<string, string> = {
-  int2: 'integer', int4: 'integer', int8: 'bigInteger', float4: 'float', float8: 'float', numeric: 'decimal',
-  varchar: 'string', bpchar: 'string', text: 'text', citext: 'text', bool: 'boolean', json: 'json', jsonb: 'json',
-  uuid: 'uuid', timestamptz: 'timestamp', timestamp: 'dateTime', date: 'date', time: 'time', timetz: 'time',
+  int2: 'integer',
+  int4: 'integer',
+  int8: 'bigInteger',
+  float4: 'float',
+  float8: 'float',
+  numeric: 'decimal',
+  varchar: 'string',
+  bpchar: 'string',
+  text: 'text',
+  citext: 'text',
+  bool: 'boolean',
+  json: 'json',
+  jsonb: 'json',
+  uuid: 'uuid',
+  timestamptz: 'timestamp',
+  timestamp: 'dateTime',
+  date: 'date',
+  time: 'time',
+  timetz: 'time',
   bytea: 'binary',
 };
 

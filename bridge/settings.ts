@@ -65,7 +65,10 @@ const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
 
 const text = (value: unknown): string => String(value);
 const integer = (min: number, max: number) => (value: unknown, name: string) => toInteger(name, value, min, max);
-const choice = <T extends string>(choices: readonly T[]) => (value: unknown, name: string) => toChoice(name, value, choices);
+const choice =
+  <T extends string>(choices: readonly T[]) =>
+  (value: unknown, name: string) =>
+    toChoice(name, value, choices);
 const identifier = (value: unknown, name: string) => toIdentifier(name, value);
 
 /**

@@ -73,7 +73,11 @@ async function startDatabase(options: TestBridgeOptions, scratch: string): Promi
     try {
       containers = (await import(moduleName)) as typeof import('@testcontainers/postgresql');
     } catch (error) {
-      throw new HookbridgeError('E_TESTCONTAINERS', 'postgres: "testcontainers" needs the @testcontainers/postgresql package: npm install -D @testcontainers/postgresql', { cause: error });
+      throw new HookbridgeError(
+        'E_TESTCONTAINERS',
+        'postgres: "testcontainers" needs the @testcontainers/postgresql package: npm install -D @testcontainers/postgresql',
+        { cause: error },
+      );
     }
     const image = options.image ?? DEFAULT_TESTCONTAINERS_IMAGE;
     const container = await new containers.PostgreSqlContainer(image)

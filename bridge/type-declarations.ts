@@ -94,7 +94,10 @@ export async function readDeclaredTables(pool: pg.Pool, exclude: readonly string
       order by n.nspname, c.relname, a.attnum`,
     [exclude],
   );
-  const types = await readTypes(pool, columns.map((c) => c.type));
+  const types = await readTypes(
+    pool,
+    columns.map((c) => c.type),
+  );
   const tables = new Map<number, DeclaredTable & { primaryKey: Array<[number, string]>; replident: string }>();
   for (const row of columns) {
     let table = tables.get(row.relid);
@@ -227,7 +230,13 @@ function withDimensions(type: TsType, dims: number): TsType {
 const STRING: TsType = { kind: 'string' };
 const NUMBER: TsType = { kind: 'number' };
 const DATE: TsType = { kind: 'date' };
-const POINT: TsType = { kind: 'object', fields: [{ name: 'x', type: NUMBER, nullable: false }, { name: 'y', type: NUMBER, nullable: false }] };
+const POINT: TsType = {
+  kind: 'object',
+  fields: [
+    { name: 'x', type: NUMBER, nullable: false },
+    { name: 'y', type: NUMBER, nullable: false },
+  ],
+};
 const array = (element: TsType): TsType => ({ kind: 'array', element });
 
 /**
@@ -244,7 +253,17 @@ export const DRIVER_TYPES: ReadonlyMap<number, TsType> = new Map<number, TsType>
   [114, { kind: 'json' }],
   [3802, { kind: 'json' }],
   [600, POINT],
-  [718, { kind: 'object', fields: [{ name: 'x', type: NUMBER, nullable: false }, { name: 'y', type: NUMBER, nullable: false }, { name: 'radius', type: NUMBER, nullable: false }] }],
+  [
+    718,
+    {
+      kind: 'object',
+      fields: [
+        { name: 'x', type: NUMBER, nullable: false },
+        { name: 'y', type: NUMBER, nullable: false },
+        { name: 'radius', type: NUMBER, nullable: false },
+      ],
+    },
+  ],
   [700, NUMBER],
   [701, NUMBER],
   [1082, DATE],

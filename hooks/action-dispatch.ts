@@ -52,13 +52,7 @@ export class ActionAborted extends Error {
  * Calls one handler with `{ ...meta, event }`. `ownsMeta`: the caller made `meta` for this call alone,
  * so it is completed in place instead of copied (the replication path does this once per change).
  */
-export async function invokeAction(
-  entry: ActionEntry,
-  event: EventRef,
-  meta: Record<string, unknown>,
-  context: HookContext,
-  ownsMeta = false,
-): Promise<void> {
+export async function invokeAction(entry: ActionEntry, event: EventRef, meta: Record<string, unknown>, context: HookContext, ownsMeta = false): Promise<void> {
   const name = eventNameFor(entry.pattern, event);
   if (ownsMeta) {
     meta['event'] = name;

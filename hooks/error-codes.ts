@@ -19,7 +19,7 @@ export const ERROR_CODES = {
   E_BRIDGE_RUNNING: '64 bridges (the most one database can run) already serve this database; this one stopped without touching them',
   E_WAL_LEVEL: '`wal_level` is not `logical`',
   E_REPLICATION_PRIVILEGE: "the bridge's role lacks `REPLICATION`",
-  E_ROLE_UNKNOWN: "the connected role is not in `pg_roles` (dropped while connected)",
+  E_ROLE_UNKNOWN: 'the connected role is not in `pg_roles` (dropped while connected)',
   E_SLOTS_EXHAUSTED: 'no free replication slot',
   E_WAL_SENDERS: 'no free WAL sender',
   E_SLOT_PLUGIN: 'a slot of that name uses another output plugin than `pgoutput`',
@@ -31,7 +31,8 @@ export const ERROR_CODES = {
   E_SLOT_VANISHED: 'the slot was dropped right after it was created (another process dropping slots)',
   E_SLOT_BUSY: 'the slot stayed in use by another process when it was to be dropped (`uninstall`)',
   E_PUBLICATION_SYNC: 'a table could not be published or unpublished (its privileges, or it changed meanwhile): reported, the other tables done (retried)',
-  E_PUBLICATION_LOCK_TIMEOUT: 'a table (left as it was, the other tables done) or the publication itself stayed locked while the publication sync waited (retried)',
+  E_PUBLICATION_LOCK_TIMEOUT:
+    'a table (left as it was, the other tables done) or the publication itself stayed locked while the publication sync waited (retried)',
   E_PUBLICATION_ALL_TABLES: "the publication of hookbridge's name is `FOR ALL TABLES`; hookbridge manages its table list itself",
   E_PUBLICATION_NAME: 'the publication name is too long for the names hookbridge derives from it',
   E_PGOUTPUT: 'the replication stream sent something the decoder cannot read',
@@ -46,7 +47,8 @@ export const ERROR_CODES = {
     'A database installed before checksums existed has its files recorded as they are at its first start with them: what an earlier build applied is not checked',
   E_DATA_DIR_IN_USE: 'another bridge runs the embedded Postgres of this data folder',
   E_SERVICE_NOT_OFFERED: 'a hook constructed a Directus service hookbridge does not offer (`MailService`, `FilesService`, ...)',
-  E_TESTCONTAINERS: "`startTestBridge({ postgres: 'testcontainers' })` could not start its container (the package or Docker is missing, or the image cannot be had)",
+  E_TESTCONTAINERS:
+    "`startTestBridge({ postgres: 'testcontainers' })` could not start its container (the package or Docker is missing, or the image cannot be had)",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -21,9 +21,7 @@ export class HookbridgeError extends Error {
 
 /** Recognises errors from other copies of this module too, where `instanceof` fails. */
 export function isHookbridgeError(value: unknown, code?: string): value is HookbridgeError {
-  const matches =
-    value instanceof HookbridgeError ||
-    (isObject(value) && value['name'] === 'HookbridgeError' && typeof value['code'] === 'string');
+  const matches = value instanceof HookbridgeError || (isObject(value) && value['name'] === 'HookbridgeError' && typeof value['code'] === 'string');
   return matches && (code === undefined || (value as HookbridgeError).code === code);
 }
 
@@ -37,9 +35,7 @@ export interface DirectusError<Extensions = unknown> extends Error {
 }
 
 /** Errors whose extensions carry a `reason` also take the reason alone, as a string or an Error. */
-export type ExtensionsInput<Extensions> = Extensions extends { reason: string }
-  ? Extensions | string | Error
-  : Extensions;
+export type ExtensionsInput<Extensions> = Extensions extends { reason: string } ? Extensions | string | Error : Extensions;
 
 export interface DirectusErrorConstructor<Extensions = void> {
   new (extensions: ExtensionsInput<Extensions>, options?: ErrorOptions): DirectusError<Extensions>;
@@ -88,24 +84,33 @@ function buildMessage<E>(code: string, message: string | ((extensions: E) => str
 }
 
 /** Duck-typed, so errors from a real `@directus/errors` or another copy of this module count. */
-export function isDirectusError<Extensions = unknown>(
-  value: unknown,
-  code?: string,
-): value is DirectusError<Extensions> {
+export function isDirectusError<Extensions = unknown>(value: unknown, code?: string): value is DirectusError<Extensions> {
   if (!isObject(value) || value['name'] !== 'DirectusError' || typeof value['code'] !== 'string') return false;
   return code === undefined || value['code'] === code.toUpperCase();
 }
 
 export const ErrorCode = {
-  ContainsNullValues: 'CONTAINS_NULL_VALUES', ContentTooLarge: 'CONTENT_TOO_LARGE', Forbidden: 'FORBIDDEN',
-  Internal: 'INTERNAL', InvalidCredentials: 'INVALID_CREDENTIALS', InvalidForeignKey: 'INVALID_FOREIGN_KEY',
-  InvalidPayload: 'INVALID_PAYLOAD', InvalidQuery: 'INVALID_QUERY', InvalidToken: 'INVALID_TOKEN',
-  LimitExceeded: 'LIMIT_EXCEEDED', MethodNotAllowed: 'METHOD_NOT_ALLOWED',
-  NotNullViolation: 'NOT_NULL_VIOLATION', RecordNotUnique: 'RECORD_NOT_UNIQUE',
-  RequestsExceeded: 'REQUESTS_EXCEEDED', RouteNotFound: 'ROUTE_NOT_FOUND',
-  ServiceUnavailable: 'SERVICE_UNAVAILABLE', TokenExpired: 'TOKEN_EXPIRED',
-  UnprocessableContent: 'UNPROCESSABLE_CONTENT', UnsupportedMediaType: 'UNSUPPORTED_MEDIA_TYPE',
-  ValueOutOfRange: 'VALUE_OUT_OF_RANGE', ValueTooLong: 'VALUE_TOO_LONG',
+  ContainsNullValues: 'CONTAINS_NULL_VALUES',
+  ContentTooLarge: 'CONTENT_TOO_LARGE',
+  Forbidden: 'FORBIDDEN',
+  Internal: 'INTERNAL',
+  InvalidCredentials: 'INVALID_CREDENTIALS',
+  InvalidForeignKey: 'INVALID_FOREIGN_KEY',
+  InvalidPayload: 'INVALID_PAYLOAD',
+  InvalidQuery: 'INVALID_QUERY',
+  InvalidToken: 'INVALID_TOKEN',
+  LimitExceeded: 'LIMIT_EXCEEDED',
+  MethodNotAllowed: 'METHOD_NOT_ALLOWED',
+  NotNullViolation: 'NOT_NULL_VIOLATION',
+  RecordNotUnique: 'RECORD_NOT_UNIQUE',
+  RequestsExceeded: 'REQUESTS_EXCEEDED',
+  RouteNotFound: 'ROUTE_NOT_FOUND',
+  ServiceUnavailable: 'SERVICE_UNAVAILABLE',
+  TokenExpired: 'TOKEN_EXPIRED',
+  UnprocessableContent: 'UNPROCESSABLE_CONTENT',
+  UnsupportedMediaType: 'UNSUPPORTED_MEDIA_TYPE',
+  ValueOutOfRange: 'VALUE_OUT_OF_RANGE',
+  ValueTooLong: 'VALUE_TOO_LONG',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -143,8 +148,7 @@ export interface RecordNotUniqueErrorExtensions extends FieldErrorExtensions {
   primaryKey?: boolean;
 }
 
-const reasonError = (code: string, prefix: string, status: number) =>
-  createError<ReasonExtensions>(code, (e) => withReason(prefix, e?.reason), status);
+const reasonError = (code: string, prefix: string, status: number) => createError<ReasonExtensions>(code, (e) => withReason(prefix, e?.reason), status);
 export const InvalidPayloadError = reasonError(ErrorCode.InvalidPayload, 'Invalid payload.', 400);
 export const ForbiddenError = createError(ErrorCode.Forbidden, "You don't have permission to access this.", 403);
 export const ServiceUnavailableError = createError<ServiceUnavailableErrorExtensions>(
@@ -159,8 +163,7 @@ export const RecordNotUniqueError = createError<RecordNotUniqueErrorExtensions>(
   (e) => fieldSentence('Value', 'has to be unique.', e),
   400,
 );
-const fieldError = (code: string, start: string, end: string) =>
-  createError<FieldErrorExtensions>(code, (e) => fieldSentence(start, end, e), 400);
+const fieldError = (code: string, start: string, end: string) => createError<FieldErrorExtensions>(code, (e) => fieldSentence(start, end, e), 400);
 export const NotNullViolationError = fieldError(ErrorCode.NotNullViolation, 'Value', "can't be null.");
 export const ValueTooLongError = fieldError(ErrorCode.ValueTooLong, 'Value', 'is too long.');
 export const ValueOutOfRangeError = fieldError(ErrorCode.ValueOutOfRange, 'Numeric value', 'is out of range.');
@@ -174,11 +177,7 @@ export const ContainsNullValuesError = createError<{ collection: string; field: 
   (e) => `Field "${e.field}" in collection "${e.collection}" contains null values.`,
   400,
 );
-export const RouteNotFoundError = createError<{ path: string }>(
-  ErrorCode.RouteNotFound,
-  (e) => `Route ${e.path} doesn't exist.`,
-  404,
-);
+export const RouteNotFoundError = createError<{ path: string }>(ErrorCode.RouteNotFound, (e) => `Route ${e.path} doesn't exist.`, 404);
 export const InternalServerError = createError(ErrorCode.Internal, 'An unexpected error occurred.', 500);
 export const InvalidCredentialsError = createError(ErrorCode.InvalidCredentials, 'Invalid user credentials.', 401);
 export const InvalidTokenError = createError(ErrorCode.InvalidToken, 'Invalid token.', 403);
@@ -205,17 +204,18 @@ export const HitRateLimitError = createError<{ limit: number; reset: Date }>(
   429,
 );
 // Directus answers 403 here (its own source), not 400.
-export const LimitExceededError = createError<{ category: string }>(
-  ErrorCode.LimitExceeded,
-  (e) => `${e.category} limit exceeded.`,
-  403,
-);
+export const LimitExceededError = createError<{ category: string }>(ErrorCode.LimitExceeded, (e) => `${e.category} limit exceeded.`, 403);
 export const ContentTooLargeError = createError(ErrorCode.ContentTooLarge, 'Uploaded content is too large.', 413);
 
 /** The `ms` package's short form ("750ms", "3s", "2m", "5h", "1d"), which Directus uses here. */
 function shortDuration(ms: number): string {
   const abs = Math.abs(ms);
-  const units: [number, string][] = [[86_400_000, 'd'], [3_600_000, 'h'], [60_000, 'm'], [1000, 's']];
+  const units: [number, string][] = [
+    [86_400_000, 'd'],
+    [3_600_000, 'h'],
+    [60_000, 'm'],
+    [1000, 's'],
+  ];
   for (const [size, unit] of units) if (abs >= size) return `${Math.round(ms / size)}${unit}`;
   return `${Math.round(ms)}ms`;
 }
@@ -243,19 +243,29 @@ export class BaseException extends Error {
 }
 
 export class InvalidPayloadException extends BaseException {
-  constructor(message: ExceptionMessage, extensions?: Ext) { super(message, 400, 'INVALID_PAYLOAD', extensions); }
+  constructor(message: ExceptionMessage, extensions?: Ext) {
+    super(message, 400, 'INVALID_PAYLOAD', extensions);
+  }
 }
 export class ForbiddenException extends BaseException {
-  constructor() { super("You don't have permission to access this.", 403, 'FORBIDDEN'); }
+  constructor() {
+    super("You don't have permission to access this.", 403, 'FORBIDDEN');
+  }
 }
 export class ServiceUnavailableException extends BaseException {
-  constructor(message: ExceptionMessage, extensions?: Ext) { super(message, 503, 'SERVICE_UNAVAILABLE', extensions); }
+  constructor(message: ExceptionMessage, extensions?: Ext) {
+    super(message, 503, 'SERVICE_UNAVAILABLE', extensions);
+  }
 }
 export class InvalidQueryException extends BaseException {
-  constructor(message: ExceptionMessage) { super(message, 400, 'INVALID_QUERY'); }
+  constructor(message: ExceptionMessage) {
+    super(message, 400, 'INVALID_QUERY');
+  }
 }
 export class UnprocessableEntityException extends BaseException {
-  constructor(message: ExceptionMessage) { super(message, 422, 'UNPROCESSABLE_ENTITY'); }
+  constructor(message: ExceptionMessage) {
+    super(message, 422, 'UNPROCESSABLE_ENTITY');
+  }
 }
 /**
  * Directus 9 builds this from a Joi error item: `path[0]` becomes `field`, and Joi's own `type` is kept
@@ -269,16 +279,24 @@ export class FailedValidationException extends BaseException {
   }
 }
 export class RouteNotFoundException extends BaseException {
-  constructor(path: string) { super(`Route ${path} doesn't exist.`, 404, 'ROUTE_NOT_FOUND'); }
+  constructor(path: string) {
+    super(`Route ${path} doesn't exist.`, 404, 'ROUTE_NOT_FOUND');
+  }
 }
 export class InvalidCredentialsException extends BaseException {
-  constructor(message: ExceptionMessage = 'Invalid user credentials.') { super(message, 401, 'INVALID_CREDENTIALS'); }
+  constructor(message: ExceptionMessage = 'Invalid user credentials.') {
+    super(message, 401, 'INVALID_CREDENTIALS');
+  }
 }
 export class InvalidTokenException extends BaseException {
-  constructor(message: ExceptionMessage = 'Invalid token') { super(message, 401, 'INVALID_TOKEN'); }
+  constructor(message: ExceptionMessage = 'Invalid token') {
+    super(message, 401, 'INVALID_TOKEN');
+  }
 }
 export class TokenExpiredException extends BaseException {
-  constructor(message: ExceptionMessage = 'Token expired.') { super(message, 401, 'TOKEN_EXPIRED'); }
+  constructor(message: ExceptionMessage = 'Token expired.') {
+    super(message, 401, 'TOKEN_EXPIRED');
+  }
 }
 export class MethodNotAllowedException extends BaseException {
   constructor(message: ExceptionMessage = 'Method not allowed.', extensions?: Ext) {
@@ -291,7 +309,9 @@ export class UnsupportedMediaTypeException extends BaseException {
   }
 }
 export class HitRateLimitException extends BaseException {
-  constructor(message: ExceptionMessage, extensions?: Ext) { super(message, 429, 'REQUESTS_EXCEEDED', extensions); }
+  constructor(message: ExceptionMessage, extensions?: Ext) {
+    super(message, 429, 'REQUESTS_EXCEEDED', extensions);
+  }
 }
 export class InvalidConfigException extends BaseException {
   constructor(message: ExceptionMessage = 'Invalid config', extensions?: Ext) {
@@ -299,7 +319,9 @@ export class InvalidConfigException extends BaseException {
   }
 }
 export class IllegalAssetTransformation extends BaseException {
-  constructor(message: ExceptionMessage) { super(message, 400, 'ILLEGAL_ASSET_TRANSFORMATION'); }
+  constructor(message: ExceptionMessage) {
+    super(message, 400, 'ILLEGAL_ASSET_TRANSFORMATION');
+  }
 }
 export class RangeNotSatisfiableException extends BaseException {
   constructor(range?: { start?: number; end?: number }) {
@@ -312,8 +334,7 @@ export class RangeNotSatisfiableException extends BaseException {
 
 // The database exceptions take the offending field first, as Directus 9's own did, and name it when known.
 type FieldExt = { collection?: string; field?: string | null } & Ext;
-const about = (field: string | null, head: string, link: string, tail: string) =>
-  `${head}${field ? ` ${link}"${field}"` : ''}${tail}`;
+const about = (field: string | null, head: string, link: string, tail: string) => `${head}${field ? ` ${link}"${field}"` : ''}${tail}`;
 export class RecordNotUniqueException extends BaseException {
   constructor(field: string | null, extensions?: FieldExt) {
     super(about(field, 'Field', '', ' has to be unique.'), 400, 'RECORD_NOT_UNIQUE', extensions);
@@ -347,12 +368,29 @@ export class InvalidForeignKeyException extends BaseException {
 
 /** What Directus 9 hands hooks as `context.exceptions`. */
 export const exceptions = Object.freeze({
-  BaseException, ContainsNullValuesException, FailedValidationException, ForbiddenException, HitRateLimitException,
-  IllegalAssetTransformation, InvalidConfigException, InvalidCredentialsException, InvalidForeignKeyException,
-  InvalidPayloadException, InvalidQueryException, InvalidTokenException, MethodNotAllowedException,
-  NotNullViolationException, RangeNotSatisfiableException, RecordNotUniqueException, RouteNotFoundException,
-  ServiceUnavailableException, TokenExpiredException, UnprocessableEntityException, UnsupportedMediaTypeException,
-  ValueOutOfRangeException, ValueTooLongException,
+  BaseException,
+  ContainsNullValuesException,
+  FailedValidationException,
+  ForbiddenException,
+  HitRateLimitException,
+  IllegalAssetTransformation,
+  InvalidConfigException,
+  InvalidCredentialsException,
+  InvalidForeignKeyException,
+  InvalidPayloadException,
+  InvalidQueryException,
+  InvalidTokenException,
+  MethodNotAllowedException,
+  NotNullViolationException,
+  RangeNotSatisfiableException,
+  RecordNotUniqueException,
+  RouteNotFoundException,
+  ServiceUnavailableException,
+  TokenExpiredException,
+  UnprocessableEntityException,
+  UnsupportedMediaTypeException,
+  ValueOutOfRangeException,
+  ValueTooLongException,
 });
 
 // What the writer sees

@@ -8,9 +8,31 @@ import type { InitEvent, ItemAction } from './event-name.js';
 
 /** What `String.prototype.trim` removes. */
 type Whitespace =
-  | ' ' | '\t' | '\n' | '\v' | '\f' | '\r' | '\u00a0' | '\u1680' | '\u2000' | '\u2001' | '\u2002' | '\u2003'
-  | '\u2004' | '\u2005' | '\u2006' | '\u2007' | '\u2008' | '\u2009' | '\u200a' | '\u2028' | '\u2029' | '\u202f'
-  | '\u205f' | '\u3000' | '\ufeff';
+  | ' '
+  | '\t'
+  | '\n'
+  | '\v'
+  | '\f'
+  | '\r'
+  | '\u00a0'
+  | '\u1680'
+  | '\u2000'
+  | '\u2001'
+  | '\u2002'
+  | '\u2003'
+  | '\u2004'
+  | '\u2005'
+  | '\u2006'
+  | '\u2007'
+  | '\u2008'
+  | '\u2009'
+  | '\u200a'
+  | '\u2028'
+  | '\u2029'
+  | '\u202f'
+  | '\u205f'
+  | '\u3000'
+  | '\ufeff';
 type TrimStart<S extends string> = S extends `${Whitespace}${infer R}` ? TrimStart<R> : S;
 type TrimEnd<S extends string> = S extends `${infer R}${Whitespace}` ? TrimEnd<R> : S;
 export type Trim<S extends string> = TrimEnd<TrimStart<S>>;
@@ -31,11 +53,8 @@ type GlobMatches<Pattern extends string, Value extends string> = Pattern extends
   : Pattern extends Value
     ? true
     : false;
-type StarMatches<Tail extends string, Value extends string> = GlobMatches<Tail, Value> extends false
-  ? Value extends `${string}${infer Rest}`
-    ? StarMatches<Tail, Rest>
-    : false
-  : true;
+type StarMatches<Tail extends string, Value extends string> =
+  GlobMatches<Tail, Value> extends false ? (Value extends `${string}${infer Rest}` ? StarMatches<Tail, Rest> : false) : true;
 /** The members of `Values` that `Pattern` matches. */
 export type Matching<Pattern extends string, Values extends string> = Values extends unknown
   ? true extends GlobMatches<Pattern, Values>
@@ -81,13 +100,14 @@ type Items<Kind extends 'filter' | 'action', Action extends string, Collection e
 type UnknownAction<Action extends string> = Refused<`unknown action "${Action}"; item actions are ${ActionList}`>;
 
 /** `parseEventName(name, kind)` for `filter()` and `action()`. */
-export type ParseEventName<Name extends string, Kind extends 'filter' | 'action'> = Trim<Name> extends infer T extends string
-  ? T extends ''
-    ? Refused<'it is empty'>
-    : T extends InitEvent
-      ? Refused<'it is an init event; register it with init()'>
-      : WithSuffix<T, Kind>
-  : never;
+export type ParseEventName<Name extends string, Kind extends 'filter' | 'action'> =
+  Trim<Name> extends infer T extends string
+    ? T extends ''
+      ? Refused<'it is empty'>
+      : T extends InitEvent
+        ? Refused<'it is an init event; register it with init()'>
+        : WithSuffix<T, Kind>
+    : never;
 
 type WithSuffix<T extends string, Kind extends 'filter' | 'action'> = T extends `${infer Rest}${'.' | ':'}before`
   ? Rest extends ''
@@ -103,21 +123,22 @@ type WithSuffix<T extends string, Kind extends 'filter' | 'action'> = T extends 
         : Refused<'the "after" suffix makes it an action, but it was registered with filter(); drop the suffix or register it with action()'>
     : ParseSegments<Split<T>, Kind>;
 
-type ParseSegments<S extends string[], Kind extends 'filter' | 'action'> = HasEmptySegment<S> extends true
-  ? Refused<'it has an empty segment'>
-  : S extends ['server', infer Action extends string]
-    ? Action extends 'start' | 'stop' | '*'
-      ? Kind extends 'action'
-        ? ParsedServer<Action>
-        : Refused<'server events are actions, not filters'>
-      : Refused<'unknown server event; known: server.start, server.stop'>
-    : StartsWithItems<S> extends true
-      ? ItemsFirst<S, Kind>
-      : S extends [...infer Collection extends [string, ...string[]], ItemWord, infer Action extends string]
-        ? IsActionPattern<Action> extends true
-          ? Items<Kind, Action, Join<Collection>>
-          : UnknownAction<Action>
-        : Refused<`unknown scope "${S[0]}"; write items.<action> or <collection>.items.<action> (actions: ${ActionList})`>;
+type ParseSegments<S extends string[], Kind extends 'filter' | 'action'> =
+  HasEmptySegment<S> extends true
+    ? Refused<'it has an empty segment'>
+    : S extends ['server', infer Action extends string]
+      ? Action extends 'start' | 'stop' | '*'
+        ? Kind extends 'action'
+          ? ParsedServer<Action>
+          : Refused<'server events are actions, not filters'>
+        : Refused<'unknown server event; known: server.start, server.stop'>
+      : StartsWithItems<S> extends true
+        ? ItemsFirst<S, Kind>
+        : S extends [...infer Collection extends [string, ...string[]], ItemWord, infer Action extends string]
+          ? IsActionPattern<Action> extends true
+            ? Items<Kind, Action, Join<Collection>>
+            : UnknownAction<Action>
+          : Refused<`unknown scope "${S[0]}"; write items.<action> or <collection>.items.<action> (actions: ${ActionList})`>;
 
 /** `first === 'items' || first === 'item' || (first === '*' && segments[1] !== 'items' && segments[1] !== 'item')` */
 type StartsWithItems<S extends string[]> = S[0] extends ItemWord ? true : S[0] extends '*' ? (S[1] extends ItemWord ? false : true) : false;
@@ -140,4 +161,3 @@ type ItemsFirst<S extends string[], Kind extends 'filter' | 'action'> = S extend
 /** A string that is one literal name, not `string` nor a pattern like `${string}.items.create`. */
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- `{}` is what a literal key set is not assignable from
 export type IsLiteral<S extends string> = {} extends Record<S, 1> ? false : true;
-

@@ -48,11 +48,44 @@ export type InitEvent = (typeof INIT_EVENTS)[number];
 
 /** Directus system scopes: they name Directus' own tables, which a plain database does not have. */
 const DIRECTUS_SYSTEM_SCOPES = new Set([
-  'activity', 'auth', 'collections', 'dashboards', 'extensions', 'fields', 'files', 'flows', 'folders',
-  'notifications', 'operations', 'panels', 'permissions', 'policies', 'presets', 'relations', 'request',
-  'response', 'revisions', 'roles', 'settings', 'shares', 'translations', 'users', 'versions', 'webhooks',
-  'websocket', 'database', 'email', 'server', 'cli', 'app', 'routes', 'middlewares', 'file', 'field',
-  'collection', 'application',
+  'activity',
+  'auth',
+  'collections',
+  'dashboards',
+  'extensions',
+  'fields',
+  'files',
+  'flows',
+  'folders',
+  'notifications',
+  'operations',
+  'panels',
+  'permissions',
+  'policies',
+  'presets',
+  'relations',
+  'request',
+  'response',
+  'revisions',
+  'roles',
+  'settings',
+  'shares',
+  'translations',
+  'users',
+  'versions',
+  'webhooks',
+  'websocket',
+  'database',
+  'email',
+  'server',
+  'cli',
+  'app',
+  'routes',
+  'middlewares',
+  'file',
+  'field',
+  'collection',
+  'application',
 ]);
 
 export type EventPattern =
@@ -172,10 +205,7 @@ export function parseEventName(name: string, kind?: HookKind): EventPattern {
         `for a table named ${first} write "${first}.items.${segments[1] ?? 'create'}"`,
     );
   }
-  throw new EventNameError(
-    name,
-    `unknown scope "${first}"; write items.<action> or <collection>.items.<action> (actions: ${ITEM_ACTIONS.join(', ')})`,
-  );
+  throw new EventNameError(name, `unknown scope "${first}"; write items.<action> or <collection>.items.<action> (actions: ${ITEM_ACTIONS.join(', ')})`);
 }
 
 function itemPattern(kind: 'filter' | 'action', action: string, collection: string | null, source: string): EventPattern {
@@ -233,9 +263,7 @@ export function matchesEvent(pattern: EventPattern, event: EventRef): boolean {
 export function eventNameFor(pattern: EventPattern, event: EventRef): string {
   if (event.scope === 'server') return `server.${event.action}`;
   if (event.scope === 'custom') return event.action;
-  return pattern.collection !== null && event.collection !== undefined
-    ? `${event.collection}.items.${event.action}`
-    : `items.${event.action}`;
+  return pattern.collection !== null && event.collection !== undefined ? `${event.collection}.items.${event.action}` : `items.${event.action}`;
 }
 
 /** The canonical spelling of a pattern, for status output and logs. */

@@ -66,9 +66,7 @@ type HasDeclarations = [DeclaredCollection] extends [never] ? false : true;
 export type CollectionRow<C extends string> = C extends DeclaredCollection ? Collections[C] : Record<string, any>;
 
 /** The key a collection's events carry (`key`, `keys`): its primary key's value, an object for a composite one. */
-export type CollectionKey<C extends string> = C extends keyof CollectionPrimaryKeys
-  ? KeyFromColumns<CollectionRow<C>, CollectionPrimaryKeys[C]>
-  : unknown;
+export type CollectionKey<C extends string> = C extends keyof CollectionPrimaryKeys ? KeyFromColumns<CollectionRow<C>, CollectionPrimaryKeys[C]> : unknown;
 
 type KeyFromColumns<Row, Columns> = Columns extends []
   ? null
@@ -92,24 +90,22 @@ type MatchedCollections<Collection extends string | null> = HasDeclarations exte
       ? Matching<Collection & string, DeclaredCollection>
       : Collection & DeclaredCollection;
 
-type CheckCollection<P extends Parsed> = P extends ParsedItems<'filter' | 'action', string, infer Collection>
-  ? Collection extends string
-    ? [MatchedCollections<Collection>] extends [never]
-      ? Collection extends `${string}*${string}`
-        ? Refused<`no declared collection matches "${Collection}" (declared by hookbridge types; run it again after schema changes)`>
-        : Refused<`there is no collection "${Collection}" among the declared ones (declared by hookbridge types; run it again after schema changes)`>
+type CheckCollection<P extends Parsed> =
+  P extends ParsedItems<'filter' | 'action', string, infer Collection>
+    ? Collection extends string
+      ? [MatchedCollections<Collection>] extends [never]
+        ? Collection extends `${string}*${string}`
+          ? Refused<`no declared collection matches "${Collection}" (declared by hookbridge types; run it again after schema changes)`>
+          : Refused<`there is no collection "${Collection}" among the declared ones (declared by hookbridge types; run it again after schema changes)`>
+        : P
       : P
-    : P
-  : P;
+    : P;
 
 type Checked<Name extends string, Kind extends 'filter' | 'action'> = CheckCollection<ParseEventName<Name, Kind>>;
 
 /** The name itself when it is valid, else the reason, which the compiler shows in its error. */
-type Valid<Name extends string, Kind extends 'filter' | 'action'> = IsLiteral<Name> extends false
-  ? Name
-  : Checked<Name, Kind> extends Refused<infer Reason>
-    ? `✗ invalid event name "${Name}": ${Reason}`
-    : Name;
+type Valid<Name extends string, Kind extends 'filter' | 'action'> =
+  IsLiteral<Name> extends false ? Name : Checked<Name, Kind> extends Refused<infer Reason> ? `✗ invalid event name "${Name}": ${Reason}` : Name;
 
 export type FilterEventName<Name extends string> = Name extends unknown ? Valid<Name, 'filter'> : never;
 export type ActionEventName<Name extends string> = Name extends unknown ? Valid<Name, 'action'> : never;
@@ -139,17 +135,18 @@ interface Heard<Action extends ItemAction, Collection extends string, Event exte
   event: Event;
 }
 
-type HeardEvents<P> = P extends ParsedItems<infer Kind, infer Action, infer Collection>
-  ? MatchedActions<Action, Kind> extends infer A extends ItemAction
-    ? A extends unknown
-      ? MatchedCollections<Collection> extends infer C extends string
-        ? C extends unknown
-          ? Heard<A, C, Collection extends null ? `items.${A}` : `${C}.items.${A}`>
+type HeardEvents<P> =
+  P extends ParsedItems<infer Kind, infer Action, infer Collection>
+    ? MatchedActions<Action, Kind> extends infer A extends ItemAction
+      ? A extends unknown
+        ? MatchedCollections<Collection> extends infer C extends string
+          ? C extends unknown
+            ? Heard<A, C, Collection extends null ? `items.${A}` : `${C}.items.${A}`>
+            : never
           : never
         : never
       : never
-    : never
-  : never;
+    : never;
 
 type Events<Name extends string, Kind extends 'filter' | 'action'> = Name extends unknown ? HeardEvents<Checked<Name, Kind>> : never;
 
@@ -236,48 +233,50 @@ export interface ActionReadMeta<C extends string = string, E extends string = st
   query: Query;
 }
 
-type FilterPayloadOf<H> = H extends Heard<infer A, infer C, string>
-  ? A extends 'create' | 'update'
-    ? Partial<CollectionRow<C>>
-    : A extends 'delete'
-      ? CollectionKey<C>[]
-      : A extends 'truncate'
-        ? null
-        : A extends 'read'
-          ? Partial<CollectionRow<C>>[]
-          : Query
-  : never;
-
-type FilterMetaOf<H> = H extends Heard<infer A, infer C, infer E>
-  ? A extends 'update'
-    ? FilterUpdateMeta<C, E>
-    : A extends 'delete'
-      ? FilterDeleteMeta<C, E>
-      : A extends 'truncate'
-        ? FilterTruncateMeta<C, E>
-        : A extends 'read'
-          ? FilterReadMeta<C, E>
-          : FilterCreateMeta<C, E>
-  : never;
-
-type ActionMetaOf<H> = H extends Heard<infer A, infer C, infer E>
-  ? A extends 'create'
-    ? ActionCreateMeta<C, E>
-    : A extends 'update'
-      ? ActionUpdateMeta<C, E>
+type FilterPayloadOf<H> =
+  H extends Heard<infer A, infer C, string>
+    ? A extends 'create' | 'update'
+      ? Partial<CollectionRow<C>>
       : A extends 'delete'
-        ? ActionDeleteMeta<C, E>
+        ? CollectionKey<C>[]
         : A extends 'truncate'
-          ? ActionTruncateMeta<C, E>
-          : ActionReadMeta<C, E>
-  : never;
+          ? null
+          : A extends 'read'
+            ? Partial<CollectionRow<C>>[]
+            : Query
+    : never;
+
+type FilterMetaOf<H> =
+  H extends Heard<infer A, infer C, infer E>
+    ? A extends 'update'
+      ? FilterUpdateMeta<C, E>
+      : A extends 'delete'
+        ? FilterDeleteMeta<C, E>
+        : A extends 'truncate'
+          ? FilterTruncateMeta<C, E>
+          : A extends 'read'
+            ? FilterReadMeta<C, E>
+            : FilterCreateMeta<C, E>
+    : never;
+
+type ActionMetaOf<H> =
+  H extends Heard<infer A, infer C, infer E>
+    ? A extends 'create'
+      ? ActionCreateMeta<C, E>
+      : A extends 'update'
+        ? ActionUpdateMeta<C, E>
+        : A extends 'delete'
+          ? ActionDeleteMeta<C, E>
+          : A extends 'truncate'
+            ? ActionTruncateMeta<C, E>
+            : ActionReadMeta<C, E>
+    : never;
 
 export interface ServerMeta<E extends string = string> {
   event: E;
   /** The HTTP server, when there is one. */
   server: unknown;
 }
-
 
 /** A filter's payload for an event name: `FilterPayload<'articles.items.create'>`. */
 export type FilterPayload<Name extends string> = FilterPayloadOf<Events<Name, 'filter'>>;
@@ -296,19 +295,21 @@ type Awaitable<T> = T | Promise<T>;
  * argument list per event, which would let `meta.collection` narrow `payload`, types only handlers
  * that declare all three parameters: TypeScript checks a shorter one against the whole tuple.)
  */
-export type FilterHandlerFor<Name extends string> = IsLiteral<Name> extends false
-  ? FilterHandler
-  : [Events<Name, 'filter'>] extends [never]
+export type FilterHandlerFor<Name extends string> =
+  IsLiteral<Name> extends false
     ? FilterHandler
-    : (
-        payload: FilterPayloadOf<Events<Name, 'filter'>>,
-        meta: FilterMetaOf<Events<Name, 'filter'>>,
-        context: HookContext,
-      ) => Awaitable<FilterPayloadOf<Events<Name, 'filter'>> | undefined | void>;
+    : [Events<Name, 'filter'>] extends [never]
+      ? FilterHandler
+      : (
+          payload: FilterPayloadOf<Events<Name, 'filter'>>,
+          meta: FilterMetaOf<Events<Name, 'filter'>>,
+          context: HookContext,
+        ) => Awaitable<FilterPayloadOf<Events<Name, 'filter'>> | undefined | void>;
 
 /** The handler `action(name, handler)` takes. */
-export type ActionHandlerFor<Name extends string> = IsLiteral<Name> extends false
-  ? (meta: Record<string, any>, context: HookContext) => unknown
-  : [ActionMeta<Name>] extends [never]
+export type ActionHandlerFor<Name extends string> =
+  IsLiteral<Name> extends false
     ? (meta: Record<string, any>, context: HookContext) => unknown
-    : (meta: ActionMeta<Name>, context: HookContext) => unknown;
+    : [ActionMeta<Name>] extends [never]
+      ? (meta: Record<string, any>, context: HookContext) => unknown
+      : (meta: ActionMeta<Name>, context: HookContext) => unknown;

@@ -42,8 +42,18 @@ export interface Discovery {
 }
 
 const TYPE_FOLDERS = new Set([
-  'hooks', 'endpoints', 'interfaces', 'displays', 'layouts', 'modules', 'panels', 'operations', 'bundles',
-  'migrations', 'themes', 'node_modules',
+  'hooks',
+  'endpoints',
+  'interfaces',
+  'displays',
+  'layouts',
+  'modules',
+  'panels',
+  'operations',
+  'bundles',
+  'migrations',
+  'themes',
+  'node_modules',
 ]);
 
 export async function discoverExtensions(root: string): Promise<Discovery> {

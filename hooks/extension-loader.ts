@@ -243,4 +243,3 @@ function encodeVlq(number: number): string {
   } while (value > 0);
   return out;
 }
-

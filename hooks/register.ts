@@ -14,15 +14,7 @@ import { HookbridgeError } from './errors.js';
 import { parseEventName, type EventPattern, type HookKind } from './event-name.js';
 import { Payload } from './payload.js';
 import { validateCronExpression } from './schedule.js';
-import type {
-  ActionHandler,
-  FilterHandler,
-  HookContext,
-  InitHandler,
-  RegisterContext,
-  RegisterFunctions,
-  ScheduleHandler,
-} from './types.js';
+import type { ActionHandler, FilterHandler, HookContext, InitHandler, RegisterContext, RegisterFunctions, ScheduleHandler } from './types.js';
 
 export type HookStyle = 'define-hook' | 'directus-9-rc' | 'directus-8';
 
@@ -75,11 +67,7 @@ export class RegistrationError extends HookbridgeError {
  * Calls the module's register function (or reads its hook object) and returns what it registered.
  * `exported` is the module's default export or `module.exports`.
  */
-export async function collectHooks(
-  exported: unknown,
-  extension: { name: string; path: string },
-  context: RegisterContext,
-): Promise<ExtensionHooks> {
+export async function collectHooks(exported: unknown, extension: { name: string; path: string }, context: RegisterContext): Promise<ExtensionHooks> {
   const hooks: ExtensionHooks = { name: extension.name, path: extension.path, handlers: [], schedules: [], embeds: 0 };
   const fail = (message: string, cause?: unknown): never => {
     throw new RegistrationError(extension.name, message, cause);
@@ -124,7 +112,8 @@ export async function collectHooks(
       fail(`its register function threw: ${(error as Error)?.message ?? String(error)}`, error);
     }
     if (returned !== undefined && returned !== null) {
-      if (!isPlainObject(returned)) fail(`its register function returned ${describe(returned)}; expected nothing, or an object of event handlers (Directus 9 RC)`);
+      if (!isPlainObject(returned))
+        fail(`its register function returned ${describe(returned)}; expected nothing, or an object of event handlers (Directus 9 RC)`);
       for (const [event, handler] of Object.entries(returned as Record<string, unknown>)) {
         if (typeof handler !== 'function') fail(`the handler returned for ${JSON.stringify(event)} is ${describe(handler)}, not a function`);
         addRcHandler(hooks, extension.name, event, handler as (...args: any[]) => unknown, fail);

@@ -60,9 +60,7 @@ export class HookRegistry {
     let hit = this.#cache.get(key);
     if (!hit) {
       hit = [
-        ...this.#extensions.flatMap((ext) =>
-          ext.handlers.filter((h) => h.kind === 'init' && h.pattern.action === name),
-        ),
+        ...this.#extensions.flatMap((ext) => ext.handlers.filter((h) => h.kind === 'init' && h.pattern.action === name)),
         ...this.#emitterEntries.filter((h) => h.kind === 'init' && h.pattern.action === name),
       ];
       this.#cache.set(key, hit);
@@ -86,9 +84,7 @@ export class HookRegistry {
     const key = `${kind}|${event.scope}|${event.action}|${event.collection ?? ''}`;
     let hit = this.#cache.get(key);
     if (!hit) {
-      const fromExtensions = this.#extensions.flatMap((ext) =>
-        ext.handlers.filter((h) => h.kind === kind && matchesEvent(h.pattern, event)),
-      );
+      const fromExtensions = this.#extensions.flatMap((ext) => ext.handlers.filter((h) => h.kind === kind && matchesEvent(h.pattern, event)));
       const fromEmitter = this.#emitterEntries.filter((h) => h.kind === kind && matchesEvent(h.pattern, event));
       hit = directusOrder([...fromExtensions, ...fromEmitter]);
       this.#cache.set(key, hit);

@@ -155,12 +155,14 @@ export class HookRuntime {
       const kept = previous.length ? ` (its previous version stays active: ${previous.map((ext) => ext.name).join(', ')})` : '';
       report.failed.push({ path: problem.path, code: 'E_EXTENSION_DISCOVERY', reason: problem.reason + kept });
     }
-    report.loaded = [...collected].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((ext) => ({
-      name: ext.name,
-      path: ext.path,
-      events: ext.handlers.map((h) => `${h.kind} ${formatPattern(h.pattern)}`),
-      schedules: ext.schedules.map((s) => s.expression),
-    }));
+    report.loaded = [...collected]
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .map((ext) => ({
+        name: ext.name,
+        path: ext.path,
+        events: ext.handlers.map((h) => `${h.kind} ${formatPattern(h.pattern)}`),
+        schedules: ext.schedules.map((s) => s.expression),
+      }));
 
     // What the bridge derives from the loaded set (which tables' changes are held for extensions that
     // are not loaded) changes in the same synchronous step as the registry: a change is never looked
@@ -213,7 +215,14 @@ export class HookRuntime {
   /** `server.start` / `server.stop` actions; `meta.server` is the HTTP server when there is one. */
   dispatchServerEvent(action: 'start' | 'stop', meta: Record<string, unknown> = {}): Promise<ActionFailure[]> {
     const event = { scope: 'server' as const, action };
-    return dispatchActions(this.registry.actions(event), event, { server: undefined, ...meta }, this.#defaultContext(), this.#logger, this.#options.actionPolicy);
+    return dispatchActions(
+      this.registry.actions(event),
+      event,
+      { server: undefined, ...meta },
+      this.#defaultContext(),
+      this.#logger,
+      this.#options.actionPolicy,
+    );
   }
 
   runInit(event: string, meta: Record<string, unknown> = {}): Promise<void> {

@@ -54,10 +54,7 @@ export type FilterHandler<Payload = any, Meta extends Record<string, any> = Reco
   context: HookContext,
 ) => Payload | undefined | void | Promise<Payload | undefined | void>;
 
-export type ActionHandler<Meta extends Record<string, any> = Record<string, any>> = (
-  meta: Meta,
-  context: HookContext,
-) => unknown;
+export type ActionHandler<Meta extends Record<string, any> = Record<string, any>> = (meta: Meta, context: HookContext) => unknown;
 
 export type InitHandler<Meta extends Record<string, any> = Record<string, any>> = (meta: Meta) => unknown;
 
@@ -83,7 +80,10 @@ export interface RegisterFunctions {
     handler: NoInfer<IsNameType<Name> extends true ? FilterHandlerFor<Name & string> : FilterHandler<Name>>,
   ): void;
   action<Name extends string>(event: ActionEventName<Name>, handler: NoInfer<ActionHandlerFor<Name>>): void;
-  init<Name extends string>(event: InitEventName<Name>, handler: NoInfer<InitHandler<{ event: Name extends InitEvent ? Name : string; [key: string]: any }>>): void;
+  init<Name extends string>(
+    event: InitEventName<Name>,
+    handler: NoInfer<InitHandler<{ event: Name extends InitEvent ? Name : string; [key: string]: any }>>,
+  ): void;
   schedule(cron: string, handler: ScheduleHandler): void;
   /** Accepted for compatibility; hookbridge serves no admin app, so the code goes nowhere. */
   embed(position: EmbedPosition, code: string | (() => string)): void;

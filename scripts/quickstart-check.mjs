@@ -41,7 +41,11 @@ const PSQL = new Map([
   ],
   [
     `insert into articles (title) values ('HelloWorld42') returning uuid`,
-    { exit: 0, stdout: /^\s*uuid\s*\n-+\n\s*[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\s*\n\(1 row\)\n\nINSERT 0 1\n$/, action: 'item created' },
+    {
+      exit: 0,
+      stdout: /^\s*uuid\s*\n-+\n\s*[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\s*\n\(1 row\)\n\nINSERT 0 1\n$/,
+      action: 'item created',
+    },
   ],
 ]);
 
@@ -68,10 +72,14 @@ function cloneState(clone) {
 function readQuickStart(readme) {
   const section = /^## Quick start\n([\s\S]*?)^## /m.exec(readme)?.[1] ?? fail('README.md has no "## Quick start" section');
   const blocks = [...section.matchAll(/^```sh\n([\s\S]*?)^```/gm)].map((m) =>
-    m[1].split('\n').map((line) => line.replace(/\s+#.*$/, '').trim()).filter(Boolean),
+    m[1]
+      .split('\n')
+      .map((line) => line.replace(/\s+#.*$/, '').trim())
+      .filter(Boolean),
   );
   const [setup, examples] = blocks;
-  if (JSON.stringify(setup) !== JSON.stringify(SETUP)) fail(`the quick start's first block changed: ${JSON.stringify(setup)}; update SETUP in ${fileURLToPath(import.meta.url)}`);
+  if (JSON.stringify(setup) !== JSON.stringify(SETUP))
+    fail(`the quick start's first block changed: ${JSON.stringify(setup)}; update SETUP in ${fileURLToPath(import.meta.url)}`);
   const psql = (examples ?? []).map((line) => {
     const sql = /^psql '<printed url>' -c "(.*)"$/.exec(line)?.[1];
     if (!sql || !PSQL.has(sql)) fail(`a quick start line this check does not know: ${line}; add it to PSQL in ${fileURLToPath(import.meta.url)}`);
@@ -83,7 +91,11 @@ function readQuickStart(readme) {
 
 function findPsql() {
   if (spawnSync('psql', ['--version']).status === 0) return 'psql';
-  const debian = existsSync('/usr/lib/postgresql') ? readdirSync('/usr/lib/postgresql').map((v) => `/usr/lib/postgresql/${v}/bin/psql`).filter(existsSync) : [];
+  const debian = existsSync('/usr/lib/postgresql')
+    ? readdirSync('/usr/lib/postgresql')
+        .map((v) => `/usr/lib/postgresql/${v}/bin/psql`)
+        .filter(existsSync)
+    : [];
   return debian.at(-1) ?? fail('psql is not installed (the quick start uses it)');
 }
 
@@ -135,7 +147,7 @@ function unexpectedLines(transcript) {
     } else {
       entry = null;
       if (STACK_FRAME.test(line)) problems.push(`a stack trace: ${line}`);
-      else if (!(line.trim() === '' || /^> /.test(line) || line === 'Embedded Postgres is running. Connect with:' || /^ {2}psql '[^']+'$/.test(line) )) {
+      else if (!(line.trim() === '' || /^> /.test(line) || line === 'Embedded Postgres is running. Connect with:' || /^ {2}psql '[^']+'$/.test(line))) {
         problems.push(`unexpected output: ${line}`);
       }
     }
@@ -166,7 +178,7 @@ async function main() {
   let passed = false;
   try {
     let t = Date.now();
-    console.log(`== git clone ${repo} ${clone}${flags.worktree ? ' (with the working tree\'s changes)' : ''}`);
+    console.log(`== git clone ${repo} ${clone}${flags.worktree ? " (with the working tree's changes)" : ''}`);
     git(work, 'clone', '--quiet', repo, clone);
     if (flags.worktree) {
       for (const file of git(repo, 'ls-files', '-z', '--modified', '--others', '--exclude-standard').split('\0').filter(Boolean)) {
@@ -188,8 +200,17 @@ async function main() {
     if (install.status !== 0) fail(`npm install exited ${install.status ?? install.signal}:\n${installOutput}`);
     const installProblems = installOutput
       .split('\n')
-      .filter((line) => !(line.trim() === '' || /^> /.test(line) || /^(added|changed|removed|up to date)\b.* in \S+$/.test(line) ||
-        /^\d+ packages? (is|are) looking for funding$/.test(line) || /^ {2}run `npm fund` for details$/.test(line) || line === 'found 0 vulnerabilities'));
+      .filter(
+        (line) =>
+          !(
+            line.trim() === '' ||
+            /^> /.test(line) ||
+            /^(added|changed|removed|up to date)\b.* in \S+$/.test(line) ||
+            /^\d+ packages? (is|are) looking for funding$/.test(line) ||
+            /^ {2}run `npm fund` for details$/.test(line) ||
+            line === 'found 0 vulnerabilities'
+          ),
+      );
     if (installProblems.length > 0) fail(`npm install printed what a newcomer should not see:\n${installProblems.join('\n')}`);
     const after = cloneState(clone);
     if (after !== before) fail(`npm install changed the clone:\n${git(clone, 'status', '--short')}${git(clone, 'diff', '--stat')}`);
@@ -263,7 +284,10 @@ async function main() {
     console.log(`   exited ${code} after ${seconds(t)}`);
 
     const problems = unexpectedLines(plain(raw));
-    if (problems.length > 0) fail(`npm start printed what a newcomer should not see (${problems.length} lines):\n${problems.slice(0, 40).join('\n')}\n\n--- the whole output ---\n${plain(raw)}`);
+    if (problems.length > 0)
+      fail(
+        `npm start printed what a newcomer should not see (${problems.length} lines):\n${problems.slice(0, 40).join('\n')}\n\n--- the whole output ---\n${plain(raw)}`,
+      );
     if (cloneState(clone) !== before) fail(`the quick start changed the clone:\n${git(clone, 'status', '--short')}`);
     passed = true;
     console.log(`\nquick start OK in ${seconds(started)}`);

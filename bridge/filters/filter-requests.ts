@@ -115,7 +115,12 @@ export function parseRequest(body: string): Record<string, LosslessValue> {
 type LosslessRow = Record<string, LosslessValue>;
 
 function asRow(value: LosslessValue | undefined): LosslessRow | null {
-  return value !== null && value !== undefined && typeof value === 'object' && !Array.isArray(value) && !(value instanceof JsonNumber) && !(value instanceof PlainJson)
+  return value !== null &&
+    value !== undefined &&
+    typeof value === 'object' &&
+    !Array.isArray(value) &&
+    !(value instanceof JsonNumber) &&
+    !(value instanceof PlainJson)
     ? value
     : null;
 }
@@ -192,7 +197,9 @@ function sameValue(a: LosslessValue, b: LosslessValue): boolean {
     return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((item, i) => sameValue(item, b[i] as LosslessValue));
   }
   const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((key, i) => Object.keys(b)[i] === key && sameValue(a[key] as LosslessValue, b[key] as LosslessValue));
+  return (
+    keys.length === Object.keys(b).length && keys.every((key, i) => Object.keys(b)[i] === key && sameValue(a[key] as LosslessValue, b[key] as LosslessValue))
+  );
 }
 
 export function rejectionVerdict(error: WireError): Verdict {
@@ -251,7 +258,12 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
   if (request.op === 'PROBE') return KEEP;
   const collection = collectionOf({ schema: request.schema, name: request.table });
   const primaryKey = options.primaryKeyOf(collection) ?? [];
-  const context = { database: options.database, kysely: options.kysely, schema: options.schema, accountability: withMappedUser(accountabilityOf(request.who), options.userMap) };
+  const context = {
+    database: options.database,
+    kysely: options.kysely,
+    schema: options.schema,
+    accountability: withMappedUser(accountabilityOf(request.who), options.userMap),
+  };
   const action = filterActionOf(request.op);
 
   let payload: unknown;
@@ -266,9 +278,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
     payload = Object.fromEntries(Object.entries(request.new ?? {}).filter(([, value]) => value !== null));
   } else if (action === 'update') {
     const next = request.new ?? {};
-    payload = request.changed
-      ? Object.fromEntries([...request.changed].map((column) => [column, next[column]]))
-      : changedFields(next, request.old ?? {});
+    payload = request.changed ? Object.fromEntries([...request.changed].map((column) => [column, next[column]])) : changedFields(next, request.old ?? {});
     meta['keys'] = [keyOf(primaryKey, request.old)];
   } else {
     payload = [keyOf(primaryKey, request.old)];
@@ -292,7 +302,7 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
           'HB409',
           `hookbridge: a filter on ${collection} waited too long for a lock, most likely one the write itself holds (extension "${error.extension}")`,
           'code: FILTER_SELF_LOCK',
-          'filters run outside the writer\'s transaction: change the row through the payload the filter returns, or do the write in an action hook',
+          "filters run outside the writer's transaction: change the row through the payload the filter returns, or do the write in an action hook",
         );
       }
       return rejection(sqlstateFor(error.status), error.message, `code: ${error.code}`, `extension "${error.extension}", event ${error.event}`);
@@ -303,7 +313,11 @@ export async function answerFilterCall(request: FilterRequest, options: FilterCa
 
   if (action === 'delete' || action === 'truncate') return KEEP;
   if (result === null || typeof result !== 'object' || Array.isArray(result)) {
-    return rejection('HB500', `hookbridge: a filter on ${collection} returned ${Array.isArray(result) ? 'an array' : String(result)} instead of the row`, 'code: E_FILTER_RESULT');
+    return rejection(
+      'HB500',
+      `hookbridge: a filter on ${collection} returned ${Array.isArray(result) ? 'an array' : String(result)} instead of the row`,
+      'code: E_FILTER_RESULT',
+    );
   }
   const returned = result as Record<string, unknown>;
   const columns = request.new ?? {};

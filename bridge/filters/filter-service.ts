@@ -336,7 +336,8 @@ export class FilterService {
       else wanted.set(table.oid, { table, events });
     }
     if (unmanaged.map((u) => u.collection).join(',') !== this.#unmanaged.map((u) => u.collection).join(',')) {
-      for (const u of unmanaged) this.#logger.error({ collection: u.collection, reason: u.reason }, 'a table with filter hooks cannot get its trigger: its writes are not filtered');
+      for (const u of unmanaged)
+        this.#logger.error({ collection: u.collection, reason: u.reason }, 'a table with filter hooks cannot get its trigger: its writes are not filtered');
     }
     this.#unmanaged = unmanaged;
     return wanted;
@@ -374,7 +375,8 @@ export class FilterService {
       stale.set(r.oid, [...(stale.get(r.oid) ?? []), r.name]);
     }
     const changes: Array<{ oid: number; drop: string[]; create?: { table: UserTable; events: string[] } }> = [];
-    for (const [oid, want] of wanted) if (have.get(oid) !== shape(want.events, triggerArgsShape(want.table))) changes.push({ oid, drop: stale.get(oid) ?? [], create: want });
+    for (const [oid, want] of wanted)
+      if (have.get(oid) !== shape(want.events, triggerArgsShape(want.table))) changes.push({ oid, drop: stale.get(oid) ?? [], create: want });
     const keep = untouchable(tables);
     for (const oid of have.keys()) if (!wanted.has(oid) && !keep.has(oid)) changes.push({ oid, drop: stale.get(oid) ?? [] });
     if (changes.length === 0) {
@@ -389,27 +391,29 @@ export class FilterService {
     // Never put a trigger in place that a writer could get around (dblink within its reach).
     if (wanted.size > 0) await this.#prepareDblink();
 
-    const pending = await this.#alterEachTable(changes, 'filter trigger change postponed (table busy?)', (change) => ({ oid: change.oid }), async (client, change) => {
-      const { rows } = await client.query<{ name: string | null }>(`select to_regclass($1::oid::regclass::text)::text as name`, [change.oid]);
-      const name = rows[0]?.name;
-      if (!name) return;
-      for (const old of new Set([FILTER_TRIGGER, ...change.drop])) await client.query(`drop trigger if exists ${pg.escapeIdentifier(old)} on ${name}`);
-      if (change.create) {
-        await client.query(
-          `create trigger ${pg.escapeIdentifier(FILTER_TRIGGER)} before ${change.create.events.join(' or ')} on ${name}
+    const pending = await this.#alterEachTable(
+      changes,
+      'filter trigger change postponed (table busy?)',
+      (change) => ({ oid: change.oid }),
+      async (client, change) => {
+        const { rows } = await client.query<{ name: string | null }>(`select to_regclass($1::oid::regclass::text)::text as name`, [change.oid]);
+        const name = rows[0]?.name;
+        if (!name) return;
+        for (const old of new Set([FILTER_TRIGGER, ...change.drop])) await client.query(`drop trigger if exists ${pg.escapeIdentifier(old)} on ${name}`);
+        if (change.create) {
+          await client.query(
+            `create trigger ${pg.escapeIdentifier(FILTER_TRIGGER)} before ${change.create.events.join(' or ')} on ${name}
              for each row execute function ${pg.escapeIdentifier(config.schema)}.filter_trigger(
                ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
-        );
-      }
-    });
+          );
+        }
+      },
+    );
     if (pending > 0) {
       this.#inSync = false;
       return;
     }
-    this.#logger.info(
-      { tables: [...wanted.values()].map((w) => `${w.table.collection} (${w.events.join(', ')})`) },
-      'filter triggers updated',
-    );
+    this.#logger.info({ tables: [...wanted.values()].map((w) => `${w.table.collection} (${w.events.join(', ')})`) }, 'filter triggers updated');
     this.#inSync = true;
   }
 
@@ -449,7 +453,11 @@ export class FilterService {
           [[...wanted.keys()]],
         )
       : { rows: [] };
-    const describe = (entries: Array<{ oid: number; shape: string }>) => entries.map((e) => `${e.oid}:${e.shape}`).sort().join(',');
+    const describe = (entries: Array<{ oid: number; shape: string }>) =>
+      entries
+        .map((e) => `${e.oid}:${e.shape}`)
+        .sort()
+        .join(',');
     const have = new Map<number, Array<{ oid: number; shape: string }>>();
     for (const r of existing) have.set(r.root, [...(have.get(r.root) ?? []), r]);
     const want = new Map<number, Array<{ oid: number; shape: string }>>();
@@ -457,7 +465,8 @@ export class FilterService {
     const changes: Array<{ drop: number[]; create?: { table: UserTable; oids: number[] } }> = [];
     for (const [root, table] of wanted) {
       const target = want.get(root) ?? [];
-      if (describe(have.get(root) ?? []) !== describe(target)) changes.push({ drop: (have.get(root) ?? []).map((e) => e.oid), create: { table, oids: target.map((e) => e.oid) } });
+      if (describe(have.get(root) ?? []) !== describe(target))
+        changes.push({ drop: (have.get(root) ?? []).map((e) => e.oid), create: { table, oids: target.map((e) => e.oid) } });
     }
     const keep = untouchable(tables);
     for (const [root, entries] of have) if (!wanted.has(root) && !keep.has(root)) changes.push({ drop: entries.map((e) => e.oid) });
@@ -470,27 +479,32 @@ export class FilterService {
     if (changes.some((change) => change.create)) await this.#prepareDblink();
 
     const trigger = pg.escapeIdentifier(FILTER_TRUNCATE_TRIGGER);
-    const pending = await this.#alterEachTable(changes, 'filter TRUNCATE trigger change postponed (table busy?)', (change) => ({ tables: change.create?.table.collection }), async (client, change) => {
-      const oids = [...new Set([...change.drop, ...(change.create?.oids ?? [])])];
-      const { rows: names } = await client.query<{ oid: number; name: string | null }>(
-        `select o::int as oid, to_regclass(o::regclass::text)::text as name from unnest($1::oid[]) as o`,
-        [oids],
-      );
-      const nameOf = new Map(names.map((r) => [r.oid, r.name]));
-      for (const oid of change.drop) {
-        const name = nameOf.get(oid);
-        if (name) await client.query(`drop trigger if exists ${trigger} on ${name}`);
-      }
-      for (const oid of change.create?.oids ?? []) {
-        const name = nameOf.get(oid);
-        if (!name || !change.create) continue;
-        await client.query(
-          `create or replace trigger ${trigger} before truncate on ${name}
+    const pending = await this.#alterEachTable(
+      changes,
+      'filter TRUNCATE trigger change postponed (table busy?)',
+      (change) => ({ tables: change.create?.table.collection }),
+      async (client, change) => {
+        const oids = [...new Set([...change.drop, ...(change.create?.oids ?? [])])];
+        const { rows: names } = await client.query<{ oid: number; name: string | null }>(
+          `select o::int as oid, to_regclass(o::regclass::text)::text as name from unnest($1::oid[]) as o`,
+          [oids],
+        );
+        const nameOf = new Map(names.map((r) => [r.oid, r.name]));
+        for (const oid of change.drop) {
+          const name = nameOf.get(oid);
+          if (name) await client.query(`drop trigger if exists ${trigger} on ${name}`);
+        }
+        for (const oid of change.create?.oids ?? []) {
+          const name = nameOf.get(oid);
+          if (!name || !change.create) continue;
+          await client.query(
+            `create or replace trigger ${trigger} before truncate on ${name}
              for each statement execute function ${pg.escapeIdentifier(config.schema)}.filter_truncate_trigger(
                ${pg.escapeLiteral(change.create.table.schema)}, ${pg.escapeLiteral(change.create.table.name)})`,
-        );
-      }
-    });
+          );
+        }
+      },
+    );
     if (pending > 0) {
       this.#inSync = false;
       return;
@@ -546,10 +560,11 @@ export class FilterService {
         `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
       );
       // Two bridges starting at once may both try: the loser finds it made.
-      if (!rows[0]) await pool.query(`create extension if not exists dblink schema ${schema}`).catch(async (error: unknown) => {
-        const { rowCount } = await pool.query(`select 1 from pg_extension where extname = 'dblink'`);
-        if (!rowCount) throw error;
-      });
+      if (!rows[0])
+        await pool.query(`create extension if not exists dblink schema ${schema}`).catch(async (error: unknown) => {
+          const { rowCount } = await pool.query(`select 1 from pg_extension where extname = 'dblink'`);
+          if (!rowCount) throw error;
+        });
       else if (rows[0].schema !== config.schema) await pool.query(`alter extension dblink set schema ${schema}`);
       // Best effort: as a non-owner of the functions (a superuser created the extension) this only warns,
       // which is why the check below decides.
@@ -706,10 +721,9 @@ export class FilterService {
     client.on('error', () => undefined);
     try {
       await client.connect();
-      const { rows } = await client.query<{ verdict: string }>(
-        `select ${pg.escapeIdentifier(this.#options.config.schema)}.filter_probe($1) as verdict`,
-        [this.#board.slot],
-      );
+      const { rows } = await client.query<{ verdict: string }>(`select ${pg.escapeIdentifier(this.#options.config.schema)}.filter_probe($1) as verdict`, [
+        this.#board.slot,
+      ]);
       const verdict = rows[0]?.verdict ?? '';
       if (verdict !== 'K') problem = verdict.slice(1) || 'no answer';
     } catch (error) {
@@ -725,7 +739,10 @@ export class FilterService {
     const { rows } = await pool.query<{ encoding: string }>(`select current_setting('server_encoding') as encoding`);
     if (rows[0]?.encoding !== 'UTF8') {
       // dblink talks to the filter server in the database's encoding; the filter server speaks UTF-8 only.
-      throw new HookbridgeError('E_FILTER_TRANSPORT', `the direct transport needs a UTF8 database (this one is ${rows[0]?.encoding ?? '?'}); use the notify transport`);
+      throw new HookbridgeError(
+        'E_FILTER_TRANSPORT',
+        `the direct transport needs a UTF8 database (this one is ${rows[0]?.encoding ?? '?'}); use the notify transport`,
+      );
     }
     const password = randomBytes(24).toString('base64url');
     this.#server = new WireServer({
@@ -810,7 +827,11 @@ export class FilterService {
     };
     listener.on('error', lost);
     listener.on('end', () => lost(new Error('the listener connection ended')));
-    listener.on('notification', (message) => void this.#answerNotify(message.payload ?? '').catch((error: unknown) => this.#logger.error({ err: error }, 'answering a filter request failed')));
+    listener.on(
+      'notification',
+      (message) =>
+        void this.#answerNotify(message.payload ?? '').catch((error: unknown) => this.#logger.error({ err: error }, 'answering a filter request failed')),
+    );
     await listener.connect();
     this.#listener = listener;
     await listener.query(`listen ${pg.escapeIdentifier(notifyChannel(this.#key ?? Buffer.alloc(0), this.#board.slot))}`);
@@ -821,7 +842,8 @@ export class FilterService {
       `select ticket from ${pg.escapeIdentifier(this.#options.config.schema)}.filter_requests where ticket >= $1 and ticket < $2`,
       [this.#board.firstTicket, this.#board.firstTicket + this.#board.size],
     );
-    for (const { ticket } of rows) void this.#answerNotify(String(ticket)).catch((error: unknown) => this.#logger.error({ err: error }, 'answering a filter request failed'));
+    for (const { ticket } of rows)
+      void this.#answerNotify(String(ticket)).catch((error: unknown) => this.#logger.error({ err: error }, 'answering a filter request failed'));
   }
 
   async #closeListener(): Promise<void> {
@@ -857,7 +879,9 @@ export class FilterService {
     if (!request) {
       try {
         // Taking the row makes a repeated notification find nothing to answer.
-        ({ rows: [request] } = await pool.query<{ id: string; body: string }>(`delete from ${schema}.filter_requests where ticket = $1 returning id, body`, [ticket]));
+        ({
+          rows: [request],
+        } = await pool.query<{ id: string; body: string }>(`delete from ${schema}.filter_requests where ticket = $1 returning id, body`, [ticket]));
       } catch (error) {
         this.#logger.error({ err: error, ticket }, 'reading a filter request failed');
       }
@@ -891,7 +915,14 @@ export class FilterService {
     if (outcome.timedOut && config.filterFailureMode === 'open') metrics?.filterUnfiltered.inc({ reason: 'timeout' });
     if (outcome.collection && outcome.op) {
       const kind = outcome.verdict[0];
-      const result = kind === 'E' ? (JSON.parse(outcome.verdict.slice(1)) as { sqlstate: string }).sqlstate : kind === 'M' ? 'modified' : kind === 'W' ? 'unfiltered' : 'kept';
+      const result =
+        kind === 'E'
+          ? (JSON.parse(outcome.verdict.slice(1)) as { sqlstate: string }).sqlstate
+          : kind === 'M'
+            ? 'modified'
+            : kind === 'W'
+              ? 'unfiltered'
+              : 'kept';
       metrics?.filterCalls.observe({ collection: outcome.collection, operation: outcome.op, outcome: result }, Number(process.hrtime.bigint() - started) / 1e9);
     }
     return outcome.verdict;

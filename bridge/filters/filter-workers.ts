@@ -47,11 +47,11 @@ export type WorkerReply =
   | { type: 'log'; line: string }
   | { type: 'verdict'; id: number; verdict: Verdict; collection?: string; op?: string; timedOut?: boolean };
 
-
 /** jiti's ESM register hook (exported for `import` only, so found through its package.json). */
 export function jitiRegister(from: string): string {
   const manifest = createRequire(from).resolve('jiti/package.json');
-  const exported = (createRequire(from)('jiti/package.json') as { exports: Record<string, { import: string }> }).exports['./register']?.import ?? './lib/jiti-register.mjs';
+  const exported =
+    (createRequire(from)('jiti/package.json') as { exports: Record<string, { import: string }> }).exports['./register']?.import ?? './lib/jiti-register.mjs';
   return pathToFileURL(join(dirname(manifest), exported)).href;
 }
 
@@ -99,13 +99,16 @@ export class FilterWorkers {
     const deadline = Date.now() + this.#setup.timeoutMs + GRACE_MS;
     return new Promise((resolve) => {
       let slot: Slot | undefined;
-      const timer = setTimeout(() => {
-        this.#waiting = this.#waiting.filter((w) => w.id !== id);
-        if (slot && !slot.pending.delete(id)) return;
-        resolve({ verdict: this.#stuckVerdict() });
-        // Replace the worker only if its event loop is blocked; a merely slow hook costs just its call.
-        if (slot && Date.now() - slot.heardAt > SILENT_MS) this.#replace(slot, 'a filter hook kept its worker busy past FILTER_TIMEOUT_MS');
-      }, Math.max(0, deadline - Date.now()));
+      const timer = setTimeout(
+        () => {
+          this.#waiting = this.#waiting.filter((w) => w.id !== id);
+          if (slot && !slot.pending.delete(id)) return;
+          resolve({ verdict: this.#stuckVerdict() });
+          // Replace the worker only if its event loop is blocked; a merely slow hook costs just its call.
+          if (slot && Date.now() - slot.heardAt > SILENT_MS) this.#replace(slot, 'a filter hook kept its worker busy past FILTER_TIMEOUT_MS');
+        },
+        Math.max(0, deadline - Date.now()),
+      );
       const send = (to: Slot) => {
         slot = to;
         to.pending.set(id, (outcome) => {
@@ -256,7 +259,20 @@ export class FilterWorkers {
       return;
     }
     const { level, msg, time: _time, pid: _pid, hostname: _hostname, ...rest } = record;
-    const method = typeof level !== 'number' ? 'info' : level >= 60 ? 'fatal' : level >= 50 ? 'error' : level >= 40 ? 'warn' : level >= 30 ? 'info' : level >= 20 ? 'debug' : 'trace';
+    const method =
+      typeof level !== 'number'
+        ? 'info'
+        : level >= 60
+          ? 'fatal'
+          : level >= 50
+            ? 'error'
+            : level >= 40
+              ? 'warn'
+              : level >= 30
+                ? 'info'
+                : level >= 20
+                  ? 'debug'
+                  : 'trace';
     this.#logger[method](rest, String(msg ?? ''));
   }
 }

@@ -293,7 +293,9 @@ export class TicketBoard {
 
   #beat(client: pg.Client): Promise<unknown> {
     // A sequence: writers read it whatever their snapshot.
-    return this.#query(client, `select pg_catalog.setval($1, (extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint)`, [this.#beatSequence(this.slot)]);
+    return this.#query(client, `select pg_catalog.setval($1, (extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint)`, [
+      this.#beatSequence(this.slot),
+    ]);
   }
 
   /**

@@ -269,10 +269,14 @@ function dataRow(value: string | null): Buffer {
 
 function errorMessage(error: WireError, severity = 'ERROR'): Buffer {
   const fields = [
-    Buffer.from('S'), cstr(severity),
-    Buffer.from('V'), cstr(severity),
-    Buffer.from('C'), cstr(error.sqlstate),
-    Buffer.from('M'), cstr(error.message),
+    Buffer.from('S'),
+    cstr(severity),
+    Buffer.from('V'),
+    cstr(severity),
+    Buffer.from('C'),
+    cstr(error.sqlstate),
+    Buffer.from('M'),
+    cstr(error.message),
   ];
   if (error.detail) fields.push(Buffer.from('D'), cstr(error.detail));
   if (error.hint) fields.push(Buffer.from('H'), cstr(error.hint));

@@ -78,7 +78,12 @@ export class ActionStream {
   constructor(options: ActionStreamOptions) {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'replication' });
-    this.#catchUp = new NewTableCatchUp({ pool: options.pool, schema: options.config.schema, publication: options.config.publicationName, logger: this.#logger });
+    this.#catchUp = new NewTableCatchUp({
+      pool: options.pool,
+      schema: options.config.schema,
+      publication: options.config.publicationName,
+      logger: this.#logger,
+    });
   }
 
   /** True once the stream runs and the publications match the loaded hooks. */
@@ -115,7 +120,10 @@ export class ActionStream {
     if (!detail) return;
     const reason = detail['reason'] === 'timeout' ? 'timeout' : 'unreachable';
     this.#options.metrics?.filterUnfiltered.inc({ reason });
-    this.#logger.warn({ table: `${String(detail['schema'])}.${String(detail['table'])}`, op: detail['op'], reason }, 'a row was written without its filter hooks (FILTER_FAILURE_MODE=open)');
+    this.#logger.warn(
+      { table: `${String(detail['schema'])}.${String(detail['table'])}`, op: detail['op'], reason },
+      'a row was written without its filter hooks (FILTER_FAILURE_MODE=open)',
+    );
   }
 
   /** WAL bytes between the server's current position and the slot's confirmed one. */
@@ -135,7 +143,14 @@ export class ActionStream {
     await this.syncPublications(await listUserTables(pool, { exclude: [config.schema] }));
     // Changes held while an extension was not loaded go to it now, before newer ones stream in.
     if (this.#options.guards) {
-      await replayHeldEvents({ pool, schema: config.schema, runtime: this.#options.runtime, logger: this.#logger, delivery: this.#deliveryOptions(), context: this.#context(null) });
+      await replayHeldEvents({
+        pool,
+        schema: config.schema,
+        runtime: this.#options.runtime,
+        logger: this.#logger,
+        delivery: this.#deliveryOptions(),
+        context: this.#context(null),
+      });
     }
 
     const secret = await readAccountabilitySecret(pool, config.schema);
@@ -287,12 +302,15 @@ export class ActionStream {
     this.#primaryKeys = new Map(tables.map((t) => [t.oid, t.primaryKey]));
     // A table an extension that is not loaded heard stays published: its changes are held for it.
     const guards = this.#options.guards;
-    const matching = tables.filter((t) => guards?.holdsActions(t.collection) || WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)));
+    const matching = tables.filter(
+      (t) => guards?.holdsActions(t.collection) || WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)),
+    );
     // A table the bridge may not publish is listed (health, status) and never stops the others.
     const wanted = matching.filter((t) => t.mayPublish !== false);
     const unmanaged = matching.filter((t) => t.mayPublish === false).map((t) => ({ collection: t.collection, reason: unmanagedReason(t, 'publish') }));
     if (unmanaged.map((u) => u.collection).join(',') !== this.#unmanaged.map((u) => u.collection).join(',')) {
-      for (const u of unmanaged) this.#logger.error({ collection: u.collection, reason: u.reason }, 'a table with action hooks cannot be published: its changes do not reach them');
+      for (const u of unmanaged)
+        this.#logger.error({ collection: u.collection, reason: u.reason }, 'a table with action hooks cannot be published: its changes do not reach them');
     }
     this.#unmanaged = unmanaged;
     // Tables new to the bridge join with the rows they hold (catch-up.ts); one whose writers hold it
@@ -309,7 +327,11 @@ export class ActionStream {
     const key = wanted.map((t) => `${t.oid}:${t.hasIdentityKey}:${t.partitions?.join(' ') ?? ''}`).join(',');
     if (key !== this.#publishedKey || Date.now() - this.#lastFullSync > 30_000) {
       this.#lastFullSync = Date.now();
-      const result = await syncPublications(pool, { publication: config.publicationName, tables: wanted.filter((t) => !waiting.has(t.oid)), schema: config.schema });
+      const result = await syncPublications(pool, {
+        publication: config.publicationName,
+        tables: wanted.filter((t) => !waiting.has(t.oid)),
+        schema: config.schema,
+      });
       this.#publishedKey = waiting.size ? '' : key;
       // A table still waiting to join (its writers held it) is not published yet: not in sync.
       if (waiting.size) {
@@ -412,4 +434,3 @@ async function walsenderBusy(pool: pg.Pool, pid: number): Promise<boolean | unde
   // Spelled WalSenderWaitForWAL before PostgreSQL 16 and WalSenderWaitForWal since.
   return !['walsendermain', 'walsenderwaitforwal', 'walsenderwritedata'].includes((row.wait_event ?? '').toLowerCase());
 }
-

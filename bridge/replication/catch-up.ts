@@ -48,7 +48,8 @@ function documentOf(content: Buffer, secret: Buffer): CatchUpDocument | undefine
   const doc = parseSignedMessage(content, secret);
   if (!doc) return undefined;
   const { relid, schema, table, identity, key, columns, row } = doc;
-  if (typeof relid !== 'number' || typeof schema !== 'string' || typeof table !== 'string' || typeof identity !== 'string' || typeof row !== 'string') return undefined;
+  if (typeof relid !== 'number' || typeof schema !== 'string' || typeof table !== 'string' || typeof identity !== 'string' || typeof row !== 'string')
+    return undefined;
   if (!Array.isArray(key) || !key.every((k) => typeof k === 'string')) return undefined;
   if (!Array.isArray(columns) || !columns.every((c) => Array.isArray(c) && typeof c[0] === 'string' && typeof c[1] === 'number')) return undefined;
   return doc as unknown as CatchUpDocument;

@@ -10,15 +10,7 @@
  */
 import { HookbridgeError } from '../../hooks/errors.js';
 import { BinaryReader } from './binary-reader.js';
-import {
-  defaultParser,
-  type ColumnInfo,
-  type ParserFor,
-  type PgoutputMessage,
-  type RelationInfo,
-  type Row,
-  type UserType,
-} from './pgoutput-types.js';
+import { defaultParser, type ColumnInfo, type ParserFor, type PgoutputMessage, type RelationInfo, type Row, type UserType } from './pgoutput-types.js';
 
 export type { ColumnInfo, ParserFor, ParserRequest, PgoutputMessage, RelationInfo, Row, TextArray } from './pgoutput-types.js';
 export { parseTextArray } from './pgoutput-types.js';
@@ -117,7 +109,11 @@ export class PgoutputDecoder {
     } catch (error) {
       if (error instanceof PgoutputDecoderError) throw error;
       const reason = error instanceof Error ? error.message : String(error);
-      throw new PgoutputDecoderError(`cannot decode pgoutput ${tagName(tag)} message of ${payload.length} bytes: ${reason}`, { tag: tagName(tag), length: payload.length }, error);
+      throw new PgoutputDecoderError(
+        `cannot decode pgoutput ${tagName(tag)} message of ${payload.length} bytes: ${reason}`,
+        { tag: tagName(tag), length: payload.length },
+        error,
+      );
     } finally {
       // Do not pin the caller's (possibly large, shared) receive buffer until the next message.
       reader.reset(EMPTY);
@@ -189,9 +185,7 @@ export class PgoutputDecoder {
   #unknownTag(tag: number | undefined): PgoutputDecoderError {
     if (tag === undefined) return new PgoutputDecoderError('empty pgoutput message', { tag: null });
     const letter = String.fromCharCode(tag);
-    const hint = STREAMING_TAGS.has(letter)
-      ? ': a streaming or two-phase message of protocol version 2 or later, which this decoder does not request'
-      : '';
+    const hint = STREAMING_TAGS.has(letter) ? ': a streaming or two-phase message of protocol version 2 or later, which this decoder does not request' : '';
     return new PgoutputDecoderError(`unknown pgoutput message type ${tagName(tag)}${hint}`, { tag: letter });
   }
 
@@ -234,8 +228,7 @@ export class PgoutputDecoder {
       const isKey = (flags & 1) !== 0;
       const userType = this.#types.get(typeOid);
       const parse =
-        this.#parserFor?.({ typeOid, typeName: userType?.name, typeMod, name: columnName, schema, table: name }) ??
-        defaultParser(typeOid, userType);
+        this.#parserFor?.({ typeOid, typeName: userType?.name, typeMod, name: columnName, schema, table: name }) ?? defaultParser(typeOid, userType);
       const column: ColumnInfo = userType
         ? { name: columnName, typeOid, typeMod, isKey, typeName: userType.name, parse }
         : { name: columnName, typeOid, typeMod, isKey, parse };

@@ -75,7 +75,13 @@ export interface UserType {
  * (bridge/typing/type-catalog.ts); without one they stay text.
  */
 export function defaultParser(typeOid: number, userType: UserType | undefined): (text: string) => unknown {
-  const shape = userType ? (userType.schema === '' ? builtinShapeByName(userType.name) : userType.name.startsWith('_') ? TEXT_ARRAY : undefined) : builtinShape(typeOid);
+  const shape = userType
+    ? userType.schema === ''
+      ? builtinShapeByName(userType.name)
+      : userType.name.startsWith('_')
+        ? TEXT_ARRAY
+        : undefined
+    : builtinShape(typeOid);
   if (!shape) return asText;
   // A value the typing cannot read arrives as its text: one odd value must never stop the stream.
   return (text) => {

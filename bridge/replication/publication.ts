@@ -86,7 +86,9 @@ export async function syncPublications(pool: pg.Pool, options: SyncPublicationsO
     });
 
   const triggerFunction = await step(async (client) => {
-    const fn = await client.query<{ oid: number | null }>('select to_regprocedure($1)::oid as oid', [`${pg.escapeIdentifier(schema)}.accountability_trigger()`]);
+    const fn = await client.query<{ oid: number | null }>('select to_regprocedure($1)::oid as oid', [
+      `${pg.escapeIdentifier(schema)}.accountability_trigger()`,
+    ]);
     const oid = fn.rows[0]?.oid ?? null;
     if (oid === null) {
       throw new PublicationError(
@@ -158,8 +160,10 @@ export async function syncPublications(pool: pg.Pool, options: SyncPublicationsO
     const first = failed[0] as { table: Relation; error: unknown };
     throw new PublicationError(
       'E_PUBLICATION_SYNC',
-      `Could not update publication "${publication}" for ${failed.map((f) => collectionOf(f.table)).sort().join(', ')} ` +
-        `(${collectionOf(first.table)}: ${(first.error as Error).message}); the other tables are done, the bridge tries again.`,
+      `Could not update publication "${publication}" for ${failed
+        .map((f) => collectionOf(f.table))
+        .sort()
+        .join(', ')} ` + `(${collectionOf(first.table)}: ${(first.error as Error).message}); the other tables are done, the bridge tries again.`,
       { cause: first.error, details: { publication, tables: failed.map((f) => collectionOf(f.table)).sort() } },
     );
   }
@@ -255,7 +259,18 @@ async function readPlacements(db: Queryable, names: SyncNames, wanted: number[],
   const placement = (r: Relation): Placement => {
     let p = placements.get(r.oid);
     if (!p) {
-      p = { oid: r.oid, schema: r.schema, name: r.name, wanted: false, hasIdentityKey: false, inFull: false, inInserts: false, triggerMissing: [], triggerUnwanted: [], settled: true };
+      p = {
+        oid: r.oid,
+        schema: r.schema,
+        name: r.name,
+        wanted: false,
+        hasIdentityKey: false,
+        inFull: false,
+        inInserts: false,
+        triggerMissing: [],
+        triggerUnwanted: [],
+        settled: true,
+      };
       placements.set(r.oid, p);
     }
     return p;
@@ -276,7 +291,11 @@ async function readPlacements(db: Queryable, names: SyncNames, wanted: number[],
     placement(r).triggerUnwanted = [r];
   }
   for (const p of placements.values()) {
-    p.settled = p.inFull === (p.wanted && p.hasIdentityKey) && p.inInserts === (p.wanted && !p.hasIdentityKey) && p.triggerMissing.length === 0 && p.triggerUnwanted.length === 0;
+    p.settled =
+      p.inFull === (p.wanted && p.hasIdentityKey) &&
+      p.inInserts === (p.wanted && !p.hasIdentityKey) &&
+      p.triggerMissing.length === 0 &&
+      p.triggerUnwanted.length === 0;
   }
   return placements;
 }
@@ -317,7 +336,15 @@ async function ensurePublication(client: pg.PoolClient, name: string, publish: s
   // From PostgreSQL 18 stored generated columns can be published: action payloads then hold them too.
   const { rows: version } = await client.query<{ num: number }>(`select current_setting('server_version_num')::int as num`);
   const generated = (version[0]?.num ?? 0) >= 180000;
-  const { rows } = await client.query<{ puballtables: boolean; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; pubviaroot: boolean; gencols: string | null }>(
+  const { rows } = await client.query<{
+    puballtables: boolean;
+    pubinsert: boolean;
+    pubupdate: boolean;
+    pubdelete: boolean;
+    pubtruncate: boolean;
+    pubviaroot: boolean;
+    gencols: string | null;
+  }>(
     `select puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot, ${generated ? 'pubgencols::text' : 'null::text'} as gencols
        from pg_publication where pubname = $1`,
     [name],
@@ -338,8 +365,12 @@ async function ensurePublication(client: pg.PoolClient, name: string, publish: s
   }
   const wantsChanges = publish.includes('update');
   const matches =
-    existing.pubinsert && existing.pubtruncate && existing.pubviaroot &&
-    existing.pubupdate === wantsChanges && existing.pubdelete === wantsChanges && (!generated || existing.gencols === 's');
+    existing.pubinsert &&
+    existing.pubtruncate &&
+    existing.pubviaroot &&
+    existing.pubupdate === wantsChanges &&
+    existing.pubdelete === wantsChanges &&
+    (!generated || existing.gencols === 's');
   if (!matches) await client.query(`alter publication ${pg.escapeIdentifier(name)} set (${settings})`);
 }
 

@@ -265,7 +265,7 @@ export function describeLostChanges(state: SlotState): string {
 
 /** The E_SLOT_LOST error a start and a running stream both give. */
 export function slotLostError(state: SlotState): ReplicationSetupError {
-  const reason = state.invalidationReason ? INVALIDATED_BECAUSE[state.invalidationReason] ?? state.invalidationReason : undefined;
+  const reason = state.invalidationReason ? (INVALIDATED_BECAUSE[state.invalidationReason] ?? state.invalidationReason) : undefined;
   const why = reason ?? 'max_slot_wal_keep_size exceeded, or an idle timeout';
   return new ReplicationSetupError(
     'E_SLOT_LOST',
@@ -320,10 +320,7 @@ export function slotProblem(state: SlotState): ReplicationSetupError | undefined
  * Our permanent pgoutput slot, created when missing. `created` tells the caller that changes made
  * before now will never be delivered (there was nothing to resume from).
  */
-export async function ensureSlot(
-  pool: Queryable,
-  slotName: string,
-): Promise<{ created: boolean; confirmedFlushLsn: string | null }> {
+export async function ensureSlot(pool: Queryable, slotName: string): Promise<{ created: boolean; confirmedFlushLsn: string | null }> {
   let created = false;
   let slot = await readSlotState(pool, slotName);
   if (!slot) {

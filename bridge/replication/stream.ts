@@ -399,9 +399,7 @@ interface ConnectionWatch {
  */
 function watchConnection(service: LogicalReplicationService, watch: ConnectionWatch): boolean {
   const connection = (service as unknown as { _connection?: unknown })._connection as
-    | (NodeJS.EventEmitter & { stream?: NodeJS.EventEmitter })
-    | null
-    | undefined;
+    (NodeJS.EventEmitter & { stream?: NodeJS.EventEmitter }) | null | undefined;
   if (!connection || typeof connection.on !== 'function' || !connection.stream || typeof connection.stream.on !== 'function') return false;
   connection.stream.on('data', watch.heard);
   connection.on('copyData', (message: { chunk?: unknown }) => {

@@ -33,7 +33,10 @@ export function translateDatabaseError(error: unknown, collection: string, prima
   const key = /^Key \((.+?)\)=\((.*)\)/.exec(error.detail ?? '');
   switch (error.code) {
     case '23505':
-      return new RecordNotUniqueError({ collection, field: key?.[1] ?? null, value: key?.[2] ?? null, ...(key?.[1] === primary ? { primaryKey: true } : {}) }, options);
+      return new RecordNotUniqueError(
+        { collection, field: key?.[1] ?? null, value: key?.[2] ?? null, ...(key?.[1] === primary ? { primaryKey: true } : {}) },
+        options,
+      );
     case '23502':
       return new NotNullViolationError({ collection, field: error.column ?? null }, options);
     case '23503':

@@ -32,11 +32,13 @@ interface OperatorContext {
 
 type Build = (ctx: OperatorContext, value: unknown) => Condition;
 
-const like = (pattern: (v: string) => string, negate: boolean, insensitive: boolean): Build => (ctx, value) => {
-  const text = patternOf(ctx, value);
-  const target = insensitive ? sql`lower(${textColumn(ctx)})` : textColumn(ctx);
-  return ctx.eb(target, negate ? 'not like' : 'like', pattern(escapeLike(insensitive ? text.toLowerCase() : text)));
-};
+const like =
+  (pattern: (v: string) => string, negate: boolean, insensitive: boolean): Build =>
+  (ctx, value) => {
+    const text = patternOf(ctx, value);
+    const target = insensitive ? sql`lower(${textColumn(ctx)})` : textColumn(ctx);
+    return ctx.eb(target, negate ? 'not like' : 'like', pattern(escapeLike(insensitive ? text.toLowerCase() : text)));
+  };
 
 const OPERATORS: Record<string, Build> = {
   _eq: ({ eb, field }, v) => (v === null ? eb(column(field.field), 'is', null) : eb(column(field.field), '=', operand(v, field))),
@@ -82,8 +84,8 @@ const OPERATORS: Record<string, Build> = {
 };
 
 const UNSUPPORTED_OPERATORS: Record<string, string> = {
-  _some: 'it filters related items, and hookbridge\'s ItemsService reads one table without relations',
-  _none: 'it filters related items, and hookbridge\'s ItemsService reads one table without relations',
+  _some: "it filters related items, and hookbridge's ItemsService reads one table without relations",
+  _none: "it filters related items, and hookbridge's ItemsService reads one table without relations",
   _intersects: 'geometry operators are not supported',
   _nintersects: 'geometry operators are not supported',
   _intersects_bbox: 'geometry operators are not supported',
@@ -138,7 +140,9 @@ export function fieldFor(name: string, fields: Record<string, FieldOverview>, wh
   const field = Object.hasOwn(fields, name) ? fields[name] : undefined;
   if (field) return field;
   if (/^\w+\(.*\)$/.test(name)) {
-    throw new InvalidQueryError({ reason: `"${name}" in ${where} is a function: hookbridge's ItemsService does not support functions such as year() or count() on fields` });
+    throw new InvalidQueryError({
+      reason: `"${name}" in ${where} is a function: hookbridge's ItemsService does not support functions such as year() or count() on fields`,
+    });
   }
   if (name.includes('.')) {
     throw new InvalidQueryError({ reason: `"${name}" in ${where} is a relational path: hookbridge's ItemsService reads one table without relations` });
@@ -212,7 +216,9 @@ function dynamicVariable(value: string): unknown {
   }
   // `$NOWHERE` is a value like any other; `$NOW(...)` that does not parse is a mistake worth naming.
   if (/^\$NOW\(/i.test(value)) {
-    throw new InvalidQueryError({ reason: `cannot read the dynamic variable ${JSON.stringify(value)}: write $NOW or $NOW(-1 day) (a number and years, months, weeks, days, hours, minutes or seconds)` });
+    throw new InvalidQueryError({
+      reason: `cannot read the dynamic variable ${JSON.stringify(value)}: write $NOW or $NOW(-1 day) (a number and years, months, weeks, days, hours, minutes or seconds)`,
+    });
   }
   const unsupported = UNSUPPORTED_VARIABLES.exec(value);
   if (unsupported) {

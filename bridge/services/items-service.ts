@@ -257,7 +257,13 @@ export function createServices(context: ServicesContext) {
       const table = await this.#table(true);
       const payload = this.#payload(table, data, 'upsertSingleton');
       return this.#write(options, table, async (db) => {
-        const first = await table.db(db).selectFrom(table.name).select(column(table.primary).as('key')).orderBy(column(table.primary)).limit(1).executeTakeFirst();
+        const first = await table
+          .db(db)
+          .selectFrom(table.name)
+          .select(column(table.primary).as('key'))
+          .orderBy(column(table.primary))
+          .limit(1)
+          .executeTakeFirst();
         if (!first) return (await insertRows(db, table, [payload]))[0] as PrimaryKey;
         const key = first['key'] as PrimaryKey;
         await updateRows(db, table, [key], withoutKey(table, payload));
@@ -325,7 +331,9 @@ export function createServices(context: ServicesContext) {
         else payload[name] = field.type === 'json' ? jsonValue(value) : value;
       }
       if (unknown.length > 0) {
-        throw new InvalidPayloadError({ reason: `${where}: collection "${this.collection}" has no field ${unknown.map((name) => JSON.stringify(name)).join(', ')}` });
+        throw new InvalidPayloadError({
+          reason: `${where}: collection "${this.collection}" has no field ${unknown.map((name) => JSON.stringify(name)).join(', ')}`,
+        });
       }
       return payload;
     }
@@ -355,10 +363,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** As Directus' validateKeys: a key that cannot be one of this table's is ForbiddenError. */
 function checkKey(table: KeyedTable, key: unknown): asserts key is PrimaryKey {
   const type = table.fields[table.primary]?.type;
-  const valid =
-    (typeof key === 'string' && key !== '') ||
-    (typeof key === 'number' && Number.isFinite(key)) ||
-    typeof key === 'bigint';
+  const valid = (typeof key === 'string' && key !== '') || (typeof key === 'number' && Number.isFinite(key)) || typeof key === 'bigint';
   if (!valid) throw new ForbiddenError();
   if ((type === 'integer' || type === 'bigInteger') && !/^-?\d+$/.test(String(key))) throw new ForbiddenError();
   if (type === 'uuid' && !UUID.test(String(key))) throw new ForbiddenError();
@@ -414,7 +419,12 @@ async function updateRows(db: Kysely<any>, table: KeyedTable, keys: PrimaryKey[]
 }
 
 async function rowExists(db: Kysely<any>, table: KeyedTable, key: PrimaryKey): Promise<boolean> {
-  const row = await table.db(db).selectFrom(table.name).select(sql<number>`1`.as('found')).where(column(table.primary), '=', key).executeTakeFirst();
+  const row = await table
+    .db(db)
+    .selectFrom(table.name)
+    .select(sql<number>`1`.as('found'))
+    .where(column(table.primary), '=', key)
+    .executeTakeFirst();
   return row !== undefined;
 }
 

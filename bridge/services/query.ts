@@ -56,18 +56,24 @@ export const DEFAULT_LIMIT = 100;
 const OPTIONS = ['fields', 'filter', 'search', 'sort', 'limit', 'offset', 'page', 'aggregate', 'group', 'groupBy', 'backlink'];
 
 const UNSUPPORTED: Record<string, string> = {
-  deep: 'it queries related items, and hookbridge\'s ItemsService reads one table without relations',
+  deep: "it queries related items, and hookbridge's ItemsService reads one table without relations",
   alias: 'field aliases are not supported; select the columns by their names',
-  meta: 'counts come from Directus\' MetaService; ask for aggregate: { count: [\'*\'] } instead',
+  meta: "counts come from Directus' MetaService; ask for aggregate: { count: ['*'] } instead",
   export: 'exports are files written by Directus',
-  version: 'content versions are Directus\' own',
-  versionRaw: 'content versions are Directus\' own',
+  version: "content versions are Directus' own",
+  versionRaw: "content versions are Directus' own",
 };
 
 const AGGREGATES: Record<AggregateFunction, { numeric: boolean }> = {
-  count: { numeric: false }, countDistinct: { numeric: false }, countAll: { numeric: false },
-  sum: { numeric: true }, sumDistinct: { numeric: true }, avg: { numeric: true }, avgDistinct: { numeric: true },
-  min: { numeric: false }, max: { numeric: false },
+  count: { numeric: false },
+  countDistinct: { numeric: false },
+  countAll: { numeric: false },
+  sum: { numeric: true },
+  sumDistinct: { numeric: true },
+  avg: { numeric: true },
+  avgDistinct: { numeric: true },
+  min: { numeric: false },
+  max: { numeric: false },
 };
 
 /** Checks a query against the table; throws InvalidQueryError for anything that cannot run as asked. */
@@ -223,14 +229,22 @@ function aggregateExpression(eb: ExpressionBuilder<any, any>, fn: AggregateFunct
   if (fn === 'countAll' || field === '*') return eb.fn.countAll();
   const ref = column(field);
   switch (fn) {
-    case 'count': return eb.fn.count(ref);
-    case 'countDistinct': return eb.fn.count(ref).distinct();
-    case 'sum': return eb.fn.sum(ref);
-    case 'sumDistinct': return eb.fn.sum(ref).distinct();
-    case 'avg': return eb.fn.avg(ref);
-    case 'avgDistinct': return eb.fn.avg(ref).distinct();
-    case 'min': return eb.fn.min(ref);
-    case 'max': return eb.fn.max(ref);
+    case 'count':
+      return eb.fn.count(ref);
+    case 'countDistinct':
+      return eb.fn.count(ref).distinct();
+    case 'sum':
+      return eb.fn.sum(ref);
+    case 'sumDistinct':
+      return eb.fn.sum(ref).distinct();
+    case 'avg':
+      return eb.fn.avg(ref);
+    case 'avgDistinct':
+      return eb.fn.avg(ref).distinct();
+    case 'min':
+      return eb.fn.min(ref);
+    case 'max':
+      return eb.fn.max(ref);
   }
 }
 

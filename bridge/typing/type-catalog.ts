@@ -115,7 +115,8 @@ export class TypeCatalog {
       else if (row.is_array && row.typelem !== 0) {
         const element = resolve(row.typelem, depth + 1);
         shape = row.delimiter && row.delimiter !== ',' ? { kind: 'array', element, delimiter: row.delimiter } : { kind: 'array', element };
-      } else if (row.typtype === 'c') shape = { kind: 'composite', fields: (fields.get(row.typrelid) ?? []).map((f) => [f.name, resolve(f.type, depth + 1)] as const) };
+      } else if (row.typtype === 'c')
+        shape = { kind: 'composite', fields: (fields.get(row.typrelid) ?? []).map((f) => [f.name, resolve(f.type, depth + 1)] as const) };
       else shape = TEXT;
       resolving.delete(oid);
       fresh.set(oid, shape);

@@ -25,9 +25,7 @@ import { parseTextArray, type TextArray } from './text-array.js';
 export type ScalarKind = 'number' | 'exact' | 'bool' | 'json' | 'bytea' | 'date' | 'timestamp' | 'timestamptz' | 'time' | 'timetz' | 'text';
 
 export type TypeShape =
-  | { kind: ScalarKind }
-  | { kind: 'array'; element: TypeShape; delimiter?: string }
-  | { kind: 'composite'; fields: ReadonlyArray<readonly [string, TypeShape]> };
+  { kind: ScalarKind } | { kind: 'array'; element: TypeShape; delimiter?: string } | { kind: 'composite'; fields: ReadonlyArray<readonly [string, TypeShape]> };
 
 const scalar = (kind: ScalarKind): TypeShape => ({ kind });
 export const TEXT: TypeShape = scalar('text');
@@ -366,7 +364,7 @@ export function driverTypes(fallback: { getTypeParser: (oid: number, format?: 't
   return {
     getTypeParser: (oid, format = 'text') => {
       const shape = format === 'text' ? builtinShape(oid) : undefined;
-      return shape ? ((text: string) => fromText(shape, text)) satisfies DriverParser : fallback.getTypeParser(oid, format);
+      return shape ? (((text: string) => fromText(shape, text)) satisfies DriverParser) : fallback.getTypeParser(oid, format);
     },
   };
 }

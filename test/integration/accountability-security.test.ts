@@ -66,7 +66,6 @@ const extensions = {
     };`,
 };
 
-
 /** Runs the steps as the writer, one by one on one connection: SQL, or code given the connection. */
 const asWriter = (steps: Array<string | ((c: pg.Client) => Promise<unknown>)>) =>
   withClient(urlAs(roles.writer), async (c) => {
@@ -103,13 +102,8 @@ const allWriter = (titles: string[]) => Object.fromEntries(titles.map((t) => [t,
 
 /** What the writer emits to impersonate: a superuser, unsigned or with a made-up signature. */
 const forgedDoc = `{"role" : "postgres", "admin" : true, "application_name" : null, "client_addr" : null, "user" : "mallory", "claims" : null}`;
-const forgeries = [
-  pg.escapeLiteral(`${forgedDoc}\n${'0'.repeat(64)}`),
-  pg.escapeLiteral(forgedDoc),
-  `''`,
-];
-const emit = (content: string, transactional: boolean) =>
-  `select pg_logical_emit_message(${transactional}, 'hookbridge.accountability', ${content})`;
+const forgeries = [pg.escapeLiteral(`${forgedDoc}\n${'0'.repeat(64)}`), pg.escapeLiteral(forgedDoc), `''`];
+const emit = (content: string, transactional: boolean) => `select pg_logical_emit_message(${transactional}, 'hookbridge.accountability', ${content})`;
 
 /** The marker hookbridge's trigger compared before migration 000005 (sql/000001.sql), computed by the writer. */
 const OLD_MARKER = `pg_current_xact_id()::text || e'\\n' || coalesce(nullif(current_setting('role'), 'none'), session_user::text) || e'\\n'
@@ -160,8 +154,11 @@ beforeAll(async () => {
   const published = ['items', 'parts_1', ...OTHER_TABLES];
   await waitFor(
     async () =>
-      (await withClient(db.url, (c) => c.query(`select 1 from pg_trigger where tgname = 'hookbridge_accountability' and tgrelid::regclass::text = any ($1)`, [published]))).rowCount ===
-      published.length,
+      (
+        await withClient(db.url, (c) =>
+          c.query(`select 1 from pg_trigger where tgname = 'hookbridge_accountability' and tgrelid::regclass::text = any ($1)`, [published]),
+        )
+      ).rowCount === published.length,
     { message: 'the bridge never installed its accountability triggers' },
   );
 });
@@ -183,7 +180,9 @@ describe('a partition created while the bridge runs', () => {
       await c.query('commit');
     });
     await waitFor(
-      async () => (await withClient(db.url, (c) => c.query(`select 1 from pg_trigger where tgname = 'hookbridge_accountability' and tgrelid = 'parts_2'::regclass`))).rowCount === 1,
+      async () =>
+        (await withClient(db.url, (c) => c.query(`select 1 from pg_trigger where tgname = 'hookbridge_accountability' and tgrelid = 'parts_2'::regclass`)))
+          .rowCount === 1,
       { timeoutMs: 6_000, message: 'the new partition did not get the accountability trigger within 6 s' },
     );
     await asWriter([`insert into parts_2 (id, title) values (150, 'direct')`, `insert into parts (id, title) values (151, 'through-root')`]);
@@ -381,7 +380,11 @@ describe('nothing else the key signs passes as an identity (review M4)', () => {
     // Exactly what filter_entry() (sql/000006.sql) emits as hookbridge.unfiltered in open mode; someone
     // who reads WAL bytes has copies.
     const notice = await signedBare(
-      (await withClient(db.url, (c) => c.query<{ doc: string }>(`select json_build_object('schema', 'public', 'table', 'items', 'op', 'INSERT', 'reason', 'unreachable')::text as doc`))).rows[0]?.doc as string,
+      (
+        await withClient(db.url, (c) =>
+          c.query<{ doc: string }>(`select json_build_object('schema', 'public', 'table', 'items', 'op', 'INSERT', 'reason', 'unreachable')::text as doc`),
+        )
+      ).rows[0]?.doc as string,
     );
     await asWriter([insertAfter(notice, 'm4-unfiltered')]);
     expectRoles(await seenFor(['m4-unfiltered']), allWriter(['m4-unfiltered']));
@@ -417,7 +420,8 @@ describe('documents signed the 000005 way (review M4: a bridge upgraded with a b
       await c.query(`insert into items (title) values ($1)`, [title]);
       await c.query('commit');
     });
-  const cutoff = () => withClient(db.url, async (c) => (await c.query<{ x: string }>(`select before_xid::text as x from hookbridge.accountability_legacy`)).rows[0]?.x);
+  const cutoff = () =>
+    withClient(db.url, async (c) => (await c.query<{ x: string }>(`select before_xid::text as x from hookbridge.accountability_legacy`)).rows[0]?.x);
   const setCutoff = (xid: string) => withClient(db.url, (c) => c.query(`update hookbridge.accountability_legacy set before_xid = $1::xid8`, [xid]));
 
   it('are refused in a transaction from after the upgrade, and believed in one from before it, still in the slot', async () => {
@@ -430,7 +434,10 @@ describe('documents signed the 000005 way (review M4: a bridge upgraded with a b
     const bridge = tb as TestBridge;
     await bridge.stop();
     try {
-      const next = await withClient(db.url, async (c) => (await c.query<{ x: string }>(`select (pg_snapshot_xmax(pg_current_snapshot())::text::numeric + 1000)::text as x`)).rows[0]?.x as string);
+      const next = await withClient(
+        db.url,
+        async (c) => (await c.query<{ x: string }>(`select (pg_snapshot_xmax(pg_current_snapshot())::text::numeric + 1000)::text as x`)).rows[0]?.x as string,
+      );
       await setCutoff(next);
       await writeSignedTheOldWay('legacy-before');
       await bridge.restart();

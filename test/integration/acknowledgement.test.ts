@@ -29,15 +29,19 @@ it('holds the confirmed position before an unfinished handler, then moves on onc
   await withClient(db.url, (c) => c.query(`create table acks (id int primary key)`));
   const handled: number[] = [];
   (globalThis as Record<string, unknown>)['__handled'] = handled;
-  tb = await startTestBridge(db.url, {
-    'hooks/blocker/index.js': `
+  tb = await startTestBridge(
+    db.url,
+    {
+      'hooks/blocker/index.js': `
       module.exports = ({ action }) => {
         action('acks.items.create', async ({ key }) => {
           if (key === 1) await new Promise((resolve) => { globalThis.__release.fn = resolve; });
           globalThis.__handled.push(key);
         });
       };`,
-  }, { actionTimeoutMs: 600_000 });
+    },
+    { actionTimeoutMs: 600_000 },
+  );
 
   // Where WAL stands right after row 1's commit (the insert position: at or past its commit record's
   // end, whatever synchronous_commit says). What lies before may be confirmed (a heartbeat written

@@ -54,11 +54,7 @@ beforeAll(async () => {
     await c.query(`create table shop.orders (id int primary key, total int)`);
     await c.query(`create table nokey (v text)`);
   });
-  tb = await startTestBridge(
-    db.url,
-    { 'hooks/recorder/index.js': recorder, 'hooks/flaky/index.js': flaky },
-    { actionAttempts: 2, env: {} },
-  );
+  tb = await startTestBridge(db.url, { 'hooks/recorder/index.js': recorder, 'hooks/flaky/index.js': flaky }, { actionAttempts: 2, env: {} });
 });
 
 afterAll(async () => {
@@ -215,10 +211,10 @@ describe('action hooks from logical replication', () => {
     await withClient(db.url, async (c) => {
       await c.query(`create table late (id int primary key)`);
     });
-    await waitFor(
-      () => withClient(db.url, async (c) => (await c.query(`select 1 from pg_publication_tables where tablename = 'late'`)).rowCount === 1),
-      { timeoutMs: 20_000, message: 'late table never joined the publication' },
-    );
+    await waitFor(() => withClient(db.url, async (c) => (await c.query(`select 1 from pg_publication_tables where tablename = 'late'`)).rowCount === 1), {
+      timeoutMs: 20_000,
+      message: 'late table never joined the publication',
+    });
     await withClient(db.url, (c) => c.query(`insert into late values (1)`));
     await waitForEvents('late', 1);
   });

@@ -162,7 +162,11 @@ describe('--json output is machine-readable', () => {
     expect(extensions.code).toBe(0);
     expect(JSON.parse(extensions.stdout).loaded.length).toBeGreaterThan(0);
     expect(extensions.stderr).toMatch(/"msg":"extension loaded"/);
-    for (const command of [['status', '--json'], ['doctor', '--json'], ['failed', 'list', '--json']]) {
+    for (const command of [
+      ['status', '--json'],
+      ['doctor', '--json'],
+      ['failed', 'list', '--json'],
+    ]) {
       const result = await runCli([...command, '-e', examples], { env: { DATABASE_URL: db.url, LOG_LEVEL: 'trace' } });
       expect(() => JSON.parse(result.stdout), `${command.join(' ')}: ${result.stdout}`).not.toThrow();
     }
@@ -188,7 +192,9 @@ describe('extensions that do not load', () => {
   it('a parse error names file, line and column', async () => {
     const dir = await tempDir();
     try {
-      await writeTree(dir.path, { 'hooks/broken/index.js': `module.exports = ({ action }) => {\n  action('items.create', () => {\n    const x = ;\n  });\n};\n` });
+      await writeTree(dir.path, {
+        'hooks/broken/index.js': `module.exports = ({ action }) => {\n  action('items.create', () => {\n    const x = ;\n  });\n};\n`,
+      });
       const result = await runCli(['extensions', '-e', dir.path]);
       expect(result.code).toBe(1);
       expect(result.stdout).toContain(`E_EXTENSION_LOAD: cannot load ${join(dir.path, 'hooks/broken/index.js')}: `);
@@ -274,7 +280,7 @@ function escape(text: string): string {
 }
 
 describe('doctor says what a start will need', () => {
-  it('a role that may not create the schema: the statement that makes it, before dblink\'s (which needs it)', async () => {
+  it("a role that may not create the schema: the statement that makes it, before dblink's (which needs it)", async () => {
     await asRole('nocreate', 'login replication', async (url, role) => {
       const result = await runCli(['doctor', '--json'], { env: { DATABASE_URL: url } });
       expect(result.code).toBe(1);
@@ -284,7 +290,8 @@ describe('doctor says what a start will need', () => {
         fix: expect.stringContaining(`CREATE SCHEMA "hookbridge" AUTHORIZATION "${role}";`),
       });
       const dblink = checks.find((c) => c.name === 'dblink (filter hooks)');
-      if (dblink && !dblink.ok) expect(dblink.fix).toContain(`CREATE SCHEMA IF NOT EXISTS "hookbridge" AUTHORIZATION "${role}"; CREATE EXTENSION dblink SCHEMA "hookbridge"`);
+      if (dblink && !dblink.ok)
+        expect(dblink.fix).toContain(`CREATE SCHEMA IF NOT EXISTS "hookbridge" AUTHORIZATION "${role}"; CREATE EXTENSION dblink SCHEMA "hookbridge"`);
       expect(await leftovers(db.url)).toEqual(NOTHING);
     });
   });
@@ -310,9 +317,10 @@ describe('uninstall', () => {
       expect(done.code).toBe(0);
       expect(await leftovers(other.url)).toEqual(NOTHING);
     } finally {
-      await withClient(other.url, (c) => c.query(`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1`, [slot])).catch(() => undefined);
+      await withClient(other.url, (c) => c.query(`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1`, [slot])).catch(
+        () => undefined,
+      );
       await other.drop();
     }
   }, 90_000);
 });
-

@@ -52,7 +52,9 @@ describe('hookbridge CLI', () => {
       const created = await runCli(['init', 'my-hook', '-e', dir.path]);
       expect(created.stdout).toContain(join(dir.path, 'hooks/my-hook/index.ts'));
       const listed = await runCli(['extensions', '--json', '-e', dir.path]);
-      expect(JSON.parse(listed.stdout).loaded).toEqual([expect.objectContaining({ name: 'my-hook', events: ['filter articles.items.create', 'action articles.items.create'] })]);
+      expect(JSON.parse(listed.stdout).loaded).toEqual([
+        expect.objectContaining({ name: 'my-hook', events: ['filter articles.items.create', 'action articles.items.create'] }),
+      ]);
       expect((await runCli(['init', 'my-hook', '-e', dir.path])).code).toBe(2);
     } finally {
       await dir.remove();
@@ -156,7 +158,9 @@ describe('hookbridge CLI', () => {
       expect(running.stdout).not.toMatch(/conninfo|password=/);
       const text = await runCli(['status', '-e', examples], { env });
       expect(text.stdout).toMatch(/^bridges: 1 running, 1 serving filter calls, leader: slot 0$/m);
-      expect(text.stdout).toMatch(new RegExp(`^  slot 0: leader, serving, (direct|notify), [^,]+:${String(cli.child.pid)}, http 127\\.0\\.0\\.1:${String(port)}, since `, 'm'));
+      expect(text.stdout).toMatch(
+        new RegExp(`^  slot 0: leader, serving, (direct|notify), [^,]+:${String(cli.child.pid)}, http 127\\.0\\.0\\.1:${String(port)}, since `, 'm'),
+      );
       expect((await runCli(['doctor'], { env })).stdout).toMatch(/^✓ bridges on this database: 1 running, 1 serving filter calls, leader: slot 0$/m);
     } finally {
       expect(await cli.stop('SIGTERM')).toBe(0);
@@ -222,8 +226,14 @@ describe('hookbridge CLI', () => {
       expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
       const psql = findPsql();
       const shortTitle = psql
-        ? await run(psql, [url as string, '-c', `insert into articles (title) values ('short')`]).then(() => 'inserted', (e: { stderr: string }) => e.stderr)
-        : await withClient(url as string, (c) => c.query(`insert into articles (title) values ('short')`)).then(() => 'inserted', (e: Error) => e.message);
+        ? await run(psql, [url as string, '-c', `insert into articles (title) values ('short')`]).then(
+            () => 'inserted',
+            (e: { stderr: string }) => e.stderr,
+          )
+        : await withClient(url as string, (c) => c.query(`insert into articles (title) values ('short')`)).then(
+            () => 'inserted',
+            (e: Error) => e.message,
+          );
       expect(shortTitle).toMatch(/Article title is too short/);
       await withClient(url as string, (c) => c.query(`insert into articles (title) values ('HelloWorld42')`));
       const { rows } = await withClient(url as string, (c) => c.query(`select uuid::text, current_setting('wal_level') as wal_level from articles`));

@@ -178,10 +178,10 @@ describe.each(['notify', 'direct'] as const)('several bridges (%s transport)', (
       // The leader dies: a standby leads and streams within 10 s.
       const killedAt = Date.now();
       await a.stop('SIGKILL');
-      await waitFor(
-        () => [b, third].find((s) => s.logLines().some((l) => l['msg'] === 'replication streaming')),
-        { timeoutMs: 10_000, message: 'no standby streamed within 10 s of the leader being killed' },
-      );
+      await waitFor(() => [b, third].find((s) => s.logLines().some((l) => l['msg'] === 'replication streaming')), {
+        timeoutMs: 10_000,
+        message: 'no standby streamed within 10 s of the leader being killed',
+      });
       process.stdout.write(`[cluster ${transport}] a standby streams ${Date.now() - killedAt} ms after the leader was killed\n`);
       await writers.progress(200);
 
@@ -213,7 +213,11 @@ describe.each(['notify', 'direct'] as const)('several bridges (%s transport)', (
     try {
       await writers.progress(100);
       // A rolling restart: each instance stopped (and a new one started) in turn.
-      for (const [name, next] of [['a', 'a2'], ['b', 'b2'], ['a2', 'a3']] as const) {
+      for (const [name, next] of [
+        ['a', 'a2'],
+        ['b', 'b2'],
+        ['a2', 'a3'],
+      ] as const) {
         const cli = c.bridges.get(name) as RunningCli;
         const stopping = Date.now();
         expect(await cli.stop('SIGTERM')).toBe(0);
@@ -288,13 +292,16 @@ describe('several bridges: one cluster', () => {
       await a.waitForLog('replication streaming', 15_000);
       await withClient(db.url, (client) => client.query(`insert into cluster_items (note) values ('led')`));
       const { rows: all } = await withClient(db.url, (client) => client.query<{ id: string }>(`select id::text from cluster_items`));
-      await expectNothingSlipped(c, all.map((r) => r.id));
+      await expectNothingSlipped(
+        c,
+        all.map((r) => r.id),
+      );
     } finally {
       await impostor.end().catch(() => undefined);
     }
   }, 120_000);
 
-  it('never lets a write through unfiltered because a writer holds a stopped open-mode instance\'s lock', async () => {
+  it("never lets a write through unfiltered because a writer holds a stopped open-mode instance's lock", async () => {
     await createTable();
     const c = await cluster('notify');
     const a = await c.start('a');
@@ -311,7 +318,10 @@ describe('several bridges: one cluster', () => {
     // The writer plays that instance's "alive" lock: still closed (no bridge runs), never unfiltered.
     await withClient(db.url, async (client) => {
       await client.query(`select pg_advisory_lock($1, 7)`, [lockClass + 2]);
-      const error = await client.query(`insert into cluster_items (note) values ('forced open')`).then(() => undefined, (e: pg.DatabaseError) => e);
+      const error = await client.query(`insert into cluster_items (note) values ('forced open')`).then(
+        () => undefined,
+        (e: pg.DatabaseError) => e,
+      );
       expect(error?.code).toBe('HB503');
     });
     const { rows } = await withClient(db.url, (client) => client.query(`select count(*)::int as n from cluster_items where note = 'forced open'`));
@@ -329,10 +339,17 @@ describe('several bridges: one cluster', () => {
       await holder.query(`select pg_advisory_lock_shared($1, 0)`, [lockClassFor('hookbridge') + 3]);
       const c = await cluster('notify');
       const a = await c.start('a');
-      await a.waitForLog("another session holds this instance's serving lock: writers do not choose it until that session lets go (pg_terminate_backend on its pid)", 15_000);
+      await a.waitForLog(
+        "another session holds this instance's serving lock: writers do not choose it until that session lets go (pg_terminate_backend on its pid)",
+        15_000,
+      );
       await holder.end();
       await waitFor(
-        () => withClient(db.url, (client) => client.query(`insert into cluster_items (note) values ('served')`)).then(() => true, () => false),
+        () =>
+          withClient(db.url, (client) => client.query(`insert into cluster_items (note) values ('served')`)).then(
+            () => true,
+            () => false,
+          ),
         { timeoutMs: 15_000, message: 'the instance never served once the lock was let go' },
       );
       const { rows } = await withClient(db.url, (client) => client.query(`select filtered_by from cluster_items where note = 'served'`));
@@ -342,28 +359,32 @@ describe('several bridges: one cluster', () => {
     }
   }, 60_000);
 
-  it.each(['notify', 'direct'] as const)('moves writers off a frozen instance (%s): no failed write', async (transport) => {
-    await createTable();
-    const c = await cluster(transport);
-    await c.start('a');
-    const b = await c.start('b');
-    const writers = startWriters(db.url);
-    try {
-      await writers.progress(100);
-      b.child.kill('SIGSTOP');
+  it.each(['notify', 'direct'] as const)(
+    'moves writers off a frozen instance (%s): no failed write',
+    async (transport) => {
+      await createTable();
+      const c = await cluster(transport);
+      await c.start('a');
+      const b = await c.start('b');
+      const writers = startWriters(db.url);
       try {
-        // Frozen for longer than FILTER_TIMEOUT_MS (5 s), so a writer left waiting on it would fail. The
-        // freeze is what the test applies, and no event marks every writer having moved off: timed.
-        await new Promise((resolve) => setTimeout(resolve, 6_000));
+        await writers.progress(100);
+        b.child.kill('SIGSTOP');
+        try {
+          // Frozen for longer than FILTER_TIMEOUT_MS (5 s), so a writer left waiting on it would fail. The
+          // freeze is what the test applies, and no event marks every writer having moved off: timed.
+          await new Promise((resolve) => setTimeout(resolve, 6_000));
+          await writers.progress(100);
+        } finally {
+          b.child.kill('SIGCONT');
+        }
         await writers.progress(100);
       } finally {
-        b.child.kill('SIGCONT');
+        await writers.stop();
       }
-      await writers.progress(100);
-    } finally {
-      await writers.stop();
-    }
-    process.stdout.write(`[cluster ${transport} frozen] committed=${writers.committed.length} failed=${writers.failures.length}\n`);
-    expect(writers.failures).toEqual([]);
-  }, 90_000);
+      process.stdout.write(`[cluster ${transport} frozen] committed=${writers.committed.length} failed=${writers.failures.length}\n`);
+      expect(writers.failures).toEqual([]);
+    },
+    90_000,
+  );
 });

@@ -30,7 +30,10 @@ const recorder = `
 
 async function recorded(file: string): Promise<string[]> {
   try {
-    return (await readFile(file, 'utf8')).split('\n').filter(Boolean).map((line) => line.split(' ')[1] as string);
+    return (await readFile(file, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => line.split(' ')[1] as string);
   } catch {
     return [];
   }
@@ -51,10 +54,9 @@ function startWriter(url: string) {
         i += 1;
         try {
           const count = i % 4 === 0 ? 5 : 1;
-          const { rows } = await client.query<{ id: string }>(
-            `insert into journal (note) select 'row ' || g from generate_series(1, $1) g returning id`,
-            [count],
-          );
+          const { rows } = await client.query<{ id: string }>(`insert into journal (note) select 'row ' || g from generate_series(1, $1) g returning id`, [
+            count,
+          ]);
           committed.push(...rows.map((r) => r.id));
         } catch {
           failures += 1;
@@ -157,7 +159,9 @@ describe('nothing lost', () => {
     try {
       // The stream came back: reconnected, or (its instance session lost too) led and started again.
       await waitFor(
-        () => cli.logLines().some((l) => l['msg'] === 'replication connection lost; reconnecting') || cli.logLines().filter((l) => l['msg'] === 'replication streaming').length >= 2,
+        () =>
+          cli.logLines().some((l) => l['msg'] === 'replication connection lost; reconnecting') ||
+          cli.logLines().filter((l) => l['msg'] === 'replication streaming').length >= 2,
         { timeoutMs: 60_000, message: () => `the replication stream never came back:\n${cli.output()}` },
       );
       await expectAllDelivered(file, [...before.committed, ...after.committed]);

@@ -144,7 +144,9 @@ describe('Directus habits', () => {
 
   it('database is Knex: builder and raw in a filter; transaction, rollback, raw, select in an action', async () => {
     const id = await withClient(db.url, async (c) => (await c.query(`insert into orders (amount) values (10) returning id`)).rows[0].id);
-    await waitFor(() => seen['knex'], { message: () => `the action never finished: ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40))}` });
+    await waitFor(() => seen['knex'], {
+      message: () => `the action never finished: ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40))}`,
+    });
     expect(seen['knex']).toEqual({ failed: 'undo', raw: 42, selected: { id, amount: 10 }, audit: 1 });
     expect(seen['users'][id]).toBeNull();
     expect(seen['services'].viaService).toEqual({ amount: 10 });
@@ -175,15 +177,21 @@ describe('Directus habits', () => {
       expect(again.rows[0].placed_by).toBe('alice');
       return [rows[0].id, again.rows[0].id];
     });
-    await waitFor(() => seen['users'][mapped] !== undefined && seen['users'][declared] !== undefined, { message: 'the actions of the mapped writer never ran' });
+    await waitFor(() => seen['users'][mapped] !== undefined && seen['users'][declared] !== undefined, {
+      message: 'the actions of the mapped writer never ran',
+    });
     expect(seen['users'][mapped]).toBe('reporting-user');
     expect(seen['users'][declared]).toBe('alice');
     // A service constructed with an accountability writes as its user, as in Directus.
     const hooks = openHookDatabase({ connectionString: db.url }, { applicationName: 'compat-test', max: 1, servicesMax: 1, logger: tb.log.logger });
     try {
       const { ItemsService } = createServices({ database: hooks.services, runtime: tb.bridge.runtime, getSchema: () => tb.bridge.getSchema() });
-      const key = await new ItemsService('orders', { accountability: { user: 'service-user', role: null, admin: false, app: false, ip: null, userAgent: null } }).createOne({ amount: 3 });
-      expect(await withClient(db.url, async (c) => (await c.query(`select placed_by from orders where id = $1`, [key])).rows[0])).toEqual({ placed_by: 'service-user' });
+      const key = await new ItemsService('orders', {
+        accountability: { user: 'service-user', role: null, admin: false, app: false, ip: null, userAgent: null },
+      }).createOne({ amount: 3 });
+      expect(await withClient(db.url, async (c) => (await c.query(`select placed_by from orders where id = $1`, [key])).rows[0])).toEqual({
+        placed_by: 'service-user',
+      });
       await waitFor(() => seen['users'][key] !== undefined, { message: "the service write's action never ran" });
       expect(seen['users'][key]).toBe('service-user');
     } finally {
@@ -195,12 +203,14 @@ describe('Directus habits', () => {
   });
 
   // Last: it stops the bridge.
-  it("ends the transactions a hook left open when the bridge stops: nothing of it stays connected", async () => {
+  it('ends the transactions a hook left open when the bridge stops: nothing of it stays connected', async () => {
     await withClient(db.url, (c) => c.query(`insert into stuck default values`));
     await waitFor(() => seen['stuck'], { message: 'the action never opened its transactions' });
     await tb.stop();
-    const left = await withClient(db.url, async (c) =>
-      (await c.query(`select application_name, state from pg_stat_activity where datname = current_database() and application_name like 'hookbridge%'`)).rows,
+    const left = await withClient(
+      db.url,
+      async (c) =>
+        (await c.query(`select application_name, state from pg_stat_activity where datname = current_database() and application_name like 'hookbridge%'`)).rows,
     );
     expect(left).toEqual([]);
   });

@@ -28,7 +28,11 @@ describe('an extension a reload brings back', () => {
   it("gets a row's changes in commit order: held ones at the next start, new ones after them", { timeout: 120_000 }, async () => {
     await query(`create table kv (id int primary key, v int)`);
     await query(`insert into kv values (1, 0)`);
-    tb = await startTestBridge(db.url, { 'hooks/kv-mirror/index.js': acts, 'hooks/other/index.js': 'module.exports = () => {};' }, { extensionsAutoReload: true });
+    tb = await startTestBridge(
+      db.url,
+      { 'hooks/kv-mirror/index.js': acts, 'hooks/other/index.js': 'module.exports = () => {};' },
+      { extensionsAutoReload: true },
+    );
     const folder = join(tb.extensionsPath, 'hooks/kv-mirror');
     const runtime = () => tb!.bridge.runtime;
     await query(`update kv set v = 1 where id = 1`);

@@ -110,13 +110,28 @@ describe('mistakes fail loudly, never open', () => {
     });
     expect(seen.filter((s) => s.event === 'notes.items.update')).toEqual([]);
     expect(bridge.bridge.health().extensions).toMatchObject({ notLoaded: [{ extension: 'guard', tables: ['notes'] }] });
-    expect(bridge.log.lines().some((l) => l['msg'] === 'extension not loaded: the tables it guarded stay guarded (writes its filters covered are refused, changes its actions hear are held until it loads)' && l['extension'] === 'guard')).toBe(true);
+    expect(
+      bridge.log
+        .lines()
+        .some(
+          (l) =>
+            l['msg'] ===
+              'extension not loaded: the tables it guarded stay guarded (writes its filters covered are refused, changes its actions hear are held until it loads)' &&
+            l['extension'] === 'guard',
+        ),
+    ).toBe(true);
 
     const env = { DATABASE_URL: db.url, HOOKBRIDGE_SLOT: bridge.slotName };
     const status = await runCli(['status', '--json', '-e', bridge.extensionsPath], { env });
     expect(status.code).toBe(0);
     expect(JSON.parse(status.stdout).guards).toMatchObject({
-      notLoaded: [{ extension: 'guard', reason: expect.stringMatching(/^E_EXTENSION_LOAD/), tables: [{ collection: 'notes', filters: ['create'], actions: ['create', 'update'] }] }],
+      notLoaded: [
+        {
+          extension: 'guard',
+          reason: expect.stringMatching(/^E_EXTENSION_LOAD/),
+          tables: [{ collection: 'notes', filters: ['create'], actions: ['create', 'update'] }],
+        },
+      ],
       heldEvents: 2,
     });
     const doctor = await runCli(['doctor'], { env });
@@ -155,7 +170,9 @@ describe('mistakes fail loudly, never open', () => {
       await cli.waitForLog('ready');
       const refused = await writeError(`insert into notes (id, title) values (5, 'fifth')`);
       expect(refused).toMatchObject({ code: 'HB503', detail: 'code: EXTENSION_NOT_LOADED' });
-      expect(refused?.message).toContain(`extension "guard" guards notes (create) but is not loaded: the extensions folder ${join(cwd, 'extensions')} does not exist`);
+      expect(refused?.message).toContain(
+        `extension "guard" guards notes (create) but is not loaded: the extensions folder ${join(cwd, 'extensions')} does not exist`,
+      );
       expect(await filterTrigger()).toBe(true);
       expect(await published()).toBe(true);
     } finally {
@@ -179,14 +196,15 @@ describe('a guard is never forgotten implicitly', () => {
     };`;
   const helper = `module.exports = ({ action }) => { action('memos.items.update', (meta) => globalThis.__memoSeen.push(['helper', meta.keys[0], meta.payload.title])); };`;
   const guardRows = async () =>
-    (await query<{ extension: string; table_name: string }>(`select extension, table_name from hookbridge.extension_guards where table_name = 'memos' order by extension`)).map((r) => [
-      r.extension,
-      r.table_name,
-    ]);
+    (
+      await query<{ extension: string; table_name: string }>(
+        `select extension, table_name from hookbridge.extension_guards where table_name = 'memos' order by extension`,
+      )
+    ).map((r) => [r.extension, r.table_name]);
   const memoTrigger = async () =>
-    (await query<{ n: number }>(`select count(*)::int as n from pg_trigger where tgname like '%hookbridge_filter' and tgrelid = 'memos'::regclass`))[0]?.n === 1;
-  const memosPublished = async () =>
-    (await query(`select 1 from pg_publication_tables where pubname = 'hookbridge' and tablename = 'memos'`)).length > 0;
+    (await query<{ n: number }>(`select count(*)::int as n from pg_trigger where tgname like '%hookbridge_filter' and tgrelid = 'memos'::regclass`))[0]?.n ===
+    1;
+  const memosPublished = async () => (await query(`select 1 from pg_publication_tables where pubname = 'hookbridge' and tablename = 'memos'`)).length > 0;
   const notLoaded = () => ((tb as TestBridge).bridge.health().extensions as { notLoaded: Array<{ extension: string }> }).notLoaded.map((g) => g.extension);
   const heldFor = (extension: string) =>
     query(`select event_id from hookbridge.failed_events where extension = $1 and reason = 'extension_not_loaded' and replayed_at is null`, [extension]);
@@ -218,7 +236,11 @@ describe('a guard is never forgotten implicitly', () => {
     ]);
     expect(await memoTrigger()).toBe(true);
     expect(await memosPublished()).toBe(true);
-    expect(bridge.log.lines().some((l) => l['level'] === 50 && String(l['msg']).startsWith('none of the extensions that guard tables was found in the extensions folder'))).toBe(true);
+    expect(
+      bridge.log
+        .lines()
+        .some((l) => l['level'] === 50 && String(l['msg']).startsWith('none of the extensions that guard tables was found in the extensions folder')),
+    ).toBe(true);
     await query(`update memos set title = 'while empty' where id = 1`);
     await waitFor(async () => (await heldFor('helper')).length === 1, { timeoutMs: 30_000, message: 'the update held for "helper"' });
 
@@ -226,7 +248,10 @@ describe('a guard is never forgotten implicitly', () => {
     await bridge.stop();
     await writeTree(bridge.extensionsPath, { 'hooks/helper/index.js': helper });
     await bridge.restart();
-    await waitFor(() => memoSeen.some(([e, , title]) => e === 'helper' && title === 'while empty'), { timeoutMs: 30_000, message: 'the held update delivered to "helper"' });
+    await waitFor(() => memoSeen.some(([e, , title]) => e === 'helper' && title === 'while empty'), {
+      timeoutMs: 30_000,
+      message: 'the held update delivered to "helper"',
+    });
     const still = await writeError(`insert into memos (id, title) values (2, 'bad')`);
     expect(still).toMatchObject({ code: 'HB503', detail: 'code: EXTENSION_NOT_LOADED' });
     expect(still?.message).toContain(
@@ -283,10 +308,13 @@ describe('held and parked events replay exactly', () => {
     await writeFile(entry, `module.exports = ({ action }) => { action(`);
     await bridge.restart();
     await query(`insert into blobs values (2, ${values})`);
-    await waitFor(async () => (await query(`select 1 from hookbridge.failed_events where extension = 'exact' and reason = 'extension_not_loaded'`)).length === 1, {
-      timeoutMs: 30_000,
-      message: 'blob 2 held',
-    });
+    await waitFor(
+      async () => (await query(`select 1 from hookbridge.failed_events where extension = 'exact' and reason = 'extension_not_loaded'`)).length === 1,
+      {
+        timeoutMs: 30_000,
+        message: 'blob 2 held',
+      },
+    );
     await writeFile(entry, exact);
     await bridge.restart();
     const held = await waitFor(() => blobSeen.find((p) => p['id'] === 2), { timeoutMs: 30_000, message: 'blob 2 delivered after the restart' });
@@ -304,7 +332,10 @@ describe('held and parked events replay exactly', () => {
     expect(await replayFailedEvents(bridge.bridge.pool, 'hookbridge', bridge.bridge.runtime, { ids: [row!.id] })).toMatchObject([{ ok: true }]);
     const parked = blobSeen.find((p) => p['id'] === 3);
 
-    for (const [what, payload] of [['held', held], ['parked', parked]] as const) {
+    for (const [what, payload] of [
+      ['held', held],
+      ['parked', parked],
+    ] as const) {
       expect(payload, what).toBeDefined();
       // toEqual tells -0 from 0, NaN from null, a Buffer from a "\x…" string.
       expect({ ...payload, id: 1 }, what).toEqual(live);

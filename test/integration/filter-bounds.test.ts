@@ -100,7 +100,11 @@ describe.each(cases)('$name, $transport transport', ({ url: serverUrl, transport
 
   it('gives writers HB504 while the bridge is stopped (SIGSTOP), and serves them again after SIGCONT', async () => {
     await withClient(url, async (session) => {
-      const write = (title: string) => session.query(`insert into jobs (title) values ($1)`, [title]).then(() => 'written', (e: pg.DatabaseError) => e.code);
+      const write = (title: string) =>
+        session.query(`insert into jobs (title) values ($1)`, [title]).then(
+          () => 'written',
+          (e: pg.DatabaseError) => e.code,
+        );
       expect(await write('before')).toBe('written');
       cli.child.kill('SIGSTOP');
       try {
@@ -141,7 +145,11 @@ describe.each(cases)('$name, $transport transport', ({ url: serverUrl, transport
       // The bridge may still be busy with the cancelled call: retry until it answers.
       let second = '';
       await waitFor(
-        async () => (second = await c.query(`insert into jobs (title) values ('same session')`).then(() => 'written', (e: pg.DatabaseError) => e.code ?? '')) === 'written',
+        async () =>
+          (second = await c.query(`insert into jobs (title) values ('same session')`).then(
+            () => 'written',
+            (e: pg.DatabaseError) => e.code ?? '',
+          )) === 'written',
         { timeoutMs: 30_000, message: () => `the cancelled session never wrote again (last: ${second})` },
       );
       return { first, locks: locks.rows[0]?.n };

@@ -101,7 +101,13 @@ it('lets writes pass unfiltered, with a warning, in failure mode "open"', async 
   try {
     await again.waitForLog('ready');
     await waitFor(
-      () => withClient(db.url, async (c) => (await c.query(`select confirmed_flush_lsn >= $1::pg_lsn as ok from pg_replication_slots where slot_name = $2`, [after, SLOT])).rows[0]?.ok === true),
+      () =>
+        withClient(
+          db.url,
+          async (c) =>
+            (await c.query(`select confirmed_flush_lsn >= $1::pg_lsn as ok from pg_replication_slots where slot_name = $2`, [after, SLOT])).rows[0]?.ok ===
+            true,
+        ),
       { timeoutMs: 20_000, message: 'the bridge never read past the forged message' },
     );
     expect(await metrics(again)).toMatch(/hookbridge_filter_unfiltered_total\{reason="unreachable"\} 1\n/);

@@ -39,7 +39,6 @@ const extensions = {
     };`,
 };
 
-
 const asWriter = () => urlAs(roles.writer);
 const outcome = (url: string, sql: string, setup: string[] = []) =>
   withClient(url, async (c) => {
@@ -59,8 +58,7 @@ const FILTER_PORT = await new Promise<number>((resolve) => {
   });
 });
 
-const startBridge = () =>
-  startTestBridge(urlAs(roles.bridge), extensions, { filterTransport: 'direct', filterPort: FILTER_PORT, filterTimeoutMs: 2000 });
+const startBridge = () => startTestBridge(urlAs(roles.bridge), extensions, { filterTransport: 'direct', filterPort: FILTER_PORT, filterTimeoutMs: 2000 });
 
 beforeAll(async () => {
   // What the README tells a superuser to run, once.
@@ -110,7 +108,9 @@ describe('filter security, with the README role setup', () => {
     // dblink is nowhere on a writer's path either.
     expect(await outcome(asWriter(), `select dblink_connect('x', 'host=127.0.0.1 port=1')`)).toBe('42883');
     // The one door: called directly, it wants the privilege for the write it names.
-    expect(await outcome(asWriter(), `select hookbridge.filter_entry('private_items'::regclass, 'public', 'private_items', 'INSERT', '{}', null)`)).toBe('42501');
+    expect(await outcome(asWriter(), `select hookbridge.filter_entry('private_items'::regclass, 'public', 'private_items', 'INSERT', '{}', null)`)).toBe(
+      '42501',
+    );
   });
 
   it('gives writers no setting, trigger switch or replication role that skips the filters', async () => {
@@ -126,7 +126,10 @@ describe('filter security, with the README role setup', () => {
     expect(await outcome(asWriter(), `create table public.writer_scratch_${suffix} (id int)`)).toBe('ok');
     const before = seen.length;
     expect(
-      await outcome(asWriter(), `select hookbridge.filter_entry('public.writer_scratch_${suffix}'::regclass, 'public', 'items', 'INSERT', '{"title": "made up"}', null)`),
+      await outcome(
+        asWriter(),
+        `select hookbridge.filter_entry('public.writer_scratch_${suffix}'::regclass, 'public', 'items', 'INSERT', '{"title": "made up"}', null)`,
+      ),
     ).toBe('42501');
     expect(seen.length).toBe(before);
   });
@@ -156,9 +159,12 @@ describe('filter security, with the README role setup', () => {
       await c.query(`create table late_arrival (id int primary key)`);
       await c.query(`alter table late_arrival owner to ${roles.owner}`);
     });
-    await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1, {
-      message: 'the new table never got its trigger',
-    });
+    await waitFor(
+      async () => (await rows(`select 1 from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1,
+      {
+        message: 'the new table never got its trigger',
+      },
+    );
     expect(await rows(`select * from public.stolen`)).toEqual([]);
   });
 
@@ -247,7 +253,10 @@ describe('filter security, with the README role setup', () => {
     const before = await rows(own);
     expect(before).toHaveLength(1);
     const log = captureLogger('info');
-    const second = new Bridge(resolveConfig({ databaseUrl: urlAs(roles.bridge), extensionsPath: tb!.extensionsPath, slotName: tb!.slotName, port: 0, filterWorkers: 0 }, {}), log.logger);
+    const second = new Bridge(
+      resolveConfig({ databaseUrl: urlAs(roles.bridge), extensionsPath: tb!.extensionsPath, slotName: tb!.slotName, port: 0, filterWorkers: 0 }, {}),
+      log.logger,
+    );
     try {
       await second.start();
       expect(second.role).toBe('standby');
@@ -273,15 +282,23 @@ describe('filter security, with the README role setup', () => {
     await tb!.stop();
     await withClient(db.url, (c) => c.query(`grant execute on function hookbridge.dblink_connect(text, text) to ${roles.writer}`));
     const log = captureLogger('info');
-    const exposed = new Bridge(resolveConfig({ databaseUrl: urlAs(roles.bridge), extensionsPath: tb!.extensionsPath, slotName: tb!.slotName, port: 0 }, {}), log.logger);
-    const error = await exposed.start().then(() => undefined, (e: Error & { code?: string }) => e);
+    const exposed = new Bridge(
+      resolveConfig({ databaseUrl: urlAs(roles.bridge), extensionsPath: tb!.extensionsPath, slotName: tb!.slotName, port: 0 }, {}),
+      log.logger,
+    );
+    const error = await exposed.start().then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    );
     expect(error).toMatchObject({ code: 'E_DBLINK_EXPOSED' });
     expect(error?.message).toContain(`REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA "hookbridge" FROM "${roles.writer}";`);
     // The triggers stay, and fail closed: no bridge answers.
     expect(await outcome(asWriter(), `insert into items (title) values ('reject me')`)).toBe('HB503');
     // doctor says the same, with the statement.
     const doctor = await runCli(['doctor', '--json'], { env: { DATABASE_URL: urlAs(roles.bridge), HOOKBRIDGE_SLOT: tb!.slotName } });
-    const check = (JSON.parse(doctor.stdout) as Array<{ name: string; ok: boolean; fix?: string }>).find((c) => c.name === 'dblink reachable by the bridge only');
+    const check = (JSON.parse(doctor.stdout) as Array<{ name: string; ok: boolean; fix?: string }>).find(
+      (c) => c.name === 'dblink reachable by the bridge only',
+    );
     expect(check).toMatchObject({ ok: false, fix: expect.stringContaining(`REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA "hookbridge" FROM "${roles.writer}";`) });
     await withClient(db.url, (c) => c.query(`revoke execute on all functions in schema hookbridge from ${roles.writer}`));
     await tb!.restart();

@@ -72,7 +72,11 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
   });
 
   const rows = (sql: string, params: unknown[] = []) => withClient(db.url, async (c) => (await c.query(sql, params)).rows);
-  const failure = (sql: string, url = db.url) => withClient(url, (c) => c.query(sql)).then(() => undefined, (e: pg.DatabaseError) => e);
+  const failure = (sql: string, url = db.url) =>
+    withClient(url, (c) => c.query(sql)).then(
+      () => undefined,
+      (e: pg.DatabaseError) => e,
+    );
 
   describe(`filter hooks on writes (${transport} transport)`, () => {
     it('use the transport asked for', () => {
@@ -161,7 +165,10 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
         const bypass = await withClient(url.toString(), async (c) => {
           await c.query(`set hookbridge.skip_filters = 'on'`);
           await c.query(`set hookbridge.bypass = 'on'`);
-          return c.query(`insert into articles (id, title) values (401, 'reject me')`).then(() => 'written', (e: pg.DatabaseError) => e.code);
+          return c.query(`insert into articles (id, title) values (401, 'reject me')`).then(
+            () => 'written',
+            (e: pg.DatabaseError) => e.code,
+          );
         });
         expect(bypass).toBe('HB400');
       } finally {
@@ -225,7 +232,10 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
         withClient(db.url, async (c) => {
           await c.query(`set hookbridge.ticket_hint = '9'`);
           if (timeout) await c.query(`set statement_timeout = ${timeout}`);
-          return c.query(sql).then(() => 'written', (e: pg.DatabaseError) => e.code);
+          return c.query(sql).then(
+            () => 'written',
+            (e: pg.DatabaseError) => e.code,
+          );
         });
       expect(await hinted(`insert into articles (id, title) values (700, 'slow')`, 200)).toBe('57014');
       expect(await hinted(`insert into articles (id, title) values (701, 'reject me')`)).toBe('HB400');
@@ -250,9 +260,13 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
 
     it('put back a filter trigger its table owner disabled', async () => {
       await withClient(db.url, (c) => c.query(`alter table articles disable trigger "~hookbridge_filter"`));
-      await waitFor(async () => (await rows(`select tgenabled from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'articles'::regclass`))[0]?.tgenabled === 'O', {
-        message: 'the disabled trigger stayed disabled',
-      });
+      await waitFor(
+        async () =>
+          (await rows(`select tgenabled from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'articles'::regclass`))[0]?.tgenabled === 'O',
+        {
+          message: 'the disabled trigger stayed disabled',
+        },
+      );
       expect(await failure(`insert into articles (id, title) values (711, 'reject me')`)).toMatchObject({ code: 'HB400' });
     });
 
@@ -269,9 +283,12 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
 
     it('put the trigger on a table created while the bridge runs', async () => {
       await withClient(db.url, (c) => c.query(`create table late_arrival (id int primary key, v text)`));
-      await waitFor(async () => (await rows(`select 1 from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1, {
-        message: 'the new table never got its trigger',
-      });
+      await waitFor(
+        async () => (await rows(`select 1 from pg_trigger where tgname = '~hookbridge_filter' and tgrelid = 'late_arrival'::regclass`)).length === 1,
+        {
+          message: 'the new table never got its trigger',
+        },
+      );
       await withClient(db.url, (c) => c.query(`insert into late_arrival values (1, 'raw')`));
       expect(await rows(`select v from late_arrival`)).toEqual([{ v: 'late and filtered' }]);
     });
@@ -306,7 +323,10 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
           // A look-alike of a built-in the trigger uses, in a schema the writer may create in.
           await c.query(`create function public.pg_get_userbyid(oid) returns name language sql as $$ select session_user $$`);
           await c.query(`set hookbridge.bypass = 'on'`);
-          return c.query(`insert into articles (id, title) values (460, 'reject me')`).then(() => 'written', (e: pg.DatabaseError) => e.code);
+          return c.query(`insert into articles (id, title) values (460, 'reject me')`).then(
+            () => 'written',
+            (e: pg.DatabaseError) => e.code,
+          );
         });
         expect(outcome).toBe('HB400');
       } finally {
@@ -325,5 +345,4 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
       expect(await rows(`select count(*)::int as n from pg_trigger where tgrelid = 'untouched'::regclass`)).toEqual([{ n: 0 }]);
     });
   });
-
 }

@@ -66,7 +66,11 @@ it('lets writers of other tables through while a hook blocks its own worker, and
   );
   void blocked.finally(() => (settled = true));
   await waitFor(
-    () => withClient(db.url, async (c) => (await c.query(`select 1 from pg_stat_activity where query like 'insert into slow_jobs%' and state = 'active'`)).rowCount === 1),
+    () =>
+      withClient(
+        db.url,
+        async (c) => (await c.query(`select 1 from pg_stat_activity where query like 'insert into slow_jobs%' and state = 'active'`)).rowCount === 1,
+      ),
     { message: 'the blocked write never started' },
   );
   // Still inside the busy hook (it runs for 6 s): other writes are filtered meanwhile.
@@ -75,7 +79,11 @@ it('lets writers of other tables through while a hook blocks its own worker, and
   expect(settled).toBe(false);
   expect(others).toEqual(['written', 'written', 'written', 'written', 'written']);
   expect(await withClient(db.url, async (c) => (await c.query(`select title from fast_jobs order by id`)).rows.map((r) => r.title))).toEqual([
-    'other 0 (filtered)', 'other 1 (filtered)', 'other 2 (filtered)', 'other 3 (filtered)', 'other 4 (filtered)',
+    'other 0 (filtered)',
+    'other 1 (filtered)',
+    'other 2 (filtered)',
+    'other 3 (filtered)',
+    'other 4 (filtered)',
   ]);
   // Its own writer gets HB504 from the main thread (never a pass), and the worker is replaced.
   expect(await blocked).toMatchObject({ code: 'HB504', message: expect.stringMatching(/their worker was busy/) });
@@ -83,17 +91,21 @@ it('lets writers of other tables through while a hook blocks its own worker, and
   await waitFor(() => cli.logLines().some((l) => l['msg'] === 'replacing a filter worker'), { message: 'the busy worker was never replaced' });
   // The new worker has the hooks (a worker without them would refuse, never keep the row unfiltered).
   for (let i = 0; i < 4; i++) expect(await insert('fast_jobs', `after ${i}`)).toBe('written');
-  expect(await withClient(db.url, async (c) => (await c.query(`select count(*)::int as n from fast_jobs where title like 'after % (filtered)'`)).rows[0])).toEqual({ n: 4 });
+  expect(
+    await withClient(db.url, async (c) => (await c.query(`select count(*)::int as n from fast_jobs where title like 'after % (filtered)'`)).rows[0]),
+  ).toEqual({ n: 4 });
 });
 
 it("survives a hook's stray rejection", async () => {
   expect(await insert('fast_jobs', 'stray')).toBe('written');
-  await waitFor(() => cli.logLines().some((l) => l['kind'] === 'unhandled_rejection' && l['extension'] === 'jobs'), { message: 'the stray rejection was never logged' });
+  await waitFor(() => cli.logLines().some((l) => l['kind'] === 'unhandled_rejection' && l['extension'] === 'jobs'), {
+    message: 'the stray rejection was never logged',
+  });
   expect(await insert('fast_jobs', 'after')).toBe('written');
   expect(cli.child.exitCode).toBeNull();
 });
 
-it("gives filters on a worker thread the same database (Knex) and kysely", async () => {
+it('gives filters on a worker thread the same database (Knex) and kysely', async () => {
   expect(await insert('fast_jobs', 'knex')).toBe('written');
   const { rows } = await withClient(db.url, (c) => c.query(`select title from fast_jobs where title like 'knex %'`));
   expect(rows).toEqual([{ title: 'knex 0 kysely 0' }]);

@@ -74,11 +74,11 @@ describe('test database', () => {
     const url = new URL(db.url);
     const password = decodeURIComponent(url.password);
     url.password = '';
-    const result = spawnSync(
-      psql,
-      ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', url.toString(), '-c', `insert into psql_probe values (1, 'psql')`],
-      { env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '10' }, encoding: 'utf8', timeout: 30_000 },
-    );
+    const result = spawnSync(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', url.toString(), '-c', `insert into psql_probe values (1, 'psql')`], {
+      env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '10' },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(result.error).toBeUndefined();
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);

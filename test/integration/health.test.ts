@@ -82,8 +82,12 @@ it('answers 200 with the report, its event loop part included', async () => {
   expect(Object.keys(body)).toEqual(expect.arrayContaining(['status', 'role', 'leader', 'instance', 'replication', 'filters', 'extensions']));
 });
 
-it('passes other requests to the main thread: init hooks\' routes (body, client address) and /metrics', async () => {
-  const response = await fetch(`${base}/custom/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ a: [1, 'two'] }) });
+it("passes other requests to the main thread: init hooks' routes (body, client address) and /metrics", async () => {
+  const response = await fetch(`${base}/custom/echo`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ a: [1, 'two'] }),
+  });
   expect(response.status).toBe(200);
   expect(await response.json()).toEqual({ body: { a: [1, 'two'] }, ip: expect.stringMatching(/^(::ffff:)?127\.0\.0\.1$/), protocol: 'http' });
   const metrics = await fetch(`${base}/metrics`);
@@ -92,7 +96,7 @@ it('passes other requests to the main thread: init hooks\' routes (body, client 
   expect((await fetch(`${base}/nothing-here`)).status).toBe(404);
 });
 
-it('never lets a client set its own address or scheme: forwarded headers are the proxy\'s, and an upgrade the app refuses ends the connection', async () => {
+it("never lets a client set its own address or scheme: forwarded headers are the proxy's, and an upgrade the app refuses ends the connection", async () => {
   // The client's own X-Forwarded-* do not make it local or https.
   const spoofed = await fetch(`${base}/custom/echo`, {
     method: 'POST',

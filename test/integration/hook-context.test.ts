@@ -70,7 +70,13 @@ describe('hook context', () => {
   it('gives handlers the schema and a kysely database', async () => {
     await withClient(db.url, (c) => c.query(`insert into authors (name) values ('Ada')`));
     await waitFor(() => seen['readBack'] === 'Ada:1:Ada', {
-      message: () => `the action hook could not read back through database (Knex) and kysely: ${String(seen['readBack'])} ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40).map((l) => [l['msg'], (l['err'] as { message?: string } | undefined)?.message]))}`,
+      message: () =>
+        `the action hook could not read back through database (Knex) and kysely: ${String(seen['readBack'])} ${JSON.stringify(
+          tb.log
+            .lines()
+            .filter((l) => Number(l['level']) >= 40)
+            .map((l) => [l['msg'], (l['err'] as { message?: string } | undefined)?.message]),
+        )}`,
     });
     expect(seen['filterSchemaHasAuthors']).toBe(true);
   });

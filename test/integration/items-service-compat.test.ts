@@ -302,7 +302,12 @@ describe('ItemsService methods', () => {
 
     expect(await posts.updateOne(1, { id: 1, title: 'uno', body: { a: [1] } })).toBe(1);
     expect(await posts.updateMany([2, 3], { status: 'live' })).toEqual([2, 3]);
-    expect(await posts.updateBatch([{ id: 4, title: 'four' }, { id: 5, n: 5 }])).toEqual([4, 5]);
+    expect(
+      await posts.updateBatch([
+        { id: 4, title: 'four' },
+        { id: 5, n: 5 },
+      ]),
+    ).toEqual([4, 5]);
     expect(await posts.updateByQuery({ filter: { status: 'live' } }, { n: 9 })).toEqual([2, 3]);
     expect(await posts.updateByQuery({ filter: { title: 'nothing' } }, { n: 1 })).toEqual([]);
     expect(await rowsOf('select id, title, status, body, n from posts order by id')).toEqual([
@@ -324,7 +329,12 @@ describe('ItemsService methods', () => {
       { id: 500, title: 'explicit', n: null },
     ]);
     const codes = new services.ItemsService('codes');
-    expect(await codes.upsertMany([{ code: 'a', label: 'A' }, { code: 'a', label: 'A2' }])).toEqual(['a', 'a']);
+    expect(
+      await codes.upsertMany([
+        { code: 'a', label: 'A' },
+        { code: 'a', label: 'A2' },
+      ]),
+    ).toEqual(['a', 'a']);
     expect(await codes.readByQuery()).toEqual([{ code: 'a', label: 'A2' }]);
 
     expect(await posts.deleteOne(500)).toBe(500);
@@ -337,16 +347,32 @@ describe('ItemsService methods', () => {
   it('runs updateBatch and upsertMany in one transaction: one failing item writes none', async () => {
     const posts = new services.ItemsService('posts');
     const before = await rowsOf('select id, title, n from posts order by id');
-    await expect(posts.updateBatch([{ id: 4, title: 'changed' }, { id: 5, n: -1 }])).rejects.toThrow(/check constraint/);
-    await expect(posts.upsertMany([{ id: 4, title: 'changed' }, { title: 'new', n: -1 }])).rejects.toThrow(/check constraint/);
+    await expect(
+      posts.updateBatch([
+        { id: 4, title: 'changed' },
+        { id: 5, n: -1 },
+      ]),
+    ).rejects.toThrow(/check constraint/);
+    await expect(
+      posts.upsertMany([
+        { id: 4, title: 'changed' },
+        { title: 'new', n: -1 },
+      ]),
+    ).rejects.toThrow(/check constraint/);
     expect(await rowsOf('select id, title, n from posts order by id')).toEqual(before);
   });
 
   it('refuses bad payloads and keys before writing', async () => {
     const posts = new services.ItemsService('posts');
-    await expect(posts.createOne({ title: 'x', nope: 1 } as never)).rejects.toMatchObject({ code: 'INVALID_PAYLOAD', message: expect.stringMatching(/no field "nope"/) });
+    await expect(posts.createOne({ title: 'x', nope: 1 } as never)).rejects.toMatchObject({
+      code: 'INVALID_PAYLOAD',
+      message: expect.stringMatching(/no field "nope"/),
+    });
     await expect(posts.createMany({ title: 'x' } as never)).rejects.toMatchObject({ code: 'INVALID_PAYLOAD' });
-    await expect(posts.updateBatch([{ title: 'no key' }])).rejects.toMatchObject({ code: 'INVALID_PAYLOAD', message: expect.stringMatching(/misses its primary key "id"/) });
+    await expect(posts.updateBatch([{ title: 'no key' }])).rejects.toMatchObject({
+      code: 'INVALID_PAYLOAD',
+      message: expect.stringMatching(/misses its primary key "id"/),
+    });
     await expect(posts.updateOne('1; drop table posts' as never, { title: 'x' })).rejects.toMatchObject({ code: 'FORBIDDEN' });
     await expect(posts.deleteMany([1, null] as never)).rejects.toMatchObject({ code: 'FORBIDDEN' });
     expect(ids(await rowsOf('select id from posts order by id'))).toEqual([1, 4, 5]);
@@ -363,10 +389,13 @@ describe('ItemsService methods', () => {
 
   it('writes columns added after the service was made with its schema', async () => {
     await rowsOf('create table evolving (id serial primary key, a text)');
-    const schema = await waitFor(async () => {
-      const latest = await tb.bridge.getSchema();
-      return latest.collections['evolving'] ? latest : undefined;
-    }, { message: 'the schema never showed the new table' });
+    const schema = await waitFor(
+      async () => {
+        const latest = await tb.bridge.getSchema();
+        return latest.collections['evolving'] ? latest : undefined;
+      },
+      { message: 'the schema never showed the new table' },
+    );
     const evolving = new services.ItemsService('evolving', { schema });
     await rowsOf('alter table evolving add column b text');
     // The schema cache notices the new column within a second.
@@ -407,7 +436,15 @@ describe('ItemsService with emitEvents: false', () => {
     expect(await guarded.createMany([{ note: 'b' }, { note: 'c' }, { note: 'd' }, { note: 'e' }], quiet)).toEqual([2, 3, 4, 5]);
     expect(await guarded.updateOne(1, { note: 'a1' }, quiet)).toBe(1);
     expect(await guarded.updateMany([2, 3], { note: 'bc' }, quiet)).toEqual([2, 3]);
-    expect(await guarded.updateBatch([{ id: 4, note: 'd1' }, { id: 5, note: 'e1' }], quiet)).toEqual([4, 5]);
+    expect(
+      await guarded.updateBatch(
+        [
+          { id: 4, note: 'd1' },
+          { id: 5, note: 'e1' },
+        ],
+        quiet,
+      ),
+    ).toEqual([4, 5]);
     expect(await guarded.updateByQuery({ filter: { note: 'bc' } }, { note: 'bc2' }, quiet)).toEqual([2, 3]);
     expect(await guarded.upsertOne({ id: 1, note: 'a2' }, quiet)).toBe(1);
     expect(await guarded.upsertOne({ note: 'f' }, quiet)).toBe(6);
@@ -427,14 +464,21 @@ describe('ItemsService with emitEvents: false', () => {
     // above would have been dispatched before it (one stream, in commit order).
     seen.block = false;
     const [sentinel] = await rowsOf(`insert into guarded (note) values ('sentinel') returning id`);
-    await waitFor(() => seen.actions.some((a) => a.keys === sentinel?.['id']), { message: () => `no action for the sentinel: ${JSON.stringify(seen.actions)}` });
+    await waitFor(() => seen.actions.some((a) => a.keys === sentinel?.['id']), {
+      message: () => `no action for the sentinel: ${JSON.stringify(seen.actions)}`,
+    });
     expect(seen.actions).toEqual([{ event: 'create', keys: sentinel?.['id'] }]);
   });
 
-  it('reaches hooks with events on: a rejecting filter stops the write, with the hook\'s Directus error', async () => {
+  it("reaches hooks with events on: a rejecting filter stops the write, with the hook's Directus error", async () => {
     seen.block = true;
     const guarded = new services.ItemsService('guarded');
-    await expect(guarded.createOne({ note: 'x' })).rejects.toMatchObject({ name: 'DirectusError', code: 'INVALID_PAYLOAD', status: 400, message: 'guarded is closed' });
+    await expect(guarded.createOne({ note: 'x' })).rejects.toMatchObject({
+      name: 'DirectusError',
+      code: 'INVALID_PAYLOAD',
+      status: 400,
+      message: 'guarded is closed',
+    });
     await expect(guarded.upsertMany([{ note: 'x' }])).rejects.toMatchObject({ code: 'INVALID_PAYLOAD' });
     expect(await rowsOf(`select * from guarded where note = 'x'`)).toEqual([]);
   });
@@ -456,18 +500,58 @@ describe("Directus' other services", () => {
     expect(seen.registered).toBe(true);
     expect(seen.mailError).toEqual({
       code: 'E_SERVICE_NOT_OFFERED',
-      message: expect.stringMatching(/^MailService is a Directus service that hookbridge does not offer: hookbridge's services are ItemsService\. hookbridge runs beside PostgreSQL, without Directus' users, files, mail/),
+      message: expect.stringMatching(
+        /^MailService is a Directus service that hookbridge does not offer: hookbridge's services are ItemsService\. hookbridge runs beside PostgreSQL, without Directus' users, files, mail/,
+      ),
     });
     for (const name of DIRECTUS_SERVICES) {
       const Service = (services as Record<string, new (options: unknown) => unknown>)[name];
       expect(Service, name).toBeTypeOf('function');
-      expect(thrownBy(() => new Service!({ schema: {} })), name).toMatchObject({
+      expect(
+        thrownBy(() => new Service!({ schema: {} })),
+        name,
+      ).toMatchObject({
         name: 'HookbridgeError',
         code: 'E_SERVICE_NOT_OFFERED',
         message: expect.stringContaining(`${name} is a Directus service that hookbridge does not offer`),
       });
     }
-    for (const name of ['MailService', 'FilesService', 'UsersService', 'RolesService', 'PermissionsService', 'CollectionsService', 'FieldsService', 'RelationsService', 'ActivityService', 'RevisionsService', 'SettingsService', 'AssetsService', 'ImportService', 'ExportService', 'UtilsService', 'ServerService', 'SchemaService', 'SpecificationService', 'NotificationsService', 'FlowsService', 'WebhooksService', 'DashboardsService', 'PanelsService', 'PresetsService', 'SharesService', 'TranslationsService', 'FoldersService', 'ExtensionsService', 'GraphQLService', 'MetaService', 'PayloadService', 'AuthorizationService', 'AuthenticationService', 'TFAService']) {
+    for (const name of [
+      'MailService',
+      'FilesService',
+      'UsersService',
+      'RolesService',
+      'PermissionsService',
+      'CollectionsService',
+      'FieldsService',
+      'RelationsService',
+      'ActivityService',
+      'RevisionsService',
+      'SettingsService',
+      'AssetsService',
+      'ImportService',
+      'ExportService',
+      'UtilsService',
+      'ServerService',
+      'SchemaService',
+      'SpecificationService',
+      'NotificationsService',
+      'FlowsService',
+      'WebhooksService',
+      'DashboardsService',
+      'PanelsService',
+      'PresetsService',
+      'SharesService',
+      'TranslationsService',
+      'FoldersService',
+      'ExtensionsService',
+      'GraphQLService',
+      'MetaService',
+      'PayloadService',
+      'AuthorizationService',
+      'AuthenticationService',
+      'TFAService',
+    ]) {
       expect(DIRECTUS_SERVICES as readonly string[]).toContain(name);
     }
   });

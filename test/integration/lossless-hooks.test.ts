@@ -175,7 +175,7 @@ describe('one lossless typing', () => {
     expect((await sql(`select count(*)::int as n from ledger where id = 8`)).rows).toEqual([{ n: 0 }]);
   });
 
-  it('a column whose type changed in the writer\'s own transaction never rounds a key', async () => {
+  it("a column whose type changed in the writer's own transaction never rounds a key", async () => {
     await withClient(db.url, async (c) => {
       await c.query('begin');
       await c.query(`alter table grow alter column id type int8`);

@@ -90,10 +90,13 @@ describe('metrics of a running bridge', () => {
       timeoutMs: 30_000,
       message: () => `the handlers never ran: ${JSON.stringify(seen)}`,
     });
-    const text = await waitFor(async () => {
-      const text = await scrape();
-      return valueOf(text, 'hookbridge_failed_events', { reason: 'handler_failed' }) === 1 ? text : undefined;
-    }, { timeoutMs: 30_000, message: 'the failing event was never parked (hookbridge_failed_events)' });
+    const text = await waitFor(
+      async () => {
+        const text = await scrape();
+        return valueOf(text, 'hookbridge_failed_events', { reason: 'handler_failed' }) === 1 ? text : undefined;
+      },
+      { timeoutMs: 30_000, message: 'the failing event was never parked (hookbridge_failed_events)' },
+    );
 
     // The process' own metrics under their standard names, once.
     expect(valueOf(text, 'process_cpu_seconds_total')).toBeGreaterThan(0);
@@ -109,7 +112,9 @@ describe('metrics of a running bridge', () => {
     expect(tries('broken', 'flaky', 'error')).toBe(2);
     expect(tries('slow', 'slow', 'timeout')).toBe(1);
     expect(tries('slow', 'slow', 'ok')).toBe(1);
-    expect(valueOf(text, 'hookbridge_action_handler_seconds_bucket', { extension: 'slow', collection: 'slow', action: 'create', outcome: 'timeout', le: '0.5' })).toBe(0);
+    expect(
+      valueOf(text, 'hookbridge_action_handler_seconds_bucket', { extension: 'slow', collection: 'slow', action: 'create', outcome: 'timeout', le: '0.5' }),
+    ).toBe(0);
     expect(valueOf(text, 'hookbridge_action_handler_seconds_sum', { extension: 'slow', outcome: 'timeout' })).toBeGreaterThanOrEqual(0.9);
 
     // One observation per change that reached handlers: 3 items, 1 flaky, 1 slow.

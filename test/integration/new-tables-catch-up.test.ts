@@ -36,7 +36,6 @@ const extensions = {
     };`,
 };
 
-
 let tb: TestBridge | undefined;
 const asOwner = (text: string) => withClient(urlAs(roles.owner), (c) => c.query(text));
 const events = (collection: string, event?: string) => seen.filter((s) => s.meta['collection'] === collection && (!event || s.event === event));
@@ -115,7 +114,11 @@ describe('new tables, without the event trigger (a bridge role that is not a sup
     await waitForEvents('late_tx', 320);
     await waitForEvents('late_tx', 1, 'update');
     expect(keysOf(events('late_tx', 'create'))).toEqual(range(1, 320));
-    expect(events('late_tx', 'create').filter((s) => s.meta['catchUp'] === undefined).every((s) => s.who?.['role'] === roles.owner)).toBe(true);
+    expect(
+      events('late_tx', 'create')
+        .filter((s) => s.meta['catchUp'] === undefined)
+        .every((s) => s.who?.['role'] === roles.owner),
+    ).toBe(true);
     expect(events('late_tx', 'update').map((s) => s.meta['payload'])).toEqual([{ id: 1, v: 2, note: 'later' }]);
   });
 
@@ -135,7 +138,11 @@ describe('new tables, without the event trigger (a bridge role that is not a sup
     expect(keysOf(events('late_auto', 'create'))).toEqual(range(1, 400));
     // The rows before the join were caught up; those after it came from the WAL.
     expect(events('late_auto', 'create').filter((s) => s.meta['catchUp'] === true).length).toBeGreaterThan(0);
-    expect(events('late_auto', 'create').filter((s) => s.meta['key'] > 200).every((s) => s.meta['catchUp'] === undefined)).toBe(true);
+    expect(
+      events('late_auto', 'create')
+        .filter((s) => s.meta['key'] > 200)
+        .every((s) => s.meta['catchUp'] === undefined),
+    ).toBe(true);
   });
 
   it('catches up a table created and written while the bridge was down', async () => {
@@ -150,7 +157,9 @@ describe('new tables, without the event trigger (a bridge role that is not a sup
     await withClient(db.url, (c) => c.query(eventTriggerStatement('hookbridge')));
     const pool = new pg.Pool({ connectionString: urlAs(roles.bridge), max: 1 });
     try {
-      const check = (await doctor(pool, resolveConfig({ databaseUrl: urlAs(roles.bridge), slotName: tb!.slotName }))).find((c) => c.name === 'new tables guarded from their first row');
+      const check = (await doctor(pool, resolveConfig({ databaseUrl: urlAs(roles.bridge), slotName: tb!.slotName }))).find(
+        (c) => c.name === 'new tables guarded from their first row',
+      );
       expect(check).toMatchObject({ ok: true });
     } finally {
       await pool.end();

@@ -126,10 +126,17 @@ describe('new tables, with the event trigger (a superuser bridge)', () => {
       expect(await outcome(c, `create table late_ctas_odd as select g as id, g as v, null::text as note from generate_series(1, 20) g`)).toBe('HB400');
     });
     await sql(`create table late_ctas as select g as id, 2 * g as v, null::text as note from generate_series(1, 20) g`);
-    expect((await sql(`select count(*)::int as n, count(*) filter (where note = 'filtered')::int as filtered from late_ctas`)).rows[0]).toEqual({ n: 20, filtered: 20 });
+    expect((await sql(`select count(*)::int as n, count(*) filter (where note = 'filtered')::int as filtered from late_ctas`)).rows[0]).toEqual({
+      n: 20,
+      filtered: 20,
+    });
     await waitForEvents('late_ctas', 20);
     // No key: the events carry none, but each row once, with its writer.
-    expect(events('late_ctas', 'create').map((s) => Number(s.meta['payload'].id)).sort((a, b) => a - b)).toEqual(range(1, 20));
+    expect(
+      events('late_ctas', 'create')
+        .map((s) => Number(s.meta['payload'].id))
+        .sort((a, b) => a - b),
+    ).toEqual(range(1, 20));
     expect(events('late_ctas', 'create').every((s) => s.who?.['verified'] === true)).toBe(true);
     expect(events('late_ctas', 'delete')).toEqual([]);
   });

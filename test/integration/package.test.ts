@@ -61,7 +61,17 @@ describe('hookbridge installed from its tarball into an empty project', () => {
   });
 
   it('packs the built code, the SQL it installs and the README, and no sources or tests', async () => {
-    expect(packed).toEqual(expect.arrayContaining(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/bridge/cli.js', 'dist/bridge/testing.js', 'sql/000001.sql']));
+    expect(packed).toEqual(
+      expect.arrayContaining([
+        'package.json',
+        'README.md',
+        'dist/index.js',
+        'dist/index.d.ts',
+        'dist/bridge/cli.js',
+        'dist/bridge/testing.js',
+        'sql/000001.sql',
+      ]),
+    );
     expect(packed.filter((path) => !/^(dist|sql)\//.test(path) && path !== 'package.json' && path !== 'README.md')).toEqual([]);
     // Every migration the repository has.
     const migrations = (await readdir(join(root, 'sql'))).map((file) => `sql/${file}`);

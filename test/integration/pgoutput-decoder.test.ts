@@ -162,7 +162,26 @@ function nth<T extends PgoutputMessage['tag']>(tag: T, index: number): Extract<P
   return found;
 }
 
-const COLUMNS = ['id', 'big', 'Unit Price', 'label', 'flag', 'doc', 'docb', 'at', 'day', 'raw', 'uid', 'mood', 'ints', 'texts', 'moods', 'qty', 'codes', 'big_text'];
+const COLUMNS = [
+  'id',
+  'big',
+  'Unit Price',
+  'label',
+  'flag',
+  'doc',
+  'docb',
+  'at',
+  'day',
+  'raw',
+  'uid',
+  'mood',
+  'ints',
+  'texts',
+  'moods',
+  'qty',
+  'codes',
+  'big_text',
+];
 
 describe('pgoutput from a real server', () => {
   test('arrives as the expected sequence of messages', () => {

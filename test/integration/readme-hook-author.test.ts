@@ -110,7 +110,15 @@ describe('the README example for hook authors', () => {
     await writeFile(
       join(project, 'tsconfig.json'),
       JSON.stringify({
-        compilerOptions: { strict: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', noEmit: true, skipLibCheck: true, types: ['node'] },
+        compilerOptions: {
+          strict: true,
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          noEmit: true,
+          skipLibCheck: true,
+          types: ['node'],
+        },
         include: ['test', 'extensions'],
       }),
     );
@@ -145,9 +153,13 @@ describe('the README example for hook authors', () => {
     await run('docker', ['tag', image, tag]);
     // Watched live: the daemon keeps only its last 256 events, and health checks make many.
     const since = String(Math.floor(Date.now() / 1000) - 1);
-    const watcher = spawn('docker', ['events', '--since', since, '--filter', 'type=container', '--filter', 'event=start', '--filter', `image=${tag}`, '--format', '{{.ID}}'], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
+    const watcher = spawn(
+      'docker',
+      ['events', '--since', since, '--filter', 'type=container', '--filter', 'event=start', '--filter', `image=${tag}`, '--format', '{{.ID}}'],
+      {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      },
+    );
     let started = '';
     watcher.stdout.on('data', (chunk) => (started += chunk));
     try {
@@ -162,7 +174,7 @@ describe('the README example for hook authors', () => {
     }
   }, 180_000);
 
-  it('with Docker: the workflow\'s service and wal_level step give a server the test file passes on', async (ctx) => {
+  it("with Docker: the workflow's service and wal_level step give a server the test file passes on", async (ctx) => {
     if (!(await dockerAnswers())) return ctx.skip('no Docker engine answers: the workflow needs one');
     const image = await usableImage();
     if (!image) return ctx.skip(`Docker answers but has neither ${testPgImage()} nor ${LOCAL_PG_IMAGE}: run scripts/docker/prepare.sh`);
@@ -176,10 +188,16 @@ describe('the README example for hook authors', () => {
     expect(step?.run).toBeDefined();
 
     // As the runner starts a service: its env and options; its port on a free one of ours instead of 5432.
-    const { stdout: created } = await run('bash', [
-      '-c',
-      `docker run -d ${service.options} ${Object.keys(service.env).map((k) => `-e ${k}`).join(' ')} -p 127.0.0.1::5432 "$IMAGE"`,
-    ], { env: { ...process.env, ...service.env, IMAGE: image } });
+    const { stdout: created } = await run(
+      'bash',
+      [
+        '-c',
+        `docker run -d ${service.options} ${Object.keys(service.env)
+          .map((k) => `-e ${k}`)
+          .join(' ')} -p 127.0.0.1::5432 "$IMAGE"`,
+      ],
+      { env: { ...process.env, ...service.env, IMAGE: image } },
+    );
     const id = created.trim();
     try {
       await waitFor(async () => (await run('docker', ['inspect', '--format', '{{.State.Health.Status}}', id])).stdout.trim() === 'healthy', {

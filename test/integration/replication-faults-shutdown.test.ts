@@ -56,7 +56,9 @@ async function timedFastStop(server: OwnServer, what: string): Promise<number> {
 async function ownServerWithTables(label: string): Promise<OwnServer> {
   const server = await startOwnServer(label);
   cleanups.push(() => server.dispose());
-  await withClient(server.url, (c) => c.query(`create table journal (id bigserial primary key, note text); create table scratch (id bigserial primary key, note text)`));
+  await withClient(server.url, (c) =>
+    c.query(`create table journal (id bigserial primary key, note text); create table scratch (id bigserial primary key, note text)`),
+  );
   return server;
 }
 
@@ -77,7 +79,10 @@ it('pg_ctl stop -m fast finishes within 10 s while the stream is connected and a
   await waitFor(() => stream.actions.streaming, { timeoutMs: 60_000, message: 'the stream did not reconnect after the restart' });
   const after = await insertJournal(server.url, 'after ', 5);
   const expected = [...before, ...after];
-  await waitFor(() => expected.every((id) => delivered('stream').includes(id)), { timeoutMs: 60_000, message: () => `lost: ${expected.filter((id) => !delivered('stream').includes(id)).join(', ')}` });
+  await waitFor(() => expected.every((id) => delivered('stream').includes(id)), {
+    timeoutMs: 60_000,
+    message: () => `lost: ${expected.filter((id) => !delivered('stream').includes(id)).join(', ')}`,
+  });
 }, 180_000);
 
 it('and with a whole bridge connected', async () => {
@@ -99,5 +104,8 @@ it('and with a whole bridge connected', async () => {
   await waitFor(() => tb.bridge.actions?.streaming, { timeoutMs: 30_000, message: 'the bridge did not stream again' }).catch(() => tb.restart());
   const after = await insertJournal(server.url, 'after ', 5);
   const expected = [...before, ...after];
-  await waitFor(() => expected.every((id) => delivered('bridge').includes(id)), { timeoutMs: 60_000, message: () => `lost: ${expected.filter((id) => !delivered('bridge').includes(id)).join(', ')}` });
+  await waitFor(() => expected.every((id) => delivered('bridge').includes(id)), {
+    timeoutMs: 60_000,
+    message: () => `lost: ${expected.filter((id) => !delivered('bridge').includes(id)).join(', ')}`,
+  });
 }, 180_000);

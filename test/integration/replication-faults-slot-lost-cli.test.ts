@@ -18,7 +18,9 @@ afterAll(async () => {
 it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while it runs', async () => {
   const own = await startOwnServer('slot-lost-cli', { max_slot_wal_keep_size: '1MB' });
   cleanups.push(() => own.dispose());
-  await withClient(own.url, (c) => c.query(`create table orders (id bigserial primary key, note text); create table filler (id bigserial primary key, note text)`));
+  await withClient(own.url, (c) =>
+    c.query(`create table orders (id bigserial primary key, note text); create table filler (id bigserial primary key, note text)`),
+  );
   const dir = await tempDir();
   cleanups.push(() => dir.remove());
   // The handler never returns: the bridge lags behind its slot.
@@ -47,7 +49,9 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
   const checkpointAt = await outrunSlot(own.url);
   const exited = new Promise<number | null>((resolve) => cli.child.on('close', resolve));
   const code = await Promise.race([exited, new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 30_000))]);
-  process.stdout.write(`[replication-faults] invalidated slot: the CLI exited ${code === 'running' ? 'not at all' : `(code ${String(code)}) ${Date.now() - checkpointAt} ms after the checkpoint`}\n`);
+  process.stdout.write(
+    `[replication-faults] invalidated slot: the CLI exited ${code === 'running' ? 'not at all' : `(code ${String(code)}) ${Date.now() - checkpointAt} ms after the checkpoint`}\n`,
+  );
   expect(code, cli.output()).not.toBe('running');
   expect(code).not.toBe(0);
   const fatal = cli.logLines().find((l) => (l['err'] as { code?: string } | undefined)?.code === 'E_SLOT_LOST' || l['code'] === 'E_SLOT_LOST');
@@ -55,7 +59,9 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
 
   // status says so, through the binary; doctor fails on it.
   const text = await runCli(['status', '-e', dir.path], { env });
-  expect(text.stdout).toMatch(new RegExp(`^slot ${slot}: ✗ lost \\(invalidated: wal_removed\\): changes committed after [0-9A-F]+/[0-9A-F]+ were never delivered`, 'm'));
+  expect(text.stdout).toMatch(
+    new RegExp(`^slot ${slot}: ✗ lost \\(invalidated: wal_removed\\): changes committed after [0-9A-F]+/[0-9A-F]+ were never delivered`, 'm'),
+  );
   const doctorRun = await runCli(['doctor'], { env });
   expect(doctorRun.stdout).toMatch(new RegExp(`✗ replication slot "${slot}": lost`));
   expect(doctorRun.code).toBe(1);

@@ -58,12 +58,21 @@ it('stops with E_SLOT_LOST when the slot is invalidated under it, and status and
 
   const checkpointAt = await outrunSlot(url);
   const lost = await waitFor(
-    async () => (await withClient(url, (c) => c.query<{ wal_status: string }>(`select wal_status from pg_replication_slots where slot_name = $1`, [stream?.slotName]))).rows[0]?.wal_status === 'lost',
+    async () =>
+      (await withClient(url, (c) => c.query<{ wal_status: string }>(`select wal_status from pg_replication_slots where slot_name = $1`, [stream?.slotName])))
+        .rows[0]?.wal_status === 'lost',
     { timeoutMs: 30_000, message: 'the checkpoint did not invalidate the slot' },
   ).then(() => true);
   expect(lost).toBe(true);
 
-  await waitFor(() => stream?.fatal.length, { timeoutMs: 10_000, message: () => `the stream did not give up:\n${stream?.log.lines().map((l) => l['msg']).join('\n')}` });
+  await waitFor(() => stream?.fatal.length, {
+    timeoutMs: 10_000,
+    message: () =>
+      `the stream did not give up:\n${stream?.log
+        .lines()
+        .map((l) => l['msg'])
+        .join('\n')}`,
+  });
   process.stdout.write(`[replication-faults] invalidated slot: the stream gave up ${Date.now() - checkpointAt} ms after the checkpoint\n`);
   const fatal = stream.fatal[0] as Error & { code?: string };
   expect(fatal.code).toBe('E_SLOT_LOST');
@@ -104,4 +113,3 @@ it('stops with E_SLOT_LOST when the slot is invalidated under it, and status and
   expect(slotCheck?.detail).toContain(`changes committed after ${confirmed}`);
   expect(slotCheck?.fix).toContain('pg_drop_replication_slot');
 }, 120_000);
-

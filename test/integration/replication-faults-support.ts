@@ -97,7 +97,14 @@ export async function startStandaloneStream(
   const runtime = new HookRuntime({ extensionsPath: dir.path, logger: log.logger });
   await runtime.start();
   const fatal: unknown[] = [];
-  const actions = new ActionStream({ config, pool, connection: { connectionString: replicationUrl ?? url }, runtime, logger: log.logger, onFatal: (error) => fatal.push(error) });
+  const actions = new ActionStream({
+    config,
+    pool,
+    connection: { connectionString: replicationUrl ?? url },
+    runtime,
+    logger: log.logger,
+    onFatal: (error) => fatal.push(error),
+  });
   await actions.start();
   let stopped: Promise<void> | undefined;
   const stop = () =>

@@ -37,7 +37,11 @@ async function insertJournal(note: string, count: number): Promise<string[]> {
 }
 
 const walsenderPid = (slot: string) =>
-  withClient(db.url, async (c) => (await c.query<{ pid: number | null }>(`select active_pid as pid from pg_replication_slots where slot_name = $1`, [slot])).rows[0]?.pid ?? null);
+  withClient(
+    db.url,
+    async (c) =>
+      (await c.query<{ pid: number | null }>(`select active_pid as pid from pg_replication_slots where slot_name = $1`, [slot])).rows[0]?.pid ?? null,
+  );
 
 /** Samples a flag every 5 ms: the first moment it says false. */
 function watchStreaming(streaming: () => boolean | undefined): { noticedAt: () => number | undefined; stop: () => void } {
@@ -84,7 +88,10 @@ it('notices a terminated walsender within 5 s, reconnects, and loses nothing', a
   expect(newPid).not.toBe(pid);
   const after = await insertJournal('after ', 10);
   const expected = [...before, ...during, ...after];
-  await waitFor(() => expected.every((id) => delivered.includes(id)), { timeoutMs: 30_000, message: () => `lost: ${expected.filter((id) => !delivered.includes(id)).join(', ')}` });
+  await waitFor(() => expected.every((id) => delivered.includes(id)), {
+    timeoutMs: 30_000,
+    message: () => `lost: ${expected.filter((id) => !delivered.includes(id)).join(', ')}`,
+  });
 });
 
 it('notices a replication connection gone silent within 5 s, reconnects once it can, and loses nothing', async () => {
@@ -94,12 +101,16 @@ it('notices a replication connection gone silent within 5 s, reconnects once it 
   proxy = await startFreezableProxy(db.url);
   stream = await startStandaloneStream(
     db.url,
-    { 'hooks/recorder/index.js': `module.exports = ({ action }) => { action('ledger.items.create', ({ key }) => { globalThis.__silentDelivered.push(String(key)); }); };` },
+    {
+      'hooks/recorder/index.js': `module.exports = ({ action }) => { action('ledger.items.create', ({ key }) => { globalThis.__silentDelivered.push(String(key)); }); };`,
+    },
     { replicationUrl: proxy.url },
   );
   const actions = stream.actions;
   const insertLedger = (note: string) =>
-    withClient(db.url, async (c) => (await c.query<{ id: string }>(`insert into ledger (note) select $1 || g from generate_series(1, 10) g returning id`, [note])).rows.map((r) => r.id));
+    withClient(db.url, async (c) =>
+      (await c.query<{ id: string }>(`insert into ledger (note) select $1 || g from generate_series(1, 10) g returning id`, [note])).rows.map((r) => r.id),
+    );
   const before = await insertLedger('before ');
   await waitFor(() => before.every((id) => seen.includes(id)), { message: 'rows before were not delivered' });
 
@@ -108,7 +119,10 @@ it('notices a replication connection gone silent within 5 s, reconnects once it 
   proxy.freeze();
   const during = await insertLedger('during ');
   try {
-    await waitFor(() => watch.noticedAt() !== undefined, { timeoutMs: 5_000, message: 'the stream still says it streams 5 s after its connection went silent' });
+    await waitFor(() => watch.noticedAt() !== undefined, {
+      timeoutMs: 5_000,
+      message: 'the stream still says it streams 5 s after its connection went silent',
+    });
   } finally {
     watch.stop();
   }
@@ -121,7 +135,10 @@ it('notices a replication connection gone silent within 5 s, reconnects once it 
   await waitFor(() => actions.streaming, { timeoutMs: 30_000, message: 'the stream did not reconnect' });
   const after = await insertLedger('after ');
   const expected = [...before, ...during, ...after];
-  await waitFor(() => expected.every((id) => seen.includes(id)), { timeoutMs: 30_000, message: () => `lost: ${expected.filter((id) => !seen.includes(id)).join(', ')}` });
+  await waitFor(() => expected.every((id) => seen.includes(id)), {
+    timeoutMs: 30_000,
+    message: () => `lost: ${expected.filter((id) => !seen.includes(id)).join(', ')}`,
+  });
 });
 
 it('notices a terminated walsender within 5 s while reading is paused for backpressure', async () => {
@@ -172,7 +189,10 @@ it('notices a terminated walsender within 5 s while reading is paused for backpr
   const killedAt = Date.now();
   await withClient(db.url, (c) => c.query(`select pg_terminate_backend($1)`, [pid]));
   try {
-    await waitFor(() => watch.noticedAt() !== undefined, { timeoutMs: 5_000, message: 'the paused stream still says it streams 5 s after its walsender was terminated' });
+    await waitFor(() => watch.noticedAt() !== undefined, {
+      timeoutMs: 5_000,
+      message: 'the paused stream still says it streams 5 s after its walsender was terminated',
+    });
   } finally {
     watch.stop();
   }

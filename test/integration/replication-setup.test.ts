@@ -66,7 +66,9 @@ describe('migrate', () => {
     expect(all.length).toBeGreaterThan(0);
     expect(definitions.map((d) => d.name)).toContain('filter_call.sql');
     const results = await Promise.all([migrate(pool, { schema }), migrate(pool, { schema })]);
-    expect(results.flatMap((r) => r.applied).sort()).toEqual([...all.map((m) => m.name), ...definitions.map((d) => `definitions/${d.name}@${d.revision}`)].sort());
+    expect(results.flatMap((r) => r.applied).sort()).toEqual(
+      [...all.map((m) => m.name), ...definitions.map((d) => `definitions/${d.name}@${d.revision}`)].sort(),
+    );
     const { rows } = await pool.query(`select id, name from hookbridge.migrations order by id`);
     expect(rows).toEqual(all.map((m) => ({ id: m.id, name: m.name })));
     expect(await migrate(pool, { schema })).toEqual({ applied: [] });
@@ -90,7 +92,10 @@ describe('migrate', () => {
       await expect(migrate(pool, target)).resolves.toEqual({ applied: [] });
       await appendFile(second, '\n-- an edit after release\n');
       const error = await migrate(pool, target).catch((e: unknown) => e);
-      expect(error).toMatchObject({ code: 'E_MIGRATION_CHANGED', message: expect.stringMatching(/^Migration 000002\.sql was changed after it was applied to schema "hb_checksums"/) });
+      expect(error).toMatchObject({
+        code: 'E_MIGRATION_CHANGED',
+        message: expect.stringMatching(/^Migration 000002\.sql was changed after it was applied to schema "hb_checksums"/),
+      });
     } finally {
       await pool.query('drop schema if exists hb_checksums cascade');
       await dir.remove();
@@ -123,7 +128,10 @@ describe('migrate', () => {
       // The same revision, edited: refused, and nothing changes.
       await writeFile(file, next.replace("'Xnext'", "'Xedited'"));
       const error = await migrate(pool, target).catch((e: unknown) => e);
-      expect(error).toMatchObject({ code: 'E_MIGRATION_CHANGED', message: expect.stringMatching(/^sql\/definitions\/filter_call\.sql was changed without raising its revision/) });
+      expect(error).toMatchObject({
+        code: 'E_MIGRATION_CHANGED',
+        message: expect.stringMatching(/^sql\/definitions\/filter_call\.sql was changed without raising its revision/),
+      });
       expect(await probe()).toBe('Xnext');
     } finally {
       await pool.query('drop schema if exists hb_definitions cascade');
@@ -143,7 +151,9 @@ describe('migrate', () => {
         const name = definition.name.replace(/\.sql$/, '');
         // Numbered files run before the definitions: one that changed the function would make upgraded
         // databases and fresh ones differ.
-        expect(text, `${migration.name} mentions ${name}, which lives in sql/definitions/`).not.toMatch(new RegExp(`function\\s+(if\\s+exists\\s+)?:"schema"\\.${name}\\b`, 'i'));
+        expect(text, `${migration.name} mentions ${name}, which lives in sql/definitions/`).not.toMatch(
+          new RegExp(`function\\s+(if\\s+exists\\s+)?:"schema"\\.${name}\\b`, 'i'),
+        );
       }
     }
   });
@@ -179,7 +189,10 @@ describe('migrate', () => {
     await park('0/16B3748:1', 'audit', 5);
     await park('0/16B3748:1', 'mailer', 5);
     const { rows } = await pool.query(`select extension, attempts from hookbridge.failed_events order by extension`);
-    expect(rows).toEqual([{ extension: 'audit', attempts: 10 }, { extension: 'mailer', attempts: 5 }]);
+    expect(rows).toEqual([
+      { extension: 'audit', attempts: 10 },
+      { extension: 'mailer', attempts: 5 },
+    ]);
   });
 });
 
@@ -294,13 +307,12 @@ describe('publications and triggers', () => {
       )
     ).rows.map((r) => `${r.pubname === publication ? 'full' : 'inserts'}:${r.schemaname}.${r.tablename}`);
   const triggered = async () =>
-    (
-      await pool.query<{ t: string }>(
-        `select tgrelid::regclass::text as t from pg_trigger where tgname = 'hookbridge_accountability' order by 1`,
-      )
-    ).rows.map((r) => r.t);
+    (await pool.query<{ t: string }>(`select tgrelid::regclass::text as t from pg_trigger where tgname = 'hookbridge_accountability' order by 1`)).rows.map(
+      (r) => r.t,
+    );
   const snapshot = async () =>
-    (await pool.query(`select prpubid, prrelid, xmin::text from pg_publication_rel union all select tgfoid, tgrelid, xmin::text from pg_trigger order by 1, 2`)).rows;
+    (await pool.query(`select prpubid, prrelid, xmin::text from pg_publication_rel union all select tgfoid, tgrelid, xmin::text from pg_trigger order by 1, 2`))
+      .rows;
 
   it('puts tables without an identity key in the inserts-only publication, so their UPDATE/DELETE keep working', async () => {
     const result = await syncPublications(pool, { publication, tables, schema });
@@ -447,10 +459,9 @@ describe('publications and triggers', () => {
       await c.query('commit');
       // 5. a forgery, and an attempt to read the key
       await expect(c.query('select key from hookbridge.secret')).rejects.toThrow(/permission denied/);
-      await c.query(
-        `select pg_logical_emit_message(true, 'hookbridge.accountability', $1::text)`,
-        [`{"role" : "postgres", "admin" : true, "user" : "mallory"}\n${'0'.repeat(64)}`],
-      );
+      await c.query(`select pg_logical_emit_message(true, 'hookbridge.accountability', $1::text)`, [
+        `{"role" : "postgres", "admin" : true, "user" : "mallory"}\n${'0'.repeat(64)}`,
+      ]);
     });
 
     const { rows } = await pool.query<{ data: Buffer }>(
@@ -468,9 +479,7 @@ describe('publications and triggers', () => {
       Array(3).fill(expect.objectContaining({ role: 'postgres', admin: true, user: null, userAgent: APP, ip: '127.0.0.1', claims: null, verified: true })),
     );
     expect(alice).toEqual([expect.objectContaining({ role: writer, admin: false, user: 'alice', claims: null })]);
-    expect(bob).toEqual([
-      expect.objectContaining({ role: webRole, admin: false, user: 'bob', claims: { sub: 'bob', role: 'web' } }),
-    ]);
+    expect(bob).toEqual([expect.objectContaining({ role: webRole, admin: false, user: 'bob', claims: { sub: 'bob', role: 'web' } })]);
     expect(switching?.map((a) => a?.role)).toEqual([writer, webRole, webRole, writer]);
     expect(forged).toEqual([undefined]);
     // Signed for its own transaction only.

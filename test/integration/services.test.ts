@@ -57,7 +57,9 @@ afterAll(async () => {
 
 describe('ItemsService in hooks', () => {
   it('creates, reads (fields, filter, sort), updates and deletes', async () => {
-    await waitFor(() => out['ready'] === true, { message: () => `init hook did not finish: ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40))}` });
+    await waitFor(() => out['ready'] === true, {
+      message: () => `init hook did not finish: ${JSON.stringify(tb.log.lines().filter((l) => Number(l['level']) >= 40))}`,
+    });
     expect(out['one']).toEqual({ id: 1, status: 'live' });
     expect(out['query']).toEqual([{ title: 'b' }, { title: 'a' }]);
     expect(out['many']).toBe(2);
@@ -96,7 +98,10 @@ describe('ItemsService in hooks', () => {
       const { ItemsService } = createServices({ database, runtime: tb.bridge.runtime, getSchema: () => tb.bridge.getSchema() });
       // echo: no items.query filter of the test's hook rewrites its limit.
       const posts = new ItemsService('echo');
-      const ids = await posts.createMany(Array.from({ length: 150 }, () => ({ depth: 5 })), { emitEvents: false });
+      const ids = await posts.createMany(
+        Array.from({ length: 150 }, () => ({ depth: 5 })),
+        { emitEvents: false },
+      );
       expect(await posts.readMany(ids)).toHaveLength(150);
       for (const query of [{ fields: ['nope'] }, { sort: ['-nope'] }, { filter: { _or: [{ nope: { _eq: 1 } }] } }, { sort: ['id; drop table echo'] }]) {
         await expect(posts.readByQuery(query)).rejects.toMatchObject({ code: 'INVALID_QUERY' });

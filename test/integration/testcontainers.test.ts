@@ -53,7 +53,7 @@ describe.skipIf(!inContainer)('Postgres in a container (HOOKBRIDGE_TEST_PG=testc
     });
   });
 
-  it('asks other hosts for the password (the official image\'s pg_hba), and refuses a wrong one', async () => {
+  it("asks other hosts for the password (the official image's pg_hba), and refuses a wrong one", async () => {
     const url = new URL(inject('hookbridgeTestPg').adminUrl);
     url.password = 'not-the-password';
     const error = await withClient(url.toString(), (c) => c.query('select 1')).then(
@@ -87,11 +87,15 @@ describe.skipIf(!inContainer)('Postgres in a container (HOOKBRIDGE_TEST_PG=testc
       const gateway = await addressSeenByServer(url);
       let tb: TestBridge | undefined;
       try {
-        tb = await startTestBridge(url, { 'hooks/slugs/index.js': slugs }, {
-          filterTransport: 'auto',
-          filterListenHost: gateway,
-          filterCallbackHost: gateway,
-        });
+        tb = await startTestBridge(
+          url,
+          { 'hooks/slugs/index.js': slugs },
+          {
+            filterTransport: 'auto',
+            filterListenHost: gateway,
+            filterCallbackHost: gateway,
+          },
+        );
         expect(tb.bridge.filters?.transport).toBe('direct');
         const endpoint = await withClient(url, async (c) => (await c.query<{ transport: string }>('select transport from hookbridge.filter_endpoint')).rows);
         expect(endpoint).toEqual([{ transport: 'direct' }]);

@@ -20,7 +20,6 @@ const seen: Array<Record<string, unknown>> = [];
 const acted: string[] = [];
 (globalThis as Record<string, unknown>)['__triggerHealth'] = { seen, acted };
 
-
 const sql = (text: string, url = db.url) => withClient(url, (c) => c.query(text));
 const failure = (text: string, url = db.url) =>
   sql(text, url).then(
@@ -91,7 +90,10 @@ describe('trigger order and health', () => {
 
   it('puts back a trigger whose function an owner replaced, and says so until then', async () => {
     const ownerUrl = urlAs(roles.owner);
-    await sql(`drop trigger "~hookbridge_filter" on g_items; create trigger "~hookbridge_filter" before insert on g_items for each row execute function public.let_through()`, ownerUrl);
+    await sql(
+      `drop trigger "~hookbridge_filter" on g_items; create trigger "~hookbridge_filter" before insert on g_items for each row execute function public.let_through()`,
+      ownerUrl,
+    );
     await waitFor(async () => (await triggerOf('g_items'))[0]?.fn === 'hookbridge.filter_trigger', { message: 'the replaced trigger was never put back' });
     expect(await failure(`insert into g_items (id, title) values (2, 'reject me')`)).toMatchObject({ message: expect.stringMatching(/rejected by the hook/) });
     expect(tb.bridge.health().filters).toMatchObject({ triggersInSync: true });
@@ -99,10 +101,12 @@ describe('trigger order and health', () => {
 
   it('lists a table it may not alter, with the reason, and keeps managing the others', async () => {
     const unmanaged = (section: unknown) => ((section as { unmanaged?: Array<{ collection: string }> }).unmanaged ?? []).map((u) => u.collection);
-    await waitFor(() => unmanaged(tb.bridge.health().replication).length === 2, { message: 'the strangers\' tables never listed' });
+    await waitFor(() => unmanaged(tb.bridge.health().replication).length === 2, { message: "the strangers' tables never listed" });
     const health = tb.bridge.health();
     expect(health.status).toBe('ok');
-    expect((health.filters as { unmanaged: unknown[] }).unmanaged).toEqual([{ collection: 'g_sealed', reason: expect.stringMatching(/no TRIGGER privilege.*GRANT/) }]);
+    expect((health.filters as { unmanaged: unknown[] }).unmanaged).toEqual([
+      { collection: 'g_sealed', reason: expect.stringMatching(/no TRIGGER privilege.*GRANT/) },
+    ]);
     expect((health.replication as { unmanaged: unknown[] }).unmanaged).toEqual([
       { collection: 'g_sealed', reason: expect.stringMatching(/owned by role .*publishing a table needs that.*GRANT/) },
       { collection: 'g_strangers', reason: expect.stringMatching(/owned by role/) },
@@ -112,7 +116,9 @@ describe('trigger order and health', () => {
     // A table created afterwards is still guarded and published: the stranger's table blocks nothing.
     await sql(`create table g_late (id int primary key, title text)`, urlAs(roles.owner));
     await waitFor(async () => (await triggerOf('g_late')).length === 1, { message: 'g_late never got its trigger' });
-    await waitFor(async () => (await sql(`select 1 from pg_publication_tables where tablename = 'g_late'`)).rowCount === 1, { message: 'g_late never published' });
+    await waitFor(async () => (await sql(`select 1 from pg_publication_tables where tablename = 'g_late'`)).rowCount === 1, {
+      message: 'g_late never published',
+    });
     expect(await failure(`insert into g_late values (1, 'reject me')`)).toMatchObject({ message: expect.stringMatching(/rejected by the hook/) });
     await sql(`insert into g_late values (2, 'late and fine')`);
     await waitFor(() => acted.includes('g_late:late and fine'), { message: 'g_late changes never reached the action hook' });
@@ -124,8 +130,12 @@ describe('trigger order and health', () => {
     expect(await failure(`create table g_events_2025 partition of g_events for values from ('2025-01-01') to ('2026-01-01')`, ownerUrl)).toBeUndefined();
     expect(await failure(`create table g_events_2026 (like g_events including all)`, ownerUrl)).toBeUndefined();
     expect(await failure(`alter table g_events attach partition g_events_2026 for values from ('2026-01-01') to ('2027-01-01')`, ownerUrl)).toBeUndefined();
-    expect(await failure(`insert into g_events values (1, '2025-06-01', 'reject me')`)).toMatchObject({ message: expect.stringMatching(/rejected by the hook/) });
-    expect(await failure(`insert into g_events values (2, '2026-06-01', 'reject me')`)).toMatchObject({ message: expect.stringMatching(/rejected by the hook/) });
+    expect(await failure(`insert into g_events values (1, '2025-06-01', 'reject me')`)).toMatchObject({
+      message: expect.stringMatching(/rejected by the hook/),
+    });
+    expect(await failure(`insert into g_events values (2, '2026-06-01', 'reject me')`)).toMatchObject({
+      message: expect.stringMatching(/rejected by the hook/),
+    });
   });
 
   it('doctor names a user trigger that still sorts after the filter, and a disabled filter trigger', async () => {

@@ -127,7 +127,9 @@ describe('TRUNCATE and filter hooks', () => {
   it('refuses it also when the table is only reached through CASCADE', async () => {
     const error = await failure(`truncate parent cascade`);
     expect(error).toMatchObject({ code: 'HB403', detail: 'code: TRUNCATE_REFUSED', message: expect.stringContaining('TRUNCATE of child refused') });
-    expect(await rows(`select (select count(*)::int from parent) as parents, (select count(*)::int from child) as children`)).toEqual([{ parents: 1, children: 1 }]);
+    expect(await rows(`select (select count(*)::int from parent) as parents, (select count(*)::int from child) as children`)).toEqual([
+      { parents: 1, children: 1 },
+    ]);
   });
 
   it('lets an items.truncate filter allow it: the filter sees the call, the writer and null', async () => {
@@ -141,7 +143,7 @@ describe('TRUNCATE and filter hooks', () => {
     expect(state.deletes).toEqual([]);
   });
 
-  it('refuses it when a truncate filter throws, with the filter\'s error; rows stay', async () => {
+  it("refuses it when a truncate filter throws, with the filter's error; rows stay", async () => {
     const error = await failure(`truncate vault`);
     expect(error).toMatchObject({ code: 'HB400', message: 'the vault is never truncated', detail: 'code: INVALID_PAYLOAD' });
     expect(await rows(`select id from vault`)).toEqual([{ id: 1 }]);
@@ -208,7 +210,7 @@ describe('TRUNCATE and action hooks', () => {
     expect(first(2).map((a) => [a.collection, a.id])).toEqual(first(1).map((a) => [a.collection, a.id]));
   }, 60_000);
 
-  it('parks a failing handler\'s event once per table (failed events are kept by id, extension and event)', async () => {
+  it("parks a failing handler's event once per table (failed events are kept by id, extension and event)", async () => {
     await withClient(db.url, (c) => c.query(`truncate broken_a, broken_b`));
     const parked = await waitFor(
       async () => {

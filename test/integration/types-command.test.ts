@@ -145,9 +145,13 @@ describe('hookbridge types', () => {
     // REPLICA IDENTITY FULL without a primary key: no key declared (unknown)
     expect(text).not.toMatch(/^ {4}logs: \[/m);
     // Read-only, like status and doctor: nothing of hookbridge's is installed.
-    const installed = await withClient(db.url, async (c) =>
-      (await c.query(`select to_regclass('hookbridge.migrations') as migrations, (select count(*)::int from pg_publication) as publications,
-                              (select count(*)::int from pg_replication_slots where database = current_database()) as slots`)).rows[0],
+    const installed = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(`select to_regclass('hookbridge.migrations') as migrations, (select count(*)::int from pg_publication) as publications,
+                              (select count(*)::int from pg_replication_slots where database = current_database()) as slots`)
+        ).rows[0],
     );
     expect(installed).toEqual({ migrations: null, publications: 0, slots: 0 });
     // --out - writes the same to stdout
@@ -250,7 +254,7 @@ describe('the declared types hold the values', () => {
     }
   });
 
-  it('kysely gets (the pg driver\'s typing)', async () => {
+  it("kysely gets (the pg driver's typing)", async () => {
     const pool = new pg.Pool({ connectionString: db.url, max: 1 });
     const kysely = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
     try {
@@ -268,7 +272,10 @@ async function checkTables(pool: Querier, declared: (column: DeclaredTable['colu
   let checked = 0;
   for (const table of tables) {
     const name = table.collection.includes('.')
-      ? table.collection.split('.').map((part) => `"${part.replaceAll('"', '""')}"`).join('.')
+      ? table.collection
+          .split('.')
+          .map((part) => `"${part.replaceAll('"', '""')}"`)
+          .join('.')
       : `"${table.collection.replaceAll('"', '""')}"`;
     const { rows } = await pool.query(`select * from ${name}`);
     for (const row of rows) {
@@ -333,5 +340,7 @@ function isJson(value: unknown): boolean {
 
 function show(value: unknown): string {
   if (Buffer.isBuffer(value)) return `Buffer ${value.toString('hex')}`;
-  return typeof value === 'object' && value !== null ? `${value.constructor?.name ?? 'object'} ${JSON.stringify(value)}` : JSON.stringify(value) ?? String(value);
+  return typeof value === 'object' && value !== null
+    ? `${value.constructor?.name ?? 'object'} ${JSON.stringify(value)}`
+    : (JSON.stringify(value) ?? String(value));
 }

@@ -97,12 +97,7 @@ async function dropWithLeakCheck(name: string): Promise<void> {
         )
       ).rows;
     const slots = async () =>
-      (
-        await c.query<Slot>(
-          'select slot_name, slot_type, active_pid from pg_replication_slots where database = $1 order by slot_name',
-          [name],
-        )
-      ).rows;
+      (await c.query<Slot>('select slot_name, slot_type, active_pid from pg_replication_slots where database = $1 order by slot_name', [name])).rows;
 
     // client.end() resolves before the server backend has fully exited, so a
     // just-closed connection may still be listed for a moment.
@@ -149,15 +144,11 @@ async function dropWithLeakCheck(name: string): Promise<void> {
 async function forceDrop(c: pg.Client, name: string): Promise<void> {
   // Walsenders must die before their slots can be dropped, and an active
   // logical slot blocks DROP DATABASE even WITH (FORCE).
-  await c.query(
-    `select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`,
-    [name],
-  );
-  await waitFor(
-    async () =>
-      (await c.query('select 1 from pg_replication_slots where database = $1 and active_pid is not null', [name])).rowCount === 0,
-    { timeoutMs: 10_000, message: `replication slots of ${name} to become inactive after terminating their walsenders` },
-  );
+  await c.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`, [name]);
+  await waitFor(async () => (await c.query('select 1 from pg_replication_slots where database = $1 and active_pid is not null', [name])).rowCount === 0, {
+    timeoutMs: 10_000,
+    message: `replication slots of ${name} to become inactive after terminating their walsenders`,
+  });
   const { rows } = await c.query<{ slot_name: string }>('select slot_name from pg_replication_slots where database = $1', [name]);
   for (const { slot_name } of rows) {
     await c.query('select pg_drop_replication_slot($1)', [slot_name]).catch((err: unknown) => {

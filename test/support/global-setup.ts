@@ -175,7 +175,10 @@ async function checkServer(server: Server): Promise<void> {
 }
 
 async function listSlots(adminUrl: string): Promise<Array<{ slot_name: string; database: string | null }>> {
-  return withClient(adminUrl, async (c) => (await c.query<{ slot_name: string; database: string | null }>('select slot_name, database from pg_replication_slots')).rows);
+  return withClient(
+    adminUrl,
+    async (c) => (await c.query<{ slot_name: string; database: string | null }>('select slot_name, database from pg_replication_slots')).rows,
+  );
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
@@ -239,10 +242,7 @@ interface Leftovers {
 async function findLeftovers(server: Server, prefix: string, baselineSlots: Set<string>): Promise<Leftovers> {
   return withClient(server.adminUrl, async (c) => {
     const found: Leftovers = { descriptions: [], databases: [], slots: [] };
-    const dbs = await c.query<{ datname: string }>(
-      `select datname from pg_database where starts_with(datname, $1) order by datname`,
-      [prefix],
-    );
+    const dbs = await c.query<{ datname: string }>(`select datname from pg_database where starts_with(datname, $1) order by datname`, [prefix]);
     for (const { datname } of dbs.rows) {
       found.databases.push(datname);
       found.descriptions.push(`database ${datname}`);

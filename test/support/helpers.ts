@@ -39,10 +39,7 @@ export interface WaitForOptions {
  * predicate counts as "not yet" and its last error is reported on timeout,
  * so tests fail with a reason instead of hanging.
  */
-export async function waitFor<T>(
-  predicate: () => T | Promise<T>,
-  options: WaitForOptions,
-): Promise<NonNullable<T>> {
+export async function waitFor<T>(predicate: () => T | Promise<T>, options: WaitForOptions): Promise<NonNullable<T>> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const intervalMs = options.intervalMs ?? 50;
   const deadline = Date.now() + timeoutMs;
@@ -70,7 +67,10 @@ export async function waitFor<T>(
 /** The psql client from PATH, else Debian's PostgreSQL 15 install; undefined if neither exists. */
 export function findPsql(): string | undefined {
   const candidates = [
-    ...(process.env['PATH'] ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, 'psql')),
+    ...(process.env['PATH'] ?? '')
+      .split(path.delimiter)
+      .filter(Boolean)
+      .map((dir) => path.join(dir, 'psql')),
     '/usr/lib/postgresql/15/bin/psql',
   ];
   for (const candidate of candidates) {

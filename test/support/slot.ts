@@ -13,8 +13,12 @@ export async function waitUntilHandled(url: string, slotName: string, options: {
     const target = (await c.query<{ lsn: string }>(`select pg_current_wal_lsn()::text as lsn`)).rows[0]?.lsn as string;
     await waitFor(
       async () =>
-        (await c.query<{ passed: boolean | null }>(`select confirmed_flush_lsn >= $2::pg_lsn as passed from pg_replication_slots where slot_name = $1`, [slotName, target]))
-          .rows[0]?.passed === true,
+        (
+          await c.query<{ passed: boolean | null }>(`select confirmed_flush_lsn >= $2::pg_lsn as passed from pg_replication_slots where slot_name = $1`, [
+            slotName,
+            target,
+          ])
+        ).rows[0]?.passed === true,
       { timeoutMs: options.timeoutMs ?? 20_000, message: `slot ${slotName} confirmed past ${target}, where WAL stood` },
     );
   });

@@ -27,9 +27,18 @@ function sign(doc: string | Buffer, secret = key, purpose: Buffer | null = IDENT
 }
 
 /** Read in transaction XID, with no documents from before migration 000010 believed unless `legacyBefore`. */
-const parseAccountabilityMessage = (content: Buffer, _key = key, xid: number | null = XID, legacyBefore?: bigint) => parseWith(content, _key, xid ?? undefined, legacyBefore);
+const parseAccountabilityMessage = (content: Buffer, _key = key, xid: number | null = XID, legacyBefore?: bigint) =>
+  parseWith(content, _key, xid ?? undefined, legacyBefore);
 
-type DocFields = { role?: string | null; admin?: boolean; app?: string | null; addr?: string | null; user?: string | null; claims?: string | null; bypass?: boolean };
+type DocFields = {
+  role?: string | null;
+  admin?: boolean;
+  app?: string | null;
+  addr?: string | null;
+  user?: string | null;
+  claims?: string | null;
+  bypass?: boolean;
+};
 
 /** The exact text shape Postgres' json_build_object(...)::text produces, without the xid and relid. */
 function bareDoc(fields: DocFields): string {
@@ -96,7 +105,18 @@ describe('parseAccountabilityMessage', () => {
       ['the document without its signature', good.subarray(0, good.lastIndexOf(0x0a))],
       ['an empty message', Buffer.alloc(0)],
       ['a trailing newline', Buffer.concat([good, Buffer.from('\n')])],
-      ['an upper-case signature', Buffer.concat([good.subarray(0, good.lastIndexOf(0x0a) + 1), Buffer.from(good.subarray(good.lastIndexOf(0x0a) + 1).toString().toUpperCase())])],
+      [
+        'an upper-case signature',
+        Buffer.concat([
+          good.subarray(0, good.lastIndexOf(0x0a) + 1),
+          Buffer.from(
+            good
+              .subarray(good.lastIndexOf(0x0a) + 1)
+              .toString()
+              .toUpperCase(),
+          ),
+        ]),
+      ],
       ['a signature that is not hex', Buffer.concat([good.subarray(0, good.lastIndexOf(0x0a) + 1), Buffer.from('z'.repeat(64))])],
       ['a signed document that is not JSON', sign('role=postgres')],
       ['a signed JSON array', sign('["postgres"]')],
@@ -120,7 +140,7 @@ describe('parseAccountabilityMessage', () => {
 
     it.each([
       ['another transaction', '764', 763],
-      ['another epoch\'s xid that is not this one', String(2n ** 32n + 764n), 763],
+      ["another epoch's xid that is not this one", String(2n ** 32n + 764n), 763],
       ['an xid as a JSON number', 763, 763],
       ['an empty xid', '', 763],
       ['an xid with a sign', '-763', 763],
@@ -176,11 +196,15 @@ describe('parseAccountabilityMessage', () => {
     });
 
     describe('documents signed the 000005 way, still in the slot after the upgrade', () => {
-      const legacy = (xid: string, fields: DocFields = { role: 'hb_bridge', bypass: true }) => sign(bareDoc(fields).replace('{', `{"xid" : "${xid}", `), key, null);
+      const legacy = (xid: string, fields: DocFields = { role: 'hb_bridge', bypass: true }) =>
+        sign(bareDoc(fields).replace('{', `{"xid" : "${xid}", `), key, null);
       const before = 5n * 2n ** 32n + 1000n;
 
       it('are believed for every table, in the transaction they name, below the xid migration 000010 stored', () => {
-        expect(parseIdentityMessage(legacy(String(before - 1n)), key, 999, before)).toMatchObject({ relid: undefined, accountability: { role: 'hb_bridge', bypass: true, verified: true } });
+        expect(parseIdentityMessage(legacy(String(before - 1n)), key, 999, before)).toMatchObject({
+          relid: undefined,
+          accountability: { role: 'hb_bridge', bypass: true, verified: true },
+        });
       });
 
       it.each([

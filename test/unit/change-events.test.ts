@@ -54,7 +54,10 @@ describe('TransactionAssembler', () => {
 
   it('takes the primary key from the catalog under REPLICA IDENTITY FULL', () => {
     const full = relation('docs', ['id', 'body'], { replicaIdentity: 'full' });
-    const a = new TransactionAssembler(() => undefined, () => ['id']);
+    const a = new TransactionAssembler(
+      () => undefined,
+      () => ['id'],
+    );
     a.next(begin(), 1n);
     const [change] = changes([
       a.next({ tag: 'update', relation: full, key: null, old: row({ id: 3, body: 'old' }), new: row({ id: 3, body: 'new' }), unchangedToast: [] }, 2n),
@@ -74,7 +77,10 @@ describe('TransactionAssembler', () => {
   it('attaches verified accountability to the changes after it, and turns heartbeats into markers', () => {
     const who = { user: 'alice', role: 'app', admin: false, app: false, ip: null, userAgent: null };
     const a = new TransactionAssembler((content) => (content.toString() === 'signed' ? { relid: 1, accountability: who } : undefined));
-    expect(a.next({ tag: 'message', transactional: false, lsn: 9n, prefix: 'hookbridge.heartbeat', content: Buffer.alloc(0) }, 9n)).toEqual({ kind: 'marker', lsn: 9n });
+    expect(a.next({ tag: 'message', transactional: false, lsn: 9n, prefix: 'hookbridge.heartbeat', content: Buffer.alloc(0) }, 9n)).toEqual({
+      kind: 'marker',
+      lsn: 9n,
+    });
     expect(a.next({ tag: 'message', transactional: false, lsn: 9n, prefix: 'someone.else', content: Buffer.alloc(0) }, 9n)).toBeUndefined();
     a.next(begin(), 10n);
     a.next({ tag: 'message', transactional: true, lsn: 11n, prefix: 'hookbridge.accountability', content: Buffer.from('signed') }, 11n);
@@ -88,7 +94,13 @@ describe('TransactionAssembler', () => {
     const alice = { user: null, role: 'alice', admin: false, app: false, ip: null, userAgent: null, verified: true };
     const boss = { user: null, role: 'boss', admin: true, app: false, ip: null, userAgent: null, verified: true };
     const unverified = unverifiedAccountability();
-    const accountability = (prefix: string, content: string, transactional = true): PgoutputMessage => ({ tag: 'message', transactional, lsn: 0n, prefix, content: Buffer.from(content) });
+    const accountability = (prefix: string, content: string, transactional = true): PgoutputMessage => ({
+      tag: 'message',
+      transactional,
+      lsn: 0n,
+      prefix,
+      content: Buffer.from(content),
+    });
     const insert = (id: number, table = 't', oid = 1): PgoutputMessage => ({ tag: 'insert', relation: relation(table, ['id'], { oid }), new: row({ id }) });
     /**
      * What a signed message of transaction 7 says: `<role>` covers table oid 1; `<role>@<oid>` that
@@ -114,17 +126,43 @@ describe('TransactionAssembler', () => {
     }
 
     it.each<[string, PgoutputMessage[], unknown[]]>([
-      ['a forged message after the signed one', [accountability('hookbridge.accountability', 'alice'), insert(1), accountability('hookbridge.accountability', 'forged'), insert(2)], [alice, alice]],
+      [
+        'a forged message after the signed one',
+        [accountability('hookbridge.accountability', 'alice'), insert(1), accountability('hookbridge.accountability', 'forged'), insert(2)],
+        [alice, alice],
+      ],
       ['an empty message', [accountability('hookbridge.accountability', 'alice'), accountability('hookbridge.accountability', ''), insert(1)], [alice]],
-      ['a forged message between two statements', [accountability('hookbridge.accountability', 'alice'), insert(1), accountability('hookbridge.accountability', 'forged'), accountability('hookbridge.accountability', 'alice'), insert(2)], [alice, alice]],
-      ['a non-transactional message', [accountability('hookbridge.accountability', 'alice'), accountability('hookbridge.accountability', 'forged', false), insert(1)], [alice]],
-      ['a signed identity sent non-transactionally', [accountability('hookbridge.accountability', 'boss', false), accountability('hookbridge.accountability', 'alice'), insert(1)], [alice]],
+      [
+        'a forged message between two statements',
+        [
+          accountability('hookbridge.accountability', 'alice'),
+          insert(1),
+          accountability('hookbridge.accountability', 'forged'),
+          accountability('hookbridge.accountability', 'alice'),
+          insert(2),
+        ],
+        [alice, alice],
+      ],
+      [
+        'a non-transactional message',
+        [accountability('hookbridge.accountability', 'alice'), accountability('hookbridge.accountability', 'forged', false), insert(1)],
+        [alice],
+      ],
+      [
+        'a signed identity sent non-transactionally',
+        [accountability('hookbridge.accountability', 'boss', false), accountability('hookbridge.accountability', 'alice'), insert(1)],
+        [alice],
+      ],
     ])('keeps the signed identity through %s', (_label, messages, expected) => {
       expect(run(messages).seen).toEqual(expected);
     });
 
     it('gives changes before any signed identity an unverified one, never null', () => {
-      const { seen } = run([accountability('hookbridge.accountability', 'forged'), insert(1), { tag: 'truncate', relations: [relation('t', ['id'])], cascade: false, restartIdentity: false }]);
+      const { seen } = run([
+        accountability('hookbridge.accountability', 'forged'),
+        insert(1),
+        { tag: 'truncate', relations: [relation('t', ['id'])], cascade: false, restartIdentity: false },
+      ]);
       expect(seen).toEqual([unverified, unverified]);
       expect(seen[0]).toBe(seen[1]);
     });
@@ -164,7 +202,12 @@ describe('TransactionAssembler', () => {
 
     describe("gives a change only its own table's identity (issue 12 review, M2)", () => {
       const message = (content: string) => accountability('hookbridge.accountability', content);
-      const truncate = (...oids: number[]): PgoutputMessage => ({ tag: 'truncate', relations: oids.map((oid) => relation(`t${oid}`, ['id'], { oid })), cascade: false, restartIdentity: false });
+      const truncate = (...oids: number[]): PgoutputMessage => ({
+        tag: 'truncate',
+        relations: oids.map((oid) => relation(`t${oid}`, ['id'], { oid })),
+        cascade: false,
+        restartIdentity: false,
+      });
 
       it("never another table's: a superuser's insert into a, SET ROLE, then b written without its trigger", () => {
         // begin; insert into a (as postgres); set local role low; insert into b (its trigger disabled)
@@ -174,17 +217,27 @@ describe('TransactionAssembler', () => {
       it('each table its own in a statement writing several (a writable CTE, a trigger or cascade writing another table)', () => {
         // with x as (insert into a ...) insert into b ...: both statement triggers fire, then the rows interleave;
         // rows a trigger of a writes into c come after c's own statement trigger (depth 2).
-        expect(run([message('alice@2'), message('alice@1'), insert(1, 'a', 1), insert(1, 'b', 2), insert(2, 'a', 1), message('alice@3'), insert(1, 'c', 3)]).seen).toEqual([
-          alice,
-          alice,
+        expect(
+          run([message('alice@2'), message('alice@1'), insert(1, 'a', 1), insert(1, 'b', 2), insert(2, 'a', 1), message('alice@3'), insert(1, 'c', 3)]).seen,
+        ).toEqual([alice, alice, alice, alice]);
+        expect(run([message('boss@1'), message('alice@2'), insert(1, 'a', 1), insert(1, 'b', 2), message('alice@1'), insert(2, 'a', 1)]).seen).toEqual([
+          boss,
           alice,
           alice,
         ]);
-        expect(run([message('boss@1'), message('alice@2'), insert(1, 'a', 1), insert(1, 'b', 2), message('alice@1'), insert(2, 'a', 1)]).seen).toEqual([boss, alice, alice]);
       });
 
-      it('keeps a repeated message verified once, and re-applies it after another table\'s', () => {
-        const { seen, reads } = run([message('alice@1'), insert(1, 'a', 1), message('boss@2'), insert(1, 'b', 2), message('boss@2'), insert(2, 'b', 2), message('alice@1'), insert(2, 'a', 1)]);
+      it("keeps a repeated message verified once, and re-applies it after another table's", () => {
+        const { seen, reads } = run([
+          message('alice@1'),
+          insert(1, 'a', 1),
+          message('boss@2'),
+          insert(1, 'b', 2),
+          message('boss@2'),
+          insert(2, 'b', 2),
+          message('alice@1'),
+          insert(2, 'a', 1),
+        ]);
         expect(seen).toEqual([alice, boss, boss, alice]);
         expect(reads).toEqual(['alice@1@7', 'boss@2@7', 'alice@1@7']);
       });

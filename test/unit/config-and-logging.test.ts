@@ -66,7 +66,9 @@ describe('DATABASE_URL', () => {
   });
 
   it('another scheme is refused', () => {
-    expect(configError(() => resolveConfig({}, { DATABASE_URL: 'mysql://root:s3cret@db/app' })).message).toBe('DATABASE_URL: must be a postgres:// or postgresql:// URL');
+    expect(configError(() => resolveConfig({}, { DATABASE_URL: 'mysql://root:s3cret@db/app' })).message).toBe(
+      'DATABASE_URL: must be a postgres:// or postgresql:// URL',
+    );
   });
 
   it.each([
@@ -110,9 +112,19 @@ describe('errors in log lines', () => {
   });
 
   it('an error serialized in a worker thread (a plain object) is cut down the same way', () => {
-    const fromWorker = { type: 'error', message: 'terminating connection due to administrator command', stack: 'error: ...', code: '57P01', client: { huge: true } };
+    const fromWorker = {
+      type: 'error',
+      message: 'terminating connection due to administrator command',
+      stack: 'error: ...',
+      code: '57P01',
+      client: { huge: true },
+    };
     expect(serializeError(fromWorker)).toEqual({ type: 'error', message: 'terminating connection due to administrator command', code: '57P01' });
-    expect(serializeError({ type: 'Error', message: 'boom', stack: 'Error: boom', client: {} })).toEqual({ type: 'Error', message: 'boom', stack: 'Error: boom' });
+    expect(serializeError({ type: 'Error', message: 'boom', stack: 'Error: boom', client: {} })).toEqual({
+      type: 'Error',
+      message: 'boom',
+      stack: 'Error: boom',
+    });
     expect(serializeError('just text')).toBe('just text');
   });
 });
@@ -133,7 +145,14 @@ describe('HOOKBRIDGE_USER_MAP', () => {
 describe("extensions' env", () => {
   it("has Directus's defaults, the environment over them, and the resolved settings over both", () => {
     const config = resolveConfig({ port: 9100 }, { PUBLIC_URL: 'https://example.test', PORT: '9000', CUSTOM: '42' }, { cwd: '/srv/app' });
-    expect(config.env).toMatchObject({ PUBLIC_URL: 'https://example.test', CONFIG_PATH: '/srv/app/.env', DB_CLIENT: 'pg', QUERY_LIMIT_DEFAULT: 100, PORT: 9100, CUSTOM: 42 });
+    expect(config.env).toMatchObject({
+      PUBLIC_URL: 'https://example.test',
+      CONFIG_PATH: '/srv/app/.env',
+      DB_CLIENT: 'pg',
+      QUERY_LIMIT_DEFAULT: 100,
+      PORT: 9100,
+      CUSTOM: 42,
+    });
     expect(config.env['LOG_LEVEL']).toBe('info');
   });
 });

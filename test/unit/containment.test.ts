@@ -109,7 +109,9 @@ describe('attributeError', () => {
   const withStack = (...frames: string[]) => Object.assign(new Error('x'), { stack: ['Error: x', ...frames.map((f) => `    at f (${f}:1:1)`)].join('\n') });
 
   it('names the first extension frame, below hookbridge and dependency frames', () => {
-    expect(attribute(withStack(`${OWN}/node_modules/kysely/dist/index.js`, `${OWN}/dist/bridge/services/items-service.js`, `${ROOT}/hooks/alpha/index.js`))).toEqual({
+    expect(
+      attribute(withStack(`${OWN}/node_modules/kysely/dist/index.js`, `${OWN}/dist/bridge/services/items-service.js`, `${ROOT}/hooks/alpha/index.js`)),
+    ).toEqual({
       source: 'extension',
       extension: 'alpha',
       file: `${ROOT}/hooks/alpha/index.js`,
@@ -154,8 +156,28 @@ describe('attributeError', () => {
     ['a BigInt', 10n],
     ['an object without prototype', Object.create(null)],
     ['an error without stack', Object.assign(new Error('x'), { stack: undefined })],
-    ['an object whose stack getter throws', Object.defineProperty({}, 'stack', { get: () => { throw new Error('no'); } })],
-    ['a hostile proxy', new Proxy({}, { get: () => { throw new Error('no'); }, getPrototypeOf: () => { throw new Error('no'); } })],
+    [
+      'an object whose stack getter throws',
+      Object.defineProperty({}, 'stack', {
+        get: () => {
+          throw new Error('no');
+        },
+      }),
+    ],
+    [
+      'a hostile proxy',
+      new Proxy(
+        {},
+        {
+          get: () => {
+            throw new Error('no');
+          },
+          getPrototypeOf: () => {
+            throw new Error('no');
+          },
+        },
+      ),
+    ],
   ])('%s comes from an unknown source', (_label, reason) => {
     expect(attribute(reason)).toEqual({ source: 'unknown' });
   });
@@ -180,7 +202,14 @@ describe('real stacks of loaded extensions', () => {
         module.exports = () => { globalThis.__containmentErrors.nested = () => helper.make(); };`,
       'bundles/kit/package.json': JSON.stringify({
         name: 'kit',
-        'directus:extension': { type: 'bundle', path: { api: 'dist/api.js' }, entries: [{ type: 'hook', name: 'one', source: 'src/one.ts' }, { type: 'hook', name: 'two', source: 'src/two.ts' }] },
+        'directus:extension': {
+          type: 'bundle',
+          path: { api: 'dist/api.js' },
+          entries: [
+            { type: 'hook', name: 'one', source: 'src/one.ts' },
+            { type: 'hook', name: 'two', source: 'src/two.ts' },
+          ],
+        },
       }),
       'bundles/kit/dist/api.js': `
         function make() { return new Error('bundle'); }
@@ -227,7 +256,20 @@ describe('installContainment', () => {
     try {
       const boom = Object.assign(new Error('boom'), { stack: `Error: boom\n    at Timeout._onTimeout (${ROOT}/hooks/alpha/index.js:2:57)` });
       const ours = Object.assign(new Error('bug'), { stack: `Error: bug\n    at x (${OWN}/dist/bridge/http.js:1:1)` });
-      const hostile = new Proxy({}, { get: () => { throw new Error('no'); }, getPrototypeOf: () => { throw new Error('no'); }, ownKeys: () => { throw new Error('no'); } });
+      const hostile = new Proxy(
+        {},
+        {
+          get: () => {
+            throw new Error('no');
+          },
+          getPrototypeOf: () => {
+            throw new Error('no');
+          },
+          ownKeys: () => {
+            throw new Error('no');
+          },
+        },
+      );
       const call = (listener: (...args: any[]) => void, reason: unknown) => expect(() => listener(reason, Promise.resolve())).not.toThrow();
       call(onException, boom);
       call(onRejection, 'a string');
@@ -236,7 +278,14 @@ describe('installContainment', () => {
       call(onRejection, hostile);
       call(onException, ours);
 
-      const logged = lines().map(({ level, extension, source, kind, err, reason }) => ({ level, extension, source, kind, err: (err as { message?: string })?.message, reason }));
+      const logged = lines().map(({ level, extension, source, kind, err, reason }) => ({
+        level,
+        extension,
+        source,
+        kind,
+        err: (err as { message?: string })?.message,
+        reason,
+      }));
       expect(logged).toEqual([
         { level: 50, extension: 'alpha', source: 'extension', kind: 'uncaught_exception', err: 'boom', reason: undefined },
         { level: 50, extension: undefined, source: 'unknown', kind: 'unhandled_rejection', err: undefined, reason: 'a string' },

@@ -1,14 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  EventNameError,
-  eventNameFor,
-  formatPattern,
-  matchesEvent,
-  parseEventName,
-  toEventRef,
-  type EventRef,
-  type HookKind,
-} from '../../hooks/event-name.js';
+import { EventNameError, eventNameFor, formatPattern, matchesEvent, parseEventName, toEventRef, type EventRef, type HookKind } from '../../hooks/event-name.js';
 
 type Row = [name: string, kind: HookKind | undefined, expected: { kind: string; action: string; collection: string | null }];
 

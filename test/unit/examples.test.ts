@@ -15,13 +15,7 @@ afterAll(() => runtime.stop());
 describe('examples/extensions', () => {
   it('all load', () => {
     expect(runtime.report?.failed).toEqual([]);
-    expect(runtime.report?.loaded.map((e) => e.name)).toEqual([
-      'article-titles',
-      'articles-validation',
-      'heartbeat',
-      'log-creations',
-      'sync-with-external',
-    ]);
+    expect(runtime.report?.loaded.map((e) => e.name)).toEqual(['article-titles', 'articles-validation', 'heartbeat', 'log-creations', 'sync-with-external']);
   });
 
   it('articles-validation (Directus 8) stamps a uuid on a good article and rejects bad ones', async () => {

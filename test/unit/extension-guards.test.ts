@@ -22,12 +22,48 @@ const gone = (extension: string) => `gone from the extensions folder ${root}; if
 describe('notLoadedReason', () => {
   const cases: Array<[string, string, string, LoadReport, string | undefined]> = [
     ['a missing extensions folder keeps everything', 'guard', 'hooks/guard/index.js', report([], false), `the extensions folder ${root} does not exist`],
-    ['a failed load, by name', 'guard', 'hooks/guard/index.js', report([{ name: 'guard', path: `${root}/hooks/guard/index.js`, code: 'E_EXTENSION_LOAD', reason: 'SyntaxError' }]), 'E_EXTENSION_LOAD: SyntaxError'],
-    ['a failed bundle covers its hooks', 'shop/orders', 'bundles/shop/dist/api.js', report([{ name: 'shop', path: `${root}/bundles/shop/dist/api.js`, code: 'E_EXTENSION_LOAD', reason: 'boom' }]), 'E_EXTENSION_LOAD: boom'],
-    ['a name that merely starts the same is another extension', 'guards', 'hooks/guards/index.js', report([{ name: 'guard', path: `${root}/hooks/guard/index.js`, code: 'E_EXTENSION_LOAD', reason: 'x' }]), gone('guards')],
-    ['a folder that lost its index file', 'guard', 'hooks/guard/index.js', report([{ path: `${root}/hooks/guard`, code: 'E_EXTENSION_DISCOVERY', reason: 'no index file' }]), 'E_EXTENSION_DISCOVERY: no index file'],
-    ['a package whose package.json broke', 'my-hook', 'my-hook/dist/index.js', report([{ path: `${root}/my-hook/package.json`, code: 'E_EXTENSION_DISCOVERY', reason: 'unreadable package.json' }]), 'E_EXTENSION_DISCOVERY: unreadable package.json'],
-    ['a folder problem elsewhere does not cover it', 'guard', 'hooks/guard/index.js', report([{ path: `${root}/hooks/gua`, code: 'E_EXTENSION_DISCOVERY', reason: 'x' }]), gone('guard')],
+    [
+      'a failed load, by name',
+      'guard',
+      'hooks/guard/index.js',
+      report([{ name: 'guard', path: `${root}/hooks/guard/index.js`, code: 'E_EXTENSION_LOAD', reason: 'SyntaxError' }]),
+      'E_EXTENSION_LOAD: SyntaxError',
+    ],
+    [
+      'a failed bundle covers its hooks',
+      'shop/orders',
+      'bundles/shop/dist/api.js',
+      report([{ name: 'shop', path: `${root}/bundles/shop/dist/api.js`, code: 'E_EXTENSION_LOAD', reason: 'boom' }]),
+      'E_EXTENSION_LOAD: boom',
+    ],
+    [
+      'a name that merely starts the same is another extension',
+      'guards',
+      'hooks/guards/index.js',
+      report([{ name: 'guard', path: `${root}/hooks/guard/index.js`, code: 'E_EXTENSION_LOAD', reason: 'x' }]),
+      gone('guards'),
+    ],
+    [
+      'a folder that lost its index file',
+      'guard',
+      'hooks/guard/index.js',
+      report([{ path: `${root}/hooks/guard`, code: 'E_EXTENSION_DISCOVERY', reason: 'no index file' }]),
+      'E_EXTENSION_DISCOVERY: no index file',
+    ],
+    [
+      'a package whose package.json broke',
+      'my-hook',
+      'my-hook/dist/index.js',
+      report([{ path: `${root}/my-hook/package.json`, code: 'E_EXTENSION_DISCOVERY', reason: 'unreadable package.json' }]),
+      'E_EXTENSION_DISCOVERY: unreadable package.json',
+    ],
+    [
+      'a folder problem elsewhere does not cover it',
+      'guard',
+      'hooks/guard/index.js',
+      report([{ path: `${root}/hooks/gua`, code: 'E_EXTENSION_DISCOVERY', reason: 'x' }]),
+      gone('guard'),
+    ],
     // Could be a removal as much as a mistake (a partial deploy): it keeps guarding until forgotten.
     ['gone while other extensions load', 'guard', 'hooks/guard/index.js', report([]), gone('guard')],
     // An emptied folder, or Docker's empty directory for a wrong bind mount.
@@ -86,7 +122,13 @@ describe('guardsOf', () => {
     ({
       name,
       path: `${root}/hooks/${name}/index.js`,
-      handlers: events.map(([kind, event]) => ({ kind, extension: name, pattern: parseEventName(event, kind), style: 'define-hook', handler: () => undefined })),
+      handlers: events.map(([kind, event]) => ({
+        kind,
+        extension: name,
+        pattern: parseEventName(event, kind),
+        style: 'define-hook',
+        handler: () => undefined,
+      })),
       schedules: [],
       embeds: 0,
     }) as unknown as ExtensionHooks;
@@ -94,7 +136,11 @@ describe('guardsOf', () => {
   it('records what each extension hears on each table; truncate only when named', () => {
     const tables = [table('public', 'notes', 1), table('shop', 'orders', 2), table('public', 'other', 3)];
     const extensions = [
-      hooks('guard', [['filter', 'notes.items.create'], ['action', 'items.update'], ['action', 'shop.*.items.truncate']]),
+      hooks('guard', [
+        ['filter', 'notes.items.create'],
+        ['action', 'items.update'],
+        ['action', 'shop.*.items.truncate'],
+      ]),
       hooks('quiet', []),
     ];
     expect(guardsOf(extensions, tables, root)).toEqual([

@@ -81,7 +81,10 @@ const tree: Record<string, string> = {
     'directus:extension': {
       type: 'bundle',
       path: { app: 'dist/app.js', api: 'dist/api.js' },
-      entries: [{ type: 'hook', name: 'first', source: 'src/first.ts' }, { type: 'endpoint', name: 'ep', source: 'src/ep.ts' }],
+      entries: [
+        { type: 'hook', name: 'first', source: 'src/first.ts' },
+        { type: 'endpoint', name: 'ep', source: 'src/ep.ts' },
+      ],
     },
   }),
   'bundles/my-bundle/dist/api.js': `
@@ -214,7 +217,12 @@ describe('actions and init', () => {
     const context = { accountability: { role: 'writer', user: null, admin: false, app: false, ip: null, userAgent: null } };
     const failures = await runtime.dispatchActions('create', 'articles', { key: 7, payload: { title: 'hi' } }, context);
     expect(failures).toEqual([]);
-    expect(seen).toEqual(expect.arrayContaining([['modern', 'items.create', 7, 'writer'], ['v8', 'articles', 'hi']]));
+    expect(seen).toEqual(
+      expect.arrayContaining([
+        ['modern', 'items.create', 7, 'writer'],
+        ['v8', 'articles', 'hi'],
+      ]),
+    );
     seen.length = 0;
     await runtime.dispatchActions('update', 'recipes', { keys: [1, 2], payload: { a: 1 } });
     expect(seen).toEqual([['rc', 'recipes', 'update', [1, 2]]]);

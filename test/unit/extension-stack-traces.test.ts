@@ -113,7 +113,7 @@ describe('stack traces of extensions', () => {
     expect(frameOf(stack, where), stack).toBeDefined();
   });
 
-  it('keeps the column on the first line (under jiti\'s wrapper)', async () => {
+  it("keeps the column on the first line (under jiti's wrapper)", async () => {
     const stack = await stackOf('one-line');
     const column = (tree['hooks/one-line/index.js'] ?? '').indexOf('new Error') + 1;
     expect(frameOf(stack, `hooks/one-line/index.js:1:${column}`), stack).toBeDefined();
@@ -122,7 +122,9 @@ describe('stack traces of extensions', () => {
   it('reports a parse error with file, line and column', async () => {
     const dir = await tempDir();
     try {
-      await writeTree(dir.path, { 'hooks/broken/index.js': [`module.exports = ({ action }) => {`, `  action('items.create', () => {`, `    const x = ;`, `  });`, `};`].join('\n') });
+      await writeTree(dir.path, {
+        'hooks/broken/index.js': [`module.exports = ({ action }) => {`, `  action('items.create', () => {`, `    const x = ;`, `  });`, `};`].join('\n'),
+      });
       const { extensions } = await discoverExtensions(dir.path);
       const failure = await loadExtensionModule(extensions[0]!, dir.path).catch((error: unknown) => error as Error);
       expect(failure).toMatchObject({ code: 'E_EXTENSION_LOAD' });

@@ -41,7 +41,11 @@ describe('signVerdict', () => {
   it('is what filter_call checks: hex sha256(key || call id || verdict), then the verdict', () => {
     const signed = signVerdict(key, 'id-1', 'M{"set":{"t":"é"}}');
     expect(signed.slice(64)).toBe('M{"set":{"t":"é"}}');
-    expect(signed.slice(0, 64)).toBe(createHash('sha256').update(Buffer.concat([key, Buffer.from('id-1M{"set":{"t":"é"}}', 'utf8')])).digest('hex'));
+    expect(signed.slice(0, 64)).toBe(
+      createHash('sha256')
+        .update(Buffer.concat([key, Buffer.from('id-1M{"set":{"t":"é"}}', 'utf8')]))
+        .digest('hex'),
+    );
   });
 
   it('binds the verdict to its call and to the key', () => {
@@ -50,7 +54,10 @@ describe('signVerdict', () => {
   });
 
   it('carries rejections as JSON a trigger can raise', () => {
-    expect(JSON.parse(rejectionVerdict({ sqlstate: 'HB400', message: 'no "quotes" lost' }).slice(1))).toEqual({ sqlstate: 'HB400', message: 'no "quotes" lost' });
+    expect(JSON.parse(rejectionVerdict({ sqlstate: 'HB400', message: 'no "quotes" lost' }).slice(1))).toEqual({
+      sqlstate: 'HB400',
+      message: 'no "quotes" lost',
+    });
   });
 });
 
@@ -65,7 +72,12 @@ describe('notifyChannel and lockClassFor', () => {
     const key = randomBytes(32);
     const channel = notifyChannel(key, 0);
     expect(channel).toMatch(/^hookbridge_[0-9a-f]{40}_0$/);
-    expect(channel).toBe(`hookbridge_${createHash('sha256').update(Buffer.concat([key, Buffer.from('filter channel')])).digest('hex').slice(0, 40)}_0`);
+    expect(channel).toBe(
+      `hookbridge_${createHash('sha256')
+        .update(Buffer.concat([key, Buffer.from('filter channel')]))
+        .digest('hex')
+        .slice(0, 40)}_0`,
+    );
     expect(notifyChannel(randomBytes(32), 0)).not.toBe(channel);
     expect(notifyChannel(key, 1)).not.toBe(channel);
     // Postgres truncates identifiers past 63 bytes: the last slot's channel still fits.

@@ -39,7 +39,7 @@ afterAll(async () => {
   await dir?.remove();
 });
 
-it('filters: items.<action> ones first, then the collection\'s, exact segments before wildcards, registration order among equals', async () => {
+it("filters: items.<action> ones first, then the collection's, exact segments before wildcards, registration order among equals", async () => {
   expect(await runtime.runFilters('create', 'articles', [] as string[], {})).toEqual([
     'items.create',
     'items.create (b)',

@@ -149,7 +149,11 @@ describe('HotPathHistogram', () => {
     }
     expect(await ours.metrics()).toBe(await theirs.metrics());
     // As JSON too (prom-client adds an empty exemplar to each value).
-    const json = async (registry: Registry) => (await registry.getMetricsAsJSON()).map((m) => ({ ...m, values: m.values.map((v) => ({ labels: v.labels, value: v.value, metricName: (v as { metricName?: string }).metricName })) }));
+    const json = async (registry: Registry) =>
+      (await registry.getMetricsAsJSON()).map((m) => ({
+        ...m,
+        values: m.values.map((v) => ({ labels: v.labels, value: v.value, metricName: (v as { metricName?: string }).metricName })),
+      }));
     expect(await json(ours)).toEqual(await json(theirs));
   });
 

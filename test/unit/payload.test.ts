@@ -12,7 +12,7 @@ const sample = () => ({
   items: [{ id: 1 }, { id: 2 }, { id: 3 }],
   'a.b': 'literal',
   a: { b: 'nested' },
-  'ключ': { '값': '🙂' },
+  ключ: { 값: '🙂' },
 });
 
 describe('Payload reads', () => {
@@ -91,7 +91,7 @@ describe('Payload writes', () => {
     ['an array element', { items: [{ id: 1 }, { id: 2 }] }, 'items.1.id', 9, { items: [{ id: 1 }, { id: 9 }] }],
     ['a numeric segment on a missing parent', {}, 'list.0', 'x', { list: { 0: 'x' } }],
     ['a literal dotted key that exists', { 'a.b': 1 }, 'a.b', 2, { 'a.b': 2 }],
-    ['unicode keys', {}, 'ключ.값', '🙂', { 'ключ': { '값': '🙂' } }],
+    ['unicode keys', {}, 'ключ.값', '🙂', { ключ: { 값: '🙂' } }],
   ];
 
   it.each(cases)('set %s', (_label, data, key, value, expected) => {

@@ -1,12 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ZERO_LSN, formatLsn, parseLsn, readLsn } from '../../bridge/replication/lsn.js';
-import {
-  PgoutputDecoder,
-  PgoutputDecoderError,
-  parseTextArray,
-  type PgoutputMessage,
-  type RelationInfo,
-} from '../../bridge/replication/pgoutput-decoder.js';
+import { PgoutputDecoder, PgoutputDecoderError, parseTextArray, type PgoutputMessage, type RelationInfo } from '../../bridge/replication/pgoutput-decoder.js';
 
 // Type oids from pg_type.dat.
 const BOOL = 16;
@@ -85,7 +79,11 @@ const msg = {
   type: (oid: number, schema: string, name: string) => new Builder().byte('Y').int32(oid).cstring(schema).cstring(name).build(),
   relation(oid: number, schema: string, name: string, identity: string, columns: Array<[name: string, typeOid: number, key?: boolean, typeMod?: number]>) {
     const b = new Builder().byte('R').int32(oid).cstring(schema).cstring(name).byte(identity).int16(columns.length);
-    for (const [column, typeOid, key, typeMod] of columns) b.byte(key ? 1 : 0).cstring(column).int32(typeOid).int32(typeMod ?? -1);
+    for (const [column, typeOid, key, typeMod] of columns)
+      b.byte(key ? 1 : 0)
+        .cstring(column)
+        .int32(typeOid)
+        .int32(typeMod ?? -1);
     return b.build();
   },
   insert: (oid: number, values: Value[]) => tuple(new Builder().byte('I').int32(oid).byte('N'), values).build(),
@@ -102,7 +100,14 @@ const msg = {
     return b.build();
   },
   message: (transactional: boolean, lsn: bigint, prefix: string, content: Buffer) =>
-    new Builder().byte('M').byte(transactional ? 1 : 0).int64(lsn).cstring(prefix).int32(content.length).raw(content).build(),
+    new Builder()
+      .byte('M')
+      .byte(transactional ? 1 : 0)
+      .int64(lsn)
+      .cstring(prefix)
+      .int32(content.length)
+      .raw(content)
+      .build(),
 };
 
 function expectTag<T extends PgoutputMessage['tag']>(message: PgoutputMessage, tag: T): Extract<PgoutputMessage, { tag: T }> {
@@ -114,7 +119,13 @@ function expectTag<T extends PgoutputMessage['tag']>(message: PgoutputMessage, t
 function itemsDecoder(identity = 'd'): { decoder: PgoutputDecoder; relation: RelationInfo } {
   const decoder = new PgoutputDecoder();
   const relation = expectTag(
-    decoder.decode(msg.relation(16400, 'public', 'items', identity, [['id', INT4, true], ['name', TEXT], ['body', TEXT]])),
+    decoder.decode(
+      msg.relation(16400, 'public', 'items', identity, [
+        ['id', INT4, true],
+        ['name', TEXT],
+        ['body', TEXT],
+      ]),
+    ),
     'relation',
   ).relation;
   return { decoder, relation };
@@ -147,13 +158,10 @@ describe('lsn', () => {
     expect(formatLsn(parseLsn('00000016/0000b374'))).toBe('16/B374');
   });
 
-  it.each(['', '/', '0/', '/0', '0', '0/0/0', ' 0/0', '0/0 ', 'G/0', '0/-1', '-1/0', '123456789/0', '0/123456789', '0x1/0'])(
-    'rejects %j',
-    (text) => {
-      expect(() => parseLsn(text)).toThrow(TypeError);
-      expect(() => parseLsn(text)).toThrow(/invalid LSN .*like "16\/B374D848"/);
-    },
-  );
+  it.each(['', '/', '0/', '/0', '0', '0/0/0', ' 0/0', '0/0 ', 'G/0', '0/-1', '-1/0', '123456789/0', '0/123456789', '0x1/0'])('rejects %j', (text) => {
+    expect(() => parseLsn(text)).toThrow(TypeError);
+    expect(() => parseLsn(text)).toThrow(/invalid LSN .*like "16\/B374D848"/);
+  });
 
   it('rejects what is not a string', () => {
     expect(() => parseLsn(undefined as unknown as string)).toThrow(/invalid LSN undefined: not a string/);
@@ -251,7 +259,14 @@ describe('PgoutputDecoder', () => {
     it('replaces a relation by a newer Relation message for the same oid', () => {
       const { decoder } = itemsDecoder();
       const before = expectTag(decoder.decode(msg.insert(16400, ['1', 'a', 'b'])), 'insert');
-      decoder.decode(msg.relation(16400, 'public', 'items', 'd', [['id', INT4, true], ['name', TEXT], ['body', TEXT], ['qty', INT8]]));
+      decoder.decode(
+        msg.relation(16400, 'public', 'items', 'd', [
+          ['id', INT4, true],
+          ['name', TEXT],
+          ['body', TEXT],
+          ['qty', INT8],
+        ]),
+      );
       const after = expectTag(decoder.decode(msg.insert(16400, ['2', 'c', 'd', '9007199254740993'])), 'insert');
       expect(after.new).toEqual({ id: 2, name: 'c', body: 'd', qty: '9007199254740993' });
       expect(after.relation.columns).toHaveLength(4);
@@ -290,7 +305,15 @@ describe('PgoutputDecoder', () => {
       decoder.decode(msg.type(90022, '', 'int8'));
       decoder.decode(msg.type(90023, '', 'tsrange_unknown_to_the_driver'));
       decoder.decode(msg.type(90024, 'app', 'int4'));
-      decoder.decode(msg.relation(4, 'app', 'd', 'd', [['a', 90020], ['b', 90021], ['c', 90022], ['d', 90023], ['e', 90024]]));
+      decoder.decode(
+        msg.relation(4, 'app', 'd', 'd', [
+          ['a', 90020],
+          ['b', 90021],
+          ['c', 90022],
+          ['d', 90023],
+          ['e', 90024],
+        ]),
+      );
       const insert = expectTag(decoder.decode(msg.insert(4, ['5', '{"{\\"k\\": 1}",NULL}', '42', '[1,2)', '6'])), 'insert');
       expect(insert.new).toEqual({ a: 5, b: [{ k: 1 }, null], c: '42', d: '[1,2)', e: '6' });
     });
@@ -319,7 +342,11 @@ describe('PgoutputDecoder', () => {
     });
 
     it('names the column when a parser throws', () => {
-      const decoder = new PgoutputDecoder({ parserFor: () => () => { throw new Error('nope'); } });
+      const decoder = new PgoutputDecoder({
+        parserFor: () => () => {
+          throw new Error('nope');
+        },
+      });
       decoder.decode(msg.relation(3, 'public', 'bad', 'd', [['v', TEXT]]));
       const error = decodeError(() => decoder.decode(msg.insert(3, ['x'])));
       expect(error.message).toMatch(/column "v" \(type oid 25\) of public\.bad: nope/);
@@ -396,7 +423,12 @@ describe('PgoutputDecoder', () => {
 
     it('builds null-prototype rows in which any column name is a plain key', () => {
       const decoder = new PgoutputDecoder();
-      decoder.decode(msg.relation(6, 'public', 'odd', 'd', [['__proto__', TEXT, true], ['constructor', TEXT]]));
+      decoder.decode(
+        msg.relation(6, 'public', 'odd', 'd', [
+          ['__proto__', TEXT, true],
+          ['constructor', TEXT],
+        ]),
+      );
       const row = expectTag(decoder.decode(msg.insert(6, ['p', 'c'])), 'insert').new;
       expect(Object.getPrototypeOf(row)).toBeNull();
       expect(Object.keys(row)).toEqual(['__proto__', 'constructor']);
@@ -421,7 +453,13 @@ describe('PgoutputDecoder', () => {
 
     it('drops the NULL placeholders of non-key columns from a K tuple, also with a composite key', () => {
       const decoder = new PgoutputDecoder();
-      decoder.decode(msg.relation(8, 'public', 'pairs', 'd', [['a', INT4, true], ['note', TEXT], ['b', TEXT, true]]));
+      decoder.decode(
+        msg.relation(8, 'public', 'pairs', 'd', [
+          ['a', INT4, true],
+          ['note', TEXT],
+          ['b', TEXT, true],
+        ]),
+      );
       const update = expectTag(decoder.decode(msg.update(8, { K: ['1', null, 'x'] }, ['2', 'n', 'y'])), 'update');
       expect(update.key).toEqual({ a: 1, b: 'x' });
       expect(Object.keys(update.key!)).toEqual(['a', 'b']);
@@ -574,7 +612,13 @@ describe('parseTextArray', () => {
     ['{a,b,c}', ['a', 'b', 'c']],
     ['{NULL,null,"NULL",NULLs}', [null, null, 'NULL', 'NULLs']],
     ['{"a,b","c}d","e\\"f","g\\\\h",""}', ['a,b', 'c}d', 'e"f', 'g\\h', '']],
-    ['{{a,b},{c,NULL}}', [['a', 'b'], ['c', null]]],
+    [
+      '{{a,b},{c,NULL}}',
+      [
+        ['a', 'b'],
+        ['c', null],
+      ],
+    ],
     ['{{},{}}', [[], []]],
     ['[0:1]={x,y}', ['x', 'y']],
     ['[1:1][2:3]={{p,q}}', [['p', 'q']]],

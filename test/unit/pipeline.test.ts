@@ -55,7 +55,10 @@ function controlled() {
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
-function pipelineWith(handle: (c: ChangeEvent) => Promise<void>, options: { highWater?: number; lowWater?: number; concurrency?: number; truncate?: (t: TruncateEvent) => Promise<void> } = {}) {
+function pipelineWith(
+  handle: (c: ChangeEvent) => Promise<void>,
+  options: { highWater?: number; lowWater?: number; concurrency?: number; truncate?: (t: TruncateEvent) => Promise<void> } = {},
+) {
   const confirmed: bigint[] = [];
   const pipeline = new ChangePipeline({
     handleChange: handle,
@@ -276,10 +279,9 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
   it('never acknowledges past an unfinished change of the hot key while later transactions finish around it', async () => {
     const h = controlled();
     const othersDone: string[] = [];
-    const { pipeline, confirmed } = pipelineWith(
-      (c) => (c.key === 'hot' ? h.handle(c) : Promise.resolve().then(() => void othersDone.push(c.id))),
-      { concurrency: 2 },
-    );
+    const { pipeline, confirmed } = pipelineWith((c) => (c.key === 'hot' ? h.handle(c) : Promise.resolve().then(() => void othersDone.push(c.id))), {
+      concurrency: 2,
+    });
     // Transactions alternate: one hot change (LSN 100i + 10), then one other row (100i + 50).
     for (let i = 0; i < 10; i++) {
       for (const e of [begin(), change(`h${i}`, 'hot'), commit(BigInt(100 * i + 10))]) pipeline.push(e);
@@ -367,7 +369,18 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
       kind: 'truncate',
       truncate: { tables: [{ collection: 't', id }], cascade: false, restartIdentity: false, transaction, accountability: null },
     });
-    for (const e of [begin(), change('a1', 'a'), change('b1', 'b'), truncate('T1'), truncate('T2'), change('a2', 'a'), change('c1', 'c'), truncate('T3'), change('b2', 'b'), commit(40n)]) {
+    for (const e of [
+      begin(),
+      change('a1', 'a'),
+      change('b1', 'b'),
+      truncate('T1'),
+      truncate('T2'),
+      change('a2', 'a'),
+      change('c1', 'c'),
+      truncate('T3'),
+      change('b2', 'b'),
+      commit(40n),
+    ]) {
       pipeline.push(e);
     }
     await pipeline.whenIdle();
@@ -401,7 +414,8 @@ describe('ChangePipeline memory with transactions that have no changes', () => {
   it('never merges past a transaction that is still running', async () => {
     const h = controlled();
     const { pipeline, confirmed } = pipelineWith(h.handle);
-    for (const e of [begin(), change('a', 'a'), commit(10n), begin(), commit(20n), begin(), change('b', 'b'), commit(30n), begin(), commit(40n)]) pipeline.push(e);
+    for (const e of [begin(), change('a', 'a'), commit(10n), begin(), commit(20n), begin(), change('b', 'b'), commit(30n), begin(), commit(40n)])
+      pipeline.push(e);
     await h.release('b');
     expect(confirmed).toEqual([]);
     await h.release('a');

@@ -90,10 +90,14 @@ describe('walSegmentStart', () => {
     expect(walSegmentStart(name, size)).toBe(lsn);
   });
 
-  it.each(['00000001.history', '000000010000000000000001.partial', '000000010000000000000001.00000028.backup', 'archive_status', '00000001000000000000001', 'g00000010000000000000001'])(
-    'is undefined for %s',
-    (name) => expect(walSegmentStart(name, 16 * 1024 * 1024)).toBeUndefined(),
-  );
+  it.each([
+    '00000001.history',
+    '000000010000000000000001.partial',
+    '000000010000000000000001.00000028.backup',
+    'archive_status',
+    '00000001000000000000001',
+    'g00000010000000000000001',
+  ])('is undefined for %s', (name) => expect(walSegmentStart(name, 16 * 1024 * 1024)).toBeUndefined());
 
   it('is undefined for a segment number a segment size cannot have', () => {
     expect(walSegmentStart('000000010000000000000100', 16 * 1024 * 1024)).toBeUndefined();
@@ -199,11 +203,15 @@ describe('what status says of the slot', () => {
   });
 
   it('an unreserved slot is at risk', () => {
-    expect(formatSlotStatus(status({ walStatus: 'unreserved', safeWalBytes: -10 }))).toContain('past max_slot_wal_keep_size (2GB) ✗ WAL it needs is removed at the next checkpoint');
+    expect(formatSlotStatus(status({ walStatus: 'unreserved', safeWalBytes: -10 }))).toContain(
+      'past max_slot_wal_keep_size (2GB) ✗ WAL it needs is removed at the next checkpoint',
+    );
   });
 
   it('a lost slot: what is gone and the fix', () => {
-    const line = formatSlotStatus(status({ walStatus: 'lost', invalidationReason: 'wal_removed', lost: 'changes committed after 0/1600000 were never delivered' }));
+    const line = formatSlotStatus(
+      status({ walStatus: 'lost', invalidationReason: 'wal_removed', lost: 'changes committed after 0/1600000 were never delivered' }),
+    );
     expect(line).toBe(
       "slot hookbridge: ✗ lost (invalidated: wal_removed): changes committed after 0/1600000 were never delivered\n    fix: SELECT pg_drop_replication_slot('hookbridge'); then start the bridge (action hooks resume with the changes made from then on)",
     );

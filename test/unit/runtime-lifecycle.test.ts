@@ -18,7 +18,10 @@ async function runtimeWith(files: Record<string, string>, options: { autoReload?
   await writeTree(dir.path, files);
   const log = captureLogger();
   const runtime = new HookRuntime({ extensionsPath: dir.path, logger: log.logger, reloadDebounceMs: 50, ...options });
-  cleanups.push(() => dir.remove(), () => runtime.stop());
+  cleanups.push(
+    () => dir.remove(),
+    () => runtime.stop(),
+  );
   return { runtime, log, dir: dir.path };
 }
 
@@ -91,7 +94,10 @@ describe('hot reload', () => {
     expect(await runtime.runFilters('create', 't', {}, {})).toEqual({ tag: 'v1' });
 
     await writeFile(join(dir, 'hooks/tagger/index.js'), `module.exports = ({ filter }) => filter('items.update', (p) => ({ ...p, tag: 'v2' }));`);
-    await waitFor(async () => (await runtime.runFilters<Record<string, unknown>>('update', 't', {}, {}))['tag'] === 'v2', { timeoutMs: 10000, message: 'reload never happened' });
+    await waitFor(async () => (await runtime.runFilters<Record<string, unknown>>('update', 't', {}, {}))['tag'] === 'v2', {
+      timeoutMs: 10000,
+      message: 'reload never happened',
+    });
     expect(await runtime.runFilters('create', 't', {}, {})).toEqual({});
   });
 
@@ -126,7 +132,9 @@ describe('hot reload', () => {
     // A deleted index file (an editor's save, a deploy half done) is like an edit that broke it.
     expect(await runtime.runFilters('create', 't', {}, {})).toEqual({ a: 1, b: 1 });
     expect(report.loaded.map((l) => l.name)).toEqual(['a', 'b']);
-    expect(report.failed).toMatchObject([{ code: 'E_EXTENSION_DISCOVERY', path: join(dir, 'hooks/b'), reason: expect.stringMatching(/its previous version stays active: b\)$/) }]);
+    expect(report.failed).toMatchObject([
+      { code: 'E_EXTENSION_DISCOVERY', path: join(dir, 'hooks/b'), reason: expect.stringMatching(/its previous version stays active: b\)$/) },
+    ]);
     await rm(join(dir, 'hooks/b'), { recursive: true });
     await runtime.reload();
     expect(await runtime.runFilters('create', 't', {}, {})).toEqual({ a: 1 });

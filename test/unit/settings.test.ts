@@ -38,7 +38,10 @@ describe('empty variables mean unset', () => {
 
   it('DATABASE_URL= with PGHOST unset: an embedded Postgres; PGHOST= too', () => {
     expect(resolveConfig({}, { DATABASE_URL: '', PGHOST: '' }, { cwd: '/srv/app' }).database).toEqual({ kind: 'embedded', dataDir: '/srv/app/.hookbridge' });
-    expect(resolveConfig({}, { DATABASE_URL: '', HOOKBRIDGE_DATA_DIR: '' }, { cwd: '/srv/app' }).database).toEqual({ kind: 'embedded', dataDir: '/srv/app/.hookbridge' });
+    expect(resolveConfig({}, { DATABASE_URL: '', HOOKBRIDGE_DATA_DIR: '' }, { cwd: '/srv/app' }).database).toEqual({
+      kind: 'embedded',
+      dataDir: '/srv/app/.hookbridge',
+    });
   });
 
   it('LOG_LEVEL=, PORT= and EXTENSIONS_PATH= at once: the defaults, the path counted as the default', () => {
@@ -102,7 +105,8 @@ describe('CLI flags', () => {
       const help = command.helpInformation().replace(/\s+/g, ' ');
       for (const option of command.options) {
         const setting = flagged.find((s) => s.flag!.flags === option.flags);
-        if (setting) expect(help, `${command.name()} --help`).toContain(`${option.flags} ${setting.description.replaceAll('`', '')} (env: ${setting.env.join(', ')})`);
+        if (setting)
+          expect(help, `${command.name()} --help`).toContain(`${option.flags} ${setting.description.replaceAll('`', '')} (env: ${setting.env.join(', ')})`);
       }
     }
     expect(byName('start').helpInformation().replace(/\s+/g, ' ')).toMatch(/-p, --port <port> HTTP port .*\(env: PORT\)/);

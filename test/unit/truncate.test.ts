@@ -120,24 +120,47 @@ describe('a TRUNCATE reaching the bridge', () => {
     const noFilters = runtimeWith([]);
     // Its delete filters would have refused the TRUNCATE: still refused, naming it.
     const deleteGuard = await answer(noFilters, truncateBody('public', 'notes'), { 'notes delete': down });
-    expect(refusal(deleteGuard.verdict)).toMatchObject({ sqlstate: 'HB503', detail: 'code: EXTENSION_NOT_LOADED', message: expect.stringContaining('extension "guard" guards notes (truncate)') });
+    expect(refusal(deleteGuard.verdict)).toMatchObject({
+      sqlstate: 'HB503',
+      detail: 'code: EXTENSION_NOT_LOADED',
+      message: expect.stringContaining('extension "guard" guards notes (truncate)'),
+    });
     // Its own truncate filter decided: refused even though another extension's truncate filter would pass it.
     const allowing = runtimeWith([['notes.items.truncate', () => undefined]]);
-    expect(refusal((await answer(allowing, truncateBody('public', 'notes'), { 'notes truncate': down })).verdict)).toMatchObject({ detail: 'code: EXTENSION_NOT_LOADED' });
+    expect(refusal((await answer(allowing, truncateBody('public', 'notes'), { 'notes truncate': down })).verdict)).toMatchObject({
+      detail: 'code: EXTENSION_NOT_LOADED',
+    });
     // A loaded truncate filter decides a TRUNCATE, whatever became of the delete filters.
     expect((await answer(allowing, truncateBody('public', 'notes'), { 'notes delete': down })).verdict).toBe('K');
     // No filter and no guard (a trigger the sync has not removed yet): refused, never let through.
-    expect(refusal((await answer(noFilters, truncateBody('public', 'notes'))).verdict)).toMatchObject({ sqlstate: 'HB503', detail: 'code: SERVICE_UNAVAILABLE' });
+    expect(refusal((await answer(noFilters, truncateBody('public', 'notes'))).verdict)).toMatchObject({
+      sqlstate: 'HB503',
+      detail: 'code: SERVICE_UNAVAILABLE',
+    });
   });
 });
 
 describe('extension guards', () => {
   it('remember a truncate filter (named, not through `*`), so a TRUNCATE stays refused while its extension does not load', () => {
-    const table: UserTable = { oid: 1, schema: 'public', name: 'notes', collection: 'notes', replicaIdentity: 'default', hasIdentityKey: true, primaryKey: ['id'] };
+    const table: UserTable = {
+      oid: 1,
+      schema: 'public',
+      name: 'notes',
+      collection: 'notes',
+      replicaIdentity: 'default',
+      hasIdentityKey: true,
+      primaryKey: ['id'],
+    };
     const hooks = (name: string, events: string[]): ExtensionHooks => ({
       name,
       path: `hooks/${name}/index.js`,
-      handlers: events.map((event) => ({ kind: 'filter', extension: name, pattern: parseEventName(event, 'filter'), style: 'define-hook', handler: () => undefined })),
+      handlers: events.map((event) => ({
+        kind: 'filter',
+        extension: name,
+        pattern: parseEventName(event, 'filter'),
+        style: 'define-hook',
+        handler: () => undefined,
+      })),
       schedules: [],
       embeds: 0,
     });

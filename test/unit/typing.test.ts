@@ -99,7 +99,7 @@ describe('a value the typing cannot read', () => {
 });
 
 describe('deep json', () => {
-  it('is read past the parser\'s own depth, by JSON.parse', () => {
+  it("is read past the parser's own depth, by JSON.parse", () => {
     const deep = `{"doc": ${'['.repeat(5000)}1${']'.repeat(5000)}}`;
     const value = parseLosslessJson(deep) as Record<string, unknown>;
     let inner: unknown = toPlainJson(value['doc'] as never);
