@@ -70,6 +70,8 @@ interface Slot {
   heardAt: number;
   /** Respawns of this slot in a row without becoming ready: the next waits longer. */
   failures: number;
+  /** A call of it timed out while it was silent: given no new calls until it beats again, or is replaced. */
+  suspect: boolean;
 }
 
 export class FilterWorkers {
@@ -105,7 +107,7 @@ export class FilterWorkers {
           if (slot && !slot.pending.delete(id)) return;
           resolve({ verdict: this.#stuckVerdict() });
           // Replace the worker only if its event loop is blocked; a merely slow hook costs just its call.
-          if (slot && Date.now() - slot.heardAt > SILENT_MS) this.#replace(slot, 'a filter hook kept its worker busy past FILTER_TIMEOUT_MS');
+          if (slot && Date.now() - slot.heardAt > SILENT_MS) this.#checkBlocked(slot);
         },
         Math.max(0, deadline - Date.now()),
       );
@@ -124,11 +126,28 @@ export class FilterWorkers {
     });
   }
 
-  /** The ready worker with the fewest calls in hand; among equals, the one heard from last. */
+  /**
+   * A worker silent when its call timed out is blocked — or the whole process was stopped (SIGSTOP, a
+   * paused VM) and the main thread has not read its beats yet: replacing it then would leave writers
+   * waiting for a new worker. So it gets no new calls, and is replaced only if it is still silent a
+   * beat period later.
+   */
+  #checkBlocked(slot: Slot): void {
+    if (slot.suspect) return;
+    slot.suspect = true;
+    const askedAt = Date.now();
+    setTimeout(() => {
+      slot.suspect = false;
+      if (!this.#slots.includes(slot) || this.#stopped) return;
+      if (slot.heardAt < askedAt) this.#replace(slot, 'a filter hook kept its worker busy past FILTER_TIMEOUT_MS');
+    }, SILENT_MS).unref();
+  }
+
+  /** The ready worker with the fewest calls in hand; among equals, the one heard from last. Suspects last. */
   #pick(): Slot | undefined {
     let best: Slot | undefined;
     for (const slot of this.#slots) {
-      if (!slot.ready) continue;
+      if (!slot.ready || (slot.suspect && this.#slots.some((other) => other.ready && !other.suspect))) continue;
       if (!best || slot.pending.size < best.pending.size || (slot.pending.size === best.pending.size && slot.heardAt > best.heardAt)) best = slot;
     }
     return best;
@@ -171,9 +190,10 @@ export class FilterWorkers {
     const url = new URL(source ? './filter-worker.ts' : './filter-worker.js', here);
     const execArgv = source ? ['--import', jitiRegister(here)] : [];
     const worker = new Worker(url, { workerData: { ...this.#setup, index } satisfies WorkerSetup, execArgv, stdout: false, stderr: false });
-    const slot: Slot = { index, worker, ready: false, pending: new Map(), heardAt: Date.now(), failures };
+    const slot: Slot = { index, worker, ready: false, pending: new Map(), heardAt: Date.now(), failures, suspect: false };
     worker.on('message', (message: WorkerReply) => {
       slot.heardAt = Date.now();
+      slot.suspect = false;
       if (message.type === 'ready') {
         slot.ready = true;
         slot.failures = 0;

@@ -9,7 +9,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -73,8 +73,10 @@ describe('hookbridge installed from its tarball into an empty project', () => {
       ]),
     );
     expect(packed.filter((path) => !/^(dist|sql)\//.test(path) && path !== 'package.json' && path !== 'README.md')).toEqual([]);
-    // Every migration the repository has.
-    const migrations = (await readdir(join(root, 'sql'))).map((file) => `sql/${file}`);
+    // Every migration and definition the repository has.
+    const migrations = (await readdir(join(root, 'sql'), { recursive: true, withFileTypes: true }))
+      .filter((entry) => entry.isFile())
+      .map((entry) => relative(root, join(entry.parentPath, entry.name)));
     expect(packed.filter((path) => path.startsWith('sql/')).sort()).toEqual(migrations.sort());
   });
 

@@ -6,6 +6,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { ERROR_CODES, errorCodeTable } from '../../hooks/error-codes.js';
+import { readmeTable } from '../support/readme.js';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -18,10 +19,7 @@ function sourceFiles(dir: string): string[] {
 }
 
 it("the README's table of error codes is the list", () => {
-  const readme = readFileSync(join(root, 'README.md'), 'utf8');
-  const section = readme.slice(readme.indexOf('## Errors and exit codes'));
-  const table = section.slice(section.indexOf('| code | meaning |')).split('\n\n')[0]!.trimEnd();
-  expect(table).toBe(errorCodeTable());
+  expect(readmeTable('## Errors and exit codes', '| code | meaning |')).toBe(errorCodeTable());
 });
 
 it('every code the source names is in the list', () => {

@@ -10,14 +10,12 @@ import { describe, expect, it } from 'vitest';
 import { buildProgram } from '../../bridge/cli.js';
 import { resolveConfig } from '../../bridge/config.js';
 import { SETTINGS, settingsTable, VALUE_SETTINGS } from '../../bridge/settings.js';
+import { readmeTable } from '../support/readme.js';
 
 const root = join(import.meta.dirname, '..', '..');
 
 it("the README's configuration table is the table of settings", () => {
-  const readme = readFileSync(join(root, 'README.md'), 'utf8');
-  const section = readme.slice(readme.indexOf('## Configuration'));
-  const table = section.slice(section.indexOf('| variable | flag | default | meaning |')).split('\n\n')[0]!.trimEnd();
-  expect(table).toBe(settingsTable());
+  expect(readmeTable('## Configuration', '| variable | flag | default | meaning |')).toBe(settingsTable());
 });
 
 it('every field of the config comes from a declared setting', () => {
