@@ -3,16 +3,12 @@
  * it, the CLI's flags come from it (naming their variables, reading none themselves), and resolveConfig
  * reads every setting through it, an empty variable counting as unset.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { buildProgram } from '../../bridge/cli.js';
 import { resolveConfig } from '../../bridge/config.js';
 import { SETTINGS, settingsTable, VALUE_SETTINGS } from '../../bridge/settings.js';
 import { readmeTable } from '../support/readme.js';
-
-const root = join(import.meta.dirname, '..', '..');
 
 it("the README's configuration table is the table of settings", () => {
   expect(readmeTable('## Configuration', '| variable | flag | default | meaning |')).toBe(settingsTable());
