@@ -13,6 +13,7 @@
  */
 import type pg from 'pg';
 import { collectionOf } from './replication/change-events.js';
+import { readTypeTree, type CatalogType } from './typing/type-catalog.js';
 import { builtinShape, type ScalarKind, type TypeShape } from './typing/values.js';
 
 /** A TypeScript type, before rendering: what tests check values against. */
@@ -46,16 +47,6 @@ export interface DeclaredTable {
    * the key is not the same on both paths (a replica identity other than the primary key), so unknown.
    */
   key: string[] | null;
-}
-
-interface TypeRow {
-  oid: number;
-  typtype: string;
-  is_array: boolean;
-  typelem: number;
-  typbasetype: number;
-  typrelid: number;
-  enum_labels: string[] | null;
 }
 
 /** Nested deeper than this, composites stay text, as in TypeCatalog. */
@@ -94,7 +85,7 @@ export async function readDeclaredTables(pool: pg.Pool, exclude: readonly string
       order by n.nspname, c.relname, a.attnum`,
     [exclude],
   );
-  const types = await readTypes(
+  const types = await readTypeTree(
     pool,
     columns.map((c) => c.type),
   );
@@ -134,50 +125,7 @@ function keyColumns(primaryKey: Array<[number, string]>, replident: string): str
   return null;
 }
 
-/** The catalog rows of these types and of every type they are made of. */
-async function readTypes(pool: pg.Pool, oids: number[]): Promise<Map<number, TypeRow & { fields: Array<{ name: string; type: number }> }>> {
-  const found = new Map<number, TypeRow & { fields: Array<{ name: string; type: number }> }>();
-  let wanted = [...new Set(oids)];
-  while (wanted.length) {
-    const { rows } = await pool.query<TypeRow>(
-      `select t.oid::int4 as oid, t.typtype::text as typtype,
-              t.typoutput = 'pg_catalog.array_out'::pg_catalog.regproc as is_array,
-              t.typelem::int4 as typelem, t.typbasetype::int4 as typbasetype, t.typrelid::int4 as typrelid,
-              case when t.typtype = 'e' then
-                array(select e.enumlabel::text from pg_catalog.pg_enum e where e.enumtypid = t.oid order by e.enumsortorder)
-              end as enum_labels
-         from pg_catalog.pg_type t where t.oid = any($1::oid[])`,
-      [wanted],
-    );
-    const next = new Set<number>();
-    const relids: number[] = [];
-    for (const row of rows) {
-      found.set(row.oid, { ...row, fields: [] });
-      if (row.typtype === 'd') next.add(row.typbasetype);
-      else if (row.is_array && row.typelem !== 0) next.add(row.typelem);
-      else if (row.typtype === 'c') relids.push(row.typrelid);
-    }
-    if (relids.length) {
-      const { rows: attributes } = await pool.query<{ relid: number; name: string; type: number }>(
-        `select a.attrelid::int4 as relid, a.attname::text as name, a.atttypid::int4 as type
-           from pg_catalog.pg_attribute a
-          where a.attrelid = any($1::oid[]) and a.attnum > 0 and not a.attisdropped
-          order by a.attrelid, a.attnum`,
-        [relids],
-      );
-      for (const row of rows) {
-        if (row.typtype !== 'c') continue;
-        const fields = attributes.filter((a) => a.relid === row.typrelid);
-        (found.get(row.oid) as { fields: Array<{ name: string; type: number }> }).fields = fields;
-        for (const field of fields) next.add(field.type);
-      }
-    }
-    wanted = [...next].filter((oid) => !found.has(oid));
-  }
-  return found;
-}
-
-type Types = Awaited<ReturnType<typeof readTypes>>;
+type Types = Map<number, CatalogType>;
 
 const SCALARS: Record<ScalarKind, TsType> = {
   number: { kind: 'number' },

@@ -7,7 +7,8 @@
 import type pg from 'pg';
 import { builtinShape, TEXT, type TypeShape } from './values.js';
 
-interface TypeRow {
+/** A type's catalog row, with what the typings need of what it is made of. */
+export interface CatalogType {
   oid: number;
   typtype: string;
   /** Printed by array_out (int2vector and oidvector have an element type but print `1 2`: text). */
@@ -17,6 +18,56 @@ interface TypeRow {
   typelem: number;
   typbasetype: number;
   typrelid: number;
+  /** An enum's labels, in order. */
+  enum_labels: string[] | null;
+  /** A composite's fields, in order. */
+  fields: Array<{ name: string; type: number }>;
+}
+
+/**
+ * The catalog rows of these types and of every type they are made of (a domain's base, an array's
+ * element, a composite's fields), except those `skip` says are known already. For the runtime's
+ * typing (TypeCatalog) and the declarations `hookbridge types` writes alike.
+ */
+export async function readTypeTree(pool: pg.Pool, oids: Iterable<number>, skip: (oid: number) => boolean = () => false): Promise<Map<number, CatalogType>> {
+  const found = new Map<number, CatalogType>();
+  let wanted = [...new Set(oids)].filter((oid) => !skip(oid));
+  while (wanted.length) {
+    const { rows } = await pool.query<Omit<CatalogType, 'fields'>>(
+      `select t.oid::int4 as oid, t.typtype::text as typtype, t.typoutput = 'pg_catalog.array_out'::pg_catalog.regproc as is_array,
+              (select e.typdelim::text from pg_catalog.pg_type e where e.oid = t.typelem) as delimiter,
+              t.typelem::int4 as typelem, t.typbasetype::int4 as typbasetype, t.typrelid::int4 as typrelid,
+              case when t.typtype = 'e' then
+                array(select e.enumlabel::text from pg_catalog.pg_enum e where e.enumtypid = t.oid order by e.enumsortorder)
+              end as enum_labels
+         from pg_catalog.pg_type t where t.oid = any($1::oid[])`,
+      [wanted],
+    );
+    const next = new Set<number>();
+    const composites = new Map<number, CatalogType>();
+    for (const row of rows) {
+      const type = { ...row, fields: [] };
+      found.set(row.oid, type);
+      if (row.typtype === 'd') next.add(row.typbasetype);
+      else if (row.is_array && row.typelem !== 0) next.add(row.typelem);
+      else if (row.typtype === 'c') composites.set(row.typrelid, type);
+    }
+    if (composites.size) {
+      const { rows: attributes } = await pool.query<{ relid: number; name: string; type: number }>(
+        `select a.attrelid::int4 as relid, a.attname::text as name, a.atttypid::int4 as type
+           from pg_catalog.pg_attribute a
+          where a.attrelid = any($1::oid[]) and a.attnum > 0 and not a.attisdropped
+          order by a.attrelid, a.attnum`,
+        [[...composites.keys()]],
+      );
+      for (const a of attributes) {
+        composites.get(a.relid)?.fields.push({ name: a.name, type: a.type });
+        next.add(a.type);
+      }
+    }
+    wanted = [...next].filter((oid) => !skip(oid) && !found.has(oid));
+  }
+  return found;
 }
 
 /** Composites nested deeper than this stay text: no type reachable from a table can make the bridge recurse without end. */
@@ -65,43 +116,9 @@ export class TypeCatalog {
    */
   async load(oids: Iterable<number>, refresh = false): Promise<void> {
     const fresh = new Map<number, TypeShape>();
-    let wanted = [...new Set(oids)].filter((oid) => builtinShape(oid) === undefined && (refresh || !this.#shapes.has(oid)));
+    const wanted = [...new Set(oids)].filter((oid) => builtinShape(oid) === undefined && (refresh || !this.#shapes.has(oid)));
     const known = (oid: number) => builtinShape(oid) ?? fresh.get(oid) ?? (refresh ? undefined : this.#shapes.get(oid));
-    const rows = new Map<number, TypeRow>();
-    const fields = new Map<number, Array<{ name: string; type: number }>>();
-    while (wanted.length) {
-      const { rows: found } = await this.#pool.query<TypeRow>(
-        `select t.oid::int4 as oid, t.typtype, t.typoutput = 'pg_catalog.array_out'::pg_catalog.regproc as is_array,
-                (select e.typdelim::text from pg_catalog.pg_type e where e.oid = t.typelem) as delimiter,
-                t.typelem::int4 as typelem, t.typbasetype::int4 as typbasetype, t.typrelid::int4 as typrelid
-           from pg_catalog.pg_type t where t.oid = any($1::oid[])`,
-        [wanted],
-      );
-      const next = new Set<number>();
-      const relids: number[] = [];
-      for (const row of found) {
-        rows.set(row.oid, row);
-        if (row.typtype === 'd') next.add(row.typbasetype);
-        else if (row.is_array && row.typelem !== 0) next.add(row.typelem);
-        else if (row.typtype === 'c') relids.push(row.typrelid);
-      }
-      if (relids.length) {
-        const { rows: attributes } = await this.#pool.query<{ relid: number; name: string; type: number }>(
-          `select a.attrelid::int4 as relid, a.attname::text as name, a.atttypid::int4 as type
-             from pg_catalog.pg_attribute a
-            where a.attrelid = any($1::oid[]) and a.attnum > 0 and not a.attisdropped
-            order by a.attrelid, a.attnum`,
-          [relids],
-        );
-        for (const a of attributes) {
-          const list = fields.get(a.relid) ?? [];
-          list.push({ name: a.name, type: a.type });
-          fields.set(a.relid, list);
-          next.add(a.type);
-        }
-      }
-      wanted = [...next].filter((oid) => known(oid) === undefined && !rows.has(oid));
-    }
+    const rows = await readTypeTree(this.#pool, wanted, (oid) => known(oid) !== undefined);
     const resolving = new Set<number>();
     const resolve = (oid: number, depth: number): TypeShape => {
       const done = known(oid);
@@ -115,8 +132,7 @@ export class TypeCatalog {
       else if (row.is_array && row.typelem !== 0) {
         const element = resolve(row.typelem, depth + 1);
         shape = row.delimiter && row.delimiter !== ',' ? { kind: 'array', element, delimiter: row.delimiter } : { kind: 'array', element };
-      } else if (row.typtype === 'c')
-        shape = { kind: 'composite', fields: (fields.get(row.typrelid) ?? []).map((f) => [f.name, resolve(f.type, depth + 1)] as const) };
+      } else if (row.typtype === 'c') shape = { kind: 'composite', fields: row.fields.map((f) => [f.name, resolve(f.type, depth + 1)] as const) };
       else shape = TEXT;
       resolving.delete(oid);
       fresh.set(oid, shape);
