@@ -17,7 +17,7 @@ import type { HookContext } from '../../hooks/types.js';
 import { parseIdentityMessage, parseSignedMessage, withMappedUser, readAccountabilitySecret, readLegacyIdentityCutoff } from './accountability.js';
 import { catchUpTypes, NewTableCatchUp, readCatchUpMessage } from './catch-up.js';
 import { actionMeta, CATCH_UP_PREFIX, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
-import { deliver, type DeliveryOptions } from './delivery.js';
+import { deliver, observeTries, type DeliveryOptions } from './delivery.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { PgoutputDecoder } from './pgoutput-decoder.js';
 import { TypeCatalog } from '../typing/type-catalog.js';
@@ -410,9 +410,12 @@ export class ActionStream {
       pool,
       schema: config.schema,
       logger: this.#logger,
-      attempts: config.actionAttempts,
-      timeoutMs: config.actionTimeoutMs,
-      signal: this.#abort.signal,
+      policy: {
+        attempts: config.actionAttempts,
+        timeoutMs: config.actionTimeoutMs,
+        signal: this.#abort.signal,
+        observe: this.#options.metrics ? observeTries(this.#options.metrics) : undefined,
+      },
       metrics: this.#options.metrics,
       heldFor: this.#heldFor,
     });

@@ -28,16 +28,12 @@ export interface DeliveryOptions {
   pool: pg.Pool;
   schema: string;
   logger: Logger;
-  /** Tries per handler before parking (first try included). */
-  attempts: number;
-  /** Longest a handler may run before the try counts as failed. */
-  timeoutMs: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  signal: AbortSignal;
-  metrics?: Pick<BridgeMetrics, 'actionEvents' | 'actionFailures' | 'actionHandlerSeconds' | 'actionDelaySeconds' | 'parkedEvents'>;
-  /** Made from the above once (policyOf). */
-  policy?: ActionPolicy;
+  /**
+   * Each handler's tries (ACTION_ATTEMPTS before parking), their timeout and backoff; the signal ends
+   * retries, and the retries of parking, when the bridge stops.
+   */
+  policy: ActionPolicy & { signal: AbortSignal };
+  metrics?: Pick<BridgeMetrics, 'actionEvents' | 'actionDelaySeconds' | 'parkedEvents'>;
   /** Extensions that are not loaded whose action hooks would hear this event: the change is held for each. */
   heldFor?: (event: EventRef) => readonly { extension: string; reason: string }[];
 }
@@ -95,21 +91,9 @@ async function deliverToHandler(entry: ActionEntry, delivery: Delivery, options:
       collection: delivery.event.collection,
       id: delivery.id,
     }));
-  const error = await runAction(entry, delivery.event, delivery.meta, fullContext(delivery.context), policyOf(options), log, ownsMeta);
+  const error = await runAction(entry, delivery.event, delivery.meta, fullContext(delivery.context), options.policy, log, ownsMeta);
   if (error === undefined) return;
   await park(entry, eventNameFor(entry.pattern, delivery.event), delivery, error, options, log());
-}
-
-/** The action policy of a delivery: its tries, timeout, backoff and stop signal, every try observed. */
-export function policyOf(options: DeliveryOptions): ActionPolicy {
-  return (options.policy ??= {
-    attempts: options.attempts,
-    timeoutMs: options.timeoutMs,
-    baseDelayMs: options.baseDelayMs,
-    maxDelayMs: options.maxDelayMs,
-    signal: options.signal,
-    observe: options.metrics ? observeTries(options.metrics) : undefined,
-  });
 }
 
 /** Every try in `hookbridge_action_handler_seconds`; a failed one in `hookbridge_action_failures_total` too. */
@@ -123,7 +107,7 @@ export function observeTries(metrics: Pick<BridgeMetrics, 'actionFailures' | 'ac
 async function park(entry: ActionEntry, event: string, delivery: Delivery, error: unknown, options: DeliveryOptions, logger: Logger): Promise<void> {
   const described = describeHookError(error);
   const errorJson = { message: described.message, code: described.code, stack: error instanceof Error ? error.stack : undefined };
-  await insertParked(entry.extension, event, delivery, errorJson, options.attempts, 'handler_failed', options, logger);
+  await insertParked(entry.extension, event, delivery, errorJson, options.policy.attempts, 'handler_failed', options, logger);
   logger.error({ err: error }, 'action event parked in failed_events');
   options.metrics?.parkedEvents.inc({ extension: entry.extension });
 }
@@ -153,7 +137,7 @@ async function insertParked(
   logger: Logger,
 ): Promise<void> {
   for (let attempt = 1; ; attempt++) {
-    if (options.signal.aborted) throw new ActionAborted();
+    if (options.policy.signal.aborted) throw new ActionAborted();
     try {
       await options.pool.query(
         `insert into ${pg.escapeIdentifier(options.schema)}.failed_events
@@ -181,7 +165,7 @@ async function insertParked(
       return;
     } catch (parkError) {
       logger.error({ err: parkError, attempt }, 'parking a failed event failed; retrying');
-      await sleep(backoff(Math.min(attempt, 10), options), options.signal);
+      await sleep(backoff(Math.min(attempt, 10), options.policy), options.policy.signal);
     }
   }
 }
