@@ -158,13 +158,12 @@ export async function syncPublications(pool: pg.Pool, options: SyncPublicationsO
   }
   if (failed.length) {
     const first = failed[0] as { table: Relation; error: unknown };
+    const tables = failed.map((f) => collectionOf(f.table)).sort();
     throw new PublicationError(
       'E_PUBLICATION_SYNC',
-      `Could not update publication "${publication}" for ${failed
-        .map((f) => collectionOf(f.table))
-        .sort()
-        .join(', ')} ` + `(${collectionOf(first.table)}: ${(first.error as Error).message}); the other tables are done, the bridge tries again.`,
-      { cause: first.error, details: { publication, tables: failed.map((f) => collectionOf(f.table)).sort() } },
+      `Could not update publication "${publication}" for ${tables.join(', ')} ` +
+        `(${collectionOf(first.table)}: ${(first.error as Error).message}); the other tables are done, the bridge tries again.`,
+      { cause: first.error, details: { publication, tables } },
     );
   }
   const byCollection = (rows: Iterable<Relation>) => [...rows].map((r) => collectionOf(r)).sort();
