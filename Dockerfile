@@ -1,7 +1,7 @@
 # The image runs the bridge against a PostgreSQL of yours (DATABASE_URL, or the PG* variables): it
 # carries no embedded PostgreSQL. Two stages: the first compiles the TypeScript; the image gets the
 # production dependencies only, without optional ones, which leaves out the ~60 MB of embedded
-# PostgreSQL binaries (@embedded-postgres/<platform>, optional dependencies of embedded-postgres).
+# PostgreSQL binaries (@embedded-postgres/<platform>, optional dependencies of hookbridge).
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'test/types/**', 'test/fixtures/**', 'examples/**/node_modules/**', '**/*.d.ts'] },
+  { ignores: ['dist/**', 'node_modules/**', '.hookbridge/**', 'test/types/**', 'test/fixtures/**', 'examples/**/node_modules/**', '**/*.d.ts'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --database-url postgres://...]`
+ * `npm run bench [-- --quick] [-- --database-url postgres://...] [-- --pg 14|15|16|17|18]`
  *
  * Runs each scenario against its peer in one run, on the same database, and prints a table plus one
  * `BENCH {json}` line per scenario; writes bench/results/latest.json. pgbench drives the insert
@@ -9,7 +9,8 @@
  * pg-logical-replication and pg_recvlogical as reference rows), filter-overhead-1, filter-overhead-16
  * (direct transport), filter-overhead-16-2-instances (the same with a second bridge beside the first),
  * big-transaction, filter-overhead-notify-1, filter-overhead-notify-16 (a bridge with
- * FILTER_TRANSPORT=notify, after the first has stopped).
+ * FILTER_TRANSPORT=notify, after the first has stopped). `--pg N` runs on the embedded PostgreSQL N (default
+ * 18, others fetched once); the table and latest.json say which server version ran.
  */
 import { spawn, execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -20,6 +21,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../bridge/embedded-postgres.js';
 import { FILTER_TRIGGER } from '../bridge/filters/filter-service.js';
+import { embeddedBinDir, parseMajor } from '../test/support/pg-versions.js';
 import {
   actionExtension,
   createActionTables,
@@ -38,6 +40,8 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const urlArg = args[args.indexOf('--database-url') + 1];
 const databaseUrl = args.includes('--database-url') ? urlArg : undefined;
+const pgArg = args.includes('--pg') ? parseMajor(args[args.indexOf('--pg') + 1] ?? '', '--pg') : undefined;
+if (pgArg !== undefined && databaseUrl !== undefined) throw new Error('--pg chooses the embedded server; it cannot be combined with --database-url');
 const seconds = quick ? 3 : 10;
 const bigRows = quick ? 300_000 : 5_000_000;
 const throughputRows = quick ? 50_000 : 300_000;
@@ -83,10 +87,16 @@ async function main(): Promise<void> {
   let embedded: EmbeddedPostgres | undefined;
   let bridge: ReturnType<typeof spawn> | undefined;
   const results: BenchResult[] = [];
+  let serverVersion: string;
   try {
-    if (!databaseUrl) embedded = await startEmbeddedPostgres({ dataDir: join(work, 'pg'), persistent: false });
+    if (!databaseUrl) {
+      const binDir = pgArg === undefined ? undefined : await embeddedBinDir(pgArg);
+      embedded = await startEmbeddedPostgres({ dataDir: join(work, 'pg'), persistent: false, binDir });
+    }
     const url = databaseUrl ?? (embedded as EmbeddedPostgres).url;
     const pool = new pg.Pool({ connectionString: url, max: 2 });
+    serverVersion = (await pool.query<{ v: string }>(`select current_setting('server_version') as v`)).rows[0]?.v ?? '?';
+    process.stdout.write(`PostgreSQL ${serverVersion} (${databaseUrl ? 'external' : 'embedded'})\n`);
     await pool.query(`
       drop table if exists bench_plain, bench_filtered, bench_plpgsql, bench_big;
       create table bench_plain (id bigserial primary key, v text);
@@ -295,7 +305,7 @@ async function main(): Promise<void> {
     await rm(work, { recursive: true, force: true });
   }
 
-  process.stdout.write(`\n${'scenario'.padEnd(30)}${'ours'.padStart(12)}${'peer'.padStart(12)}${'ratio'.padStart(9)}  unit\n`);
+  process.stdout.write(`\nPostgreSQL ${serverVersion}\n${'scenario'.padEnd(30)}${'ours'.padStart(12)}${'peer'.padStart(12)}${'ratio'.padStart(9)}  unit\n`);
   const line = (name: string, ours: unknown, peer: unknown, ratio: unknown, unit: string) =>
     process.stdout.write(`${name.padEnd(30)}${String(ours).padStart(12)}${String(peer ?? '—').padStart(12)}${String(ratio ?? '—').padStart(9)}  ${unit}\n`);
   for (const r of results) {
@@ -309,7 +319,10 @@ async function main(): Promise<void> {
   process.stdout.write('\n');
   for (const r of results) process.stdout.write(`BENCH ${JSON.stringify(r)}\n`);
   await mkdir(join(root, 'bench', 'results'), { recursive: true });
-  await writeFile(join(root, 'bench', 'results', 'latest.json'), `${JSON.stringify({ at: new Date().toISOString(), quick, results }, null, 2)}\n`);
+  await writeFile(
+    join(root, 'bench', 'results', 'latest.json'),
+    `${JSON.stringify({ at: new Date().toISOString(), quick, postgres: serverVersion, results }, null, 2)}\n`,
+  );
 }
 
 async function stopBridge(bridge: ReturnType<typeof spawn> | undefined): Promise<void> {

@@ -27,7 +27,7 @@ import { createServices } from './services/items-service.js';
 import { ActionStream } from './replication/action-stream.js';
 import { observeTries } from './replication/delivery.js';
 import { listUserTables } from './catalog.js';
-import { ensureSlot, preflight, readSlotState, slotProblem } from './replication/setup.js';
+import { ensureSlot, preflight, readSlotState, slotProblem, type SlotFailover } from './replication/setup.js';
 
 /** How often a standby tries for the leader lock (a dead leader's session ends at once, so takeover takes about this long). */
 const LEADER_POLL_MS = 1_000;
@@ -309,7 +309,7 @@ export class Bridge {
         'another bridge leads this database: joining as a standby (filter calls only; taking over when the leader goes)',
       );
       // The slot keeps changes from now on even while no bridge leads (none has yet, on a new database).
-      await ensureSlot(this.#pool, this.config.slotName).catch((error: unknown) =>
+      await ensureSlot(this.#pool, this.config.slotName, this.#slotFailover()).catch((error: unknown) =>
         this.logger.warn({ err: error }, 'making sure the replication slot exists failed'),
       );
     }
@@ -538,8 +538,13 @@ export class Bridge {
    * that exists but is no use to us (another database's, physical, another plugin, invalidated).
    * Standbys check too: they take over the slot when the leader goes.
    */
+  /** What ensureSlot needs for a failover slot (HOOKBRIDGE_SLOT_FAILOVER), or undefined. */
+  #slotFailover(): SlotFailover | undefined {
+    return this.config.slotFailover && this.#connection ? { connection: this.#connection } : undefined;
+  }
+
   async #checkReplication(pool: pg.Pool): Promise<void> {
-    await preflight(pool, { slotName: this.config.slotName });
+    await preflight(pool, { slotName: this.config.slotName, slotFailover: this.config.slotFailover });
     const slot = await readSlotState(pool, this.config.slotName);
     const problem = slot && slotProblem(slot);
     if (problem) throw problem;

@@ -7,6 +7,7 @@ import { statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseConnectionString } from 'pg-connection-string';
+import { connectionFromUrl, HostListError, urlHosts } from './multi-host.js';
 export { ConfigError } from './settings.js';
 import { ConfigError, DEFAULT_DATA_DIR, nonEmpty, toInteger, VALUE_SETTINGS, type SettingContext, type ValueKey } from './settings.js';
 
@@ -20,8 +21,8 @@ export type DatabaseSource =
   | { kind: 'url'; url: string }
   /** libpq's `PG*` variables (PGHOST set, no DATABASE_URL). */
   | { kind: 'pg-env'; host: string; port: number; user?: string; password?: string; database?: string }
-  /** Neither: start an embedded Postgres under `dataDir`. */
-  | { kind: 'embedded'; dataDir: string };
+  /** Neither: start an embedded Postgres under `dataDir`, from the binaries in `binDir` (default: the installed ones). */
+  | { kind: 'embedded'; dataDir: string; binDir?: string };
 
 export interface Config {
   database: DatabaseSource;
@@ -40,6 +41,8 @@ export interface Config {
   logFormat: 'pretty' | 'json';
   schema: string;
   slotName: string;
+  /** HOOKBRIDGE_SLOT_FAILOVER: the slot is a failover slot (PostgreSQL 17+), kept by standbys that synchronise slots. */
+  slotFailover: boolean;
   publicationName: string;
   filterTimeoutMs: number;
   filterFailureMode: FilterFailureMode;
@@ -70,6 +73,8 @@ export interface Config {
 export type ConfigOptions = Partial<Omit<Config, 'database' | 'env' | 'port'>> & {
   databaseUrl?: string;
   dataDir?: string;
+  /** A folder with initdb, pg_ctl and postgres for the embedded Postgres. */
+  pgBin?: string;
   /** A number, or the text of a flag (checked like the PORT variable). */
   port?: number | string;
 };
@@ -200,8 +205,11 @@ function resolveDatabase(options: ConfigOptions, env: Readonly<Record<string, st
     }
     // The parser pg itself uses: what it refuses here would fail later as a bare "Invalid URL".
     try {
-      parseConnectionString(url);
+      // Several hosts (a primary and standbys): pg's parser takes one, so they are read apart (multi-host.ts).
+      if (urlHosts(url)) connectionFromUrl(url);
+      else parseConnectionString(url);
     } catch (error) {
+      if (error instanceof HostListError) throw new ConfigError('DATABASE_URL', error.message);
       // The URL parsed, but a file it names (sslcert, sslkey, sslrootcert) could not be read: say which.
       const file = error as NodeJS.ErrnoException;
       if (typeof file.code === 'string' && file.code.startsWith('E') && typeof file.path === 'string') {
@@ -226,7 +234,12 @@ function resolveDatabase(options: ConfigOptions, env: Readonly<Record<string, st
       database: nonEmpty(env['PGDATABASE']),
     };
   }
-  return { kind: 'embedded', dataDir: resolve(cwd, options.dataDir ?? nonEmpty(env['HOOKBRIDGE_DATA_DIR']) ?? DEFAULT_DATA_DIR) };
+  const binDir = options.pgBin ?? nonEmpty(env['HOOKBRIDGE_PG_BIN']);
+  return {
+    kind: 'embedded',
+    dataDir: resolve(cwd, options.dataDir ?? nonEmpty(env['HOOKBRIDGE_DATA_DIR']) ?? DEFAULT_DATA_DIR),
+    ...(binDir === undefined ? {} : { binDir: resolve(cwd, binDir) }),
+  };
 }
 
 /** Directus hands extensions its environment with types parsed; so do we. */
@@ -246,8 +259,11 @@ export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
+    if (parsed.searchParams.has('password')) parsed.searchParams.set('password', '***');
     return parsed.toString();
   } catch {
-    return '(unparseable connection string)';
+    // A host list (a,b:5433) is no WHATWG URL: its user info and password parameter are masked by hand.
+    if (!urlHosts(url)) return '(unparseable connection string)';
+    return url.replace(/^(postgres(?:ql)?:\/\/[^:@/?#]*):[^@/?#]*@/, '$1:***@').replace(/([?&]password=)[^&#]*/, '$1***');
   }
 }

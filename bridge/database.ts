@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { HookbridgeError } from '../hooks/errors.js';
 import type { DatabaseSource } from './config.js';
 import { PASSWORD_FILE, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js';
+import { connectionFromUrl } from './multi-host.js';
 
 const OWNER_FILE = 'hookbridge-owner.pid';
 
@@ -58,7 +59,7 @@ export async function runningEmbeddedUrl(dataDir: string): Promise<string | unde
  * that does not is started just for this command.
  */
 export async function openDatabase(source: DatabaseSource, options: { owner: boolean; logger: Logger }): Promise<OpenedDatabase> {
-  if (source.kind === 'url') return { connection: { connectionString: source.url }, release: async () => {} };
+  if (source.kind === 'url') return { connection: connectionFromUrl(source.url), release: async () => {} };
   if (source.kind === 'pg-env') {
     const { host, port, user, password, database } = source;
     return { connection: { host, port, user, password, database }, release: async () => {} };
@@ -75,7 +76,7 @@ export async function openDatabase(source: DatabaseSource, options: { owner: boo
   if (running) return { connection: { connectionString: running }, release: async () => {} };
 
   options.logger.info({ dataDir: source.dataDir }, 'no DATABASE_URL: starting an embedded Postgres');
-  const embedded = await startEmbeddedPostgres({ dataDir: source.dataDir, persistent: true, logger: options.logger });
+  const embedded = await startEmbeddedPostgres({ dataDir: source.dataDir, binDir: source.binDir, persistent: true, logger: options.logger });
   const ownerFile = join(source.dataDir, OWNER_FILE);
   if (options.owner) await writeFile(ownerFile, `${process.pid}\n`);
   return {

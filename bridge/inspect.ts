@@ -139,7 +139,8 @@ function slotCheck(name: string, state: SlotState | undefined): Check {
       fix: 'start the bridge (or let it catch up) before the next checkpoint, or raise max_slot_wal_keep_size',
     };
   }
-  return { name: check, ok: true, detail: `${state.active ? 'streaming' : 'idle (no bridge streams from it)'}; ${describeSlotWal(state)}` };
+  const failover = state.failover ? '; a failover slot (standbys that synchronise slots keep it)' : '';
+  return { name: check, ok: true, detail: `${state.active ? 'streaming' : 'idle (no bridge streams from it)'}; ${describeSlotWal(state)}${failover}` };
 }
 
 /** "retains 48 MB of WAL; 1.9 GB more before max_slot_wal_keep_size (2GB) invalidates it" */

@@ -115,6 +115,12 @@ export const VALUE_SETTINGS: { [K in ValueKey]: ValueSetting<K> } = {
   },
   schema: { env: 'HOOKBRIDGE_SCHEMA', default: 'hookbridge', parse: identifier, description: "schema of hookbridge's own tables and functions" },
   slotName: { env: 'HOOKBRIDGE_SLOT', default: 'hookbridge', parse: identifier, description: 'replication slot name' },
+  slotFailover: {
+    env: 'HOOKBRIDGE_SLOT_FAILOVER',
+    default: false,
+    parse: (value, name) => toBoolean(name, value),
+    description: '`true`: a failover slot (PostgreSQL 17+), which a standby that synchronises slots keeps through a promotion (see "Failover")',
+  },
   publicationName: { env: 'HOOKBRIDGE_PUBLICATION', default: 'hookbridge', parse: identifier, description: 'publication name' },
   filterTimeoutMs: {
     env: 'FILTER_TIMEOUT_MS',
@@ -181,7 +187,8 @@ export const SETTINGS: readonly Setting[] = [
     flag: { flags: '-d, --database-url <url>', reach: 'database commands' },
     option: 'databaseUrl',
     shown: '—',
-    description: 'Postgres to bridge. Unset: libpq `PG*` variables if `PGHOST` is set, else an embedded Postgres',
+    description:
+      'Postgres to bridge; several hosts (`postgres://…@db1,db2/app`): the writable one (see "Failover"). Unset: libpq `PG*` variables if `PGHOST` is set, else an embedded Postgres',
   },
   {
     env: ['PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'],
@@ -194,6 +201,13 @@ export const SETTINGS: readonly Setting[] = [
     option: 'dataDir',
     shown: `\`${DEFAULT_DATA_DIR}\``,
     description: 'embedded Postgres data folder',
+  },
+  {
+    env: ['HOOKBRIDGE_PG_BIN'],
+    flag: { flags: '--pg-bin <path>', reach: 'database commands' },
+    option: 'pgBin',
+    shown: 'the installed PostgreSQL 18',
+    description: 'embedded Postgres binaries: a folder with `initdb`, `pg_ctl` and `postgres`, PostgreSQL 14 or newer (e.g. `/usr/lib/postgresql/16/bin`)',
   },
   ...Object.entries(VALUE_SETTINGS).map(([key, setting]: [string, ValueSetting<ValueKey>]) => ({
     env: [setting.env],

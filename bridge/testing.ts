@@ -25,6 +25,7 @@ import { Bridge } from './bridge.js';
 import { resolveConfig, type ConfigOptions } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { createLogger } from './logger.js';
+import { nonEmpty } from './settings.js';
 import { dropSlot } from './replication/setup.js';
 
 export interface TestBridgeOptions {
@@ -95,7 +96,9 @@ async function startDatabase(options: TestBridgeOptions, scratch: string): Promi
       });
     return { url: container.getConnectionUri(), kind: 'testcontainers', stop: async () => void (await container.stop()) };
   }
-  const server = await startEmbeddedPostgres({ dataDir: join(scratch, 'pg'), persistent: false });
+  // As the bridge reads it: the option, else HOOKBRIDGE_PG_BIN, else the installed binaries.
+  const binDir = options.config?.pgBin ?? nonEmpty(process.env['HOOKBRIDGE_PG_BIN']);
+  const server = await startEmbeddedPostgres({ dataDir: join(scratch, 'pg'), persistent: false, binDir });
   return { url: server.url, kind: 'embedded', stop: () => server.stop() };
 }
 

@@ -17,6 +17,8 @@ export const ERROR_CODES = {
   E_DBLINK: "filter hooks need `dblink`, which is missing or out of the bridge's reach",
   E_DBLINK_EXPOSED: "a role other than the bridge's could call `dblink`; the message says what a superuser must run",
   E_BRIDGE_RUNNING: '64 bridges (the most one database can run) already serve this database; this one stopped without touching them',
+  E_PG_VERSION: 'the server is older than PostgreSQL 14',
+  E_SLOT_FAILOVER: '`HOOKBRIDGE_SLOT_FAILOVER` asks for a failover slot, which needs PostgreSQL 17 or newer, or the slot could not be made one',
   E_WAL_LEVEL: '`wal_level` is not `logical`',
   E_REPLICATION_PRIVILEGE: "the bridge's role lacks `REPLICATION`",
   E_ROLE_UNKNOWN: 'the connected role is not in `pg_roles` (dropped while connected)',

@@ -673,8 +673,9 @@ export class FilterService {
   }
 
   /**
-   * The instance session came back (its locks were gone meanwhile: writers chose other instances). In
-   * another slot, this instance publishes itself there and listens on that slot's channel.
+   * The instance session came back (its locks were gone meanwhile: writers chose other instances), on the
+   * same server or, after a failover, another. In another slot, this instance publishes itself there and
+   * listens on that slot's channel.
    */
   async #reopened(slotChanged: boolean): Promise<void> {
     if (this.#stopped || !this.#published) return;
@@ -686,8 +687,10 @@ export class FilterService {
           await this.#listen();
         }
       }
-      // Its row again (the instance session's pid changed), then, in a new slot, writers may choose it.
-      await this.#publish(this.#published.transport, this.#published.conninfo);
+      // Its row again (the instance session's pid changed), then, in a new slot, writers may choose it. The
+      // loopback is asked again: the session may have come back on another server (a promoted standby).
+      const reached = this.#published.transport === 'notify' ? await this.#loopbackConninfo() : this.#published.conninfo;
+      await this.#publish(this.#published.transport, reached);
       if (slotChanged && !this.#draining) await this.#board.serve();
     } catch (error) {
       this.#logger.error({ err: error }, 'publishing this instance again failed');
@@ -772,14 +775,19 @@ export class FilterService {
     });
   }
 
-  /**
-   * The notify transport: LISTEN for tickets, and the loopback the triggers use to reach this database
-   * as the bridge's role (its password, if it has one, is stored with the endpoint, which only that
-   * role can read).
-   */
+  /** The notify transport: LISTEN for tickets, and the loopback the triggers use to reach this database. */
   async #startListener(): Promise<string> {
-    const { config, pool, connection } = this.#options;
     await this.#listen();
+    return this.#loopbackConninfo();
+  }
+
+  /**
+   * How the triggers reach this database as the bridge's role: the server's own address, asked of the
+   * server each time (after a failover it is another one). Its password, if it has one, is stored with
+   * the endpoint, which only that role can read.
+   */
+  async #loopbackConninfo(): Promise<string> {
+    const { config, pool, connection } = this.#options;
     const { rows } = await pool.query<{ addr: string | null; port: string; sockets: string | null; db: string; role: string; superuser: boolean }>(
       // unix_socket_directories is readable only by superusers and pg_read_all_settings: asked only when needed.
       `select host(inet_server_addr()) as addr, current_setting('port') as port,

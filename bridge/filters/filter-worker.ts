@@ -13,6 +13,7 @@ import { installContainment } from '../containment.js';
 import { SchemaReader, type SchemaOverview } from '../schema-overview.js';
 import { TypeCatalog } from '../typing/type-catalog.js';
 import { openHookDatabase } from '../hook-database.js';
+import { fromTransferable } from '../multi-host.js';
 import { createServices } from '../services/items-service.js';
 import { answerBody, type NotLoadedFilter } from './filter-requests.js';
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './filter-workers.js';
@@ -25,9 +26,9 @@ const post = (message: WorkerReply) => port.postMessage(message);
 // Log lines go to the main thread, which writes them with its own logger (and format).
 const logger = pino({ level: setup.logLevel, base: { worker: setup.index } }, { write: (line: string) => post({ type: 'log', line }) });
 
-const internalPool = new pg.Pool({ ...setup.internalConnection, max: 1, application_name: 'hookbridge:filters' });
+const internalPool = new pg.Pool({ ...fromTransferable(setup.internalConnection), max: 1, application_name: 'hookbridge:filters' });
 internalPool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
-const hookDatabase = openHookDatabase(setup.hooksConnection, { applicationName: 'hookbridge:filters', max: 4, servicesMax: 2, logger });
+const hookDatabase = openHookDatabase(fromTransferable(setup.hooksConnection), { applicationName: 'hookbridge:filters', max: 4, servicesMax: 2, logger });
 const schemaReader = new SchemaReader(internalPool, [setup.schema]);
 let latestSchema: SchemaOverview | undefined;
 let primaryKeys = new Map<string, string[]>();

@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { FilterFailureMode } from '../config.js';
+import { transferable } from '../multi-host.js';
 import { rejectionVerdict, type FilterOutcome, type NotLoadedFilter, type Verdict } from './filter-requests.js';
 
 export interface WorkerSetup {
@@ -21,6 +22,7 @@ export interface WorkerSetup {
   env: Readonly<Record<string, unknown>>;
   schema: string;
   /** For hooks' `database` (the user's search_path, a lock timeout). */
+  /** Both as transferable() makes them (fromTransferable() in the worker). */
   hooksConnection: pg.ClientConfig;
   /** For the schema overview (pg_catalog only). */
   internalConnection: pg.ClientConfig;
@@ -189,7 +191,17 @@ export class FilterWorkers {
     const source = here.endsWith('.ts');
     const url = new URL(source ? './filter-worker.ts' : './filter-worker.js', here);
     const execArgv = source ? ['--import', jitiRegister(here)] : [];
-    const worker = new Worker(url, { workerData: { ...this.#setup, index } satisfies WorkerSetup, execArgv, stdout: false, stderr: false });
+    const worker = new Worker(url, {
+      workerData: {
+        ...this.#setup,
+        hooksConnection: transferable(this.#setup.hooksConnection),
+        internalConnection: transferable(this.#setup.internalConnection),
+        index,
+      } satisfies WorkerSetup,
+      execArgv,
+      stdout: false,
+      stderr: false,
+    });
     const slot: Slot = { index, worker, ready: false, pending: new Map(), heardAt: Date.now(), failures, suspect: false };
     worker.on('message', (message: WorkerReply) => {
       slot.heardAt = Date.now();

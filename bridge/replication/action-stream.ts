@@ -137,8 +137,8 @@ export class ActionStream {
 
   async start(): Promise<void> {
     const { config, pool } = this.#options;
-    await preflight(pool, { slotName: config.slotName });
-    const slot = await ensureSlot(pool, config.slotName);
+    await preflight(pool, { slotName: config.slotName, slotFailover: config.slotFailover });
+    const slot = await ensureSlot(pool, config.slotName, config.slotFailover ? { connection: this.#options.connection } : undefined);
     if (slot.created) this.#logger.info({ slot: config.slotName }, 'created replication slot');
     await this.syncPublications(await listUserTables(pool, { exclude: [config.schema] }));
     // Changes held while an extension was not loaded go to it now, before newer ones stream in.

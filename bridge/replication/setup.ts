@@ -18,8 +18,15 @@ export class ReplicationSetupError extends HookbridgeError {
 
 type Queryable = Pick<pg.ClientBase, 'query'> | pg.Pool;
 
+const MIN_SERVER_VERSION_NUM = 140000;
+const FAILOVER_SLOT_VERSION_NUM = 170000;
+
 /** What preflight reads from the server. */
 export interface ReplicationFacts {
+  /** server_version_num: 170004 for 17.4. */
+  serverVersionNum: number;
+  /** HOOKBRIDGE_SLOT_FAILOVER asks for a failover slot. */
+  failoverRequested: boolean;
   walLevel: string;
   /** The role the bridge connects as. */
   role: string;
@@ -41,6 +48,21 @@ export interface ReplicationFacts {
 export function replicationProblems(facts: ReplicationFacts): ReplicationSetupError[] {
   const problems: ReplicationSetupError[] = [];
   const details = { ...facts };
+  const version = `${Math.floor(facts.serverVersionNum / 10000)}.${facts.serverVersionNum % 10000}`;
+  if (facts.serverVersionNum < MIN_SERVER_VERSION_NUM) {
+    // Nothing else is worth checking: the replication protocol and catalogs hookbridge reads are newer.
+    return [new ReplicationSetupError('E_PG_VERSION', `This is PostgreSQL ${version}; hookbridge needs PostgreSQL 14 or newer.`, { details })];
+  }
+  if (facts.failoverRequested && facts.serverVersionNum < FAILOVER_SLOT_VERSION_NUM) {
+    problems.push(
+      new ReplicationSetupError(
+        'E_SLOT_FAILOVER',
+        `HOOKBRIDGE_SLOT_FAILOVER=true needs PostgreSQL 17 or newer (failover slots), and this is PostgreSQL ${version}. Unset it: ` +
+          'before 17 a standby has no copy of the slot, so after a failover the bridge must start from a new slot (see the README, "Failover").',
+        { details },
+      ),
+    );
+  }
   if (facts.walLevel !== 'logical') {
     problems.push(
       new ReplicationSetupError(
@@ -92,8 +114,8 @@ export function replicationProblems(facts: ReplicationFacts): ReplicationSetupEr
 }
 
 /** Throws the first problem (mentioning the others), so the log names every fix at once. */
-export async function preflight(pool: Queryable, options: { slotName: string }): Promise<void> {
-  const facts = await readReplicationFacts(pool, options.slotName);
+export async function preflight(pool: Queryable, options: { slotName: string; slotFailover?: boolean }): Promise<void> {
+  const facts = await readReplicationFacts(pool, options.slotName, options.slotFailover ?? false);
   const [first, ...rest] = replicationProblems(facts);
   if (!first) return;
   if (rest.length === 0) throw first;
@@ -102,8 +124,9 @@ export async function preflight(pool: Queryable, options: { slotName: string }):
   });
 }
 
-export async function readReplicationFacts(pool: Queryable, slotName: string): Promise<ReplicationFacts> {
+export async function readReplicationFacts(pool: Queryable, slotName: string, failoverRequested = false): Promise<ReplicationFacts> {
   const { rows } = await pool.query<{
+    version_num: number;
     wal_level: string;
     role: string;
     superuser: boolean;
@@ -115,7 +138,7 @@ export async function readReplicationFacts(pool: Queryable, slotName: string): P
     max_senders: number;
     active_senders: number;
   }>(
-    `select current_setting('wal_level') as wal_level,
+    `select current_setting('server_version_num')::int as version_num, current_setting('wal_level') as wal_level,
             r.rolname as role, r.rolsuper as superuser, r.rolreplication as replication,
             exists (select 1 from pg_replication_slots where slot_name = $1) as slot_exists,
             exists (select 1 from pg_replication_slots where slot_name = $1 and active) as slot_active,
@@ -131,6 +154,8 @@ export async function readReplicationFacts(pool: Queryable, slotName: string): P
   const row = rows[0];
   if (!row) throw new ReplicationSetupError('E_ROLE_UNKNOWN', 'The current role is not in pg_roles; reconnect and try again.');
   return {
+    serverVersionNum: row.version_num,
+    failoverRequested,
     walLevel: row.wal_level,
     role: row.role,
     superuser: row.superuser,
@@ -161,6 +186,10 @@ export interface SlotState {
   walStatus: string | null;
   /** Why Postgres invalidated it, on PostgreSQL 17+ (wal_removed, idle_timeout, rows_removed, wal_level_insufficient). */
   invalidationReason: string | null;
+  /** A failover slot (PostgreSQL 17+: kept on standbys that synchronise slots); null before 17. */
+  failover: boolean | null;
+  /** On a standby: a copy synchronised from the primary (PostgreSQL 17+); null before 17. */
+  synced: boolean | null;
   /** The server's WAL position now. */
   currentLsn: string | null;
   /** WAL the slot keeps on the server: the current position minus its restart_lsn. */
@@ -185,6 +214,8 @@ export async function readSlotState(pool: Queryable, slotName: string): Promise<
     confirmed_flush_lsn: string | null;
     wal_status: string | null;
     invalidation_reason: string | null;
+    failover: string | null;
+    synced: string | null;
     current_lsn: string | null;
     retained: string | null;
     safe: string | null;
@@ -195,6 +226,7 @@ export async function readSlotState(pool: Queryable, slotName: string): Promise<
             s.restart_lsn::text as restart_lsn, s.confirmed_flush_lsn::text as confirmed_flush_lsn, s.wal_status,
             -- A column of PostgreSQL 17+: read through jsonb so that older servers answer null.
             to_jsonb(s) ->> 'invalidation_reason' as invalidation_reason,
+            to_jsonb(s) ->> 'failover' as failover, to_jsonb(s) ->> 'synced' as synced,
             now.lsn::text as current_lsn, pg_wal_lsn_diff(now.lsn, s.restart_lsn)::text as retained,
             s.safe_wal_size::text as safe, current_setting('max_slot_wal_keep_size') as keep_size
        from pg_replication_slots s, now
@@ -215,6 +247,8 @@ export async function readSlotState(pool: Queryable, slotName: string): Promise<
     confirmedFlushLsn: row.confirmed_flush_lsn,
     walStatus: row.wal_status,
     invalidationReason: row.invalidation_reason,
+    failover: row.failover === null ? null : row.failover === 'true',
+    synced: row.synced === null ? null : row.synced === 'true',
     currentLsn: row.current_lsn,
     retainedWalBytes: row.retained === null ? null : Number(row.retained),
     safeWalBytes: row.safe === null ? null : Number(row.safe),
@@ -316,17 +350,25 @@ export function slotProblem(state: SlotState): ReplicationSetupError | undefined
   return undefined;
 }
 
+/** What a failover slot needs beyond the pool: a replication connection to turn an existing slot into one. */
+export interface SlotFailover {
+  /** The bridge's connection; ALTER_REPLICATION_SLOT is a replication command. */
+  connection: pg.ClientConfig;
+}
+
 /**
  * Our permanent pgoutput slot, created when missing. `created` tells the caller that changes made
- * before now will never be delivered (there was nothing to resume from).
+ * before now will never be delivered (there was nothing to resume from). With `failover` (PostgreSQL
+ * 17+), the slot is created as a failover slot, and an existing one is made one.
  */
-export async function ensureSlot(pool: Queryable, slotName: string): Promise<{ created: boolean; confirmedFlushLsn: string | null }> {
+export async function ensureSlot(pool: Queryable, slotName: string, failover?: SlotFailover): Promise<{ created: boolean; confirmedFlushLsn: string | null }> {
   let created = false;
   let slot = await readSlotState(pool, slotName);
   if (!slot) {
     try {
       // Waits for transactions running now to finish: the slot's snapshot must see them complete.
-      await pool.query(`select pg_create_logical_replication_slot($1, 'pgoutput', false)`, [slotName]);
+      // Arguments: name, plugin, temporary, two-phase, failover (the last two since 14 and 17).
+      await pool.query(`select pg_create_logical_replication_slot($1, 'pgoutput', false${failover ? ', false, true' : ''})`, [slotName]);
       created = true;
     } catch (error) {
       // 42710 duplicate_object: another bridge created it in the meantime; use theirs.
@@ -350,7 +392,29 @@ export async function ensureSlot(pool: Queryable, slotName: string): Promise<{ c
   }
   const problem = slotProblem(slot);
   if (problem) throw problem;
+  if (failover && slot.failover === false && !slot.synced) {
+    await makeFailoverSlot(failover.connection, slotName);
+    slot = (await readSlotState(pool, slotName)) ?? slot;
+  }
   return { created, confirmedFlushLsn: slot.confirmedFlushLsn };
+}
+
+/** ALTER_REPLICATION_SLOT … (FAILOVER true): a replication command, so on a replication connection of its own. */
+async function makeFailoverSlot(connection: pg.ClientConfig, slotName: string): Promise<void> {
+  const client = new pg.Client({ ...connection, replication: 'database', application_name: 'hookbridge:slot' } as pg.ClientConfig);
+  try {
+    await client.connect();
+    await client.query(`ALTER_REPLICATION_SLOT ${pg.escapeIdentifier(slotName)} ( FAILOVER true )`);
+  } catch (error) {
+    throw new ReplicationSetupError(
+      'E_SLOT_FAILOVER',
+      `Could not make the replication slot "${slotName}" a failover slot: ${(error as Error).message}. It must not be in use ` +
+        '(stop whatever streams from it), and the role needs REPLICATION.',
+      { cause: error, details: { slotName } },
+    );
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 /**

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { startEmbeddedPostgres } from '../../bridge/embedded-postgres.js';
+import { testPgBin } from '../support/database.js';
 import { startCli } from '../support/cli.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
 import { waitFor, withClient } from '../support/helpers.js';
@@ -15,7 +16,7 @@ it('keeps the replication connection through a stall longer than wal_sender_time
   const parent = fileURLToPath(new URL('../../.hookbridge/', import.meta.url));
   const dataDir = await mkdtemp(join(parent, 'backpressure-'));
   await chmod(dataDir, 0o755);
-  const server = await startEmbeddedPostgres({ dataDir: join(dataDir, 'pg'), persistent: false, settings: { wal_sender_timeout: '2s' } });
+  const server = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir: join(dataDir, 'pg'), persistent: false, settings: { wal_sender_timeout: '2s' } });
   const dir = await tempDir();
   const counter = join(dir.path, 'count');
   try {

@@ -14,7 +14,7 @@ import { closePool } from '../../bridge/database.js';
 import { startEmbeddedPostgres } from '../../bridge/embedded-postgres.js';
 import { migrate } from '../../bridge/migrate.js';
 import { runCli, startCli } from '../support/cli.js';
-import { createTestDatabase, useTestDatabase } from '../support/database.js';
+import { createTestDatabase, testPgBin, useTestDatabase } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
 import { withClient } from '../support/helpers.js';
 
@@ -216,7 +216,7 @@ describe('commands against the embedded Postgres', () => {
     // mkdtemp makes it 0700; when tests run as root, Postgres runs as the postgres user and must get in.
     await chmod(dataDir, 0o755);
     // hookbridge installed, one parked event: what a bridge that ran here leaves.
-    const server = await startEmbeddedPostgres({ dataDir, persistent: true });
+    const server = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir, persistent: true });
     try {
       const pool = new pg.Pool({ connectionString: server.url, max: 1 });
       await migrate(pool, { schema: 'hookbridge' });

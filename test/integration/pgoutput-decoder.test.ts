@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseLsn } from '../../bridge/replication/lsn.js';
 import { PgoutputDecoder, type PgoutputMessage, type Row } from '../../bridge/replication/pgoutput-decoder.js';
 import { driverTypes } from '../../bridge/typing/values.js';
-import { useTestDatabase } from '../support/database.js';
+import { serverMajor, useTestDatabase } from '../support/database.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
 const db = useTestDatabase('pgoutput-decoder');
@@ -191,6 +191,8 @@ describe('pgoutput from a real server', () => {
       ...['begin', 'update - - 1', 'commit'],
       ...['begin', 'update key - 20', 'commit'],
       ...['begin', 'delete key -', 'commit'],
+      // Before PostgreSQL 15, pgoutput also sends transactions that changed no published row (the ALTER TABLE).
+      ...(serverMajor() < 15 ? ['begin', 'commit'] : []),
       // ALTER TABLE ... REPLICA IDENTITY and TRUNCATE both invalidate the relation: it is sent again.
       ...['begin', ...schema, 'relation Sales Data.Order Line full', 'update key old 1', 'commit'],
       ...['begin', 'insert 3', 'commit'],

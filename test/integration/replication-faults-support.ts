@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { resolveConfig } from '../../bridge/config.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../bridge/embedded-postgres.js';
+import { testPgBin } from '../support/database.js';
 import { migrate } from '../../bridge/migrate.js';
 import { ActionStream } from '../../bridge/replication/action-stream.js';
 import { dropSlot } from '../../bridge/replication/setup.js';
@@ -31,7 +32,7 @@ export async function startOwnServer(label: string, settings?: Record<string, st
   const parent = fileURLToPath(new URL('../../.hookbridge/', import.meta.url));
   const dataDir = await mkdtemp(join(parent, `${label}-`));
   await chmod(dataDir, 0o755);
-  const start = (port?: number) => startEmbeddedPostgres({ dataDir: join(dataDir, 'pg'), persistent: true, settings, port });
+  const start = (port?: number) => startEmbeddedPostgres({ binDir: testPgBin(), dataDir: join(dataDir, 'pg'), persistent: true, settings, port });
   let server = await start();
   const handle: OwnServer = {
     get url() {

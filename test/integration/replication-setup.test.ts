@@ -12,7 +12,7 @@ import { listUserTables, type UserTable } from '../../bridge/catalog.js';
 import { syncPublications } from '../../bridge/replication/publication.js';
 import { uninstall } from '../../bridge/uninstall.js';
 import { dropSlot, ensureSlot, preflight, readReplicationFacts } from '../../bridge/replication/setup.js';
-import { useTestDatabase } from '../support/database.js';
+import { serverMajor, useTestDatabase } from '../support/database.js';
 import { tempDir } from '../support/file-tree.js';
 import { findPsql, waitFor, withClient } from '../support/helpers.js';
 
@@ -221,6 +221,26 @@ describe('preflight and the slot', () => {
     expect((await pool.query('select 1 from pg_replication_slots where slot_name = $1', [slotName])).rowCount).toBe(0);
   });
 
+  it('makes a failover slot on PostgreSQL 17+ (created so, or an existing one altered), and refuses to before 17', async () => {
+    if (serverMajor() < 17) {
+      await expect(preflight(pool, { slotName, slotFailover: true })).rejects.toMatchObject({ code: 'E_SLOT_FAILOVER' });
+      return;
+    }
+    await preflight(pool, { slotName, slotFailover: true });
+    const failoverOf = async () =>
+      (await pool.query<{ failover: boolean }>('select failover from pg_replication_slots where slot_name = $1', [slotName])).rows[0]?.failover;
+    const failover = { connection: { connectionString: db.url } };
+    expect((await ensureSlot(pool, slotName, failover)).created).toBe(true);
+    expect(await failoverOf()).toBe(true);
+    await dropSlot(pool, slotName);
+    // A slot made before HOOKBRIDGE_SLOT_FAILOVER was set keeps its position and becomes one.
+    const plain = await ensureSlot(pool, slotName);
+    expect(await failoverOf()).toBe(false);
+    expect(await ensureSlot(pool, slotName, failover)).toEqual({ created: false, confirmedFlushLsn: plain.confirmedFlushLsn });
+    expect(await failoverOf()).toBe(true);
+    await dropSlot(pool, slotName);
+  });
+
   it('tolerates a concurrent creator', async () => {
     const results = await Promise.all([ensureSlot(pool, slotName), ensureSlot(pool, slotName), ensureSlot(pool, slotName)]);
     expect(results.filter((r) => r.created)).toHaveLength(1);
@@ -417,8 +437,10 @@ describe('publications and triggers', () => {
       await holder.query('begin');
       await holder.query(`alter publication ${pg.escapeIdentifier(publication)} drop table acct`);
       const pid = (holder as unknown as { processID: number }).processID;
-      const error = await syncPublications(pool, { publication, tables: withNew, schema, lockTimeoutMs: 200 }).catch((e: unknown) => e);
-      expect(error).toMatchObject({ code: 'E_PUBLICATION_LOCK_TIMEOUT', details: { pid } });
+      const outcome = await syncPublications(pool, { publication, tables: withNew, schema, lockTimeoutMs: 200 }).catch((e: unknown) => e);
+      // ALTER PUBLICATION locks the publication itself from PostgreSQL 15 on; before, nothing waits.
+      if (serverMajor() >= 15) expect(outcome).toMatchObject({ code: 'E_PUBLICATION_LOCK_TIMEOUT', details: { pid } });
+      else expect(outcome).not.toBeInstanceOf(Error);
       await holder.query('rollback');
     });
     await syncPublications(pool, { publication, tables, schema });

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { testPgBin } from './database.js';
 import { waitFor } from './helpers.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/bridge/cli.js', import.meta.url));
@@ -21,6 +22,9 @@ function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.Proces
     if (/^(PG|DATABASE_URL$|EXTENSIONS_|HOOKBRIDGE_|LOG_|PORT$|FILTER_)/.test(key)) continue;
     env[key] = value;
   }
+  // The embedded binaries of this run's major (HOOKBRIDGE_TEST_PG_VERSION) are the run's, not a leak.
+  const pgBin = testPgBin();
+  if (pgBin !== undefined) env['HOOKBRIDGE_PG_BIN'] = pgBin;
   for (const [key, value] of Object.entries(extra)) if (value !== undefined) env[key] = value;
   return env;
 }

@@ -171,6 +171,16 @@ export interface TestDatabaseHandle {
  * before registering your own afterAll cleanup: afterAll hooks run in reverse
  * order, so yours (closing pools, stopping streams) then runs before the check.
  */
+/** The major version (14…18) of this run's server: for behaviour that differs between versions. */
+export function serverMajor(): number {
+  return inject('hookbridgeTestPg').serverMajor;
+}
+
+/** The embedded binaries of this run's major (HOOKBRIDGE_TEST_PG_VERSION), for tests that start a server of their own. */
+export function testPgBin(): string | undefined {
+  return inject('hookbridgeTestPg').pgBin;
+}
+
 export function useTestDatabase(label?: string): TestDatabaseHandle {
   let db: TestDatabase | undefined;
   const current = (): TestDatabase => {

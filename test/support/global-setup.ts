@@ -8,6 +8,9 @@
  *                                      with HOOKBRIDGE_TEST_PG_IMAGE (scripts/docker/prepare.sh builds
  *                                      hookbridge-test/postgres:15-local from Debian's packages, no registry)
  *   HOOKBRIDGE_TEST_DATABASE_URL=...   an existing server; must run with wal_level=logical
+ *   HOOKBRIDGE_TEST_PG_VERSION=14..18  the embedded server's major (default 18; the others are fetched once,
+ *                                      see pg-versions.ts); every embedded server a test or a spawned
+ *                                      `hookbridge` starts uses it too (HOOKBRIDGE_PG_BIN)
  * Also:
  *   HOOKBRIDGE_TEST_KEEP=1             keep the database of a failed test file for inspection
  *                                      (the embedded cluster is then kept on disk too)
@@ -21,6 +24,7 @@ import pino from 'pino';
 import type { TestProject } from 'vitest/node';
 import { PASSWORD_FILE, startEmbeddedPostgres } from '../../bridge/embedded-postgres.js';
 import type { TestPgInfo, TestPgSource } from './context.js';
+import { embeddedBinDir, parseMajor } from './pg-versions.js';
 import { describeUrl, withClient } from './helpers.js';
 import { containerStartError, postgresCommand, testPgImage, THROWAWAY_INITDB } from './testcontainers.js';
 
@@ -45,17 +49,18 @@ const throwawaySettings = {
 
 const log = pino({ name: 'hookbridge-test', level: process.env['HOOKBRIDGE_TEST_PG_LOG'] ?? 'error' }, pino.destination(2));
 
-async function startEmbedded(keep: boolean): Promise<Server> {
+async function startEmbedded(keep: boolean, binDir: string | undefined): Promise<Server> {
   await removeAbandonedTestClusters();
   const dataDir = path.join(stateDir, `test-pg-${randomBytes(4).toString('hex')}`);
   const startedAt = performance.now();
   const pg = await startEmbeddedPostgres({
     dataDir,
+    binDir,
     persistent: keep,
     logger: log,
     settings: throwawaySettings,
   });
-  log.info({ ms: Math.round(performance.now() - startedAt), port: pg.port }, 'embedded Postgres started');
+  log.info({ ms: Math.round(performance.now() - startedAt), port: pg.port, major: pg.major }, 'embedded Postgres started');
   return {
     adminUrl: pg.url,
     source: 'embedded',
@@ -145,11 +150,12 @@ async function useExternal(url: string): Promise<Server> {
 }
 
 /** Fails early, with a fix in the message, when the server cannot host the bridge. */
-async function checkServer(server: Server): Promise<void> {
+async function checkServer(server: Server): Promise<number> {
   const where = `${server.source} server at ${describeUrl(server.adminUrl)}`;
   const facts = await withClient(server.adminUrl, async (c) => {
-    const { rows } = await c.query<{ wal_level: string; slots: string; senders: string; can_create: boolean; can_replicate: boolean }>(
-      `select current_setting('wal_level') as wal_level,
+    const { rows } = await c.query<{ major: number; wal_level: string; slots: string; senders: string; can_create: boolean; can_replicate: boolean }>(
+      `select current_setting('server_version_num')::int / 10000 as major,
+              current_setting('wal_level') as wal_level,
               current_setting('max_replication_slots') as slots,
               current_setting('max_wal_senders') as senders,
               (r.rolsuper or r.rolcreatedb) as can_create,
@@ -172,6 +178,7 @@ async function checkServer(server: Server): Promise<void> {
   if (problems.length > 0) {
     throw new Error(`the ${where} cannot be used for hookbridge tests:\n  - ${problems.join('\n  - ')}`);
   }
+  return facts.major;
 }
 
 async function listSlots(adminUrl: string): Promise<Array<{ slot_name: string; database: string | null }>> {
@@ -185,6 +192,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const keepFailed = process.env['HOOKBRIDGE_TEST_KEEP'] === '1';
   const externalUrl = process.env['HOOKBRIDGE_TEST_DATABASE_URL'];
   const mode = process.env['HOOKBRIDGE_TEST_PG'];
+  const versionText = process.env['HOOKBRIDGE_TEST_PG_VERSION']?.trim() || undefined;
+  let pgBin: string | undefined;
+  if (versionText !== undefined) {
+    if (externalUrl || (mode !== undefined && mode !== '' && mode !== 'embedded')) {
+      throw new Error('HOOKBRIDGE_TEST_PG_VERSION chooses the embedded server; it cannot be combined with HOOKBRIDGE_TEST_DATABASE_URL or HOOKBRIDGE_TEST_PG');
+    }
+    pgBin = await embeddedBinDir(parseMajor(versionText, 'HOOKBRIDGE_TEST_PG_VERSION'));
+    // Inherited by the test workers and every `hookbridge` they spawn.
+    if (pgBin !== undefined) process.env['HOOKBRIDGE_PG_BIN'] = pgBin;
+  }
 
   let server: Server;
   if (externalUrl) {
@@ -192,14 +209,15 @@ export default async function setup(project: TestProject): Promise<() => Promise
   } else if (mode === 'testcontainers') {
     server = await startTestcontainers(testPgImage());
   } else if (mode === undefined || mode === '' || mode === 'embedded') {
-    server = await startEmbedded(keepFailed);
+    server = await startEmbedded(keepFailed, pgBin);
   } else {
     throw new Error(`unknown HOOKBRIDGE_TEST_PG=${mode}; use 'embedded' (default) or 'testcontainers', or set HOOKBRIDGE_TEST_DATABASE_URL`);
   }
 
   let baselineSlots: Set<string>;
+  let serverMajor: number;
   try {
-    await checkServer(server);
+    serverMajor = await checkServer(server);
     baselineSlots = new Set((await listSlots(server.adminUrl)).map((s) => s.slot_name));
   } catch (err) {
     await server.stop().catch(() => undefined);
@@ -207,7 +225,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
 
   const databasePrefix = `hbtest_${randomBytes(3).toString('hex')}_`;
-  const info: TestPgInfo = { adminUrl: server.adminUrl, source: server.source, databasePrefix, keepFailed };
+  const info: TestPgInfo = { adminUrl: server.adminUrl, source: server.source, serverMajor, pgBin, databasePrefix, keepFailed };
+  log.info({ source: server.source, major: serverMajor }, 'test server');
   project.provide('hookbridgeTestPg', info);
 
   return async () => {

@@ -120,6 +120,8 @@ const slot = (overrides: Partial<SlotState> = {}): SlotState => ({
   confirmedFlushLsn: '0/1600000',
   walStatus: 'reserved',
   invalidationReason: null,
+  failover: false,
+  synced: false,
   currentLsn: '0/1700000',
   retainedWalBytes: 0x200000,
   safeWalBytes: 1024 * 1024 * 1024,

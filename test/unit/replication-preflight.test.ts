@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { replicationProblems, type ReplicationFacts } from '../../bridge/replication/setup.js';
 
 const healthy: ReplicationFacts = {
+  serverVersionNum: 170004,
+  failoverRequested: false,
   walLevel: 'logical',
   role: 'bridge',
   superuser: false,
@@ -34,6 +36,10 @@ describe('replicationProblems', () => {
     ['every wal sender busy', { activeWalSenders: 10 }, ['E_WAL_SENDERS']],
     ['every wal sender busy, one of them on our slot', { activeWalSenders: 10, slotExists: true, slotActive: true }, []],
     ['one wal sender free', { activeWalSenders: 9 }, []],
+    ['PostgreSQL 13, whatever else is wrong', { serverVersionNum: 130016, walLevel: 'replica', replication: false }, ['E_PG_VERSION']],
+    ['PostgreSQL 14.0', { serverVersionNum: 140000 }, []],
+    ['a failover slot on PostgreSQL 16', { serverVersionNum: 160008, failoverRequested: true }, ['E_SLOT_FAILOVER']],
+    ['a failover slot on PostgreSQL 17', { serverVersionNum: 170000, failoverRequested: true }, []],
     [
       'everything wrong at once',
       { walLevel: 'replica', replication: false, usedReplicationSlots: 10, maxWalSenders: 0, activeWalSenders: 0 },
