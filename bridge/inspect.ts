@@ -8,7 +8,17 @@ import { bridgeMayUseDblink, dblinkExposure, FILTER_TRIGGER, LEGACY_FILTER_TRIGG
 import { LEADER_KEY, lockClassFor, MAX_INSTANCES } from './filters/tickets.js';
 import { readEventTrigger, type EventTriggerState } from './new-tables.js';
 import { parseLsn } from './replication/lsn.js';
-import { describeLostChanges, readReplicationFacts, readSlotState, replicationProblems, slotIsLost, slotProblem, type SlotState } from './replication/setup.js';
+import {
+  describeLostChanges,
+  FAILOVER_SETUP_FIX,
+  readReplicationFacts,
+  readSlotState,
+  readSynchronizedStandbySlots,
+  replicationProblems,
+  slotIsLost,
+  slotProblem,
+  type SlotState,
+} from './replication/setup.js';
 
 export interface Check {
   name: string;
@@ -31,7 +41,7 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
     fix: num >= 140000 ? undefined : 'hookbridge needs PostgreSQL 14 or newer',
   });
 
-  const facts = await readReplicationFacts(pool, config.slotName);
+  const facts = await readReplicationFacts(pool, config.slotName, config.slotFailover);
   const problems = replicationProblems(facts);
   const byCode = new Map(problems.map((p) => [p.code, p.message]));
   const replicationCheck = (name: string, code: string, detail: string) => checks.push({ name, ok: !byCode.has(code), detail, fix: byCode.get(code) });
@@ -48,6 +58,7 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   );
   replicationCheck('WAL senders', 'E_WAL_SENDERS', `${facts.activeWalSenders} of ${facts.maxWalSenders} in use`);
   checks.push(slotCheck(config.slotName, await readSlotState(pool, config.slotName)));
+  if (config.slotFailover && num >= 170000) checks.push(await failoverCheck(pool));
 
   // The bridge installs its schema at its first start: it needs CREATE on the database, or a schema made for it.
   const { rows: install } = await pool.query<{ exists: boolean; may_create: boolean; db: string }>(
@@ -121,6 +132,17 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
 }
 
 /** Our slot: usable (not another's, not invalidated), and how much WAL it holds back and may still hold. */
+/** HOOKBRIDGE_SLOT_FAILOVER: the primary must hold logical decoding back until the standby has the WAL. */
+async function failoverCheck(pool: pg.Pool): Promise<Check> {
+  const standbySlots = await readSynchronizedStandbySlots(pool);
+  return {
+    name: 'failover slot',
+    ok: standbySlots !== '',
+    detail: standbySlots ? `synchronized_standby_slots = '${standbySlots}'` : 'synchronized_standby_slots is empty',
+    fix: standbySlots ? undefined : FAILOVER_SETUP_FIX,
+  };
+}
+
 function slotCheck(name: string, state: SlotState | undefined): Check {
   const check = `replication slot "${name}"`;
   if (!state) return { name: check, ok: true, detail: 'does not exist yet: the bridge creates it at start' };

@@ -27,7 +27,7 @@ import { SerialQueue } from '../serial-queue.js';
 import { withSessionSettings } from '../database.js';
 import { listUserTables, unmanagedReason, type UserTable } from '../catalog.js';
 import { syncPublications } from './publication.js';
-import { checkSlotStillUsable, ensureSlot, preflight } from './setup.js';
+import { checkSlotStillUsable, ensureSlot, FAILOVER_SETUP_FIX, preflight, readSynchronizedStandbySlots } from './setup.js';
 import { ReplicationStream } from './stream.js';
 
 export interface ActionStreamOptions {
@@ -138,7 +138,10 @@ export class ActionStream {
   async start(): Promise<void> {
     const { config, pool } = this.#options;
     await preflight(pool, { slotName: config.slotName, slotFailover: config.slotFailover });
-    const slot = await ensureSlot(pool, config.slotName, config.slotFailover ? { connection: this.#options.connection } : undefined);
+    const slot = await ensureSlot(pool, config.slotName, config.slotFailover ? { connection: this.#options.connection, alter: true } : undefined);
+    if (config.slotFailover && (await readSynchronizedStandbySlots(pool)) === '') {
+      this.#logger.warn({ fix: FAILOVER_SETUP_FIX }, 'HOOKBRIDGE_SLOT_FAILOVER: synchronized_standby_slots is not set on this server');
+    }
     if (slot.created) this.#logger.info({ slot: config.slotName }, 'created replication slot');
     await this.syncPublications(await listUserTables(pool, { exclude: [config.schema] }));
     // Changes held while an extension was not loaded go to it now, before newer ones stream in.

@@ -350,10 +350,26 @@ export function slotProblem(state: SlotState): ReplicationSetupError | undefined
   return undefined;
 }
 
+/** What the primary needs for a failover slot to be worth having (the README's "Failover"). */
+export const FAILOVER_SETUP_FIX =
+  "on the primary: ALTER SYSTEM SET synchronized_standby_slots = '<the standby's physical slot>'; SELECT pg_reload_conf(); otherwise the " +
+  'bridge may receive (and confirm) changes a promoted standby never had; see the README, "Failover"';
+
+/** synchronized_standby_slots ('' when unset or before PostgreSQL 17). */
+export async function readSynchronizedStandbySlots(pool: Queryable): Promise<string> {
+  const { rows } = await pool.query<{ slots: string | null }>(`select current_setting('synchronized_standby_slots', true) as slots`);
+  return rows[0]?.slots ?? '';
+}
+
 /** What a failover slot needs beyond the pool: a replication connection to turn an existing slot into one. */
 export interface SlotFailover {
   /** The bridge's connection; ALTER_REPLICATION_SLOT is a replication command. */
   connection: pg.ClientConfig;
+  /**
+   * Make an existing slot a failover slot (the leader, before it streams). A standby bridge only creates
+   * the slot as one: altering needs the slot idle, and the leader is streaming from it.
+   */
+  alter: boolean;
 }
 
 /**
@@ -392,7 +408,7 @@ export async function ensureSlot(pool: Queryable, slotName: string, failover?: S
   }
   const problem = slotProblem(slot);
   if (problem) throw problem;
-  if (failover && slot.failover === false && !slot.synced) {
+  if (failover?.alter && slot.failover === false && !slot.synced) {
     await makeFailoverSlot(failover.connection, slotName);
     slot = (await readSlotState(pool, slotName)) ?? slot;
   }
@@ -406,6 +422,8 @@ async function makeFailoverSlot(connection: pg.ClientConfig, slotName: string): 
     await client.connect();
     await client.query(`ALTER_REPLICATION_SLOT ${pg.escapeIdentifier(slotName)} ( FAILOVER true )`);
   } catch (error) {
+    // 55006: another process (a leader stepping down) still streams from it; the caller waits and retries.
+    if ((error as { code?: unknown }).code === '55006') throw error;
     throw new ReplicationSetupError(
       'E_SLOT_FAILOVER',
       `Could not make the replication slot "${slotName}" a failover slot: ${(error as Error).message}. It must not be in use ` +

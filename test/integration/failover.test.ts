@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../bridge/embedded-postgres.js';
-import { startCli, type RunningCli } from '../support/cli.js';
+import { runCli, startCli, type RunningCli } from '../support/cli.js';
 import { testPgBin } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
 import { waitFor, withClient } from '../support/helpers.js';
@@ -162,6 +162,9 @@ describe.skipIf(info.source !== 'embedded' || info.serverMajor < 17)('database f
       });
       cleanups.push(async () => void (await cli.stop('SIGKILL')));
       await cli.waitForLog('ready');
+      // doctor, through the same host list, sees the primary's side of the failover set-up.
+      const doctor = await runCli(['doctor'], { env: { DATABASE_URL: both, HOOKBRIDGE_SLOT_FAILOVER: 'true' } });
+      expect(doctor.stdout).toContain(`✓ failover slot: synchronized_standby_slots = '${STANDBY_SLOT}'`);
       await withClient(appOnPrimary, async (c) => {
         await c.query(`insert into orders values (0, 'first')`);
         expect((await c.query(`select note from orders where id = 0`)).rows).toEqual([{ note: 'FIRST' }]);

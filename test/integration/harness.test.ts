@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, inject, test } from 'vitest';
 import { PASSWORD_FILE, startEmbeddedPostgres, type EmbeddedPostgres } from '../../bridge/embedded-postgres.js';
 import { testPgBin, useTestDatabase } from '../support/database.js';
-import { findPsql, withClient } from '../support/helpers.js';
+import { findPsql, waitFor, withClient } from '../support/helpers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -144,15 +144,39 @@ describe('startEmbeddedPostgres', () => {
 
   test('takes over from a server left running by a SIGKILLed owner', async () => {
     const dataDir = newDataDir();
-    // The server runs in a session of its own (pg_ctl), so an owner killed without any cleanup leaves it
-    // running: the same as a handle this process never stops.
-    const abandoned = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir, persistent: true });
+    // Another process (the built module, as `hookbridge start` runs it) owns the server and is killed
+    // without any cleanup: the server (in a session of its own) outlives it, and the next start on the
+    // data dir stops it and starts afresh.
+    const owner = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `
+        import { startEmbeddedPostgres } from ${JSON.stringify(path.join(repoRoot, 'dist', 'bridge', 'embedded-postgres.js'))};
+        await startEmbeddedPostgres({ dataDir: process.env.DATA_DIR, persistent: true, binDir: process.env.PG_BIN || undefined });
+        process.stdout.write('ready\\n');
+        setInterval(() => {}, 1 << 30);
+        `,
+      ],
+      { cwd: repoRoot, env: { ...process.env, DATA_DIR: dataDir, PG_BIN: testPgBin() ?? '' }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      let out = '';
+      owner.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      await waitFor(() => out.includes('ready') || owner.exitCode !== null, { timeoutMs: 60_000, message: 'the owner process to start its server' });
+      expect(owner.exitCode).toBeNull();
+    } catch (err) {
+      owner.kill('SIGKILL');
+      throw err;
+    }
     const stalePid = Number.parseInt((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0] ?? '', 10);
+    owner.kill('SIGKILL');
+    await waitFor(() => owner.exitCode !== null || owner.signalCode !== null, { message: 'the owner process to die' });
     expect(isAlive(stalePid)).toBe(true);
 
     const fresh = await start(dataDir);
     expect(isAlive(stalePid)).toBe(false);
-    expect(fresh.port).not.toBe(abandoned.port);
     const { rows } = await withClient(fresh.url, (c) => c.query<{ ok: number }>('select 1 as ok'));
     expect(rows).toEqual([{ ok: 1 }]);
     await fresh.stop();

@@ -229,7 +229,7 @@ describe('preflight and the slot', () => {
     await preflight(pool, { slotName, slotFailover: true });
     const failoverOf = async () =>
       (await pool.query<{ failover: boolean }>('select failover from pg_replication_slots where slot_name = $1', [slotName])).rows[0]?.failover;
-    const failover = { connection: { connectionString: db.url } };
+    const failover = { connection: { connectionString: db.url }, alter: true };
     expect((await ensureSlot(pool, slotName, failover)).created).toBe(true);
     expect(await failoverOf()).toBe(true);
     await dropSlot(pool, slotName);

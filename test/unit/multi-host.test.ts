@@ -59,6 +59,7 @@ describe('urlHosts', () => {
     ['postgres://a,b,c/db?port=1,2', /3 hosts and 2 ports/],
     ['postgres://a:99999,b/db', /port of host 1/],
     ['postgres://a,,b/db', /host 2 of 3 is empty/],
+    ['postgres:///db?host=/var/run/postgresql,/tmp', /host 1 of 2 is a socket folder/],
   ])('refuses %s, without quoting it', (url, message) => {
     expect(() => urlHosts(url)).toThrow(message);
   });
@@ -71,6 +72,10 @@ describe('connectionFromUrl with several hosts', () => {
     expect(config).not.toHaveProperty('connectionString');
     expect(config).not.toHaveProperty('target_session_attrs');
     expect(typeof config.stream).toBe('function');
+  });
+
+  it('keeps a raw @ of the password in the password', () => {
+    expect(connectionFromUrl('postgres://app:s3cr@tPart@h1:1,h2:2/db')).toMatchObject({ user: 'app', password: 's3cr@tPart', host: 'h1', port: 1 });
   });
 });
 
@@ -88,7 +93,10 @@ describe('DATABASE_URL with several hosts', () => {
     expect(() => resolveUrl('postgres://u:hunter2@a,b,c/db?port=1,2')).not.toThrow(/hunter2/);
   });
 
-  it('is redacted for logs', () => {
+  it('is redacted for logs: the password, a raw @ in it, and every password parameter', () => {
     expect(redactUrl('postgres://u:hunter2@a:5432,b:5433/db?password=again&x=1')).toBe('postgres://u:***@a:5432,b:5433/db?password=***&x=1');
+    expect(redactUrl('postgres://u:hun@ter2@a,b/db?sslpassword=k&password=p2')).toBe('postgres://u:***@a,b/db?sslpassword=***&password=***');
+    expect(redactUrl('postgres://u:pw@one/db?sslpassword=k')).toBe('postgres://u:***@one/db?sslpassword=***');
+    expect(() => redactUrl('postgres://u:pw@a,b,c/db?port=1,2')).not.toThrow();
   });
 });
