@@ -13,7 +13,7 @@
 import { execFile, type ExecFileOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, readFileSync } from 'node:fs';
-import { access, appendFile, chown, mkdir, mkdtemp, open, readFile, readdir, readlink, realpath, rm } from 'node:fs/promises';
+import { access, chown, mkdir, mkdtemp, open, readFile, readdir, readlink, realpath, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -123,7 +123,7 @@ async function findBinaries(binDir: string | undefined): Promise<Binaries> {
       throw new Error(`${binary} is missing or not executable: the embedded PostgreSQL needs initdb, pg_ctl and postgres in ${dir}`);
     }
   }
-  const { stdout } = await run(postgres, ['--version']).catch((err: unknown) => {
+  const { stdout } = await run(postgres, ['--version'], { env: serverEnvironment() }).catch((err: unknown) => {
     throw new Error(`${postgres} does not run (${errorMessage(err)}); are its shared libraries in place?`, { cause: err });
   });
   const major = Number.parseInt(/\(PostgreSQL\)\s+(\d+)/.exec(stdout)?.[1] ?? '', 10);
@@ -131,6 +131,16 @@ async function findBinaries(binDir: string | undefined): Promise<Binaries> {
     throw new Error(`${postgres} is ${stdout.trim() || 'of an unknown version'}; hookbridge needs PostgreSQL ${MIN_MAJOR} or newer`);
   }
   return { initdb, pgCtl, major };
+}
+
+/**
+ * What initdb, pg_ctl and the server get of this process's environment (which may hold secrets, and the
+ * server's OS user can read a process's environment): the search path, time zone, locale, and the
+ * library paths a PostgreSQL build of one's own may need.
+ */
+function serverEnvironment(): NodeJS.ProcessEnv {
+  const kept = /^(PATH|TZ|LANG|LC_[A-Z]+|SYSTEMROOT|TMPDIR|LD_LIBRARY_PATH|DYLD_[A-Z_]+)$/;
+  return Object.fromEntries(Object.entries(process.env).filter(([key, value]) => kept.test(key) && value !== undefined));
 }
 
 interface RunResult {
@@ -223,12 +233,21 @@ async function isPostmasterFor(pid: number, dataDir: string): Promise<'yes' | 'n
     if (code === 'EACCES' || code === 'EPERM') return 'unknown';
     if (process.platform === 'linux') return (await isProcessAlive(pid)) ? 'unknown' : 'no';
   }
-  const command = await run('ps', ['-p', String(pid), '-o', 'command=']).then(
-    (r) => r.stdout,
-    () => undefined,
-  );
+  // No procfs (macOS): the command from ps, the working directory (pg_ctl starts it in the data dir,
+  // `-D .`) from lsof.
+  const output = (file: string, args: string[]) =>
+    run(file, args).then(
+      (r) => r.stdout,
+      () => undefined,
+    );
+  const command = await output('ps', ['-p', String(pid), '-o', 'command=']);
   if (command === undefined) return 'unknown';
-  return command.includes('postgres') && (command.includes(dataDir) || command.includes(realDataDir)) ? 'yes' : 'no';
+  const cwd = (await output('lsof', ['-a', '-p', String(pid), '-d', 'cwd', '-Fn']))
+    ?.split('\n')
+    .find((line) => line.startsWith('n'))
+    ?.slice(1);
+  const here = cwd === realDataDir || cwd === dataDir || command.includes(dataDir) || command.includes(realDataDir);
+  return command.includes('postgres') && here ? 'yes' : 'no';
 }
 
 async function readPostmasterPid(dataDir: string): Promise<number | undefined> {
@@ -288,19 +307,24 @@ function serverSettings(extra: Record<string, string | number> | undefined, port
       : {}),
     ...extra,
   };
-  for (const key of ['max_replication_slots', 'max_wal_senders']) {
-    const requested = Number(merged[key] ?? 0);
-    merged[key] = Number.isFinite(requested) ? Math.max(requested, MIN_REPLICATION) : MIN_REPLICATION;
-  }
-  // Non-negotiable: the bridge needs logical decoding, and the server must never be reachable from
-  // outside this machine nor leave sockets in /tmp.
+  // Non-negotiable, on the command line (which beats ALTER SYSTEM): logical decoding, never reachable from
+  // outside this machine, no sockets in /tmp, and room for the bridge's replication connections. Words of
+  // letters and digits only: pg_ctl hands them to a shell.
   const fixed: Record<string, string | number> = { wal_level: 'logical', listen_addresses: '127.0.0.1', port };
   if (process.platform !== 'win32') fixed['unix_socket_directories'] = '';
+  for (const key of ['max_connections', 'max_replication_slots', 'max_wal_senders']) {
+    const requested = Math.floor(Number(merged[key] ?? 0));
+    const minimum = key === 'max_connections' ? 1 : MIN_REPLICATION;
+    fixed[key] = Number.isFinite(requested) ? Math.max(requested, minimum) : minimum;
+  }
   const lines = Object.entries(merged)
     .filter(([key]) => !(key in fixed))
     .map(([key, value]) => {
       if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(key)) throw new Error(`invalid postgres setting name: ${JSON.stringify(key)}`);
-      return `${key} = '${String(value).replaceAll("'", "''")}'`;
+      const text = String(value);
+      if (/[\r\n\0]/.test(text)) throw new Error(`postgres setting ${key}: a value cannot span lines`);
+      // postgresql.conf reads backslash escapes inside quotes: both quote and backslash are doubled.
+      return `${key} = '${text.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`;
     });
   const words = Object.entries(fixed).map(([key, value]) => `-c ${key}=${value}`);
   return { file: `# Written by hookbridge at each start; edits are lost.\n${lines.join('\n')}\n`, words: words.join(' ') };
@@ -309,13 +333,19 @@ function serverSettings(extra: Record<string, string | number> | undefined, port
 /** postgresql.conf includes hookbridge.conf (once, at its end, so it wins over the defaults above it). */
 async function includeSettingsFile(dataDir: string): Promise<void> {
   const conf = path.join(dataDir, 'postgresql.conf');
-  const text = await readFile(conf, 'utf8');
-  if (!text.split('\n').includes(INCLUDE_LINE)) await appendFile(conf, `\n${INCLUDE_LINE}\n`);
+  if ((await readPrivateFile(conf)).split('\n').includes(INCLUDE_LINE)) return;
+  // The data dir is the server's OS user's: a link there is not followed by root (O_NOFOLLOW).
+  const handle = await open(conf, fsConstants.O_WRONLY | fsConstants.O_APPEND | (fsConstants.O_NOFOLLOW ?? 0));
+  try {
+    await handle.appendFile(`\n${INCLUDE_LINE}\n`);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** The last lines of the server's start log, to explain a failure. */
 async function startLogTail(dataDir: string): Promise<string> {
-  const text = await readFile(path.join(dataDir, START_LOG_FILE), 'utf8').catch(() => '');
+  const text = await readPrivateFile(path.join(dataDir, START_LOG_FILE)).catch(() => '');
   return text
     .split(/\r?\n/)
     .filter((l) => l.trim() !== '')
@@ -409,7 +439,7 @@ async function initialise(dataDir: string, binaries: Binaries, runAs: RunAs, pas
         // A throwaway cluster does not need initdb's fsyncs, which dominate its runtime.
         ...(persistent ? [] : ['--no-sync']),
       ],
-      runAs,
+      { ...runAs, env: serverEnvironment() },
     );
   } catch (err) {
     // Leave nothing half-made behind, so the next attempt starts clean.
@@ -451,10 +481,8 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const log = makeLog(options.logger);
   const binaries = await findBinaries(options.binDir);
   const runAs = await serverUser();
-  // In the data dir (`-D .`): pg_ctl hands the data dir's path to a shell. The server gets a small
-  // environment, not this process's (which may hold secrets).
-  const serverEnv = Object.fromEntries(['PATH', 'TZ', 'LANG', 'LC_ALL', 'SYSTEMROOT'].flatMap((k) => (process.env[k] ? [[k, process.env[k]]] : [])));
-  const pgCtl = (args: readonly string[]) => run(binaries.pgCtl, ['-D', '.', ...args], { ...runAs, cwd: dataDir, env: serverEnv });
+  // In the data dir (`-D .`): pg_ctl hands the data dir's path to a shell.
+  const pgCtl = (args: readonly string[]) => run(binaries.pgCtl, ['-D', '.', ...args], { ...runAs, cwd: dataDir, env: serverEnvironment() });
 
   /** pg_ctl stop: fast (rolls back sessions), then immediate; either waits for the postmaster to go. */
   const stopServer = async (): Promise<void> => {
@@ -476,7 +504,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const versionFile = path.join(dataDir, 'PG_VERSION');
   const initialised = await exists(versionFile);
   if (initialised) {
-    const made = Number.parseInt(await readFile(versionFile, 'utf8'), 10);
+    const made = Number.parseInt(await readPrivateFile(versionFile), 10);
     if (made !== binaries.major) {
       throw new Error(
         `data dir ${dataDir} holds a PostgreSQL ${made} cluster, and the binaries are PostgreSQL ${binaries.major}: use binaries of version ${made}, ` +

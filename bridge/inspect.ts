@@ -58,7 +58,7 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   );
   replicationCheck('WAL senders', 'E_WAL_SENDERS', `${facts.activeWalSenders} of ${facts.maxWalSenders} in use`);
   checks.push(slotCheck(config.slotName, await readSlotState(pool, config.slotName)));
-  if (config.slotFailover && num >= 170000) checks.push(await failoverCheck(pool));
+  if (config.slotFailover && num >= 170000) checks.push(await failoverCheck(pool, config.slotName));
 
   // The bridge installs its schema at its first start: it needs CREATE on the database, or a schema made for it.
   const { rows: install } = await pool.query<{ exists: boolean; may_create: boolean; db: string }>(
@@ -132,15 +132,37 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
 }
 
 /** Our slot: usable (not another's, not invalidated), and how much WAL it holds back and may still hold. */
-/** HOOKBRIDGE_SLOT_FAILOVER: the primary must hold logical decoding back until the standby has the WAL. */
-async function failoverCheck(pool: pg.Pool): Promise<Check> {
+/**
+ * HOOKBRIDGE_SLOT_FAILOVER: the primary must hold logical decoding back until the standby has the WAL
+ * (synchronized_standby_slots), naming physical slots that exist: a name without a slot makes logical
+ * decoding wait for ever.
+ */
+async function failoverCheck(pool: pg.Pool, slotName: string): Promise<Check> {
   const standbySlots = await readSynchronizedStandbySlots(pool);
-  return {
-    name: 'failover slot',
-    ok: standbySlots !== '',
-    detail: standbySlots ? `synchronized_standby_slots = '${standbySlots}'` : 'synchronized_standby_slots is empty',
-    fix: standbySlots ? undefined : FAILOVER_SETUP_FIX,
-  };
+  const names = standbySlots
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean);
+  const { rows } = await pool.query<{ name: string; slot_type: string | null; failover: string | null }>(
+    `select n.name, s.slot_type, (select to_jsonb(o) ->> 'failover' from pg_replication_slots o where o.slot_name = $2) as failover
+       from unnest($1::text[]) as n(name) left join pg_replication_slots s on s.slot_name = n.name`,
+    [names, slotName],
+  );
+  const wrong = rows.filter((r) => r.slot_type !== 'physical').map((r) => r.name);
+  const ours = names.length === 0 ? undefined : rows[0]?.failover;
+  const detail = standbySlots
+    ? `synchronized_standby_slots = '${standbySlots}'${ours === 'true' ? `; slot "${slotName}" is a failover slot` : ''}`
+    : 'synchronized_standby_slots is empty';
+  if (!standbySlots) return { name: 'failover slot', ok: false, detail, fix: FAILOVER_SETUP_FIX };
+  if (wrong.length > 0) {
+    return {
+      name: 'failover slot',
+      ok: false,
+      detail: `${detail}, but ${wrong.join(', ')} ${wrong.length === 1 ? 'is' : 'are'} no physical slot on this server: logical decoding waits for ever`,
+      fix: 'name the physical slot the standby streams from (pg_replication_slots, slot_type = physical) in synchronized_standby_slots',
+    };
+  }
+  return { name: 'failover slot', ok: true, detail };
 }
 
 function slotCheck(name: string, state: SlotState | undefined): Check {

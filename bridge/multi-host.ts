@@ -60,7 +60,13 @@ export function redactHostList(url: string): string | undefined {
   const userInfo = parts.head.slice(scheme.length, -1);
   const colon = userInfo.indexOf(':');
   const head = colon < 0 ? parts.head : `${scheme}${userInfo.slice(0, colon)}:***@`;
-  return head + parts.hosts + parts.tail.replace(/([?&](?:ssl)?password=)[^&#]*/gi, '$1***');
+  const query = parts.tail.indexOf('?');
+  if (query < 0) return head + parts.hosts + parts.tail;
+  const hash = parts.tail.indexOf('#', query);
+  // By the decoded name, as the parser reads it (pass%77ord is a password too).
+  const params = new URLSearchParams(parts.tail.slice(query + 1, hash < 0 ? undefined : hash));
+  for (const key of [...params.keys()]) if (/^(ssl)?password$/i.test(key)) params.set(key, '***');
+  return `${head}${parts.hosts}${parts.tail.slice(0, query)}?${params.toString()}${hash < 0 ? '' : parts.tail.slice(hash)}`;
 }
 
 /**

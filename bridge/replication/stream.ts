@@ -35,7 +35,7 @@
  * The library keeps its pg connection private: `watchConnection()` is the one place that reaches in.
  */
 import { LogicalReplicationService } from 'pg-logical-replication';
-import pg from 'pg';
+import type pg from 'pg';
 import type { Logger } from 'pino';
 import { formatLsn, parseLsn, readLsn } from './lsn.js';
 
@@ -123,8 +123,6 @@ export class ReplicationStream {
   #wake: (() => void) | undefined;
   #paused = false;
   #warnedUnwatched = false;
-  /** The server's WAL timeline at the last (re)connect: another one means a promotion (or a PITR) happened. */
-  #timeline: string | undefined;
 
   constructor(options: StreamOptions) {
     this.#options = options;
@@ -198,45 +196,10 @@ export class ReplicationStream {
     return Math.min(this.#pingIntervalMs / 2, this.#statusIntervalMs);
   }
 
-  /**
-   * Before each (re)connect: on another timeline than before (a standby was promoted), what this stream
-   * confirmed on the old one may lie past where the new server's history went its own way, and starting
-   * there would skip the new server's first changes. It starts from the slot's own confirmed position then:
-   * changes after it come again (at least once) rather than never.
-   */
-  async #followTimeline(): Promise<void> {
-    const client = new pg.Client({ ...this.#options.connection, application_name: 'hookbridge:replication' });
-    client.on('error', () => undefined);
-    try {
-      await client.connect();
-      const { rows } = await client.query<{ timeline: string; confirmed: string | null }>(
-        `select substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) as timeline,
-                (select confirmed_flush_lsn::text from pg_catalog.pg_replication_slots where slot_name = $1) as confirmed`,
-        [this.#options.slotName],
-      );
-      const now = rows[0];
-      if (!now) return;
-      const before = this.#timeline;
-      this.#timeline = now.timeline;
-      if (before === undefined || before === now.timeline || now.confirmed === null) return;
-      const slotConfirmed = parseLsn(now.confirmed);
-      this.#options.logger.warn(
-        { timelineBefore: before, timeline: now.timeline, confirmed: formatLsn(this.#confirmed), slotConfirmed: now.confirmed },
-        "the database is on another timeline (a standby was promoted): resuming from the slot's own position; changes after it are delivered again",
-      );
-      if (slotConfirmed < this.#confirmed) this.#confirmed = slotConfirmed;
-    } catch {
-      // The server is not back yet: the connect below finds out and retries.
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  }
-
   async #run(firstStart: { resolve: () => void; reject: (error: unknown) => void }): Promise<void> {
     let attempt = 0;
     let everStarted = false;
     while (!this.#stopped) {
-      await this.#followTimeline();
       const service = new LogicalReplicationService(
         { ...this.#options.connection, application_name: 'hookbridge:replication' },
         { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },

@@ -164,7 +164,7 @@ describe.skipIf(info.source !== 'embedded' || info.serverMajor < 17)('database f
       await cli.waitForLog('ready');
       // doctor, through the same host list, sees the primary's side of the failover set-up.
       const doctor = await runCli(['doctor'], { env: { DATABASE_URL: both, HOOKBRIDGE_SLOT_FAILOVER: 'true' } });
-      expect(doctor.stdout).toContain(`✓ failover slot: synchronized_standby_slots = '${STANDBY_SLOT}'`);
+      expect(doctor.stdout).toContain(`✓ failover slot: synchronized_standby_slots = '${STANDBY_SLOT}'; slot "hookbridge" is a failover slot`);
       await withClient(appOnPrimary, async (c) => {
         await c.query(`insert into orders values (0, 'first')`);
         expect((await c.query(`select note from orders where id = 0`)).rows).toEqual([{ note: 'FIRST' }]);
@@ -235,6 +235,9 @@ describe.skipIf(info.source !== 'embedded' || info.serverMajor < 17)('database f
         `[failover ${transport}] committed=${committed.length} delivered=${got.size} lost=${lost.length}; filters answered ${filteredAfterMs} ms after the promotion\n`,
       );
       expect(lost, cli.output()).toEqual([]);
+      // The stream started again on the new primary (its instance session, hence its leadership, went with
+      // the old one: a new stream, from the synchronised slot's own position).
+      expect(cli.logLines().filter((l) => l['msg'] === 'replication streaming').length, cli.output()).toBeGreaterThanOrEqual(2);
       expect(await cli.stop('SIGTERM')).toBe(0);
     },
     180_000,

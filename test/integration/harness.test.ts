@@ -142,6 +142,19 @@ describe('startEmbeddedPostgres', () => {
     await second.stop();
   });
 
+  test('runs in a data dir whose path a shell would read as commands (pg_ctl starts the server through one)', async () => {
+    const parent = newDataDir();
+    const dataDir = path.join(parent, 'd $(touch pwned) `touch pwned2` "q\'s');
+    const pg = await start(dataDir);
+    const { rows } = await withClient(pg.url, (c) => c.query<{ dir: string }>(`select current_setting('data_directory') as dir`));
+    expect(rows[0]?.dir).toBe(dataDir);
+    await pg.stop();
+    for (const where of [repoRoot, parent, dataDir]) {
+      await expect(stat(path.join(where, 'pwned'))).rejects.toThrow();
+      await expect(stat(path.join(where, 'pwned2'))).rejects.toThrow();
+    }
+  });
+
   test('takes over from a server left running by a SIGKILLed owner', async () => {
     const dataDir = newDataDir();
     // Another process (the built module, as `hookbridge start` runs it) owns the server and is killed

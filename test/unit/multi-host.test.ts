@@ -98,5 +98,6 @@ describe('DATABASE_URL with several hosts', () => {
     expect(redactUrl('postgres://u:hun@ter2@a,b/db?sslpassword=k&password=p2')).toBe('postgres://u:***@a,b/db?sslpassword=***&password=***');
     expect(redactUrl('postgres://u:pw@one/db?sslpassword=k')).toBe('postgres://u:***@one/db?sslpassword=***');
     expect(() => redactUrl('postgres://u:pw@a,b,c/db?port=1,2')).not.toThrow();
+    expect(redactUrl('postgres://u@h1:5432,h2:5433/db?pass%77ord=secret')).not.toContain('secret');
   });
 });
