@@ -533,16 +533,16 @@ export class Bridge {
     this.#opened = undefined;
   }
 
-  /**
-   * Read-only: the server's replication settings and privileges (preflight), and a slot of our name
-   * that exists but is no use to us (another database's, physical, another plugin, invalidated).
-   * Standbys check too: they take over the slot when the leader goes.
-   */
   /** What a standby's ensureSlot needs to create a failover slot (HOOKBRIDGE_SLOT_FAILOVER), or undefined. */
   #slotFailover(): SlotFailover | undefined {
     return this.config.slotFailover && this.#connection ? { connection: this.#connection, alter: false } : undefined;
   }
 
+  /**
+   * Read-only: the server's replication settings and privileges (preflight), and a slot of our name
+   * that exists but is no use to us (another database's, physical, another plugin, invalidated).
+   * Standbys check too: they take over the slot when the leader goes.
+   */
   async #checkReplication(pool: pg.Pool): Promise<void> {
     await preflight(pool, { slotName: this.config.slotName, slotFailover: this.config.slotFailover });
     const slot = await readSlotState(pool, this.config.slotName);
