@@ -206,7 +206,8 @@ test('the harness describes its server', () => {
   expect(process.env['HOOKBRIDGE_PG_BIN']).toBe(info.pgBin);
 });
 
-test('a server a test starts itself runs the chosen major', async () => {
+// With the embedded default the run's server and the ones tests start are of one major; a container's is its image's.
+test.skipIf(inject('hookbridgeTestPg').source !== 'embedded')('a server a test starts itself runs the chosen major', async () => {
   const dataDir = path.join(repoRoot, '.hookbridge', `test-embedded-${randomBytes(4).toString('hex')}`);
   const pg = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir, persistent: false });
   try {
