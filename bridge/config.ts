@@ -7,7 +7,7 @@ import { statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseConnectionString } from 'pg-connection-string';
-import { connectionFromUrl, HostListError, redactHostList, urlHosts } from './multi-host.js';
+import { connectionFromUrl, HostListError, redactHostList } from './multi-host.js';
 export { ConfigError } from './settings.js';
 import { ConfigError, DEFAULT_DATA_DIR, nonEmpty, toInteger, VALUE_SETTINGS, type SettingContext, type ValueKey } from './settings.js';
 
@@ -206,8 +206,7 @@ function resolveDatabase(options: ConfigOptions, env: Readonly<Record<string, st
     // The parser pg itself uses: what it refuses here would fail later as a bare "Invalid URL".
     try {
       // Several hosts (a primary and standbys): pg's parser takes one, so they are read apart (multi-host.ts).
-      if (urlHosts(url)) connectionFromUrl(url);
-      else parseConnectionString(url);
+      if (connectionFromUrl(url).connectionString !== undefined) parseConnectionString(url);
     } catch (error) {
       if (error instanceof HostListError) throw new ConfigError('DATABASE_URL', error.message);
       // The URL parsed, but a file it names (sslcert, sslkey, sslrootcert) could not be read: say which.

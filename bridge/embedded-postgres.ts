@@ -449,7 +449,6 @@ async function initialise(dataDir: string, binaries: Binaries, runAs: RunAs, pas
   } finally {
     await rm(pwdir, { recursive: true, force: true });
   }
-  await includeSettingsFile(dataDir);
 }
 
 /** Servers this process started and has not stopped, by data dir → postmaster pid. */
@@ -518,13 +517,14 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     if (fresh) await writePrivateFile(path.join(dataDir, PASSWORD_FILE), `${password}\n`);
   }
 
+  // Once per start (a cluster made by an older hookbridge gets it too); the file it names, per attempt.
+  await includeSettingsFile(dataDir);
   const fixedPort = options.port !== undefined && options.port !== 0 ? options.port : undefined;
   let port: number;
   for (let attempt = 1; ; attempt++) {
     port = fixedPort ?? (await pickFreePort());
     await rm(path.join(dataDir, START_LOG_FILE), { force: true });
     const settings = serverSettings(options.settings, port, options.persistent);
-    await includeSettingsFile(dataDir);
     await writePrivateFile(path.join(dataDir, SETTINGS_FILE), settings.file, runAs);
     try {
       await pgCtl(['start', '-w', '-t', String(START_TIMEOUT_S), '-s', '-l', START_LOG_FILE, '-o', settings.words]);

