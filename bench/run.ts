@@ -8,11 +8,13 @@
  * Scenarios: action-throughput, action-latency (against postgres.js `sql.subscribe`, with bare
  * pg-logical-replication and pg_recvlogical as reference rows), filter-overhead-1, filter-overhead-16
  * (direct transport), filter-overhead-16-2-instances (the same with a second bridge beside the first),
+ * filter-floor-1, filter-floor-16 (the floor of any filter over dblink, see filterFloor),
  * big-transaction, filter-overhead-notify-1, filter-overhead-notify-16 (a bridge with
  * FILTER_TRANSPORT=notify, after the first has stopped). `--pg N` runs on the embedded PostgreSQL N (default
  * 18, others fetched once); the table and latest.json say which server version ran.
  */
 import { spawn, execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -237,6 +239,7 @@ async function main(): Promise<void> {
       }
     };
     await filterOverhead('direct');
+    await filterFloor(pool, url, work, results);
 
     // Several bridges: a second one joins (a standby for actions; both answer filter calls, each
     // pgbench session choosing one), and the 16-client scenario runs again.
@@ -323,6 +326,66 @@ async function main(): Promise<void> {
     join(root, 'bench', 'results', 'latest.json'),
     `${JSON.stringify({ at: new Date().toISOString(), quick, postgres: serverVersion, results }, null, 2)}\n`,
   );
+}
+
+/**
+ * filter-floor-1/16: a PL/pgSQL trigger whose only work is one blocking dblink round trip to a process
+ * that answers at once (floor-server.ts): what any filter over dblink costs before it does anything. The
+ * filter-overhead rows are read against it. Skipped (said so) where this role cannot call dblink.
+ */
+async function filterFloor(pool: pg.Pool, url: string, work: string, results: BenchResult[]): Promise<void> {
+  const password = randomBytes(12).toString('hex');
+  const server = spawn(process.execPath, ['--import', 'jiti/register', join(root, 'bench', 'floor-server.ts')], {
+    cwd: root,
+    env: { ...process.env, FLOOR_PASSWORD: password },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      server.stdout?.once('data', (chunk: Buffer) => resolve(Number(String(chunk).trim())));
+      server.once('exit', (code) => reject(new Error(`the floor server exited (${code}) before listening`)));
+    });
+    const { rows } = await pool.query<{ schema: string }>(
+      `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
+    );
+    const schema = rows[0]?.schema;
+    if (!schema) throw new Error('dblink is not installed');
+    const d = pg.escapeIdentifier(schema);
+    const conninfo = `host=127.0.0.1 port=${port} user=floor password=${password} dbname=floor`;
+    await pool.query(`
+      drop table if exists bench_floor;
+      create table bench_floor (id bigserial primary key, v text);
+      create or replace function bench_floor() returns trigger language plpgsql as $$
+      declare
+        verdict text;
+      begin
+        if not coalesce('hb_floor' = any (${d}.dblink_get_connections()), false) then
+          perform ${d}.dblink_connect('hb_floor', ${pg.escapeLiteral(conninfo)});
+        end if;
+        select r.v into verdict from ${d}.dblink('hb_floor', 'K ' || row_to_json(new)::text) as r(v text);
+        return new;
+      end $$;
+      create trigger bench_floor before insert on bench_floor for each row execute function bench_floor();
+      insert into bench_floor (v) values ('warm-up');`);
+    await writeFile(join(work, 'floor.sql'), `insert into bench_floor (v) values ('x');\n`);
+    for (const clients of [1, 16]) {
+      const plain = await pgbenchTps(url, join(work, 'plain.sql'), clients);
+      const floor = await pgbenchTps(url, join(work, 'floor.sql'), clients);
+      results.push({
+        scenario: `filter-floor-${clients}`,
+        ours: round(floor),
+        peer: round(plain),
+        ratio: round(floor / plain, 3),
+        unit: 'rows/s (reference: one dblink round trip per row to a process that answers at once; no hook, no proof, no bounded wait)',
+        clients,
+        seconds,
+      });
+    }
+  } catch (error) {
+    process.stdout.write(`filter-floor skipped: ${error instanceof Error ? error.message : String(error)}\n`);
+  } finally {
+    server.kill();
+  }
 }
 
 async function stopBridge(bridge: ReturnType<typeof spawn> | undefined): Promise<void> {

@@ -49,6 +49,8 @@ export interface ActionStreamOptions {
    * (E_SLOT_LOST) or dropped (E_SLOT_DROPPED) while it ran. The bridge should stop and say why.
    */
   onFatal?: (error: Error) => void;
+  /** How long the replication connection may be silent (see ReplicationStream); the defaults suit production, tests shorten them. */
+  liveness?: { pingIntervalMs?: number; silentLimitMs?: number };
 }
 
 const WRITE_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
@@ -187,6 +189,7 @@ export class ActionStream {
 
     this.#stream = new ReplicationStream({
       statusIntervalMs,
+      liveness: this.#options.liveness,
       // A walsender decoding a large transaction no publication wants is silent (and answers no status
       // update) for up to wal_sender_timeout / 2: one working is waited out, one waiting on us is dead.
       walsenderBusy: (pid) => walsenderBusy(pool, pid),

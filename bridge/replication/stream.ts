@@ -88,6 +88,8 @@ interface Link {
   lastHeardAt: number;
   /** A question to the server about this link's walsender is on its way. */
   asking?: boolean;
+  /** The lastHeardAt of the silence a busy walsender was last granted (logged once per silence). */
+  waitingOut?: number;
   /** Ends the connection (it is closed and opened again). */
   dead: (reason: Error) => void;
 }
@@ -345,7 +347,15 @@ export class ReplicationStream {
             .then((busy) => {
               link.asking = false;
               if (this.#link !== link || !this.#streaming) return;
-              if (busy !== true) this.#silentDeath(link, Date.now() - link.lastHeardAt);
+              if (busy !== true) return this.#silentDeath(link, Date.now() - link.lastHeardAt);
+              // Said once per silence (the link was last heard at the same moment).
+              if (link.waitingOut !== link.lastHeardAt) {
+                link.waitingOut = link.lastHeardAt;
+                this.#options.logger.debug(
+                  { silentMs: Date.now() - link.lastHeardAt, walsenderPid: pid },
+                  'the walsender is busy decoding: its silence is waited out',
+                );
+              }
             });
         }
       } else {

@@ -77,6 +77,9 @@ async function cluster(transport: 'direct' | 'notify', options: { ticks?: boolea
           FILTER_TRANSPORT: transport,
           FILTER_PORT: '0',
           FILTER_TIMEOUT_MS: '5000',
+          // Filters still off the main thread, on one worker instead of two: up to four bridges share
+          // 2 cores here with the writers (the suite's slowest file; workers have tests of their own).
+          FILTER_WORKERS: '1',
           LOG_LEVEL: 'info',
         },
       });

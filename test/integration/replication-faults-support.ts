@@ -13,7 +13,7 @@ import { resolveConfig } from '../../bridge/config.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../bridge/embedded-postgres.js';
 import { testPgBin } from '../support/database.js';
 import { migrate } from '../../bridge/migrate.js';
-import { ActionStream } from '../../bridge/replication/action-stream.js';
+import { ActionStream, type ActionStreamOptions } from '../../bridge/replication/action-stream.js';
 import { dropSlot } from '../../bridge/replication/setup.js';
 import { HookRuntime } from '../../hooks/runtime.js';
 import { captureLogger, type CapturedLogger } from '../support/capture-logger.js';
@@ -84,13 +84,13 @@ export interface StandaloneStream {
 export async function startStandaloneStream(
   url: string,
   extensions: Record<string, string>,
-  options: { actionTimeoutMs?: number; actionAttempts?: number; replicationUrl?: string } = {},
+  options: { actionTimeoutMs?: number; actionAttempts?: number; replicationUrl?: string; liveness?: ActionStreamOptions['liveness'] } = {},
 ): Promise<StandaloneStream> {
   const dir = await tempDir('hookbridge-faults-');
   await writeTree(dir.path, extensions);
   const slotName = `hb_faults_${randomBytes(4).toString('hex')}`;
   const log = captureLogger('debug');
-  const { replicationUrl, ...configOptions } = options;
+  const { replicationUrl, liveness, ...configOptions } = options;
   const config = resolveConfig({ databaseUrl: url, extensionsPath: dir.path, slotName, logLevel: 'debug', port: 0, ...configOptions }, {});
   const pool = new pg.Pool({ connectionString: url, max: 5 });
   pool.on('error', () => undefined);
@@ -105,6 +105,7 @@ export async function startStandaloneStream(
     runtime,
     logger: log.logger,
     onFatal: (error) => fatal.push(error),
+    liveness,
   });
   await actions.start();
   let stopped: Promise<void> | undefined;

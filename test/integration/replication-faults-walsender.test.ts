@@ -207,19 +207,29 @@ it('waits out the silence of a walsender decoding a large transaction no publica
   await withClient(db.url, (c) => c.query(`create table bulk_unhooked (id int, note text); create table bulk_after (id bigserial primary key, note text)`));
   const seen: string[] = [];
   (globalThis as Record<string, unknown>)['__bulkDelivered'] = seen;
-  const bulk = await startStandaloneStream(db.url, {
-    'hooks/recorder/index.js': `module.exports = ({ action }) => { action('bulk_after.items.create', ({ key }) => { globalThis.__bulkDelivered.push(String(key)); }); };`,
-  });
+  // A silence limit of 0.4 s (3 s in production): a transaction of a million rows keeps the walsender
+  // silent that long (a few times over), where millions were needed against the default.
+  const bulk = await startStandaloneStream(
+    db.url,
+    {
+      'hooks/recorder/index.js': `module.exports = ({ action }) => { action('bulk_after.items.create', ({ key }) => { globalThis.__bulkDelivered.push(String(key)); }); };`,
+    },
+    { liveness: { pingIntervalMs: 150, silentLimitMs: 400 } },
+  );
   try {
     const actions = bulk.actions;
     await waitFor(() => actions.streaming, { message: 'the stream never streamed' });
     const watch = watchStreaming(() => actions.streaming);
     try {
-      // Millions of changes the walsender decodes and sends nothing of, for seconds.
-      await withClient(db.url, (c) => c.query(`insert into bulk_unhooked select g, 'x' from generate_series(1, 3000000) g`));
+      // Changes the walsender decodes and sends nothing of, for longer than the silence limit.
+      await withClient(db.url, (c) => c.query(`insert into bulk_unhooked select g, 'x' from generate_series(1, 1000000) g`));
       const { rows } = await withClient(db.url, (c) => c.query<{ id: string }>(`insert into bulk_after (note) values ('after the bulk') returning id`));
       await waitFor(() => seen.includes(rows[0]?.id as string), { timeoutMs: 120_000, message: 'the row after the bulk insert never arrived' });
       expect(watch.noticedAt()).toBeUndefined();
+      // The silence did exceed the limit (else this test proves nothing): the stream asked, and waited it out.
+      const waited = bulk.log.lines().filter((l) => l['msg'] === 'the walsender is busy decoding: its silence is waited out');
+      process.stdout.write(`[walsender] silences waited out: ${waited.map((l) => l['silentMs']).join(', ')} ms\n`);
+      expect(waited.length).toBeGreaterThan(0);
     } finally {
       watch.stop();
     }
