@@ -330,10 +330,16 @@ async function main(): Promise<void> {
 
 /**
  * filter-floor-1/16: a PL/pgSQL trigger whose only work is one blocking dblink round trip to a process
- * that answers at once (floor-server.ts): what any filter over dblink costs before it does anything. The
- * filter-overhead rows are read against it. Skipped (said so) where this role cannot call dblink.
+ * that answers at once (floor-server.ts, the bridge's own wire server): what a filter over dblink costs
+ * before it does anything. The filter-overhead rows are read against it. Skipped, saying why, only where
+ * dblink is missing or this role may not call it; any other failure fails the bench.
  */
 async function filterFloor(pool: pg.Pool, url: string, work: string, results: BenchResult[]): Promise<void> {
+  const { rows } = await pool.query<{ schema: string }>(
+    `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
+  );
+  const schema = rows[0]?.schema;
+  if (!schema) return void process.stdout.write('filter-floor skipped: dblink is not installed\n');
   const password = randomBytes(12).toString('hex');
   const server = spawn(process.execPath, ['--import', 'jiti/register', join(root, 'bench', 'floor-server.ts')], {
     cwd: root,
@@ -342,31 +348,38 @@ async function filterFloor(pool: pg.Pool, url: string, work: string, results: Be
   });
   try {
     const port = await new Promise<number>((resolve, reject) => {
-      server.stdout?.once('data', (chunk: Buffer) => resolve(Number(String(chunk).trim())));
+      const timer = setTimeout(() => reject(new Error('the floor server did not say its port within 30 s')), 30_000);
+      server.stdout?.once('data', (chunk: Buffer) => {
+        clearTimeout(timer);
+        const port = Number(String(chunk).trim());
+        if (Number.isInteger(port) && port > 0) resolve(port);
+        else reject(new Error(`the floor server printed ${JSON.stringify(String(chunk))} instead of its port`));
+      });
+      server.once('error', reject);
       server.once('exit', (code) => reject(new Error(`the floor server exited (${code}) before listening`)));
     });
-    const { rows } = await pool.query<{ schema: string }>(
-      `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
-    );
-    const schema = rows[0]?.schema;
-    if (!schema) throw new Error('dblink is not installed');
     const d = pg.escapeIdentifier(schema);
     const conninfo = `host=127.0.0.1 port=${port} user=floor password=${password} dbname=floor`;
-    await pool.query(`
-      drop table if exists bench_floor;
-      create table bench_floor (id bigserial primary key, v text);
-      create or replace function bench_floor() returns trigger language plpgsql as $$
-      declare
-        verdict text;
-      begin
-        if not coalesce('hb_floor' = any (${d}.dblink_get_connections()), false) then
-          perform ${d}.dblink_connect('hb_floor', ${pg.escapeLiteral(conninfo)});
-        end if;
-        select r.v into verdict from ${d}.dblink('hb_floor', 'K ' || row_to_json(new)::text) as r(v text);
-        return new;
-      end $$;
-      create trigger bench_floor before insert on bench_floor for each row execute function bench_floor();
-      insert into bench_floor (v) values ('warm-up');`);
+    try {
+      await pool.query(`
+        drop table if exists bench_floor;
+        create table bench_floor (id bigserial primary key, v text);
+        create or replace function bench_floor() returns trigger language plpgsql as $$
+        declare
+          verdict text;
+        begin
+          if not coalesce('hb_floor' = any (${d}.dblink_get_connections()), false) then
+            perform ${d}.dblink_connect('hb_floor', ${pg.escapeLiteral(conninfo)});
+          end if;
+          select r.v into verdict from ${d}.dblink('hb_floor', 'K ' || row_to_json(new)::text) as r(v text);
+          return new;
+        end $$;
+        create trigger bench_floor before insert on bench_floor for each row execute function bench_floor();
+        insert into bench_floor (v) values ('warm-up');`);
+    } catch (error) {
+      if ((error as pg.DatabaseError).code !== '42501') throw error;
+      return void process.stdout.write(`filter-floor skipped: this role may not call dblink (${(error as Error).message})\n`);
+    }
     await writeFile(join(work, 'floor.sql'), `insert into bench_floor (v) values ('x');\n`);
     for (const clients of [1, 16]) {
       const plain = await pgbenchTps(url, join(work, 'plain.sql'), clients);
@@ -381,10 +394,10 @@ async function filterFloor(pool: pg.Pool, url: string, work: string, results: Be
         seconds,
       });
     }
-  } catch (error) {
-    process.stdout.write(`filter-floor skipped: ${error instanceof Error ? error.message : String(error)}\n`);
   } finally {
     server.kill();
+    // Its trigger names a port that is free from now on: nothing of it stays behind.
+    await pool.query('drop table if exists bench_floor; drop function if exists bench_floor()').catch(() => undefined);
   }
 }
 

@@ -341,6 +341,7 @@ export class ReplicationStream {
         // Dead, or busy decoding what it does not send? Ask the server on another connection.
         if (!link.asking) {
           link.asking = true;
+          const silentSince = link.lastHeardAt;
           // A server that does not answer within 2 s cannot vouch for it either.
           Promise.race([judge(pid), new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 2_000).unref())])
             .catch(() => undefined)
@@ -348,11 +349,11 @@ export class ReplicationStream {
               link.asking = false;
               if (this.#link !== link || !this.#streaming) return;
               if (busy !== true) return this.#silentDeath(link, Date.now() - link.lastHeardAt);
-              // Said once per silence (the link was last heard at the same moment).
-              if (link.waitingOut !== link.lastHeardAt) {
-                link.waitingOut = link.lastHeardAt;
+              // Said once per silence (the one this question was about; it may have ended meanwhile).
+              if (link.waitingOut !== silentSince) {
+                link.waitingOut = silentSince;
                 this.#options.logger.debug(
-                  { silentMs: Date.now() - link.lastHeardAt, walsenderPid: pid },
+                  { silentSoFarMs: Date.now() - silentSince, walsenderPid: pid },
                   'the walsender is busy decoding: its silence is waited out',
                 );
               }
