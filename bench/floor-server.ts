@@ -4,7 +4,7 @@
  * signature, no ticket, no bounded wait. Prints its port, then serves until killed.
  */
 import pino from 'pino';
-import { WireServer } from '../bridge/filters/wire-server.js';
+import { commandTag, WireServer } from '../bridge/filters/wire-server.js';
 
 const server = new WireServer({
   host: '127.0.0.1',
@@ -12,7 +12,7 @@ const server = new WireServer({
   password: process.env['FLOOR_PASSWORD'] ?? '',
   logger: pino({ level: 'silent' }),
   // libpq's own set-up statements get a command tag; requests (`K <row>`) get one row.
-  onQuery: async (query) => (query.startsWith('K ') ? { row: 'K' } : { command: query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY' }),
+  onQuery: async (query) => (query.startsWith('K ') ? { row: 'K' } : { command: commandTag(query) }),
 });
 const { port } = await server.listen();
 process.stdout.write(`${port}\n`);

@@ -27,7 +27,7 @@ import { answerBody, KEEP, parseCall, parseHello, rejectionVerdict, type FilterO
 import { FilterWorkers } from './filter-workers.js';
 import { TypeCatalog } from '../typing/type-catalog.js';
 import { TicketBoard } from './tickets.js';
-import { WireServer, type QueryResult } from './wire-server.js';
+import { commandTag, WireServer, type QueryResult } from './wire-server.js';
 
 /**
  * The row trigger's name. Postgres fires a table's BEFORE triggers in name order (byte order), so the
@@ -869,7 +869,7 @@ export class FilterService {
       const hello = parseHello(query);
       if (hello) return { row: createHash('sha256').update(key).update(`hello ${hello}`, 'utf8').digest('hex') };
       // libpq and dblink send a few set-up statements of their own on connect.
-      return { command: query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY' };
+      return { command: commandTag(query) };
     }
     const token = this.#board.take(call.ticket);
     const verdict = await this.#verdict(call.body);

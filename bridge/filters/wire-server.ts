@@ -30,6 +30,11 @@ export interface WireServerOptions {
   onQuery: (query: string, connection: { id: number; user: string; application: string }) => Promise<QueryResult>;
 }
 
+/** The command tag for a statement answered without rows (libpq and dblink send a few set-up statements on connect). */
+export function commandTag(query: string): string {
+  return query.trim().split(/\s+/)[0]?.toUpperCase() || 'EMPTY';
+}
+
 const PROTOCOL_3 = 196608;
 const SSL_REQUEST = 80877103;
 const GSS_REQUEST = 80877104;

@@ -28,7 +28,7 @@ import { withSessionSettings } from '../database.js';
 import { listUserTables, unmanagedReason, type UserTable } from '../catalog.js';
 import { syncPublications } from './publication.js';
 import { checkSlotStillUsable, ensureSlot, FAILOVER_SETUP_FIX, preflight, readSynchronizedStandbySlots } from './setup.js';
-import { ReplicationStream } from './stream.js';
+import { ReplicationStream, type StreamOptions } from './stream.js';
 
 export interface ActionStreamOptions {
   config: Readonly<Config>;
@@ -50,7 +50,7 @@ export interface ActionStreamOptions {
    */
   onFatal?: (error: Error) => void;
   /** How long the replication connection may be silent (see ReplicationStream); the defaults suit production, tests shorten them. */
-  liveness?: { pingIntervalMs?: number; silentLimitMs?: number };
+  liveness?: StreamOptions['liveness'];
 }
 
 const WRITE_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;

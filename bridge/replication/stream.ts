@@ -189,6 +189,10 @@ export class ReplicationStream {
     return this.#options.liveness?.pingIntervalMs ?? 1_000;
   }
 
+  get #silentLimitMs(): number {
+    return this.#options.liveness?.silentLimitMs ?? 3_000;
+  }
+
   get #statusIntervalMs(): number {
     return this.#options.statusIntervalMs ?? 10_000;
   }
@@ -332,8 +336,7 @@ export class ReplicationStream {
     const reading = link.watched && !this.#paused && link.received === link.processed;
     if (!reading || late) link.lastHeardAt = now;
     const silentFor = now - link.lastHeardAt;
-    const limit = this.#options.liveness?.silentLimitMs ?? 3_000;
-    if (silentFor >= limit) {
+    if (silentFor >= this.#silentLimitMs) {
       const busyLimit = this.#options.busyLimitMs ?? 65_000;
       const pid = (link.service as unknown as { _client?: { processID?: number } })._client?.processID;
       const judge = this.#options.walsenderBusy;
@@ -375,7 +378,7 @@ export class ReplicationStream {
   }
 
   #silentDeath(link: Link, silentFor: number): void {
-    if (Date.now() - link.lastHeardAt < (this.#options.liveness?.silentLimitMs ?? 3_000)) return;
+    if (Date.now() - link.lastHeardAt < this.#silentLimitMs) return;
     this.#streaming = false;
     link.dead(new Error(`the replication connection was silent for ${silentFor} ms (no reply to status updates asking for one)`));
   }
