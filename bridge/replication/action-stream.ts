@@ -7,6 +7,7 @@ import type { Knex } from 'knex';
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { Subject } from 'rxjs';
 import type { Config } from '../config.js';
 import type { ExtensionGuards } from '../extension-guards.js';
 import { replayHeldEvents } from '../failed-events.js';
@@ -16,7 +17,16 @@ import type { EventRef } from '../../hooks/event-name.js';
 import type { HookContext } from '../../hooks/types.js';
 import { parseIdentityMessage, parseSignedMessage, withMappedUser, readAccountabilitySecret, readLegacyIdentityCutoff } from './accountability.js';
 import { catchUpTypes, NewTableCatchUp, readCatchUpMessage } from './catch-up.js';
-import { actionMeta, CATCH_UP_PREFIX, HEARTBEAT_PREFIX, TransactionAssembler, truncateMeta, type ChangeEvent, type TruncateEvent } from './change-events.js';
+import {
+  actionMeta,
+  CATCH_UP_PREFIX,
+  HEARTBEAT_PREFIX,
+  TransactionAssembler,
+  truncateMeta,
+  type ChangeEvent,
+  type StreamEvent,
+  type TruncateEvent,
+} from './change-events.js';
 import { deliver, observeTries, type DeliveryOptions } from './delivery.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { PgoutputDecoder } from './pgoutput-decoder.js';
@@ -173,10 +183,13 @@ export class ActionStream {
         (content, xid) => readCatchUpMessage(content, secret, xid, (oid) => catalog.textParser(oid, fromText)),
       );
     let assembler = newAssembler();
+    // The stream of changes (decoded and assembled, in commit order) into the pipeline; its stream of
+    // confirmable positions is what the replication stream confirms (pipeline.ts says what stays plain code).
+    const changes = new Subject<StreamEvent>();
     const pipeline = new ChangePipeline({
+      changes,
       handleChange: (change) => this.#deliverChange(change),
       handleTruncate: (truncate) => this.#deliverTruncate(truncate),
-      onConfirmable: (lsn) => this.#stream?.confirm(lsn),
       logger: this.#logger,
     });
     this.#pipeline = pipeline;
@@ -215,14 +228,14 @@ export class ActionStream {
             return catalog.load(userTypes).then(() => {
               const caughtUp = assembler.next(message, walLsn);
               if (!caughtUp) return;
-              pipeline.push(caughtUp);
+              changes.next(caughtUp);
               return pipeline.waitForCapacity();
             });
           }
         }
         const event = assembler.next(message, walLsn);
         if (!event) return;
-        pipeline.push(event);
+        changes.next(event);
         return pipeline.waitForCapacity();
       },
       isSettled: () => pipeline.settled,
@@ -245,6 +258,7 @@ export class ActionStream {
       },
       onFatal: (error) => this.#giveUp(error),
     });
+    this.#stream.follow(pipeline.positions);
     try {
       await this.#stream.start();
     } catch (error) {

@@ -17,19 +17,26 @@
  *   Postgres stops sending meanwhile).
  * - A TRUNCATE is a barrier: everything before it finishes first, nothing after starts until it did.
  *
- * The scheduler is plain code rather than RxJS: `mergeMap`'s concurrency counts a change from the
- * moment it is taken, waiting for its key included — which is exactly head-of-line blocking — and
- * this loop runs once per row (an RxJS `groupBy` + `concatMap` version measured 80k events/s against
- * 260–320k for plain code).
+ * RxJS carries the two streams of the design: the stream of changes in (`changes`, in commit order)
+ * and the stream of confirmable positions out (`positions`, which the replication stream follows).
+ * Between them the scheduler is plain code: `mergeMap`'s concurrency counts a change from the moment
+ * it is taken, waiting for its key included — which is exactly head-of-line blocking — and this loop
+ * runs once per row (an RxJS `groupBy` + `concatMap` version measured 80k events/s against 260–320k
+ * for plain code). Two things RxJS has no words for stay methods beside the streams: backpressure
+ * (RxJS only pushes; the reader awaits `waitForCapacity()`, which the library's flow control turns into
+ * Postgres not sending), and a change the pipeline cannot take (a Begin inside a transaction): an
+ * error thrown in a subscriber never reaches the producer (RxJS reports it as unhandled), so it is
+ * kept and `waitForCapacity()` rejects with it, and the reader drops that connection.
  */
 import type { Logger } from 'pino';
+import { Subject, type Observable, type Subscription } from 'rxjs';
 import type { ChangeEvent, StreamEvent, TruncateEvent } from './change-events.js';
 
 export interface PipelineOptions {
+  /** The stream of changes: Begin, changes and truncates, Commit, and positions between transactions, in commit order. */
+  changes: Observable<StreamEvent>;
   handleChange: (change: ChangeEvent) => Promise<void>;
   handleTruncate: (truncate: TruncateEvent) => Promise<void>;
-  /** Called with every new confirmable LSN (monotonic). */
-  onConfirmable: (lsn: bigint) => void;
   /** Handlers running at once. */
   concurrency?: number;
   /** In-flight changes (running, ready or waiting) at which reading pauses. */
@@ -68,7 +75,11 @@ interface Work {
 }
 
 export class ChangePipeline {
-  readonly #options: Required<Omit<PipelineOptions, 'logger'>> & { logger: Logger };
+  readonly #options: Required<Omit<PipelineOptions, 'logger' | 'changes'>> & { logger: Logger };
+  readonly #positions = new Subject<bigint>();
+  readonly #input: Subscription;
+  /** Why the last event could not be taken; `waitForCapacity()` rejects with it once. */
+  #rejected: unknown;
   readonly #slots: Slot[] = [];
   /** Per order key, its latest unfinished change: the one a new change of that key waits for. */
   readonly #tails = new Map<string, Work>();
@@ -87,8 +98,23 @@ export class ChangePipeline {
   #segment: Segment = { pending: 0, held: undefined };
   #failed: unknown;
 
-  constructor(options: PipelineOptions) {
+  constructor({ changes, ...options }: PipelineOptions) {
     this.#options = { concurrency: 64, highWater: 10_000, lowWater: 5_000, ...options };
+    this.#input = changes.subscribe((event) => {
+      try {
+        this.#push(event);
+      } catch (error) {
+        this.#rejected ??= error;
+      }
+    });
+  }
+
+  /**
+   * The stream of confirmable positions: every LSN up to which each change was handled or parked, as
+   * it grows (monotonic; the only LSN ever confirmed past a change). Completes when the pipeline closes.
+   */
+  get positions(): Observable<bigint> {
+    return this.#positions.asObservable();
   }
 
   get inFlight(): number {
@@ -101,7 +127,7 @@ export class ChangePipeline {
 
   /**
    * Nothing is owed: no transaction open, every change pushed finished and its position was passed
-   * to `onConfirmable`. Only then may the stream confirm positions it merely received (stream.ts).
+   * to `positions`. Only then may the stream confirm positions it merely received (stream.ts).
    */
   get settled(): boolean {
     return this.#open === undefined && this.#inFlight === 0 && this.#slots.length === 0 && this.#failed === undefined;
@@ -112,7 +138,7 @@ export class ChangePipeline {
     return this.#failed;
   }
 
-  push(event: StreamEvent): void {
+  #push(event: StreamEvent): void {
     switch (event.kind) {
       case 'begin':
         if (this.#open) throw new Error('pgoutput began a transaction inside another one');
@@ -165,8 +191,16 @@ export class ChangePipeline {
     }
   }
 
-  /** Resolves when the pipeline can take more (immediately when below the high-water mark). */
+  /**
+   * Resolves when the pipeline can take more (immediately when below the high-water mark); rejects
+   * if the events since the last call held one it could not take (see the header).
+   */
   waitForCapacity(): Promise<void> {
+    if (this.#rejected !== undefined) {
+      const rejected = this.#rejected;
+      this.#rejected = undefined;
+      return Promise.reject(rejected);
+    }
     if (this.#inFlight < this.#options.highWater) return Promise.resolve();
     return new Promise((resolve) => this.#capacityWaiters.push(resolve));
   }
@@ -192,8 +226,10 @@ export class ChangePipeline {
   }
 
   close(): void {
-    // Running handlers finish (and are accounted for); nothing new starts.
+    // Running handlers finish (and are accounted for); nothing new starts nor is confirmed.
     this.#closed = true;
+    this.#input.unsubscribe();
+    this.#positions.complete();
   }
 
   #submit(slot: Slot, change: ChangeEvent): void {
@@ -333,7 +369,7 @@ export class ChangePipeline {
     }
     if (confirmable > this.#confirmable) {
       this.#confirmable = confirmable;
-      this.#options.onConfirmable(confirmable);
+      this.#positions.next(confirmable);
     }
   }
 

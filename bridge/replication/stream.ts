@@ -17,7 +17,7 @@
  *   data is ignored.
  *
  * We send our own status updates: on every keepalive that asks for one, whenever the confirmable LSN
- * moves (throttled), at least every `statusIntervalMs`, and every tick (half a ping interval) while
+ * moves (the stream of confirmable positions, `follow()`, throttled to one update per 20 ms burst), at least every `statusIntervalMs`, and every tick (half a ping interval) while
  * reading is paused for backpressure, so `wal_sender_timeout` never trips on a slow handler.
  *
  * What the server sent past the last handled commit (WAL of tables nobody publishes, transactions still
@@ -37,7 +37,11 @@
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { auditTime, Subject, type Observable, type Subscription } from 'rxjs';
 import { formatLsn, parseLsn, readLsn } from './lsn.js';
+
+/** Confirmations within this long of the first become one status update. */
+const STATUS_COALESCE_MS = 20;
 
 type Plugin = Parameters<LogicalReplicationService['subscribe']>[0];
 
@@ -115,7 +119,10 @@ export class ReplicationStream {
   #confirmed = 0n;
   #lastSent = -1n;
   #lastSentAt = 0;
-  #sendTimer: NodeJS.Timeout | undefined;
+  /** Each confirmation that moved `#confirmed`; bursts become one status update. */
+  readonly #confirmations = new Subject<void>();
+  readonly #statusUpdates: Subscription;
+  #following: Subscription | undefined;
   #tickTimer: NodeJS.Timeout | undefined;
   #lastTickAt = 0;
   #stopped = false;
@@ -129,6 +136,7 @@ export class ReplicationStream {
   constructor(options: StreamOptions) {
     this.#options = options;
     this.#confirmed = options.startLsn;
+    this.#statusUpdates = this.#confirmations.pipe(auditTime(STATUS_COALESCE_MS)).subscribe(() => this.#sendStatus(false));
   }
 
   get streaming(): boolean {
@@ -160,11 +168,13 @@ export class ReplicationStream {
   confirm(lsn: bigint): void {
     if (lsn <= this.#confirmed) return;
     this.#confirmed = lsn;
-    // Coalesce bursts of confirmations into one status update.
-    this.#sendTimer ??= setTimeout(() => {
-      this.#sendTimer = undefined;
-      this.#sendStatus(false);
-    }, 20);
+    this.#confirmations.next();
+  }
+
+  /** Confirms each position of a stream of confirmable positions (the action pipeline's), until stopped. */
+  follow(positions: Observable<bigint>): void {
+    this.#following?.unsubscribe();
+    this.#following = positions.subscribe((lsn) => this.confirm(lsn));
   }
 
   /** Stops handing out data (what is not handed out is sent again after the next start). */
@@ -175,10 +185,11 @@ export class ReplicationStream {
   /** Sends the final confirmation and closes the connection. Safe to call twice. */
   async stop(): Promise<void> {
     clearInterval(this.#tickTimer);
+    // What was confirmed goes in the final status update below, not in a throttled one.
+    this.#following?.unsubscribe();
+    this.#statusUpdates.unsubscribe();
     if (this.#stopped) return void (await this.#loop);
     this.#stopped = true;
-    clearTimeout(this.#sendTimer);
-    this.#sendTimer = undefined;
     this.#sendStatus(true);
     this.#wake?.();
     await this.#service?.stop().catch(() => undefined);

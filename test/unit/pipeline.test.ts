@@ -1,3 +1,4 @@
+import { Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent, StreamEvent, TruncateEvent } from '../../bridge/replication/change-events.js';
 import { ChangePipeline } from '../../bridge/replication/pipeline.js';
@@ -60,21 +61,25 @@ function pipelineWith(
   options: { highWater?: number; lowWater?: number; concurrency?: number; truncate?: (t: TruncateEvent) => Promise<void> } = {},
 ) {
   const confirmed: bigint[] = [];
+  const changes = new Subject<StreamEvent>();
   const pipeline = new ChangePipeline({
+    changes,
     handleChange: handle,
     handleTruncate: options.truncate ?? (async () => {}),
-    onConfirmable: (lsn) => confirmed.push(lsn),
     logger: captureLogger().logger,
     ...options,
   });
-  return { pipeline, confirmed };
+  pipeline.positions.subscribe((lsn) => confirmed.push(lsn));
+  /** An event on the stream of changes. */
+  const push = (event: StreamEvent) => changes.next(event);
+  return { pipeline, confirmed, push };
 }
 
 describe('ChangePipeline', () => {
   it('runs different keys concurrently and one key in commit order', async () => {
     const h = controlled();
-    const { pipeline } = pipelineWith(h.handle);
-    for (const e of [begin(), change('a1', 'a'), change('b1', 'b'), change('a2', 'a'), commit(10n)]) pipeline.push(e);
+    const { pipeline, push } = pipelineWith(h.handle);
+    for (const e of [begin(), change('a1', 'a'), change('b1', 'b'), change('a2', 'a'), commit(10n)]) push(e);
     await tick();
     expect(h.started).toEqual(['a1', 'b1']);
     await h.release('b1');
@@ -87,8 +92,8 @@ describe('ChangePipeline', () => {
 
   it('confirms a transaction only when it and every earlier one are done', async () => {
     const h = controlled();
-    const { pipeline, confirmed } = pipelineWith(h.handle);
-    for (const e of [begin(), change('t1', 'a'), commit(100n), begin(), change('t2', 'b'), commit(200n)]) pipeline.push(e);
+    const { pipeline, confirmed, push } = pipelineWith(h.handle);
+    for (const e of [begin(), change('t1', 'a'), commit(100n), begin(), change('t2', 'b'), commit(200n)]) push(e);
     await h.release('t2');
     expect(confirmed).toEqual([]);
     await h.release('t1');
@@ -99,26 +104,26 @@ describe('ChangePipeline', () => {
 
   it('does not confirm a transaction before its commit arrived', async () => {
     const h = controlled();
-    const { pipeline, confirmed } = pipelineWith(h.handle);
-    pipeline.push(begin());
-    pipeline.push(change('x', 'a'));
+    const { pipeline, confirmed, push } = pipelineWith(h.handle);
+    push(begin());
+    push(change('x', 'a'));
     await h.release('x');
     expect(confirmed).toEqual([]);
-    pipeline.push(commit(50n));
+    push(commit(50n));
     expect(confirmed).toEqual([50n]);
     pipeline.close();
   });
 
   it('confirms markers (heartbeats) between transactions, never inside one', async () => {
     const h = controlled();
-    const { pipeline, confirmed } = pipelineWith(h.handle);
-    pipeline.push({ kind: 'marker', lsn: 5n });
+    const { pipeline, confirmed, push } = pipelineWith(h.handle);
+    push({ kind: 'marker', lsn: 5n });
     expect(confirmed).toEqual([5n]);
-    pipeline.push(begin());
-    pipeline.push(change('x', 'a'));
-    pipeline.push({ kind: 'marker', lsn: 7n });
-    pipeline.push(commit(9n));
-    pipeline.push({ kind: 'marker', lsn: 11n });
+    push(begin());
+    push(change('x', 'a'));
+    push({ kind: 'marker', lsn: 7n });
+    push(commit(9n));
+    push({ kind: 'marker', lsn: 11n });
     expect(confirmed).toEqual([5n]);
     await h.release('x');
     expect(confirmed).toEqual([5n, 11n]);
@@ -127,9 +132,9 @@ describe('ChangePipeline', () => {
 
   it('applies backpressure above the high-water mark and releases at the low-water mark', async () => {
     const h = controlled();
-    const { pipeline } = pipelineWith(h.handle, { highWater: 4, lowWater: 2 });
-    pipeline.push(begin());
-    for (let i = 0; i < 4; i++) pipeline.push(change(`c${i}`, `k${i}`));
+    const { pipeline, push } = pipelineWith(h.handle, { highWater: 4, lowWater: 2 });
+    push(begin());
+    for (let i = 0; i < 4; i++) push(change(`c${i}`, `k${i}`));
     let released = false;
     const wait = pipeline.waitForCapacity().then(() => (released = true));
     await h.release('c0');
@@ -145,7 +150,7 @@ describe('ChangePipeline', () => {
   it('lets a truncate wait for earlier changes and hold later ones', async () => {
     const h = controlled();
     const order: string[] = [];
-    const { pipeline, confirmed } = pipelineWith(
+    const { pipeline, confirmed, push } = pipelineWith(
       async (c) => {
         await h.handle(c);
         order.push(c.id);
@@ -156,7 +161,7 @@ describe('ChangePipeline', () => {
       kind: 'truncate',
       truncate: { tables: [{ collection: 't', id: 'trunc' }], cascade: false, restartIdentity: false, transaction, accountability: null },
     };
-    for (const e of [begin(), change('before', 'a'), truncate, change('after', 'b'), commit(30n)]) pipeline.push(e);
+    for (const e of [begin(), change('before', 'a'), truncate, change('after', 'b'), commit(30n)]) push(e);
     await tick();
     expect(h.started).toEqual(['before']);
     await h.release('before');
@@ -170,8 +175,8 @@ describe('ChangePipeline', () => {
 
   it('never confirms past a change that could not be handled', async () => {
     const h = controlled();
-    const { pipeline, confirmed } = pipelineWith(h.handle);
-    for (const e of [begin(), change('bad', 'a'), commit(10n), begin(), change('good', 'b'), commit(20n)]) pipeline.push(e);
+    const { pipeline, confirmed, push } = pipelineWith(h.handle);
+    for (const e of [begin(), change('bad', 'a'), commit(10n), begin(), change('good', 'b'), commit(20n)]) push(e);
     await tick();
     h.gates.get('bad')?.reject(new Error('stopping'));
     await h.release('good');
@@ -183,31 +188,48 @@ describe('ChangePipeline', () => {
 
   it('keeps a failed transaction unconfirmed even when its commit arrives after the failure', async () => {
     const h = controlled();
-    const { pipeline, confirmed } = pipelineWith(h.handle);
-    pipeline.push(begin());
-    pipeline.push(change('bad', 'a'));
+    const { pipeline, confirmed, push } = pipelineWith(h.handle);
+    push(begin());
+    push(change('bad', 'a'));
     await tick();
     h.gates.get('bad')?.reject(new Error('stopping'));
     await tick();
-    pipeline.push(commit(10n));
-    pipeline.push({ kind: 'marker', lsn: 20n });
+    push(commit(10n));
+    push({ kind: 'marker', lsn: 20n });
     expect(confirmed).toEqual([]);
     pipeline.close();
   });
 
-  it('refuses a transaction that begins inside another', () => {
-    const { pipeline } = pipelineWith(async () => {});
-    pipeline.push(begin());
-    expect(() => pipeline.push(begin())).toThrow(/inside another/);
+  it('refuses a transaction that begins inside another: the reader hears it once, from waitForCapacity', async () => {
+    const { pipeline, push } = pipelineWith(async () => {});
+    push(begin());
+    await expect(pipeline.waitForCapacity()).resolves.toBeUndefined();
+    push(begin());
+    await expect(pipeline.waitForCapacity()).rejects.toThrow(/inside another/);
+    await expect(pipeline.waitForCapacity()).resolves.toBeUndefined();
     pipeline.close();
+  });
+
+  it('ends the stream of positions when it closes: later finishes confirm nothing', async () => {
+    const h = controlled();
+    const { pipeline, confirmed, push } = pipelineWith(h.handle);
+    let completed = false;
+    pipeline.positions.subscribe({ complete: () => (completed = true) });
+    for (const e of [begin(), change('a', 'a'), commit(10n)]) push(e);
+    await tick();
+    pipeline.close();
+    expect(completed).toBe(true);
+    await h.release('a');
+    expect(pipeline.confirmable).toBe(10n);
+    expect(confirmed).toEqual([]);
   });
 
   it('is idle only when nothing is in flight', async () => {
     const h = controlled();
-    const { pipeline } = pipelineWith(h.handle);
-    pipeline.push(begin());
-    pipeline.push(change('x', 'a'));
-    pipeline.push(change('y', 'b'));
+    const { pipeline, push } = pipelineWith(h.handle);
+    push(begin());
+    push(change('x', 'a'));
+    push(change('y', 'b'));
     let idle = false;
     const waiting = pipeline.whenIdle().then(() => (idle = true));
     await h.release('x');
@@ -220,11 +242,11 @@ describe('ChangePipeline', () => {
 
   it('orders an update that changed the key after events on the old and the new key', async () => {
     const h = controlled();
-    const { pipeline } = pipelineWith(h.handle);
-    pipeline.push(begin());
-    pipeline.push(change('old', '1'));
-    pipeline.push(change('new', '2'));
-    pipeline.push(change('move', '2', { orderKeys: ['t\u00002', 't\u00001'] }));
+    const { pipeline, push } = pipelineWith(h.handle);
+    push(begin());
+    push(change('old', '1'));
+    push(change('new', '2'));
+    push(change('move', '2', { orderKeys: ['t\u00002', 't\u00001'] }));
     await tick();
     expect(h.started).toEqual(['old', 'new']);
     await h.release('new');
@@ -245,7 +267,7 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
     let maxRunning = 0;
     let hotRunning = 0;
     let maxHotRunning = 0;
-    const { pipeline } = pipelineWith(
+    const { pipeline, push } = pipelineWith(
       async (c) => {
         running += 1;
         maxRunning = Math.max(maxRunning, running);
@@ -263,8 +285,8 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
     const hot = Array.from({ length: 50 }, (_, i) => `h${i}`);
     const others = Array.from({ length: 20 }, (_, i) => `o${i}`);
     let lsn = 0n;
-    for (const id of hot) for (const e of [begin(), change(id, 'hot'), commit((lsn += 10n))]) pipeline.push(e);
-    for (const [i, id] of others.entries()) for (const e of [begin(), change(id, `k${i}`), commit((lsn += 10n))]) pipeline.push(e);
+    for (const id of hot) for (const e of [begin(), change(id, 'hot'), commit((lsn += 10n))]) push(e);
+    for (const [i, id] of others.entries()) for (const e of [begin(), change(id, `k${i}`), commit((lsn += 10n))]) push(e);
     await pipeline.whenIdle();
 
     // Every other key finished before the hot key's first change did; the hot key kept its order.
@@ -279,13 +301,13 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
   it('never acknowledges past an unfinished change of the hot key while later transactions finish around it', async () => {
     const h = controlled();
     const othersDone: string[] = [];
-    const { pipeline, confirmed } = pipelineWith((c) => (c.key === 'hot' ? h.handle(c) : Promise.resolve().then(() => void othersDone.push(c.id))), {
+    const { pipeline, confirmed, push } = pipelineWith((c) => (c.key === 'hot' ? h.handle(c) : Promise.resolve().then(() => void othersDone.push(c.id))), {
       concurrency: 2,
     });
     // Transactions alternate: one hot change (LSN 100i + 10), then one other row (100i + 50).
     for (let i = 0; i < 10; i++) {
-      for (const e of [begin(), change(`h${i}`, 'hot'), commit(BigInt(100 * i + 10))]) pipeline.push(e);
-      for (const e of [begin(), change(`o${i}`, `k${i}`), commit(BigInt(100 * i + 50))]) pipeline.push(e);
+      for (const e of [begin(), change(`h${i}`, 'hot'), commit(BigInt(100 * i + 10))]) push(e);
+      for (const e of [begin(), change(`o${i}`, `k${i}`), commit(BigInt(100 * i + 50))]) push(e);
     }
     await tick();
     expect(othersDone).toHaveLength(10);
@@ -306,7 +328,7 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
     const completed = new Map<string, string[]>();
     const active = new Set<string>();
     const overlaps: string[] = [];
-    const { pipeline } = pipelineWith(
+    const { pipeline, push } = pipelineWith(
       async (c) => {
         const key = String(c.key);
         if (active.has(key)) overlaps.push(c.id);
@@ -319,18 +341,18 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
     );
     const expected = new Map<string, string[]>();
     let lsn = 0n;
-    pipeline.push(begin());
+    push(begin());
     for (let i = 0; i < 60; i++) {
       const key = ['a', 'b', 'c'][(i * 7) % 3] as string;
       const id = `${key}:${i}`;
       expected.set(key, [...(expected.get(key) ?? []), id]);
-      pipeline.push(change(id, key));
+      push(change(id, key));
       if (i % 10 === 9) {
-        pipeline.push(commit((lsn += 10n)));
-        pipeline.push(begin());
+        push(commit((lsn += 10n)));
+        push(begin());
       }
     }
-    pipeline.push(commit(lsn + 10n));
+    push(commit(lsn + 10n));
     await pipeline.whenIdle();
     expect(overlaps).toEqual([]);
     expect(completed).toEqual(expected);
@@ -339,9 +361,9 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
 
   it("counts a hot key's waiting changes against the in-flight budget, so backpressure still reaches the reader", async () => {
     const h = controlled();
-    const { pipeline } = pipelineWith(h.handle, { concurrency: 4, highWater: 8, lowWater: 4 });
-    pipeline.push(begin());
-    for (let i = 0; i < 8; i++) pipeline.push(change(`h${i}`, 'hot'));
+    const { pipeline, push } = pipelineWith(h.handle, { concurrency: 4, highWater: 8, lowWater: 4 });
+    push(begin());
+    for (let i = 0; i < 8; i++) push(change(`h${i}`, 'hot'));
     await tick();
     expect(h.started).toEqual(['h0']);
     expect(pipeline.inFlight).toBe(8);
@@ -358,7 +380,7 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
 
   it('runs truncates and the changes between them in stream order, also when one truncate follows another', async () => {
     const order: string[] = [];
-    const { pipeline, confirmed } = pipelineWith(
+    const { pipeline, confirmed, push } = pipelineWith(
       async (c) => {
         await sleep(1);
         order.push(c.id);
@@ -381,7 +403,7 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
       change('b2', 'b'),
       commit(40n),
     ]) {
-      pipeline.push(e);
+      push(e);
     }
     await pipeline.whenIdle();
     expect(order.slice(0, 2).sort()).toEqual(['a1', 'b1']);
@@ -396,14 +418,14 @@ describe('ChangePipeline with a hot key (no head-of-line blocking)', () => {
 describe('ChangePipeline memory with transactions that have no changes', () => {
   it('keeps them bounded while one slow change holds the confirmable LSN back, and confirms past them after', async () => {
     const h = controlled();
-    const { pipeline, confirmed } = pipelineWith(h.handle);
-    for (const e of [begin(), change('slow', 'k'), commit(10n)]) pipeline.push(e);
+    const { pipeline, confirmed, push } = pipelineWith(h.handle);
+    for (const e of [begin(), change('slow', 'k'), commit(10n)]) push(e);
     // 100,000 transactions without row changes (a 0-row UPDATE still sends its identity message).
     for (let i = 1; i <= 100_000; i++) {
-      pipeline.push(begin());
-      pipeline.push(commit(10n + BigInt(i)));
+      push(begin());
+      push(commit(10n + BigInt(i)));
     }
-    pipeline.push({ kind: 'marker', lsn: 200_000n });
+    push({ kind: 'marker', lsn: 200_000n });
     expect(pipeline.trackedTransactions).toBeLessThanOrEqual(3);
     expect(confirmed).toEqual([]);
     await h.release('slow');
@@ -413,9 +435,8 @@ describe('ChangePipeline memory with transactions that have no changes', () => {
 
   it('never merges past a transaction that is still running', async () => {
     const h = controlled();
-    const { pipeline, confirmed } = pipelineWith(h.handle);
-    for (const e of [begin(), change('a', 'a'), commit(10n), begin(), commit(20n), begin(), change('b', 'b'), commit(30n), begin(), commit(40n)])
-      pipeline.push(e);
+    const { confirmed, push } = pipelineWith(h.handle);
+    for (const e of [begin(), change('a', 'a'), commit(10n), begin(), commit(20n), begin(), change('b', 'b'), commit(30n), begin(), commit(40n)]) push(e);
     await h.release('b');
     expect(confirmed).toEqual([]);
     await h.release('a');

@@ -2,6 +2,7 @@
  * The pure parts of issue 14's replication faults: when the pipeline owes nothing (so the stream may
  * confirm what the server sent), where a WAL segment begins, and what is said of a lost or healthy slot.
  */
+import { Subject } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { describeSlotWal, formatSlotStatus, type SlotStatus } from '../../bridge/inspect.js';
 import type { ChangeEvent, StreamEvent } from '../../bridge/replication/change-events.js';
@@ -31,7 +32,21 @@ const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('ChangePipeline.settled', () => {
   function pipeline(handle: () => Promise<void>) {
-    return new ChangePipeline({ handleChange: handle, handleTruncate: async () => undefined, onConfirmable: () => undefined, logger: captureLogger().logger });
+    const changes = new Subject<StreamEvent>();
+    const fed = new ChangePipeline({ changes, handleChange: handle, handleTruncate: async () => undefined, logger: captureLogger().logger });
+    // What these tests look at, and the one way in: the stream of changes.
+    return {
+      push: (event: StreamEvent) => changes.next(event),
+      get settled() {
+        return fed.settled;
+      },
+      get confirmable() {
+        return fed.confirmable;
+      },
+      get failure() {
+        return fed.failure;
+      },
+    };
   }
 
   it('is true when empty, false while a transaction is open, then true once its changes finished and it committed', async () => {
