@@ -10,27 +10,18 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import pg from 'pg';
+import type pg from 'pg';
 import { describeHookError } from '../hooks/errors.js';
-import { ExtensionOrigins } from '../hooks/extension-origin.js';
-import { HookRuntime, type LoadReport } from '../hooks/runtime.js';
-import { Bridge } from './bridge.js';
+import type { HookRuntime, LoadReport } from '../hooks/runtime.js';
 import { checkExtensionsPath, ConfigError, resolveConfig, type Config, type ConfigOptions } from './config.js';
-import { installContainment } from './containment.js';
-import { closePool, internalConnection, openDatabase, watchPool } from './database.js';
-import { listFailedEvents, replayFailedEvents } from './failed-events.js';
-import { forgetGuards } from './extension-guards.js';
-import { openHookDatabase } from './hook-database.js';
-import { doctor, formatSlotStatus, guardCheck, guardStatus, readCluster, status, type Status } from './inspect.js';
+import type { Status } from './inspect.js';
 import { createLogger } from './logger.js';
-import { migrate } from './migrate.js';
-import { uninstall } from './uninstall.js';
 import { packageInfo } from './package-info.js';
-import { SchemaReader } from './schema-overview.js';
-import { createServices } from './services/items-service.js';
 import { flagHelp, SETTINGS, type FlagReach } from './settings.js';
-import { generateDeclarations } from './type-declarations.js';
 
+// What a command needs beyond parsing its settings is imported when it runs: the bridge's whole module
+// graph (knex, kysely, the hook runtime, ...) takes about a second to load, and `--version`, `status`
+// or `doctor` need a fraction of it (scripts and the test suite run them often).
 interface CommonFlags {
   extensions?: string;
   logLevel?: string;
@@ -81,6 +72,11 @@ export function buildProgram(): Command {
   ).action(async (flags) => {
     const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stdout.isTTY });
     const logger = createLogger(config);
+    const [{ Bridge }, { ExtensionOrigins }, { installContainment }] = await Promise.all([
+      import('./bridge.js'),
+      import('../hooks/extension-origin.js'),
+      import('./containment.js'),
+    ]);
     const bridge = new Bridge(config, logger);
     // A hook's stray rejection or throw (a timer, an event listener) is logged with its extension's name
     // and never ends the process (filter hooks on worker threads: filter-worker.ts does the same there).
@@ -142,6 +138,7 @@ export function buildProgram(): Command {
   ).action(async (flags) => {
     const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stderr.isTTY, defaults: { logLevel: 'silent' } });
     checkExtensionsPath(config);
+    const { HookRuntime } = await import('../hooks/runtime.js');
     const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: createLogger(config, 'stderr'), env: config.env });
     const report = await runtime.reload();
     await runtime.stop();
@@ -171,6 +168,7 @@ export function buildProgram(): Command {
     { database: true },
   ).action(async (flags) => {
     await withDatabase(flags, async ({ pool, config, logger }) => {
+      const [{ HookRuntime }, { formatSlotStatus, guardStatus, status }] = await Promise.all([import('../hooks/runtime.js'), import('./inspect.js')]);
       // Load failures are part of the report: logged too, they would break --json on stdout.
       const runtime = new HookRuntime({ extensionsPath: config.extensionsPath, logger: logger.child({}, { level: 'silent' }), env: config.env });
       const extensions = await runtime.reload();
@@ -205,6 +203,7 @@ export function buildProgram(): Command {
     { database: true },
   ).action(async (flags) => {
     await withDatabase(flags, async ({ pool, config }) => {
+      const { doctor, guardCheck, guardStatus } = await import('./inspect.js');
       const checks = await doctor(pool, config);
       // Extensions that guard tables and did not load when the bridge last looked (their tables stay guarded).
       checks.push(guardCheck(await guardStatus(pool, config)));
@@ -222,6 +221,7 @@ export function buildProgram(): Command {
     { database: true },
   ).action(async (flags) => {
     await withDatabase(flags, async ({ pool, config }) => {
+      const { generateDeclarations } = await import('./type-declarations.js');
       // Every table the bridge would watch: all schemas but its own (and the system's).
       const { text, collections } = await generateDeclarations(pool, [config.schema]);
       if (collections.length === 0) process.stderr.write('hookbridge: this database has no tables yet; every collection name stays accepted\n');
@@ -248,6 +248,7 @@ export function buildProgram(): Command {
       return;
     }
     await withDatabase(flags, async ({ pool }) => {
+      const [{ readCluster }, { uninstall }] = await Promise.all([import('./inspect.js'), import('./uninstall.js')]);
       // A bridge still running would fail on every step after this and put its objects back at its next sync.
       const { instances } = await readCluster(pool, config.schema);
       if (instances.length > 0) {
@@ -271,6 +272,7 @@ export function buildProgram(): Command {
         process.exitCode = 1;
         return;
       }
+      const [{ forgetGuards }, { guardStatus }] = await Promise.all([import('./extension-guards.js'), import('./inspect.js')]);
       const forgotten = await forgetGuards(pool, config.schema, extension);
       if (forgotten.tables.length === 0) {
         const remembered = (await guardStatus(pool, config)).guarded.flatMap((g) => g.extensions);
@@ -297,6 +299,7 @@ export function buildProgram(): Command {
     { database: true },
   ).action(async (flags) => {
     await withDatabase(flags, async ({ pool, config, installed }) => {
+      const { listFailedEvents } = await import('./failed-events.js');
       const events = installed ? await listFailedEvents(pool, config.schema, { includeReplayed: Boolean(flags.all) }) : [];
       if (flags.json) return void process.stdout.write(`${JSON.stringify(events, null, 2)}\n`);
       if (!installed) return void process.stdout.write(`no failed events: ${NOT_INSTALLED}\n`);
@@ -317,6 +320,13 @@ export function buildProgram(): Command {
       flags,
       async ({ pool, connection, config, logger, installed }) => {
         if (!installed) return void process.stdout.write(`nothing to replay: ${NOT_INSTALLED}\n`);
+        const [{ openHookDatabase }, { SchemaReader }, { HookRuntime }, { createServices }, { replayFailedEvents }] = await Promise.all([
+          import('./hook-database.js'),
+          import('./schema-overview.js'),
+          import('../hooks/runtime.js'),
+          import('./services/items-service.js'),
+          import('./failed-events.js'),
+        ]);
         // Handlers get what they get in a bridge: `database`, `kysely`, services and getSchema on the user's settings.
         const hooks = openHookDatabase(connection, { applicationName: 'hookbridge:cli', max: 2, servicesMax: 2, logger });
         const schemaReader = new SchemaReader(pool, [config.schema]);
@@ -378,6 +388,11 @@ async function withDatabase(
 ): Promise<void> {
   const config = resolveConfig(toConfigOptions(flags), process.env, { isTTY: process.stderr.isTTY, defaults: { logLevel: 'warn' } });
   const logger = createLogger(config, 'stderr');
+  const [{ default: pg }, { closePool, internalConnection, openDatabase, watchPool }, { migrate }] = await Promise.all([
+    import('pg'),
+    import('./database.js'),
+    import('./migrate.js'),
+  ]);
   const opened = await openDatabase(config.database, { owner: false, logger });
   const pool = watchPool(new pg.Pool({ ...internalConnection(opened.connection), max: 2, application_name: 'hookbridge:cli' }), logger);
   try {
@@ -392,7 +407,7 @@ async function withDatabase(
 }
 
 async function isInstalled(pool: pg.Pool, schema: string): Promise<boolean> {
-  const { rows } = await pool.query<{ installed: boolean }>(`select to_regclass($1) is not null as installed`, [`${pg.escapeIdentifier(schema)}.migrations`]);
+  const { rows } = await pool.query<{ installed: boolean }>(`select to_regclass(format('%I.migrations', $1::text)) is not null as installed`, [schema]);
   return rows[0]?.installed === true;
 }
 
