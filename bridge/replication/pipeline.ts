@@ -100,18 +100,23 @@ export class ChangePipeline {
 
   constructor({ changes, ...options }: PipelineOptions) {
     this.#options = { concurrency: 64, highWater: 10_000, lowWater: 5_000, ...options };
-    this.#input = changes.subscribe((event) => {
-      try {
-        this.#push(event);
-      } catch (error) {
-        this.#rejected ??= error;
-      }
+    this.#input = changes.subscribe({
+      next: (event) => {
+        try {
+          this.#push(event);
+        } catch (error) {
+          this.#rejected ??= error;
+        }
+      },
+      // A source that fails is a change not taken either (RxJS would otherwise report it as unhandled).
+      error: (error: unknown) => (this.#rejected ??= error),
     });
   }
 
   /**
    * The stream of confirmable positions: every LSN up to which each change was handled or parked, as
    * it grows (monotonic; the only LSN ever confirmed past a change). Completes when the pipeline closes.
+   * Hot: subscribe before the first change arrives (`changes` must be hot too, as a Subject is).
    */
   get positions(): Observable<bigint> {
     return this.#positions.asObservable();
@@ -130,7 +135,8 @@ export class ChangePipeline {
    * to `positions`. Only then may the stream confirm positions it merely received (stream.ts).
    */
   get settled(): boolean {
-    return this.#open === undefined && this.#inFlight === 0 && this.#slots.length === 0 && this.#failed === undefined;
+    // Closed, it takes no more changes: what the server sends from then on is owed, never confirmable.
+    return this.#open === undefined && this.#inFlight === 0 && this.#slots.length === 0 && this.#failed === undefined && !this.#closed;
   }
 
   /** Set when a change could not be handled nor parked: nothing after it will ever be confirmed. */
@@ -216,6 +222,8 @@ export class ChangePipeline {
    * Call only when idle.
    */
   resetOpenTransactions(): void {
+    // What the lost connection sent is sent again: an event it could not take is no concern of the next.
+    this.#rejected = undefined;
     const open = this.#open;
     this.#open = undefined;
     if (open) {

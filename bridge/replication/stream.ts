@@ -184,16 +184,21 @@ export class ReplicationStream {
 
   /** Sends the final confirmation and closes the connection. Safe to call twice. */
   async stop(): Promise<void> {
-    clearInterval(this.#tickTimer);
     // What was confirmed goes in the final status update below, not in a throttled one.
-    this.#following?.unsubscribe();
-    this.#statusUpdates.unsubscribe();
+    this.#quiet();
     if (this.#stopped) return void (await this.#loop);
     this.#stopped = true;
     this.#sendStatus(true);
     this.#wake?.();
     await this.#service?.stop().catch(() => undefined);
     await this.#loop;
+  }
+
+  /** No more ticks, followed positions nor throttled status updates (stopped, or given up). */
+  #quiet(): void {
+    clearInterval(this.#tickTimer);
+    this.#following?.unsubscribe();
+    this.#statusUpdates.unsubscribe();
   }
 
   get #pingIntervalMs(): number {
@@ -293,7 +298,7 @@ export class ReplicationStream {
       if (!everStarted) {
         firstStart.reject(outcome);
         this.#stopped = true;
-        clearInterval(this.#tickTimer);
+        this.#quiet();
         break;
       }
       try {
@@ -301,7 +306,7 @@ export class ReplicationStream {
       } catch (error) {
         this.#failure = error;
         this.#stopped = true;
-        clearInterval(this.#tickTimer);
+        this.#quiet();
         this.#options.logger.debug({ err: error }, 'replication: giving up');
         try {
           this.#options.onFatal?.(error);

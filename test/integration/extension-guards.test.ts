@@ -165,7 +165,8 @@ describe('mistakes fail loudly, never open', () => {
     tb = undefined;
     const cwd = await mkdtemp(join(tmpdir(), 'hookbridge-fresh-'));
     const slot = `hb_test_${randomBytes(4).toString('hex')}`;
-    const cli = startCli(['start'], { cwd, env: { DATABASE_URL: db.url, HOOKBRIDGE_SLOT: slot } });
+    // Two filter workers, the default (the test helper's is one): each must hear which extensions are not loaded.
+    const cli = startCli(['start'], { cwd, env: { DATABASE_URL: db.url, HOOKBRIDGE_SLOT: slot, FILTER_WORKERS: '2' } });
     try {
       await cli.waitForLog('ready');
       const refused = await writeError(`insert into notes (id, title) values (5, 'fifth')`);

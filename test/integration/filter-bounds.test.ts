@@ -74,7 +74,9 @@ describe.each(cases)('$name, $transport transport', ({ url: serverUrl, transport
     removeDir = dir.remove;
     await writeTree(dir.path, { 'hooks/jobs/index.js': extension });
     cli = startCli(['start', '-e', dir.path], {
-      env: { DATABASE_URL: url, HOOKBRIDGE_SLOT: slot, FILTER_TIMEOUT_MS: String(TIMEOUT_MS), FILTER_TRANSPORT: transport },
+      // Two filter workers, the default (the test helper's is one): while a blocked hook holds one and it is
+      // replaced, the other serves the next writer (with one, each test after a block waits for the new worker).
+      env: { DATABASE_URL: url, HOOKBRIDGE_SLOT: slot, FILTER_TIMEOUT_MS: String(TIMEOUT_MS), FILTER_TRANSPORT: transport, FILTER_WORKERS: '2' },
     });
     const ready = await cli.waitForLog('filter transport ready');
     expect(ready['transport']).toBe(transport);

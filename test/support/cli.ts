@@ -55,7 +55,10 @@ export function startCli(args: string[], options: CliOptions = {}): RunningCli {
   const child = spawn(process.execPath, [CLI, ...args], {
     cwd: options.cwd,
     // PORT 0: test files run in parallel, each bridge takes a free HTTP port (logged as "http listening").
-    env: childEnv({ LOG_FORMAT: 'json', PORT: '0', ...options.env }),
+    // One filter worker, not the default two: filters still run off the main thread as in production,
+    // and a bridge starts with half the CPU (each worker loads the hook runtime, knex and kysely: ~1.2 s
+    // of CPU on 2 cores). Tests about workers set FILTER_WORKERS themselves.
+    env: childEnv({ LOG_FORMAT: 'json', PORT: '0', FILTER_WORKERS: '1', ...options.env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

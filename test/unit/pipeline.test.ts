@@ -210,6 +210,30 @@ describe('ChangePipeline', () => {
     pipeline.close();
   });
 
+  it('forgets an event it could not take when the connection that sent it is reset', async () => {
+    const { pipeline, push } = pipelineWith(async () => {});
+    push(begin());
+    push(begin());
+    pipeline.resetOpenTransactions();
+    await expect(pipeline.waitForCapacity()).resolves.toBeUndefined();
+    pipeline.close();
+  });
+
+  it('takes a failed stream of changes as an event it could not take, not as an unhandled error', async () => {
+    const changes = new Subject<StreamEvent>();
+    const pipeline = new ChangePipeline({ changes, handleChange: async () => {}, handleTruncate: async () => {}, logger: captureLogger().logger });
+    changes.error(new Error('the source broke'));
+    await expect(pipeline.waitForCapacity()).rejects.toThrow('the source broke');
+    pipeline.close();
+  });
+
+  it('is never settled once closed: what arrives after is owed, not confirmable', () => {
+    const { pipeline } = pipelineWith(async () => {});
+    expect(pipeline.settled).toBe(true);
+    pipeline.close();
+    expect(pipeline.settled).toBe(false);
+  });
+
   it('ends the stream of positions when it closes: later finishes confirm nothing', async () => {
     const h = controlled();
     const { pipeline, confirmed, push } = pipelineWith(h.handle);
