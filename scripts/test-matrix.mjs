@@ -11,7 +11,8 @@
  * than vitest's default was tried: on 2 cores the bridges the CLI tests spawn then starve each other.)
  *
  * Files whose subject is the Node side alone (packaging, argument handling, type generation) run once, in
- * `npm test` on the default version; MATRIX_ALL=1 runs them on every version too.
+ * `npm test` on the default version, and so do single tests whose subject does not depend on the server's
+ * version (they skip when HOOKBRIDGE_TEST_MATRIX=1, see inMatrixRun); MATRIX_ALL=1 runs them on every version too.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -47,7 +48,8 @@ async function vitest(major, args) {
   const code = await new Promise((resolve) => {
     const child = spawn('npx', ['vitest', 'run', '--project', 'integration', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...args], {
       stdio: 'inherit',
-      env: { ...process.env, HOOKBRIDGE_TEST_PG_VERSION: major },
+      // HOOKBRIDGE_TEST_MATRIX: tests whose subject does not depend on the server's version ran in `npm test`.
+      env: { ...process.env, HOOKBRIDGE_TEST_PG_VERSION: major, ...(process.env.MATRIX_ALL === '1' ? {} : { HOOKBRIDGE_TEST_MATRIX: '1' }) },
     });
     child.on('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 128 : 1)));
   });

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { dropTestSlot } from '../support/bridge.js';
 import { startCli, type RunningCli } from '../support/cli.js';
-import { serverMajor, useTestDatabase } from '../support/database.js';
+import { inMatrixRun, serverMajor, useTestDatabase } from '../support/database.js';
 import { debianPostgresAvailable, startDebianPostgres, type DebianPostgres } from '../support/debian-postgres.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
 import { waitFor, withClient } from '../support/helpers.js';
@@ -33,7 +33,7 @@ const extension = `
 const major = serverMajor();
 const servers = [
   { name: `PostgreSQL ${major} (the run's server)`, url: async () => db.url },
-  ...(major !== 15 && !process.env['HOOKBRIDGE_TEST_PG_VERSION'] && debianPostgresAvailable(15)
+  ...(major !== 15 && !inMatrixRun && debianPostgresAvailable(15)
     ? [
         {
           name: 'PostgreSQL 15 (Debian)',

@@ -176,6 +176,12 @@ export function serverMajor(): number {
   return inject('hookbridgeTestPg').serverMajor;
 }
 
+/**
+ * A run of `npm run test:matrix` on one version (HOOKBRIDGE_TEST_MATRIX=1): a test whose subject does not
+ * depend on the server's version (a type check, a server of its own) ran in `npm test` and skips here.
+ */
+export const inMatrixRun = process.env['HOOKBRIDGE_TEST_MATRIX'] === '1';
+
 /** The embedded binaries of this run's major (HOOKBRIDGE_TEST_PG_VERSION), for tests that start a server of their own. */
 export function testPgBin(): string | undefined {
   return inject('hookbridgeTestPg').pgBin;
