@@ -47,6 +47,11 @@ it('stops with E_SLOT_LOST when the slot is invalidated under it, and status and
   // The bridge lags from here: the handler of this row does not return.
   await withClient(url, (c) => c.query(`insert into orders (note) values ('stuck')`));
   await waitFor(() => release.fn !== undefined, { message: 'the handler never ran' });
+  // What the bridge confirmed before it (on 14, the empty transactions of the CREATE TABLEs) reaches the
+  // server within one status update: read the slot once it has, so that both name the same position.
+  await waitFor(async () => (await status(pool!, config)).slot.confirmedFlushLsn === actions.confirmedLsn, {
+    message: () => `the server never heard the bridge's confirmed position ${actions.confirmedLsn ?? '?'}`,
+  });
 
   // A healthy slot: the WAL it retains and how much more may come before it is invalidated.
   const healthy = await status(pool, config);
