@@ -17,8 +17,9 @@
  *   data is ignored.
  *
  * We send our own status updates: on every keepalive that asks for one, whenever the confirmable LSN
- * moves (the stream of confirmable positions, `follow()`, throttled to one update per 20 ms burst), at least every `statusIntervalMs`, and every tick (half a ping interval) while
- * reading is paused for backpressure, so `wal_sender_timeout` never trips on a slow handler.
+ * moves (the stream of confirmable positions, `follow()`; one update per 20 ms burst), at least every
+ * `statusIntervalMs`, and every tick (half a ping interval) while reading is paused for backpressure,
+ * so `wal_sender_timeout` never trips on a slow handler.
  *
  * What the server sent past the last handled commit (WAL of tables nobody publishes, transactions still
  * open, records between commits) is confirmed too, but only when nothing is pending: every message

@@ -4,6 +4,8 @@
  * changes are gone, and a start refuses with the same message.
  */
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { runCli, startCli, type RunningCli } from '../support/cli.js';
 import { serverMajor } from '../support/database.js';
@@ -24,10 +26,20 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
   );
   const dir = await tempDir();
   cleanups.push(() => dir.remove());
-  // The handler never returns: the bridge lags behind its slot.
-  await writeTree(dir.path, { 'hooks/blocker/index.js': `module.exports = ({ action }) => { action('orders.items.create', () => new Promise(() => {})); };` });
+  // The handler returns only once the slot is lost (RELEASE_FILE): the bridge lags behind its slot until
+  // then, and stops without waiting out its 10 s grace for a handler that never returns.
+  await writeTree(dir.path, {
+    'hooks/blocker/index.js': `
+      const { existsSync } = require('node:fs');
+      module.exports = ({ action }, { env }) => {
+        action('orders.items.create', () => new Promise((resolve) => {
+          const poll = setInterval(() => { if (existsSync(env.RELEASE_FILE)) { clearInterval(poll); resolve(); } }, 50);
+        }));
+      };`,
+  });
+  const release = join(dir.path, 'release');
   const slot = `hb_lost_${randomBytes(3).toString('hex')}`;
-  const env = { DATABASE_URL: own.url, HOOKBRIDGE_SLOT: slot, ACTION_TIMEOUT_MS: '600000' };
+  const env = { DATABASE_URL: own.url, HOOKBRIDGE_SLOT: slot, ACTION_TIMEOUT_MS: '600000', RELEASE_FILE: release };
   const cli: RunningCli = startCli(['start', '-e', dir.path], { env });
   cleanups.push(() => cli.stop('SIGKILL'));
   await cli.waitForLog('ready');
@@ -47,8 +59,15 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
     );
   });
 
-  const checkpointAt = await outrunSlot(own.url);
   const exited = new Promise<number | null>((resolve) => cli.child.on('close', resolve));
+  const checkpointAt = await outrunSlot(own.url);
+  await waitFor(
+    async () =>
+      (await withClient(own.url, (c) => c.query<{ wal_status: string }>(`select wal_status from pg_replication_slots where slot_name = $1`, [slot]))).rows[0]
+        ?.wal_status === 'lost',
+    { timeoutMs: 30_000, message: 'the checkpoint did not invalidate the slot' },
+  );
+  await writeFile(release, '');
   const code = await Promise.race([exited, new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 30_000))]);
   process.stdout.write(
     `[replication-faults] invalidated slot: the CLI exited ${code === 'running' ? 'not at all' : `(code ${String(code)}) ${Date.now() - checkpointAt} ms after the checkpoint`}\n`,
