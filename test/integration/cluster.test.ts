@@ -92,6 +92,8 @@ async function cluster(transport: 'direct' | 'notify', options: { ticks?: boolea
 }
 
 const roleOf = (cli: RunningCli) => cli.logLines().find((l) => l['msg'] === 'ready')?.['role'];
+/** What a standby logs when it takes over as the leader. */
+const TAKES_OVER = 'this bridge leads the database now: streaming action events and running schedules';
 
 /** 4 writers inserting one row per statement until stopped; every committed key, and every failure. */
 function startWriters(url: string, count = 4) {
@@ -209,21 +211,25 @@ describe.each(['notify', 'direct'] as const)('several bridges (%s transport)', (
     await createTable();
     await withClient(db.url, (client) => client.query(`truncate cluster_items`));
     const c = await cluster(transport);
-    const [a] = await Promise.all([c.start('a'), c.start('b')]);
+    const [a, b] = await Promise.all([c.start('a'), c.start('b')]);
+    expect([roleOf(a), roleOf(b)].sort()).toEqual(['leader', 'standby']);
     // A rolling restart: each instance stopped (and a new one started) in turn, the leader first; the
-    // other, which takes over from it, hands over in its turn to the first one's replacement.
-    const order = roleOf(a) === 'leader' ? (['a', 'b'] as const) : (['b', 'a'] as const);
+    // other takes over from it, and hands over in its turn to the first one's replacement.
+    const [leader, other] = roleOf(a) === 'leader' ? ['a', 'b'] : ['b', 'a'];
     const writers = startWriters(db.url);
     try {
       await writers.progress(100);
-      for (const name of order) {
-        const next = `${name}2`;
+      for (const [name, successor] of [
+        [leader, other],
+        [other, `${leader}2`],
+      ] as const) {
         const cli = c.bridges.get(name) as RunningCli;
         const stopping = Date.now();
         expect(await cli.stop('SIGTERM')).toBe(0);
         process.stdout.write(`[cluster ${transport} rolling] ${name} stopped in ${Date.now() - stopping} ms\n`);
+        await (c.bridges.get(successor) as RunningCli).waitForLog(TAKES_OVER, 15_000);
         await writers.progress(100);
-        await c.start(next);
+        await c.start(`${name}2`);
         await writers.progress(100);
       }
     } finally {
@@ -364,7 +370,10 @@ describe('several bridges: one cluster', () => {
     async (transport) => {
       await createTable();
       const c = await cluster(transport);
-      const [, b] = await Promise.all([c.start('a'), c.start('b')]);
+      // The standby is frozen (the leader streams actions meanwhile), whichever of the two it is.
+      const started = await Promise.all([c.start('a'), c.start('b')]);
+      const b = started.find((cli) => roleOf(cli) === 'standby') as RunningCli;
+      expect(b).toBeDefined();
       const writers = startWriters(db.url);
       try {
         await writers.progress(100);

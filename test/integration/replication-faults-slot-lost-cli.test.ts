@@ -26,8 +26,8 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
   );
   const dir = await tempDir();
   cleanups.push(() => dir.remove());
-  // The handler returns only once the slot is lost (RELEASE_FILE): the bridge lags behind its slot until
-  // then, and stops without waiting out its 10 s grace for a handler that never returns.
+  // The handler returns only once the CLI gave up on its lost slot (RELEASE_FILE): the bridge lags behind
+  // its slot until then, and stops without waiting out its 10 s grace for a handler that never returns.
   await writeTree(dir.path, {
     'hooks/blocker/index.js': `
       const { existsSync } = require('node:fs');
@@ -67,6 +67,10 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
         ?.wal_status === 'lost',
     { timeoutMs: 30_000, message: 'the checkpoint did not invalidate the slot' },
   );
+  // The CLI gives up with E_SLOT_LOST while its handler still blocks; only then is the handler let go,
+  // which spares the CLI its 10 s shutdown grace.
+  const isFatal = (l: Record<string, unknown>) => (l['err'] as { code?: string } | undefined)?.code === 'E_SLOT_LOST' || l['code'] === 'E_SLOT_LOST';
+  await waitFor(() => cli.logLines().some(isFatal), { timeoutMs: 30_000, message: () => `the CLI never gave up with E_SLOT_LOST:\n${cli.output()}` });
   await writeFile(release, '');
   const code = await Promise.race([exited, new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 30_000))]);
   process.stdout.write(
@@ -74,7 +78,7 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
   );
   expect(code, cli.output()).not.toBe('running');
   expect(code).not.toBe(0);
-  const fatal = cli.logLines().find((l) => (l['err'] as { code?: string } | undefined)?.code === 'E_SLOT_LOST' || l['code'] === 'E_SLOT_LOST');
+  const fatal = cli.logLines().find(isFatal);
   expect(fatal, cli.output()).toBeDefined();
 
   // status says so, through the binary; doctor fails on it.

@@ -10,6 +10,7 @@ import { afterAll, expect, it } from 'vitest';
 import { resolveConfig } from '../../bridge/config.js';
 import { doctor, formatSlotStatus, status } from '../../bridge/inspect.js';
 import { ensureSlot } from '../../bridge/replication/setup.js';
+import { parseLsn } from '../../bridge/replication/lsn.js';
 import { waitFor, withClient } from '../support/helpers.js';
 import { outrunSlot, startOwnServer, startStandaloneStream, type OwnServer, type StandaloneStream } from './replication-faults-support.js';
 
@@ -49,7 +50,8 @@ it('stops with E_SLOT_LOST when the slot is invalidated under it, and status and
   await waitFor(() => release.fn !== undefined, { message: 'the handler never ran' });
   // What the bridge confirmed before it (on 14, the empty transactions of the CREATE TABLEs) reaches the
   // server within one status update: read the slot once it has, so that both name the same position.
-  await waitFor(async () => (await status(pool!, config)).slot.confirmedFlushLsn === actions.confirmedLsn, {
+  const position = (lsn: string | null | undefined) => (lsn ? parseLsn(lsn) : undefined);
+  await waitFor(async () => position((await status(pool!, config)).slot.confirmedFlushLsn) === position(actions.confirmedLsn), {
     message: () => `the server never heard the bridge's confirmed position ${actions.confirmedLsn ?? '?'}`,
   });
 
