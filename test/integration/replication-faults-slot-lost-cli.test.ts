@@ -11,7 +11,7 @@ import { runCli, startCli, type RunningCli } from '../support/cli.js';
 import { serverMajor } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
 import { waitFor, withClient } from '../support/helpers.js';
-import { outrunSlot, startOwnServer } from './replication-faults-support.js';
+import { outrunSlot, startOwnServer, waitForSlotLost } from './replication-faults-support.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterAll(async () => {
@@ -61,12 +61,7 @@ it('the CLI exits non-zero with E_SLOT_LOST when its slot is invalidated while i
 
   const exited = new Promise<number | null>((resolve) => cli.child.on('close', resolve));
   const checkpointAt = await outrunSlot(own.url);
-  await waitFor(
-    async () =>
-      (await withClient(own.url, (c) => c.query<{ wal_status: string }>(`select wal_status from pg_replication_slots where slot_name = $1`, [slot]))).rows[0]
-        ?.wal_status === 'lost',
-    { timeoutMs: 30_000, message: 'the checkpoint did not invalidate the slot' },
-  );
+  await waitForSlotLost(own.url, slot);
   // The CLI gives up with E_SLOT_LOST while its handler still blocks; only then is the handler let go,
   // which spares the CLI its 10 s shutdown grace.
   const isFatal = (l: Record<string, unknown>) => (l['err'] as { code?: string } | undefined)?.code === 'E_SLOT_LOST' || l['code'] === 'E_SLOT_LOST';

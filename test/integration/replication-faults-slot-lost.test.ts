@@ -12,7 +12,7 @@ import { doctor, formatSlotStatus, status } from '../../bridge/inspect.js';
 import { ensureSlot } from '../../bridge/replication/setup.js';
 import { parseLsn } from '../../bridge/replication/lsn.js';
 import { waitFor, withClient } from '../support/helpers.js';
-import { outrunSlot, startOwnServer, startStandaloneStream, type OwnServer, type StandaloneStream } from './replication-faults-support.js';
+import { outrunSlot, startOwnServer, startStandaloneStream, waitForSlotLost, type OwnServer, type StandaloneStream } from './replication-faults-support.js';
 
 let server: OwnServer | undefined;
 let stream: StandaloneStream | undefined;
@@ -64,12 +64,7 @@ it('stops with E_SLOT_LOST when the slot is invalidated under it, and status and
   const confirmed = healthy.slot.confirmedFlushLsn as string;
 
   const checkpointAt = await outrunSlot(url);
-  const lost = await waitFor(
-    async () =>
-      (await withClient(url, (c) => c.query<{ wal_status: string }>(`select wal_status from pg_replication_slots where slot_name = $1`, [stream?.slotName])))
-        .rows[0]?.wal_status === 'lost',
-    { timeoutMs: 30_000, message: 'the checkpoint did not invalidate the slot' },
-  ).then(() => true);
+  const lost = await waitForSlotLost(url, stream.slotName).then(() => true);
   expect(lost).toBe(true);
 
   await waitFor(() => stream?.fatal.length, {

@@ -18,7 +18,7 @@ import { dropSlot } from '../../bridge/replication/setup.js';
 import { HookRuntime } from '../../hooks/runtime.js';
 import { captureLogger, type CapturedLogger } from '../support/capture-logger.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
-import { withClient } from '../support/helpers.js';
+import { waitFor, withClient } from '../support/helpers.js';
 
 export interface OwnServer {
   readonly url: string;
@@ -68,6 +68,16 @@ export async function outrunSlot(url: string): Promise<number> {
   const checkpointAt = Date.now();
   await withClient(url, (c) => c.query(`checkpoint`));
   return checkpointAt;
+}
+
+/** Resolves once the server shows the slot invalidated (`wal_status` lost: final); fails after 30 s. */
+export async function waitForSlotLost(url: string, slotName: string): Promise<void> {
+  await waitFor(
+    async () =>
+      (await withClient(url, (c) => c.query<{ wal_status: string }>(`select wal_status from pg_replication_slots where slot_name = $1`, [slotName]))).rows[0]
+        ?.wal_status === 'lost',
+    { timeoutMs: 30_000, message: 'the checkpoint did not invalidate the slot' },
+  );
 }
 
 export interface StandaloneStream {
