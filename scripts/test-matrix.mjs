@@ -7,8 +7,8 @@
  *
  * A file that fails is run once more on its own, and the summary names it: passing then is reported as
  * FLAKY (the version still passes), failing again fails the version. Five runs of the suite give a flaky
- * test five chances; the summary keeps them in view instead of hiding them. (More test files at once
- * than vitest's default was tried: on 2 cores the bridges the CLI tests spawn then starve each other.)
+ * test five chances; the summary keeps them in view instead of hiding them. Files run as many at once as
+ * vitest.config.ts says (one more than there are cores).
  *
  * Files whose subject is the Node side alone (packaging, argument handling, type generation) run once, in
  * `npm test` on the default version, and so do single tests whose subject does not depend on the server's

@@ -234,6 +234,15 @@ export class FilterService {
 
   async start(): Promise<void> {
     const { config, pool, runtime } = this.#options;
+    const tables = await listUserTables(pool, { exclude: [config.schema] });
+    this.#key = await readAccountabilitySecret(pool, config.schema);
+    // Before the workers start (about a second of CPU each, loading the extensions): a dblink that writers
+    // could reach, or none where filters are needed, ends the start here.
+    const dblink = await this.#prepareDblink().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    if (dblink && this.#wantedTables(tables).size > 0) throw dblink;
     if (config.filterWorkers > 0) {
       this.#workers = new FilterWorkers(
         {
@@ -255,22 +264,16 @@ export class FilterService {
       // The workers follow the main thread's reloads (which decide the triggers).
       this.#unsubscribe = runtime.registry.onChange(() => this.#workers?.reload());
     }
-    const tables = await listUserTables(pool, { exclude: [config.schema] });
-    this.#key = await readAccountabilitySecret(pool, config.schema);
-    const dblink = await this.#prepareDblink().then(
-      () => undefined,
-      (error: unknown) => error,
-    );
     if (dblink) {
       this.#problem = (dblink as Error).message;
-      if (this.#wantedTables(tables).size > 0) throw dblink;
       this.#logger.warn({ err: dblink }, 'filter hooks are unavailable until dblink is usable; no extension needs them now');
     } else {
       await this.#chooseTransport();
       this.#probeTimer = setInterval(() => void this.#probe(), PROBE_INTERVAL_MS);
       this.#probeTimer.unref();
     }
-    await this.sync(tables);
+    // Listed again: tables created while the workers loaded are filtered too.
+    await this.sync(await listUserTables(pool, { exclude: [config.schema] }));
   }
 
   async stop(): Promise<void> {
