@@ -8,7 +8,9 @@
  * A file that fails is run once more on its own, and the summary names it: passing then is reported as
  * FLAKY (the version still passes), failing again fails the version. Five runs of the suite give a flaky
  * test five chances; the summary keeps them in view instead of hiding them. Files run as many at once as
- * vitest.config.ts says (one more than there are cores).
+ * vitest.config.ts says (one more than there are cores). More files at once once made the bridges the CLI
+ * tests spawn starve each other on 2 cores, when each started two filter workers; with one (test/support/cli.ts)
+ * three files at once passed run after run. A file reported FLAKY here is the first sign to look for.
  *
  * Files whose subject is the Node side alone (packaging, argument handling, type generation) run once, in
  * `npm test` on the default version, and so do single tests whose subject does not depend on the server's

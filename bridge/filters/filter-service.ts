@@ -268,6 +268,8 @@ export class FilterService {
       this.#problem = (dblink as Error).message;
       this.#logger.warn({ err: dblink }, 'filter hooks are unavailable until dblink is usable; no extension needs them now');
     } else {
+      // Looked at again: a GRANT made while the workers loaded counts too.
+      if (this.#workers) await refuseExposedDblink(pool);
       await this.#chooseTransport();
       this.#probeTimer = setInterval(() => void this.#probe(), PROBE_INTERVAL_MS);
       this.#probeTimer.unref();
@@ -589,8 +591,7 @@ export class FilterService {
           `(as the bridge's role's name), then restart the bridge`,
       );
     }
-    const exposed = await dblinkExposure(pool);
-    if (exposed) throw new HookbridgeError('E_DBLINK_EXPOSED', exposed.message, { details: { statement: exposed.statement } });
+    await refuseExposedDblink(pool);
   }
 
   /** FILTER_TRANSPORT: `auto` tries direct (can the database reach us?), then notify. */
@@ -1030,4 +1031,10 @@ export async function dblinkExposure(pool: Pick<pg.Pool, 'query'>): Promise<{ me
       `dblink (in schema ${schema}) can be called by ${grantees.join(', ')}, who could switch filter hooks off or answer them ` +
       `with a server of their own; the bridge installs no filter trigger until only its own role can reach dblink. As a superuser, run: ${statement}`,
   };
+}
+
+/** E_DBLINK_EXPOSED when anyone but the bridge's role could call dblink (see dblinkExposure). */
+async function refuseExposedDblink(pool: Pick<pg.Pool, 'query'>): Promise<void> {
+  const exposed = await dblinkExposure(pool);
+  if (exposed) throw new HookbridgeError('E_DBLINK_EXPOSED', exposed.message, { details: { statement: exposed.statement } });
 }

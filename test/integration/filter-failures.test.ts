@@ -48,7 +48,9 @@ it('fails a writer whose bridge is SIGKILLed mid-call, quickly, and works again 
   await waitFor(
     () =>
       withClient(db.url, async (c) => {
-        const { rows } = await c.query(`select 1 from pg_stat_activity where state = 'active' and query like 'insert into notes values (1,%'`);
+        const { rows } = await c.query(
+          `select 1 from pg_stat_activity where datname = current_database() and state = 'active' and query like 'insert into notes values (1,%'`,
+        );
         return rows.length === 1;
       }),
     { message: 'the insert never reached the trigger' },

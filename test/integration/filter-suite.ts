@@ -4,6 +4,7 @@
  * (filters-direct.test.ts, filters-notify.test.ts).
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -148,7 +149,7 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
     });
 
     it('work for a non-superuser writer, who can neither read the endpoint nor skip the filters', async () => {
-      const role = `hb_writer_${Date.now()}`;
+      const role = `hb_writer_${randomBytes(4).toString('hex')}`;
       await withClient(db.url, async (c) => {
         await c.query(`create role ${role} login password 'pw'`);
         await c.query(`grant insert, select on articles to ${role}`);
@@ -306,7 +307,7 @@ export function filterSuite(transport: 'direct' | 'notify'): void {
     });
 
     it('give writers no way to point the trigger elsewhere or stand in for built-ins', async () => {
-      const role = `hb_mallory_${Date.now()}`;
+      const role = `hb_mallory_${randomBytes(4).toString('hex')}`;
       await withClient(db.url, async (c) => {
         await c.query(`create role ${role} login password 'pw'`);
         await c.query(`grant insert, select on articles to ${role}`);

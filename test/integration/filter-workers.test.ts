@@ -69,7 +69,9 @@ it('lets writers of other tables through while a hook blocks its own worker, and
     () =>
       withClient(
         db.url,
-        async (c) => (await c.query(`select 1 from pg_stat_activity where query like 'insert into slow_jobs%' and state = 'active'`)).rowCount === 1,
+        async (c) =>
+          (await c.query(`select 1 from pg_stat_activity where datname = current_database() and query like 'insert into slow_jobs%' and state = 'active'`))
+            .rowCount === 1,
       ),
     { message: 'the blocked write never started' },
   );
