@@ -16,7 +16,9 @@ it('keeps the replication connection through a stall longer than wal_sender_time
   const parent = fileURLToPath(new URL('../../.hookbridge/', import.meta.url));
   const dataDir = await mkdtemp(join(parent, 'backpressure-'));
   await chmod(dataDir, 0o755);
-  const server = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir: join(dataDir, 'pg'), persistent: false, settings: { wal_sender_timeout: '2s' } });
+  // 3 s: with 2 s, a bridge starved of CPU by three test files at once on 2 cores once missed it (the status
+  // updates go every 500 ms while reading is paused).
+  const server = await startEmbeddedPostgres({ binDir: testPgBin(), dataDir: join(dataDir, 'pg'), persistent: false, settings: { wal_sender_timeout: '3s' } });
   const dir = await tempDir();
   const counter = join(dir.path, 'count');
   try {
@@ -28,9 +30,9 @@ it('keeps the replication connection through a stall longer than wal_sender_time
         let stall;
         module.exports = ({ action }, { env }) => {
           action('slow.items.create', async () => {
-            // Every handler call waits for one 6 s stall (3x wal_sender_timeout): the pipeline fills
+            // Every handler call waits for one 9 s stall (3x wal_sender_timeout): the pipeline fills
             // to its high-water mark and the reader has to stop reading.
-            stall ??= new Promise((r) => setTimeout(r, 6000));
+            stall ??= new Promise((r) => setTimeout(r, 9000));
             await stall;
             seen += 1;
             if (seen % 1000 === 0) writeFileSync(env.COUNT_FILE, String(seen));
