@@ -8,9 +8,10 @@
  * A file that fails is run once more on its own, and the summary names it: passing then is reported as
  * FLAKY (the version still passes), failing again fails the version. Five runs of the suite give a flaky
  * test five chances; the summary keeps them in view instead of hiding them. Files run as many at once as
- * vitest.config.ts says (one more than there are cores). More files at once once made the bridges the CLI
- * tests spawn starve each other on 2 cores, when each started two filter workers; with one (test/support/cli.ts)
- * three files at once passed run after run. A file reported FLAKY here is the first sign to look for.
+ * vitest.config.ts says (one more than there are cores). An earlier round found that more files at once
+ * starved the bridges the CLI tests spawn on 2 cores; they now start one filter worker instead of two
+ * (test/support/cli.ts), and three files at once passed whole runs of npm test and of the matrix. A file
+ * reported FLAKY here is the first sign to look for.
  *
  * Files whose subject is the Node side alone (packaging, argument handling, type generation) run once, in
  * `npm test` on the default version, and so do single tests whose subject does not depend on the server's
