@@ -160,10 +160,13 @@ export function notLoadedAsRecorded(rows: readonly GuardRow[]): NotLoadedGuard[]
 
 /**
  * Replaces the rows of `extensions` with `rows`, and records why the `notLoaded` ones are not loaded,
- * in one transaction.
+ * in one transaction, one bridge at a time.
  */
 async function writeGuards(pool: pg.Pool, schema: string, extensions: string[], rows: GuardRow[], notLoaded: NotLoaded[]): Promise<void> {
   await inTransaction(pool, async (client) => {
+    // Bridges starting together write the same rows: one at a time, or the later insert meets the
+    // earlier one's keys (a duplicate key), as its delete ran before they were committed.
+    await client.query('select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))', [`hookbridge.guards:${schema}`]);
     await client.query(`delete from ${table(schema)} where extension = any ($1::text[])`, [extensions]);
     await client.query(
       `insert into ${table(schema)} (extension, path, table_schema, table_name, filters, actions)

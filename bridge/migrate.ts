@@ -128,6 +128,15 @@ export function renderMigration(text: string, schema: string): string {
   return text.split(SCHEMA_VARIABLE).join(pg.escapeIdentifier(schema));
 }
 
+/**
+ * The transaction-scoped advisory lock under which the schema's objects change: migrations, and the
+ * grants on dblink and the trigger functions (bridges starting together would otherwise update the same
+ * catalog rows at once: "tuple concurrently updated").
+ */
+export function schemaLockKey(schema: string): string {
+  return `hookbridge.migrate:${schema}`;
+}
+
 export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{ applied: string[] }> {
   const { schema, logger } = options;
   if (!SCHEMA_NAME.test(schema)) {
@@ -141,7 +150,7 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions): Promise<{
   const migrations = await listMigrations(options.directory);
   const definitions = await listDefinitions(options.directory === undefined ? undefined : join(options.directory, DEFINITIONS));
   const quotedSchema = pg.escapeIdentifier(schema);
-  const lockKey = `hookbridge.migrate:${schema}`;
+  const lockKey = schemaLockKey(schema);
 
   const client = await pool.connect();
   let broken: Error | undefined;

@@ -22,6 +22,7 @@ import type { ExtensionGuards } from '../extension-guards.js';
 import type { BridgeMetrics } from '../metrics.js';
 import { readAccountabilitySecret } from '../replication/accountability.js';
 import { listUserTables, unmanagedReason, type UserTable } from '../catalog.js';
+import { schemaLockKey } from '../migrate.js';
 import { SerialQueue } from '../serial-queue.js';
 import { answerBody, KEEP, parseCall, parseHello, rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
 import { FilterWorkers } from './filter-workers.js';
@@ -560,28 +561,32 @@ export class FilterService {
     const { pool, config } = this.#options;
     const schema = pg.escapeIdentifier(config.schema);
     const fix = `as a superuser: CREATE EXTENSION dblink SCHEMA ${schema} (or ALTER EXTENSION dblink SET SCHEMA ${schema}), then restart the bridge`;
+    // One transaction under the schema's lock: bridges starting together take turns (and the later one
+    // finds the extension made and the grants done).
+    const client = await pool.connect();
     try {
-      const { rows } = await pool.query<{ schema: string }>(
+      await client.query('begin');
+      await client.query('select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))', [schemaLockKey(config.schema)]);
+      const { rows } = await client.query<{ schema: string }>(
         `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
       );
-      // Two bridges starting at once may both try: the loser finds it made.
-      if (!rows[0])
-        await pool.query(`create extension if not exists dblink schema ${schema}`).catch(async (error: unknown) => {
-          const { rowCount } = await pool.query(`select 1 from pg_extension where extname = 'dblink'`);
-          if (!rowCount) throw error;
-        });
-      else if (rows[0].schema !== config.schema) await pool.query(`alter extension dblink set schema ${schema}`);
+      if (!rows[0]) await client.query(`create extension if not exists dblink schema ${schema}`);
+      else if (rows[0].schema !== config.schema) await client.query(`alter extension dblink set schema ${schema}`);
       // Best effort: as a non-owner of the functions (a superuser created the extension) this only warns,
       // which is why the check below decides.
-      const { rows: functions } = await pool.query<{ fn: string }>(`${DBLINK_FUNCTIONS} and pg_catalog.has_function_privilege('public', p.oid, 'execute')`);
-      for (const { fn } of functions) await pool.query(`revoke execute on function ${fn} from public`);
+      const { rows: functions } = await client.query<{ fn: string }>(`${DBLINK_FUNCTIONS} and pg_catalog.has_function_privilege('public', p.oid, 'execute')`);
+      for (const { fn } of functions) await client.query(`revoke execute on function ${fn} from public`);
       // Writers' statements call these (the trigger functions, and the one door to the bridge): after a
       // superuser's REVOKE ... ON ALL FUNCTIONS IN SCHEMA they need granting again.
-      await pool.query(
+      await client.query(
         `grant execute on function ${schema}.filter_trigger(), ${schema}.accountability_trigger(), ${schema}.filter_truncate_trigger(),
                                    ${schema}.filter_entry(oid, text, text, text, json, json) to public`,
       );
+      await client.query('commit');
+      client.release();
     } catch (error) {
+      // A session whose transaction failed is not handed out again.
+      client.release(true);
       throw new HookbridgeError('E_DBLINK', `filter hooks need dblink in schema ${schema}, callable by the bridge only; ${fix}`, { cause: error });
     }
     if (!(await bridgeMayUseDblink(pool))) {
