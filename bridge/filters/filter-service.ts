@@ -565,7 +565,8 @@ export class FilterService {
     // finds the extension made and the grants done).
     const client = await pool.connect();
     try {
-      await client.query('begin');
+      // Read committed: each statement after the lock sees what the previous holder committed.
+      await client.query('begin isolation level read committed');
       await client.query('select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))', [schemaLockKey(config.schema)]);
       const { rows } = await client.query<{ schema: string }>(
         `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,

@@ -24,8 +24,13 @@ it('starts every bridge of several that start together on a database without dbl
     const started = outcomes.filter((o): o is PromiseFulfilledResult<TestBridge> => o.status === 'fulfilled').map((o) => o.value);
     try {
       expect(outcomes.filter((o) => o.status === 'rejected').map((o) => String((o as PromiseRejectedResult).reason))).toEqual([]);
-      const { rows } = await withClient(db.url, (c) => c.query(`select count(*)::int as n from pg_extension where extname = 'dblink'`));
-      expect(rows[0]).toEqual({ n: 1 });
+      // And the set-up is whole: dblink is made, and nobody but the bridge may call it.
+      const { rows } = await withClient(db.url, (c) =>
+        c.query(`select bool_or(pg_catalog.has_function_privilege('public', p.oid, 'execute')) as open, count(*)::int > 0 as made
+                   from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+                  where n.nspname = 'hookbridge' and p.proname like 'dblink%'`),
+      );
+      expect(rows[0]).toEqual({ open: false, made: true });
     } finally {
       for (const bridge of started) await bridge.dispose();
     }
