@@ -201,3 +201,16 @@ export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClie
     client.release(broken);
   }
 }
+
+/**
+ * inTransaction, after the transaction-scoped advisory lock `key`: whoever shares the key takes turns.
+ * Read committed whatever default_transaction_isolation says, so that each statement after the lock sees
+ * what the previous holder committed.
+ */
+export async function inLockedTransaction<T>(pool: pg.Pool, key: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return inTransaction(pool, async (client) => {
+    await client.query('set transaction isolation level read committed');
+    await client.query('select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))', [key]);
+    return work(client);
+  });
+}

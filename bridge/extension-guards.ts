@@ -25,7 +25,7 @@ import type { Logger } from 'pino';
 import { matchesEvent, type EventPattern } from '../hooks/event-name.js';
 import type { ExtensionHooks } from '../hooks/register.js';
 import type { HookRuntime, LoadReport } from '../hooks/runtime.js';
-import { inTransaction } from './database.js';
+import { inLockedTransaction } from './database.js';
 import { collectionOf } from './replication/change-events.js';
 import { HELD_REASON } from './replication/delivery.js';
 import type { UserTable } from './catalog.js';
@@ -158,13 +158,9 @@ export function notLoadedAsRecorded(rows: readonly GuardRow[]): NotLoadedGuard[]
   return [...byExtension.values()];
 }
 
-/**
- * The guards' lock, first in a transaction that changes them; read committed, so that what the previous
- * holder committed is seen by the statements after it (whatever default_transaction_isolation says).
- */
-async function lockGuards(client: pg.PoolClient, schema: string): Promise<void> {
-  await client.query('set transaction isolation level read committed');
-  await client.query('select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))', [`hookbridge.guards:${schema}`]);
+/** Bridges starting together write the same guard rows: one at a time (see inLockedTransaction). */
+function guardsLockKey(schema: string): string {
+  return `hookbridge.guards:${schema}`;
 }
 
 /**
@@ -172,10 +168,8 @@ async function lockGuards(client: pg.PoolClient, schema: string): Promise<void> 
  * in one transaction, one bridge at a time.
  */
 async function writeGuards(pool: pg.Pool, schema: string, extensions: string[], rows: GuardRow[], notLoaded: NotLoaded[]): Promise<void> {
-  await inTransaction(pool, async (client) => {
-    // Bridges starting together write the same rows: one at a time, or the later insert meets the
-    // earlier one's keys (a duplicate key), as its delete ran before they were committed.
-    await lockGuards(client, schema);
+  // Unlocked, a bridge's insert would meet the keys of another's (a duplicate key): its delete ran before they were committed.
+  await inLockedTransaction(pool, guardsLockKey(schema), async (client) => {
     await client.query(`delete from ${table(schema)} where extension = any ($1::text[])`, [extensions]);
     await client.query(
       `insert into ${table(schema)} (extension, path, table_schema, table_name, filters, actions)
@@ -202,21 +196,18 @@ export async function forgetGuards(pool: pg.Pool, schema: string, extension: str
   // A bundle's hooks are named `<bundle>/<hook>`: forgetting the bundle forgets them. A bare npm
   // scope (`@acme`) is no package, so it names no bundle: it must not forget `@acme/a`, `@acme/b`, ...
   const bundle = extension.startsWith('@') && !extension.includes('/') ? null : `${extension}/`;
-  const { forgotten, held } = await inTransaction(pool, async (client) => {
-    await lockGuards(client, schema);
-    return {
-      forgotten: await client.query<{ table_schema: string; table_name: string }>(
-        `delete from ${table(schema)} where extension = $1 or ($2::text is not null and starts_with(extension, $2)) returning table_schema, table_name`,
-        [extension, bundle],
-      ),
-      held: await client.query(
-        `update ${pg.escapeIdentifier(schema)}.failed_events
+  const { forgotten, held } = await inLockedTransaction(pool, guardsLockKey(schema), async (client) => ({
+    forgotten: await client.query<{ table_schema: string; table_name: string }>(
+      `delete from ${table(schema)} where extension = $1 or ($2::text is not null and starts_with(extension, $2)) returning table_schema, table_name`,
+      [extension, bundle],
+    ),
+    held: await client.query(
+      `update ${pg.escapeIdentifier(schema)}.failed_events
           set replayed_at = now(), replay_error = jsonb_build_object('message', 'not delivered: the extension was forgotten (hookbridge forget)', 'code', 'E_EXTENSION_FORGOTTEN')
         where (extension = $1 or ($3::text is not null and starts_with(extension, $3))) and reason = $2 and replayed_at is null`,
-        [extension, HELD_REASON, bundle],
-      ),
-    };
-  });
+      [extension, HELD_REASON, bundle],
+    ),
+  }));
   const tables = [...new Set(forgotten.rows.map((r) => collectionOf({ schema: r.table_schema, name: r.table_name })))].sort();
   return { tables, held: held.rowCount ?? 0 };
 }

@@ -22,6 +22,7 @@ import type { ExtensionGuards } from '../extension-guards.js';
 import type { BridgeMetrics } from '../metrics.js';
 import { readAccountabilitySecret } from '../replication/accountability.js';
 import { listUserTables, unmanagedReason, type UserTable } from '../catalog.js';
+import { inLockedTransaction } from '../database.js';
 import { schemaLockKey } from '../migrate.js';
 import { SerialQueue } from '../serial-queue.js';
 import { answerBody, KEEP, parseCall, parseHello, rejectionVerdict, type FilterOutcome, type Verdict } from './filter-requests.js';
@@ -235,7 +236,6 @@ export class FilterService {
 
   async start(): Promise<void> {
     const { config, pool, runtime } = this.#options;
-    const tables = await listUserTables(pool, { exclude: [config.schema] });
     this.#key = await readAccountabilitySecret(pool, config.schema);
     // Before the workers start (about a second of CPU each, loading the extensions): a dblink that writers
     // could reach, or none where filters are needed, ends the start here.
@@ -243,7 +243,7 @@ export class FilterService {
       () => undefined,
       (error: unknown) => error,
     );
-    if (dblink && this.#wantedTables(tables).size > 0) throw dblink;
+    if (dblink && this.#wantedTables(await listUserTables(pool, { exclude: [config.schema] })).size > 0) throw dblink;
     if (config.filterWorkers > 0) {
       this.#workers = new FilterWorkers(
         {
@@ -275,7 +275,7 @@ export class FilterService {
       this.#probeTimer = setInterval(() => void this.#probe(), PROBE_INTERVAL_MS);
       this.#probeTimer.unref();
     }
-    // Listed again: tables created while the workers loaded are filtered too.
+    // Listed once the workers loaded: tables created meanwhile are filtered too.
     await this.sync(await listUserTables(pool, { exclude: [config.schema] }));
   }
 
@@ -561,33 +561,27 @@ export class FilterService {
     const { pool, config } = this.#options;
     const schema = pg.escapeIdentifier(config.schema);
     const fix = `as a superuser: CREATE EXTENSION dblink SCHEMA ${schema} (or ALTER EXTENSION dblink SET SCHEMA ${schema}), then restart the bridge`;
-    // One transaction under the schema's lock: bridges starting together take turns (and the later one
-    // finds the extension made and the grants done).
-    const client = await pool.connect();
     try {
-      // Read committed: each statement after the lock sees what the previous holder committed.
-      await client.query('begin isolation level read committed');
-      await client.query('select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))', [schemaLockKey(config.schema)]);
-      const { rows } = await client.query<{ schema: string }>(
-        `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
-      );
-      if (!rows[0]) await client.query(`create extension if not exists dblink schema ${schema}`);
-      else if (rows[0].schema !== config.schema) await client.query(`alter extension dblink set schema ${schema}`);
-      // Best effort: as a non-owner of the functions (a superuser created the extension) this only warns,
-      // which is why the check below decides.
-      const { rows: functions } = await client.query<{ fn: string }>(`${DBLINK_FUNCTIONS} and pg_catalog.has_function_privilege('public', p.oid, 'execute')`);
-      for (const { fn } of functions) await client.query(`revoke execute on function ${fn} from public`);
-      // Writers' statements call these (the trigger functions, and the one door to the bridge): after a
-      // superuser's REVOKE ... ON ALL FUNCTIONS IN SCHEMA they need granting again.
-      await client.query(
-        `grant execute on function ${schema}.filter_trigger(), ${schema}.accountability_trigger(), ${schema}.filter_truncate_trigger(),
+      // Under the schema's lock: bridges starting together take turns (and the later one finds the
+      // extension made and the grants done).
+      await inLockedTransaction(pool, schemaLockKey(config.schema), async (client) => {
+        const { rows } = await client.query<{ schema: string }>(
+          `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'dblink'`,
+        );
+        if (!rows[0]) await client.query(`create extension if not exists dblink schema ${schema}`);
+        else if (rows[0].schema !== config.schema) await client.query(`alter extension dblink set schema ${schema}`);
+        // Best effort: as a non-owner of the functions (a superuser created the extension) this only warns,
+        // which is why the check below decides.
+        const { rows: functions } = await client.query<{ fn: string }>(`${DBLINK_FUNCTIONS} and pg_catalog.has_function_privilege('public', p.oid, 'execute')`);
+        for (const { fn } of functions) await client.query(`revoke execute on function ${fn} from public`);
+        // Writers' statements call these (the trigger functions, and the one door to the bridge): after a
+        // superuser's REVOKE ... ON ALL FUNCTIONS IN SCHEMA they need granting again.
+        await client.query(
+          `grant execute on function ${schema}.filter_trigger(), ${schema}.accountability_trigger(), ${schema}.filter_truncate_trigger(),
                                    ${schema}.filter_entry(oid, text, text, text, json, json) to public`,
-      );
-      await client.query('commit');
-      client.release();
+        );
+      });
     } catch (error) {
-      // A session whose transaction failed is not handed out again.
-      client.release(true);
       throw new HookbridgeError('E_DBLINK', `filter hooks need dblink in schema ${schema}, callable by the bridge only; ${fix}`, { cause: error });
     }
     if (!(await bridgeMayUseDblink(pool))) {
