@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { discoverExtensions } from '../../hooks/extension-discovery.js';
+import { loadExtensionModule } from '../../hooks/extension-loader.js';
 import { ForbiddenError } from '../../hooks/errors.js';
+import * as sdk from '../../hooks/sdk.js';
 import { FilterRejection } from '../../hooks/filter-chain.js';
 import { HookRuntime, type LoadReport } from '../../hooks/runtime.js';
 import { captureLogger } from '../support/capture-logger.js';
@@ -233,5 +235,46 @@ describe('actions and init', () => {
     (globalThis as Record<string, unknown>)['__inits'] = inits;
     await runtime.runInit('app.before', { app: {} });
     expect(inits).toEqual(['commonjs']);
+  });
+});
+
+describe('plain CommonJS', () => {
+  // Compiled as Node compiles it (no transform): sloppy mode, a top-level return, its own file names;
+  // `require` is still jiti's, for `hookbridge` and for a TypeScript file beside it.
+  const files = {
+    'hooks/plain/index.js': [
+      `const sloppy = (function () { return this; })() === globalThis;`,
+      `const { double } = require('./helper.ts');`,
+      `module.exports = Object.assign(() => {}, { sloppy, four: double(2), sdk: require('hookbridge'), file: __filename, dir: __dirname, self: require.resolve('./index.js') });`,
+      `return;`,
+      `module.exports = 'after the return';`,
+    ].join('\n'),
+    'hooks/plain/helper.ts': `export const double = (n: number): number => n * 2;`,
+    // The word import anywhere leaves the file to jiti, which rewrites import() to reach hookbridge.
+    'hooks/dynamic/index.cjs': `module.exports = Object.assign(() => {}, { sdk: import('hookbridge') });`,
+  };
+
+  it('runs as Node runs it, with hookbridge and TypeScript through jiti', async () => {
+    const dir = await tempDir();
+    try {
+      await writeTree(dir.path, files);
+      const { extensions } = await discoverExtensions(dir.path);
+      const load = async (name: string) =>
+        (
+          await loadExtensionModule(
+            extensions.find((e) => e.name === name)!,
+            dir.path,
+          )
+        )[0]?.exported as Record<string, unknown>;
+      const plain = await load('plain');
+      const entry = `${dir.path}/hooks/plain/index.js`;
+      expect({ ...plain }).toMatchObject({ sloppy: true, four: 4, file: entry, dir: `${dir.path}/hooks/plain`, self: entry });
+      // The very classes and functions the bridge uses.
+      expect((plain['sdk'] as typeof sdk).ForbiddenError).toBe(sdk.ForbiddenError);
+      const dynamic = await load('dynamic');
+      expect(((await dynamic['sdk']) as typeof sdk).defineHook).toBe(sdk.defineHook);
+    } finally {
+      await dir.remove();
+    }
   });
 });

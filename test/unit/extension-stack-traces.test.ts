@@ -44,6 +44,8 @@ const tree: Record<string, string> = {
   ].join('\n'),
   // On the first line, where jiti's module wrapper shifts every column.
   'hooks/one-line/index.js': `export default ({ action }) => { action('items.create', () => { throw new Error('line 1'); }); }; import p from 'node:path';`,
+  // Plain CommonJS: compiled as Node compiles it, no wrapper in front of its first line.
+  'hooks/plain-one-line/index.js': `module.exports = ({ action }) => { action('items.create', () => { throw new Error('line 1'); }); };`,
   // A handler in a file the entry imports (transformed too).
   'hooks/nested/index.mjs': [`import { register } from './register.mjs';`, `export default register;`].join('\n'),
   'hooks/nested/register.mjs': [
@@ -113,10 +115,22 @@ describe('stack traces of extensions', () => {
     expect(frameOf(stack, where), stack).toBeDefined();
   });
 
-  it("keeps the column on the first line (under jiti's wrapper)", async () => {
-    const stack = await stackOf('one-line');
-    const column = (tree['hooks/one-line/index.js'] ?? '').indexOf('new Error') + 1;
-    expect(frameOf(stack, `hooks/one-line/index.js:1:${column}`), stack).toBeDefined();
+  it.each(['one-line', 'plain-one-line'])("keeps the column on the first line (%s: under jiti's wrapper, or none)", async (name) => {
+    const stack = await stackOf(name);
+    const column = (tree[`hooks/${name}/index.js`] ?? '').indexOf('new Error') + 1;
+    expect(frameOf(stack, `hooks/${name}/index.js:1:${column}`), stack).toBeDefined();
+  });
+
+  it('names where a plain CommonJS module threw while loading', async () => {
+    const dir = await tempDir();
+    try {
+      await writeTree(dir.path, { 'hooks/throws/index.js': [`const a = 1;`, ``, `throw new Error('at load, line 3');`].join('\n') });
+      const { extensions } = await discoverExtensions(dir.path);
+      const failure = await loadExtensionModule(extensions[0]!, dir.path).catch((error: unknown) => error as Error);
+      expect((failure as Error).message).toMatch(/at load, line 3 \(.*hooks\/throws\/index\.js:3:7\)$/);
+    } finally {
+      await dir.remove();
+    }
   });
 
   it('reports a parse error with file, line and column', async () => {
