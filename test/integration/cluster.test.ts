@@ -95,6 +95,14 @@ const roleOf = (cli: RunningCli) => cli.logLines().find((l) => l['msg'] === 'rea
 /** What a standby logs when it takes over as the leader. */
 const TAKES_OVER = 'this bridge leads the database now: streaming action events and running schedules';
 
+/**
+ * A writer's pause between its inserts. Without one, 4 writers took whatever CPU the bridges left
+ * (~17,000 filtered rows a run, most while a test waited for a bridge to start or take over), and
+ * ran the other test files short of it. With it, ~400 rows a second at most, and each writer still
+ * has a statement in flight about a third of the time: a kill still lands on writes under way.
+ */
+const WRITER_PAUSE_MS = 10;
+
 /** 4 writers inserting one row per statement until stopped; every committed key, and every failure. */
 function startWriters(url: string, count = 4) {
   const committed: string[] = [];
@@ -110,6 +118,7 @@ function startWriters(url: string, count = 4) {
           try {
             const { rows } = await client.query<{ id: string }>(`insert into cluster_items (note) values ('x') returning id`);
             committed.push(...rows.map((r) => r.id));
+            await new Promise((resolve) => setTimeout(resolve, WRITER_PAUSE_MS));
           } catch (error) {
             failures.push(`${(error as pg.DatabaseError).code ?? ''} ${(error as Error).message}`);
             await new Promise((resolve) => setTimeout(resolve, 20));

@@ -39,7 +39,11 @@ async function recorded(file: string): Promise<string[]> {
   }
 }
 
-/** Inserts rows until stopped: single-row and 5-row transactions; returns every committed key. */
+/**
+ * Inserts rows until stopped: single-row and 5-row transactions, with a short pause between them (a
+ * writer at full speed wrote ~94,000 rows in a run of the whole suite, each delivered and recorded,
+ * and took CPU from the bridge under test and from other files); returns every committed key.
+ */
 function startWriter(url: string) {
   const committed: string[] = [];
   let running = true;
@@ -58,6 +62,7 @@ function startWriter(url: string) {
             count,
           ]);
           committed.push(...rows.map((r) => r.id));
+          await new Promise((resolve) => setTimeout(resolve, 2));
         } catch {
           failures += 1;
           if (failures > 200) throw new Error('the writer keeps failing');
@@ -119,7 +124,11 @@ describe('nothing lost', () => {
       const atKill = writer.committed.length;
       await waitFor(() => writer.committed.length >= atKill + 100, { message: 'the writer stalled while the bridge was down' });
       cli = await startBridge(db.url, dir.path, file, slot);
-      await waitFor(async () => (await recorded(file)).length >= writer.committed.length - 20, { timeoutMs: 60_000, message: 'no progress after restart' });
+      // Writes go on while the restarted bridge catches up; then they stop, and it must deliver them all.
+      // (Waiting for it to catch up with a writer that never stops took minutes on 2 cores: the writer
+      // and the bridge share them.)
+      const atRestart = writer.committed.length;
+      await waitFor(() => writer.committed.length >= atRestart + 200, { message: 'the writer stalled once the bridge was back' });
     } finally {
       await writer.stop();
     }
