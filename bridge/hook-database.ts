@@ -50,8 +50,11 @@ export function openHookDatabase(
     // Knex puts whole stack traces into its messages: the first line says what happened.
     logger[level]({ component: 'knex' }, String(message).split('\n')[0]);
   let created: Knex | undefined;
-  const createKnex = (): Knex =>
-    (created ??= loadKnex()({
+  let closing = false;
+  const createKnex = (): Knex => {
+    // A hook still running while the bridge stops would open a pool that nothing closes.
+    if (!created && closing) throw new Error("the hooks' database is closed: the bridge is stopping");
+    return (created ??= loadKnex()({
       client: 'pg',
       connection: { ...connection, application_name: applicationName } as Knex.PgConnectionConfig,
       pool: {
@@ -70,6 +73,7 @@ export function openHookDatabase(
         debug: () => {},
       },
     }));
+  };
   return {
     knex: lazily(createKnex),
     kysely,
@@ -78,6 +82,7 @@ export function openHookDatabase(
     async close() {
       // Knex waits for connections a hook never gave back (a transaction left open) for ever: after a
       // grace period they are ended, and the server rolls back what they left open.
+      closing = true;
       const closeKnex = async () => {
         if (!created) return;
         const destroyed = created.destroy();

@@ -19,6 +19,8 @@ describe("hooks' database", () => {
     );
     await opened.close();
     expect(knexLoaded()).toBe(false);
+    // A hook still running while the bridge stops: told so, instead of opening a pool nothing closes.
+    expect(() => opened.knex('articles')).toThrow(/the hooks' database is closed/);
   });
 
   it('loads Knex on first use, and is Knex from then on', async () => {
