@@ -242,7 +242,7 @@ describe('commands against the embedded Postgres', () => {
     const replay = await runCli(['failed', 'replay'], { env, timeoutMs: 60_000 });
     expect(replay).toMatchObject({ code: 0, stderr: '' });
     expect(replay.stdout).toMatch(/^#\d+ replayed\n$/);
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < 2; round++) {
       const list = await runCli(['failed', 'list', '--all', '--json'], { env: { ...env, LOG_LEVEL: 'info' }, timeoutMs: 60_000 });
       expect(list.code).toBe(0);
       expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ extension: 'mailer', replayedAt: expect.any(String) })]);
