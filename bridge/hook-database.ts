@@ -100,6 +100,9 @@ function loadKnex(): (config: Knex.Config) => Knex {
   return createRequire(import.meta.url)('knex') as (config: Knex.Config) => Knex;
 }
 
+/** Properties a Knex instance does not have, read by code that only looks at a value. */
+const UNSET_ON_KNEX = new Set(['then', 'toJSON', 'isTransaction']);
+
 /**
  * A stand-in for the Knex instance `create` makes, made on first use: calling it, reading or writing
  * any property. Hooks get `database` in every context, and most never use it; loading Knex took ~0.3 s
@@ -108,22 +111,35 @@ function loadKnex(): (config: Knex.Config) => Knex {
 function lazily(create: () => Knex): Knex {
   // An arrow function: callable, like Knex, with no own property the proxy could not report.
   const target = (() => undefined) as unknown as Knex;
+  let real: Knex | undefined;
+  const knex = () => (real ??= create());
   return new Proxy(target, {
-    apply: (_target, _this, args: unknown[]) => (create() as unknown as (...args: unknown[]) => unknown)(...args),
+    apply: (_target, _this, args: unknown[]) => (knex() as unknown as (...args: unknown[]) => unknown)(...args),
     get: (_target, key) => {
-      const real = create();
-      const value: unknown = Reflect.get(real, key, real);
+      // What a Knex instance has not, asked by code that only looks (await, JSON, ItemsService's
+      // transaction check): no reason to load Knex, or to fail once the bridge is stopping.
+      if (!real && typeof key === 'string' && UNSET_ON_KNEX.has(key)) return undefined;
+      const value: unknown = Reflect.get(knex(), key, knex());
       return value;
     },
-    set: (_target, key, value) => Reflect.set(create(), key, value),
-    has: (_target, key) => Reflect.has(create(), key),
-    deleteProperty: (_target, key) => Reflect.deleteProperty(create(), key),
-    ownKeys: () => Reflect.ownKeys(create()),
-    getOwnPropertyDescriptor: (_target, key) => {
-      const descriptor = Reflect.getOwnPropertyDescriptor(create(), key);
-      // A proxy may not report as fixed what its target does not have.
-      return descriptor && { ...descriptor, configurable: true };
+    set: (_target, key, value) => Reflect.set(knex(), key, value),
+    has: (_target, key) => Reflect.has(knex(), key),
+    deleteProperty: (_target, key) => Reflect.deleteProperty(knex(), key),
+    ownKeys: () => Reflect.ownKeys(knex()),
+    getOwnPropertyDescriptor: (target, key) => {
+      const descriptor = Reflect.getOwnPropertyDescriptor(knex(), key);
+      // A proxy may report a property as fixed only when its target has it fixed too (defineProperty).
+      return descriptor && (Reflect.getOwnPropertyDescriptor(target, key)?.configurable === false ? descriptor : { ...descriptor, configurable: true });
     },
-    getPrototypeOf: () => Reflect.getPrototypeOf(create()),
+    defineProperty: (target, key, descriptor) => {
+      if (!Reflect.defineProperty(knex(), key, descriptor)) return false;
+      const defined = Reflect.getOwnPropertyDescriptor(knex(), key);
+      if (defined?.configurable === false) Reflect.defineProperty(target, key, defined);
+      return true;
+    },
+    getPrototypeOf: () => Reflect.getPrototypeOf(knex()),
+    setPrototypeOf: (_target, prototype) => Reflect.setPrototypeOf(knex(), prototype),
+    // Its target would have to be frozen too, and it stands for every hook's database: refused.
+    preventExtensions: () => false,
   });
 }

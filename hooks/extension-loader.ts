@@ -13,17 +13,13 @@
  * Stack traces point at the extension's own lines: jiti's transform keeps lines only roughly (an
  * import below other code, or a comment above the imports, moves code to other lines), so every
  * file it transforms gets a source map that Node applies to stack traces (see registerSourceMap).
- *
- * A plain CommonJS entry (a .js or .cjs file that Node compiles as a CommonJS function body and that
- * has no `import` in it) skips the transform: it is compiled as Node compiles it, sloppy mode and all,
- * with jiti's `require`. Loading babel costs ~0.3 s of CPU on the first transform in each thread
- * (the main thread and every filter worker load the extensions), most of a plain extension's load.
+ * A plain CommonJS file skips babel (see plainCommonJs).
  */
 import { readFileSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { dirname, sep } from 'node:path';
 import { compileFunction } from 'node:vm';
-import { createJiti, type Jiti, type JitiOptions } from 'jiti';
+import { createJiti, type JitiOptions } from 'jiti';
 import { HookbridgeError } from './errors.js';
 import type { DiscoveredExtension } from './extension-discovery.js';
 import * as sdk from './sdk.js';
@@ -62,17 +58,13 @@ export async function loadExtensionModule(extension: DiscoveredExtension, root: 
       transform: transformWithSourceMap,
       virtualModules: virtualModulesFor(extension.entry),
     });
-    const source = readFileSync(extension.entry, 'utf8');
     try {
-      const plain = runPlainCommonJs(extension.entry, source, jiti);
-      namespace = plain
-        ? plain.exports
-        : jiti.evalModule(source, {
-            id: extension.entry,
-            filename: extension.entry,
-            async: false,
-            forceTranspile: true,
-          });
+      namespace = jiti.evalModule(readFileSync(extension.entry, 'utf8'), {
+        id: extension.entry,
+        filename: extension.entry,
+        async: false,
+        forceTranspile: true,
+      });
     } catch (error) {
       if (!isTopLevelAwait(error)) throw error;
       namespace = await jiti.import(extension.entry);
@@ -99,33 +91,6 @@ export async function loadExtensionModule(extension: DiscoveredExtension, root: 
 }
 
 const nativeRequire = createRequire(import.meta.url);
-
-const COMMONJS_PARAMETERS = ['exports', 'require', 'module', '__filename', '__dirname'];
-
-/**
- * Runs `source` as Node runs a CommonJS file, with jiti as its `require` (so `hookbridge` and the
- * provided packages resolve to this copy, and a TypeScript or ESM file it requires is transformed);
- * undefined when it is not plain CommonJS (ESM syntax, `import()`, top-level await, TypeScript, a
- * syntax error: jiti's transform handles those, and words a syntax error with its location).
- */
-function runPlainCommonJs(filename: string, source: string, jiti: Jiti): { exports: unknown } | undefined {
-  // A dynamic import() needs jiti's rewrite to reach `hookbridge`; the word anywhere is enough to leave it to jiti.
-  if (!/\.c?js$/.test(filename) || source.includes('import')) return undefined;
-  let body: (this: unknown, ...args: unknown[]) => unknown;
-  try {
-    body = compileFunction(source, COMMONJS_PARAMETERS, { filename }) as typeof body;
-  } catch (error) {
-    if (error instanceof SyntaxError) return undefined;
-    throw error;
-  }
-  const module = new Module(filename) as Module & { filename: string; loaded: boolean; require: unknown };
-  module.filename = filename;
-  const require = Object.assign((id: string) => jiti(id), { resolve: jiti.resolve, cache: jiti.cache, main: jiti.main });
-  module.require = require;
-  body.call(module.exports, module.exports, require, module, filename, dirname(filename));
-  module.loaded = true;
-  return { exports: module.exports };
-}
 
 function forgetCachedModules(root: string): void {
   const prefix = root.endsWith(sep) ? root : root + sep;
@@ -205,13 +170,71 @@ type Transform = NonNullable<JitiOptions['transform']>;
 /** jiti's own transform (babel), found once. */
 let jitiTransform: Transform | undefined;
 
-/** jiti's transform; the source map it adds to the code is handed to Node for the file. */
+/**
+ * jiti's transform, or none for plain CommonJS (see plainCommonJs); the source map that comes with the
+ * code is handed to Node for the file.
+ */
 const transformWithSourceMap: Transform = (options) => {
-  jitiTransform ??= createJiti(import.meta.url, { fsCache: false, moduleCache: false }).options.transform as Transform;
-  const result = jitiTransform(options);
+  const result = plainCommonJs(options) ?? babel(options);
   if (options.filename && result.code) registerSourceMap(options.filename, result.code, options.async === true);
   return result;
 };
+
+function babel(options: Parameters<Transform>[0]): ReturnType<Transform> {
+  jitiTransform ??= createJiti(import.meta.url, { fsCache: false, moduleCache: false }).options.transform as Transform;
+  return jitiTransform(options);
+}
+
+const COMMONJS_PARAMETERS = ['exports', 'require', 'module', '__filename', '__dirname'];
+/** What babel's output of a plain CommonJS file differs in: strict mode. */
+const STRICT = '"use strict";';
+
+/**
+ * A plain CommonJS file (.js or .cjs that compiles as a strict CommonJS function body, with no
+ * `import` in it: no ESM syntax, no `import()` for jiti to rewrite) needs nothing of babel but strict
+ * mode: it gets that, and a source map for the one line it moves. jiti still runs it (its `require`,
+ * module cache and interop, as for any other file); loading babel costs ~0.3 s of CPU on the first
+ * transform in each thread, and the main thread and every filter worker load the extensions.
+ * Anything else, a syntax error included, goes to babel, which words the error with its location.
+ */
+function plainCommonJs(options: Parameters<Transform>[0]): ReturnType<Transform> | undefined {
+  const { filename, source } = options;
+  if (!filename || !/\.c?js$/.test(filename) || options.ts || options.async || source.includes('import')) return undefined;
+  try {
+    compileFunction(STRICT + source, COMMONJS_PARAMETERS, { filename });
+  } catch (error) {
+    if (error instanceof SyntaxError) return undefined;
+    throw error;
+  }
+  const map = { version: 3, sources: [filename], names: [], mappings: identityMappings(source, STRICT.length) };
+  return { code: `${STRICT}${source}\n//# sourceMappingURL=data:application/json;base64,${Buffer.from(JSON.stringify(map)).toString('base64')}` };
+}
+
+/**
+ * Mappings of a file onto itself, its first line moved `shift` columns right: a segment at each word
+ * and each other character that is not a space (Node maps a frame to the segment at or before it, and
+ * takes that segment's column as it is).
+ */
+export function identityMappings(source: string, shift: number): string {
+  let previousColumn = 0;
+  let previousLine = 0;
+  return source
+    .split(/\r\n|[\n\r\u2028\u2029]/)
+    .map((text, line) => {
+      const segments: string[] = [];
+      let generatedColumn = 0;
+      for (const token of text.matchAll(/[\w$]+|\S/g)) {
+        const column = token.index;
+        const generated = column + (line === 0 ? shift : 0);
+        segments.push(encodeVlq(generated - generatedColumn) + encodeVlq(0) + encodeVlq(line - previousLine) + encodeVlq(column - previousColumn));
+        generatedColumn = generated;
+        previousLine = line;
+        previousColumn = column;
+      }
+      return segments.join(',');
+    })
+    .join(';');
+}
 
 /**
  * The first line of what jiti runs: its module wrapper, then the transformed code (see jiti's

@@ -98,8 +98,8 @@ const TAKES_OVER = 'this bridge leads the database now: streaming action events 
 /**
  * A writer's pause between its inserts. Without one, 4 writers took whatever CPU the bridges left
  * (~17,000 filtered rows a run, most while a test waited for a bridge to start or take over), and
- * ran the other test files short of it. With it, ~400 rows a second at most, and each writer still
- * has a statement in flight about a third of the time: a kill still lands on writes under way.
+ * ran the other test files short of it. With it, ~400 rows a second at most; each writer has a
+ * statement in flight about a third of the time, and every kill waits until one does (writing()).
  */
 const WRITER_PAUSE_MS = 10;
 
@@ -108,6 +108,7 @@ function startWriters(url: string, count = 4) {
   const committed: string[] = [];
   const failures: string[] = [];
   let running = true;
+  let inFlight = 0;
   const done = Promise.all(
     Array.from({ length: count }, async () => {
       const client = new pg.Client({ connectionString: url });
@@ -116,7 +117,8 @@ function startWriters(url: string, count = 4) {
       try {
         while (running) {
           try {
-            const { rows } = await client.query<{ id: string }>(`insert into cluster_items (note) values ('x') returning id`);
+            inFlight++;
+            const { rows } = await client.query<{ id: string }>(`insert into cluster_items (note) values ('x') returning id`).finally(() => inFlight--);
             committed.push(...rows.map((r) => r.id));
             await new Promise((resolve) => setTimeout(resolve, WRITER_PAUSE_MS));
           } catch (error) {
@@ -137,6 +139,8 @@ function startWriters(url: string, count = 4) {
       const target = committed.length + n;
       return waitFor(() => committed.length >= target, { timeoutMs: 30_000, message: () => `writers stalled (failures: ${failures.slice(-3).join('; ')})` });
     },
+    /** Resolves while an insert is under way: a kill right after it lands on a write in flight. */
+    writing: () => waitFor(() => inFlight > 0, { timeoutMs: 10_000, message: 'no insert under way' }),
     stop: async () => {
       running = false;
       await done;
@@ -189,6 +193,7 @@ describe.each(['notify', 'direct'] as const)('several bridges (%s transport)', (
       await writers.progress(200);
 
       // The leader dies: a standby leads and streams within 10 s.
+      await writers.writing();
       const killedAt = Date.now();
       await a.stop('SIGKILL');
       await waitFor(() => [b, third].find((s) => s.logLines().some((l) => l['msg'] === 'replication streaming')), {
@@ -201,11 +206,13 @@ describe.each(['notify', 'direct'] as const)('several bridges (%s transport)', (
       // A standby dies (the one that did not take over).
       const leader = [b, third].find((s) => s.logLines().some((l) => l['msg'] === 'replication streaming')) as RunningCli;
       const standby = leader === b ? third : b;
+      await writers.writing();
       await standby.stop('SIGKILL');
       await writers.progress(200);
       // The leader dies too, with a fresh standby beside it.
       await c.start('d');
       await writers.progress(100);
+      await writers.writing();
       await leader.stop('SIGKILL');
       await writers.progress(200);
     } finally {
@@ -233,6 +240,7 @@ describe.each(['notify', 'direct'] as const)('several bridges (%s transport)', (
         [other, `${leader}2`],
       ] as const) {
         const cli = c.bridges.get(name) as RunningCli;
+        await writers.writing();
         const stopping = Date.now();
         expect(await cli.stop('SIGTERM')).toBe(0);
         process.stdout.write(`[cluster ${transport} rolling] ${name} stopped in ${Date.now() - stopping} ms\n`);
@@ -386,6 +394,7 @@ describe('several bridges: one cluster', () => {
       const writers = startWriters(db.url);
       try {
         await writers.progress(100);
+        await writers.writing();
         b.child.kill('SIGSTOP');
         try {
           // Frozen for longer than FILTER_TIMEOUT_MS (5 s), so a writer left waiting on it would fail. The

@@ -126,7 +126,7 @@ describe('nothing lost', () => {
       cli = await startBridge(db.url, dir.path, file, slot);
       // Writes go on while the restarted bridge catches up; then they stop, and it must deliver them all.
       // (Waiting for it to catch up with a writer that never stops took minutes on 2 cores: the writer
-      // and the bridge share them.)
+      // and the bridge share them. That it keeps up under live load is the business of bench/.)
       const atRestart = writer.committed.length;
       await waitFor(() => writer.committed.length >= atRestart + 200, { message: 'the writer stalled once the bridge was back' });
     } finally {
@@ -137,7 +137,6 @@ describe('nothing lost', () => {
     } finally {
       expect(await cli.stop('SIGTERM')).toBe(0);
     }
-    // The writer runs until the restarted bridge has caught up with it: on a loaded machine, minutes.
   }, 180_000);
 
   it('after Postgres restarts under a running bridge', async () => {

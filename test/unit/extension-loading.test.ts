@@ -239,17 +239,22 @@ describe('actions and init', () => {
 });
 
 describe('plain CommonJS', () => {
-  // Compiled as Node compiles it (no transform): sloppy mode, a top-level return, its own file names;
-  // `require` is still jiti's, for `hookbridge` and for a TypeScript file beside it.
+  // Not transformed (babel is not even loaded for it): as before, strict mode, jiti's `require` (for
+  // `hookbridge` and for a TypeScript file beside it) and module cache; a top-level return, as in Node.
   const files = {
     'hooks/plain/index.js': [
-      `const sloppy = (function () { return this; })() === globalThis;`,
+      `const strict = (function () { return this; })() === undefined;`,
       `const { double } = require('./helper.ts');`,
-      `module.exports = Object.assign(() => {}, { sloppy, four: double(2), sdk: require('hookbridge'), file: __filename, dir: __dirname, self: require.resolve('./index.js') });`,
+      `const same = require('./a.mjs').shared === require('./b.mjs').shared;`,
+      `module.exports = Object.assign(() => {}, { strict, same, four: double(2), sdk: require('hookbridge'), file: __filename, dir: __dirname, self: require.resolve('./index.js') });`,
       `return;`,
       `module.exports = 'after the return';`,
     ].join('\n'),
     'hooks/plain/helper.ts': `export const double = (n: number): number => n * 2;`,
+    // One module cache for the whole load: both see the same instance of what they import.
+    'hooks/plain/a.mjs': `export { shared } from './shared.mjs';`,
+    'hooks/plain/b.mjs': `export { shared } from './shared.mjs';`,
+    'hooks/plain/shared.mjs': `export const shared = {};`,
     // The word import anywhere leaves the file to jiti, which rewrites import() to reach hookbridge.
     'hooks/dynamic/index.cjs': `module.exports = Object.assign(() => {}, { sdk: import('hookbridge') });`,
   };
@@ -268,7 +273,7 @@ describe('plain CommonJS', () => {
         )[0]?.exported as Record<string, unknown>;
       const plain = await load('plain');
       const entry = `${dir.path}/hooks/plain/index.js`;
-      expect({ ...plain }).toMatchObject({ sloppy: true, four: 4, file: entry, dir: `${dir.path}/hooks/plain`, self: entry });
+      expect({ ...plain }).toMatchObject({ strict: true, same: true, four: 4, file: entry, dir: `${dir.path}/hooks/plain`, self: entry });
       // The very classes and functions the bridge uses.
       expect((plain['sdk'] as typeof sdk).ForbiddenError).toBe(sdk.ForbiddenError);
       const dynamic = await load('dynamic');

@@ -17,10 +17,16 @@ describe("hooks' database", () => {
       { host: '127.0.0.1', port: 1, user: 'nobody' },
       { applicationName: 'test', max: 1, servicesMax: 1, logger: captureLogger().logger },
     );
+    // Code that only looks at it (await, JSON, ItemsService's transaction check) loads nothing.
+    expect(await Promise.resolve(opened.knex)).toBe(opened.knex);
+    expect(JSON.stringify({ database: opened.knex })).toBe('{}');
+    expect((opened.knex as unknown as { isTransaction?: boolean }).isTransaction).toBeUndefined();
+    expect(knexLoaded()).toBe(false);
     await opened.close();
     expect(knexLoaded()).toBe(false);
     // A hook still running while the bridge stops: told so, instead of opening a pool nothing closes.
     expect(() => opened.knex('articles')).toThrow(/the hooks' database is closed/);
+    expect(await Promise.resolve(opened.knex)).toBe(opened.knex);
   });
 
   it('loads Knex on first use, and is Knex from then on', async () => {
@@ -40,6 +46,13 @@ describe("hooks' database", () => {
     expect(database.client.config.client).toBe('pg');
     expect(Object.keys(database)).toContain('select');
     expect('transaction' in database).toBe(true);
+    // Shared by every hook of the thread: one defining a property on it breaks nothing for the others.
+    Object.defineProperty(database, 'tag', { value: 1 });
+    expect((database as unknown as { tag: number }).tag).toBe(1);
+    expect(Object.keys(database)).toContain('select');
+    expect(Object.getOwnPropertyDescriptor(database, 'tag')).toMatchObject({ value: 1, configurable: false });
+    expect(() => Object.freeze(database)).toThrow(TypeError);
+    expect(database('articles').select('id').toString()).toBe('select "id" from "articles"');
     await opened.close();
   });
 });
