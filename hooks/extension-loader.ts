@@ -215,7 +215,7 @@ function plainCommonJs(options: Parameters<Transform>[0]): ReturnType<Transform>
  * and each other character that is not a space (Node maps a frame to the segment at or before it, and
  * takes that segment's column as it is).
  */
-export function identityMappings(source: string, shift: number): string {
+function identityMappings(source: string, shift: number): string {
   let previousColumn = 0;
   let previousLine = 0;
   return source
