@@ -138,8 +138,8 @@ function lazily(create: () => Knex): Knex {
       return true;
     },
     getPrototypeOf: () => Reflect.getPrototypeOf(knex()),
-    setPrototypeOf: (_target, prototype) => Reflect.setPrototypeOf(knex(), prototype),
-    // Its target would have to be frozen too, and it stands for every hook's database: refused.
+    // It stands for every hook's database: no hook changes what it is for the others, or freezes it.
+    setPrototypeOf: () => false,
     preventExtensions: () => false,
   });
 }

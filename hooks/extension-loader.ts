@@ -18,7 +18,7 @@
 import { readFileSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { dirname, sep } from 'node:path';
-import { compileFunction } from 'node:vm';
+import { compileFunction, Script } from 'node:vm';
 import { createJiti, type JitiOptions } from 'jiti';
 import { HookbridgeError } from './errors.js';
 import type { DiscoveredExtension } from './extension-discovery.js';
@@ -186,6 +186,7 @@ function babel(options: Parameters<Transform>[0]): ReturnType<Transform> {
 }
 
 const COMMONJS_PARAMETERS = ['exports', 'require', 'module', '__filename', '__dirname'];
+const INLINE_MAP = /\/\/[#@] sourceMappingURL=data:/;
 /** What babel's output of a plain CommonJS file differs in: strict mode. */
 const STRICT = '"use strict";';
 
@@ -199,9 +200,13 @@ const STRICT = '"use strict";';
  */
 function plainCommonJs(options: Parameters<Transform>[0]): ReturnType<Transform> | undefined {
   const { filename, source } = options;
-  if (!filename || !/\.c?js$/.test(filename) || options.ts || options.async || source.includes('import')) return undefined;
+  // A map of its own (a built file) is babel's to merge.
+  if (!filename || !/\.c?js$/.test(filename) || options.ts || options.async || source.includes('import') || INLINE_MAP.test(source)) return undefined;
   try {
     compileFunction(STRICT + source, COMMONJS_PARAMETERS, { filename });
+    // In a function body `await (x)` calls a function named await; at the top of a module it is
+    // top-level await, which the loader hands to Node's import. A static block reserves the word.
+    if (/\bawait\b/.test(source)) new Script(`(class { static {\n${source}\n} })`, { filename });
   } catch (error) {
     if (error instanceof SyntaxError) return undefined;
     throw error;

@@ -255,11 +255,16 @@ describe('plain CommonJS', () => {
     'hooks/plain/a.mjs': `export { shared } from './shared.mjs';`,
     'hooks/plain/b.mjs': `export { shared } from './shared.mjs';`,
     'hooks/plain/shared.mjs': `export const shared = {};`,
+    // At the top of a module, `await (x)` is top-level await, not a call of a function named await.
+    'hooks/awaits/index.js': [
+      `const value = await (Promise.resolve(5));`,
+      `module.exports = Object.assign(() => {}, { value, later: async () => await (Promise.resolve(6)) });`,
+    ].join('\n'),
     // The word import anywhere leaves the file to jiti, which rewrites import() to reach hookbridge.
     'hooks/dynamic/index.cjs': `module.exports = Object.assign(() => {}, { sdk: import('hookbridge') });`,
   };
 
-  it('runs as Node runs it, with hookbridge and TypeScript through jiti', async () => {
+  it("loads without babel and as before: strict, jiti's require and module cache, top-level await", async () => {
     const dir = await tempDir();
     try {
       await writeTree(dir.path, files);
@@ -276,6 +281,9 @@ describe('plain CommonJS', () => {
       expect({ ...plain }).toMatchObject({ strict: true, same: true, four: 4, file: entry, dir: `${dir.path}/hooks/plain`, self: entry });
       // The very classes and functions the bridge uses.
       expect((plain['sdk'] as typeof sdk).ForbiddenError).toBe(sdk.ForbiddenError);
+      const awaits = await load('awaits');
+      expect(awaits['value']).toBe(5);
+      expect(await (awaits['later'] as () => Promise<number>)()).toBe(6);
       const dynamic = await load('dynamic');
       expect(((await dynamic['sdk']) as typeof sdk).defineHook).toBe(sdk.defineHook);
     } finally {

@@ -44,7 +44,7 @@ const tree: Record<string, string> = {
   ].join('\n'),
   // On the first line, where jiti's module wrapper shifts every column.
   'hooks/one-line/index.js': `export default ({ action }) => { action('items.create', () => { throw new Error('line 1'); }); }; import p from 'node:path';`,
-  // Plain CommonJS: compiled as Node compiles it, no wrapper in front of its first line.
+  // Plain CommonJS: not transformed; its own source map undoes "use strict" and jiti's wrapper on line 1.
   'hooks/plain-one-line/index.js': `module.exports = ({ action }) => { action('items.create', () => { throw new Error('line 1'); }); };`,
   // A handler in a file the entry imports (transformed too).
   'hooks/nested/index.mjs': [`import { register } from './register.mjs';`, `export default register;`].join('\n'),
