@@ -51,10 +51,11 @@ export function openHookDatabase(
     logger[level]({ component: 'knex' }, String(message).split('\n')[0]);
   let created: Knex | undefined;
   let closing = false;
+  // Called once, by the stand-in, at the first use.
   const createKnex = (): Knex => {
     // A hook still running while the bridge stops would open a pool that nothing closes.
-    if (!created && closing) throw new Error("the hooks' database is closed: the bridge is stopping");
-    return (created ??= loadKnex()({
+    if (closing) throw new Error("the hooks' database is closed: the bridge is stopping");
+    return (created = loadKnex()({
       client: 'pg',
       connection: { ...connection, application_name: applicationName } as Knex.PgConnectionConfig,
       pool: {
@@ -104,7 +105,7 @@ function loadKnex(): (config: Knex.Config) => Knex {
 const UNSET_ON_KNEX = new Set(['then', 'toJSON', 'isTransaction']);
 
 /**
- * A stand-in for the Knex instance `create` makes, made on first use: calling it, reading or writing
+ * A stand-in for the Knex instance `create` makes (called once), made on first use: calling it, reading or writing
  * any property. Hooks get `database` in every context, and most never use it; loading Knex took ~0.3 s
  * of CPU on the main thread and on each filter worker at every start.
  */

@@ -115,7 +115,7 @@ describe('stack traces of extensions', () => {
     expect(frameOf(stack, where), stack).toBeDefined();
   });
 
-  it.each(['one-line', 'plain-one-line'])("keeps the column on the first line (%s: under jiti's wrapper, or none)", async (name) => {
+  it.each(['one-line', 'plain-one-line'])("keeps the column on the first line, under jiti's wrapper (%s: transformed, or not)", async (name) => {
     const stack = await stackOf(name);
     const column = (tree[`hooks/${name}/index.js`] ?? '').indexOf('new Error') + 1;
     expect(frameOf(stack, `hooks/${name}/index.js:1:${column}`), stack).toBeDefined();
