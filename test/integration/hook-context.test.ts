@@ -5,7 +5,7 @@ import { useTestDatabase } from '../support/database.js';
 import { waitFor, withClient } from '../support/helpers.js';
 
 const db = useTestDatabase();
-const seen: Record<string, unknown> = {};
+const seen: Record<string, any> = { filterWho: {}, actionWho: {}, readBack: {} };
 (globalThis as Record<string, unknown>)['__context'] = seen;
 let tb: TestBridge;
 
@@ -21,23 +21,31 @@ beforeAll(async () => {
     'hooks/context/index.js': `
       module.exports = ({ init, action, filter }, { getSchema, database }) => {
         init('app.before', async () => { globalThis.__context.schema = await getSchema(); });
+        // Keyed by the author's name: actions run at least once, so a change delivered again (after a
+        // reconnect) may run after a later one; the last value alone would say nothing.
         filter('authors.items.create', async (payload, meta, ctx) => {
           globalThis.__context.filterSchemaHasAuthors = Boolean(ctx.schema?.collections?.authors);
-          globalThis.__context.filterWho = ctx.accountability;
+          globalThis.__context.filterWho[payload.name] = ctx.accountability;
           return payload;
         });
-        action('authors.items.create', async ({ key }, ctx) => {
-          globalThis.__context.actionWho = ctx.accountability;
+        action('authors.items.create', async ({ key, payload }, ctx) => {
+          globalThis.__context.actionWho[payload.name] = ctx.accountability;
           // database is Knex (as in Directus); kysely the same database, typed.
           const row = await ctx.database('authors').select('name').where('id', key).first();
           const { sql } = require('hookbridge');
-          const raw = await sql\`select count(*)::int as n from authors\`.execute(ctx.kysely);
+          const raw = await sql\`select count(*)::int as n from authors where id <= \${key}\`.execute(ctx.kysely);
           const viaKysely = await ctx.kysely.selectFrom('authors').select('name').where('id', '=', key).executeTakeFirst();
-          globalThis.__context.readBack = row?.name + ':' + raw.rows[0]?.n + ':' + viaKysely?.name;
+          globalThis.__context.readBack[payload.name] = row?.name + ':' + raw.rows[0]?.n + ':' + viaKysely?.name;
         });
       };`,
   });
 });
+
+/** What the bridge warned about, for a failure's message. */
+function warnings(): string {
+  const lines = tb.log.lines().filter((l) => Number(l['level']) >= 40);
+  return JSON.stringify(lines.map((l) => [l['msg'], (l['err'] as { message?: string } | undefined)?.message]));
+}
 
 afterAll(async () => {
   await tb?.dispose();
@@ -69,14 +77,8 @@ describe('hook context', () => {
 
   it('gives handlers the schema and a kysely database', async () => {
     await withClient(db.url, (c) => c.query(`insert into authors (name) values ('Ada')`));
-    await waitFor(() => seen['readBack'] === 'Ada:1:Ada', {
-      message: () =>
-        `the action hook could not read back through database (Knex) and kysely: ${String(seen['readBack'])} ${JSON.stringify(
-          tb.log
-            .lines()
-            .filter((l) => Number(l['level']) >= 40)
-            .map((l) => [l['msg'], (l['err'] as { message?: string } | undefined)?.message]),
-        )}`,
+    await waitFor(() => seen['readBack']['Ada'] === 'Ada:1:Ada', {
+      message: () => `the action hook could not read back through database (Knex) and kysely: ${String(seen['readBack']['Ada'])} ${warnings()}`,
     });
     expect(seen['filterSchemaHasAuthors']).toBe(true);
   });
@@ -97,8 +99,8 @@ describe('hook context', () => {
         await c.query(`insert into authors (name) values ('Bob')`);
         await c.query('commit');
       });
-      await waitFor(() => seen['readBack'] === 'Bob:2:Bob', { message: 'the action for Bob never ran' });
-      for (const who of [seen['filterWho'], seen['actionWho']]) {
+      await waitFor(() => seen['readBack']['Bob'] === 'Bob:2:Bob', { message: () => `the action for Bob never ran ${warnings()}` });
+      for (const who of [seen['filterWho']['Bob'], seen['actionWho']['Bob']]) {
         expect(who).toMatchObject({ role, admin: false, user: 'bob', claims: { sub: 'bob', role: 'web' } });
       }
       // The same role naming its application user itself (USER is reserved: quote it).
@@ -106,8 +108,8 @@ describe('hook context', () => {
         await c.query(`set hookbridge."user" = 'carol'`);
         await c.query(`insert into authors (name) values ('Carol')`);
       });
-      await waitFor(() => seen['readBack'] === 'Carol:3:Carol', { message: 'the action for Carol never ran' });
-      for (const who of [seen['filterWho'], seen['actionWho']]) {
+      await waitFor(() => seen['readBack']['Carol'] === 'Carol:3:Carol', { message: () => `the action for Carol never ran ${warnings()}` });
+      for (const who of [seen['filterWho']['Carol'], seen['actionWho']['Carol']]) {
         expect(who).toMatchObject({ role, admin: false, user: 'carol', claims: null });
       }
     } finally {
