@@ -245,25 +245,10 @@ export class FilterService {
     );
     if (dblink && this.#wantedTables(await listUserTables(pool, { exclude: [config.schema] })).size > 0) throw dblink;
     if (config.filterWorkers > 0) {
-      this.#workers = new FilterWorkers(
-        {
-          extensionsPath: config.extensionsPath,
-          env: config.env,
-          schema: config.schema,
-          hooksConnection: this.#options.hooksConnection ?? this.#options.connection,
-          internalConnection: this.#options.connection,
-          timeoutMs: config.filterTimeoutMs,
-          actionTimeoutMs: config.actionTimeoutMs,
-          failureMode: config.filterFailureMode,
-          userMap: config.userMap,
-          logLevel: config.logLevel,
-        },
-        config.filterWorkers,
-        this.#logger,
-      );
-      await this.#workers.ready();
-      // The workers follow the main thread's reloads (which decide the triggers).
-      this.#unsubscribe = runtime.registry.onChange(() => this.#workers?.reload());
+      // The workers follow the main thread's reloads (which decide the triggers); the first reload that
+      // brings write filters starts them.
+      this.#unsubscribe = runtime.registry.onChange(() => (this.#workers ? this.#workers.reload() : this.#startWorkersIfWanted()));
+      await this.#startWorkersIfWanted()?.ready();
     }
     if (dblink) {
       this.#problem = (dblink as Error).message;
@@ -277,6 +262,38 @@ export class FilterService {
     }
     // Listed once the workers loaded: tables created meanwhile are filtered too.
     await this.sync(await listUserTables(pool, { exclude: [config.schema] }));
+  }
+
+  /**
+   * Worker threads only while some extension has write filters: each loads every extension (about half
+   * a second of CPU and tens of MB), which an action-only bridge never needs. Until then a call (a
+   * table a not-loaded extension guards, a trigger left from an earlier run) is answered here, where no
+   * filter hook runs. Once started, calls go to the workers and wait for one to be ready within their
+   * deadline; a trigger is put in place only after they are (#syncNow).
+   */
+  #startWorkersIfWanted(): FilterWorkers | undefined {
+    const { config, runtime } = this.#options;
+    if (this.#stopped || this.#workers || runtime.registry.itemPatterns('filter').length === 0) return undefined;
+    this.#workers = new FilterWorkers(
+      {
+        extensionsPath: config.extensionsPath,
+        env: config.env,
+        schema: config.schema,
+        hooksConnection: this.#options.hooksConnection ?? this.#options.connection,
+        internalConnection: this.#options.connection,
+        timeoutMs: config.filterTimeoutMs,
+        actionTimeoutMs: config.actionTimeoutMs,
+        failureMode: config.filterFailureMode,
+        userMap: config.userMap,
+        logLevel: config.logLevel,
+      },
+      config.filterWorkers,
+      this.#logger,
+    );
+    this.#workers.setPrimaryKeys(this.#primaryKeys);
+    if (this.#options.guards) this.#workers.setNotLoadedFilters(this.#options.guards.failedFilters());
+    this.#logger.info({ workers: config.filterWorkers }, 'filter workers starting (an extension has write filters)');
+    return this.#workers;
   }
 
   async stop(): Promise<void> {
@@ -394,8 +411,13 @@ export class FilterService {
       this.#inSync = false;
       return;
     }
-    // Never put a trigger in place that a writer could get around (dblink within its reach).
-    if (wanted.size > 0) await this.#prepareDblink();
+    if (wanted.size > 0) {
+      // Workers started by a reload load the extensions before their first trigger goes in. One that
+      // cannot does not keep the trigger out: its writers wait for a worker, then are refused (HB504).
+      await this.#workers?.ready().catch((error: unknown) => this.#logger.error({ err: error }, 'filter workers are not ready'));
+      // Never put a trigger in place that a writer could get around (dblink within its reach).
+      await this.#prepareDblink();
+    }
 
     const pending = await this.#alterEachTable(
       changes,
