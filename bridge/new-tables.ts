@@ -18,7 +18,7 @@
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { matchesEvent, type EventPattern } from '../hooks/event-name.js';
+import { tableActionsOf } from '../hooks/event-name.js';
 import type { HookRegistry } from '../hooks/registry.js';
 import { inTransaction } from './database.js';
 import type { NotLoadedGuard } from './extension-guards.js';
@@ -28,8 +28,6 @@ import { SerialQueue } from './serial-queue.js';
 
 /** What makes a table one that hooks may be about: created, or renamed, moved, re-keyed, given partitions. */
 export const NEW_TABLE_TAGS = ['CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE'] as const;
-
-const WRITE_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
 
 /** Event triggers are per database, not per schema: the name carries the schema. */
 export function eventTriggerName(schema: string): string {
@@ -159,9 +157,7 @@ export function managedPatterns(registry: Pick<HookRegistry, 'itemPatterns'>, no
   };
   for (const kind of ['filter', 'action'] as const) {
     for (const pattern of registry.itemPatterns(kind)) {
-      // The actions a pattern covers, whatever the table: matched against an event of no collection.
-      const anyTable = { ...pattern, collection: null } as EventPattern;
-      const actions = WRITE_ACTIONS.filter((action) => matchesEvent(anyTable, { scope: 'items', action }));
+      const actions = tableActionsOf(pattern);
       add(pattern.collection === null ? null : globToLike(pattern.collection), kind === 'filter' ? 'filters' : 'actions', actions, pattern.source);
     }
   }

@@ -151,7 +151,7 @@ export const VALUE_SETTINGS: { [K in ValueKey]: ValueSetting<K> } = {
     default: 2,
     parse: integer(0, 64),
     description:
-      'worker threads that run filter hooks, started once an extension has write filters (`0`: on the main thread, where one blocking hook stalls every writer)',
+      'worker threads that run filter hooks, started with the first filter on writes (`0`: on the main thread, where one blocking hook stalls every writer)',
   },
   filterListenHost: { env: 'FILTER_LISTEN_HOST', default: '127.0.0.1', parse: text, description: 'where the filter server listens (direct transport)' },
   filterPort: { env: 'FILTER_PORT', default: 0, shown: '`0` (any free port)', parse: integer(0, 65535), description: 'its port' },

@@ -256,6 +256,15 @@ export function matchesEvent(pattern: EventPattern, event: EventRef): boolean {
   return event.collection !== undefined && segmentMatches(pattern.collection, event.collection);
 }
 
+/** What a write to some table can fire: the write actions and hookbridge's own `truncate`. */
+const TABLE_ACTIONS = [...WRITE_ACTIONS, 'truncate'] as const satisfies readonly ItemAction[];
+
+/** The actions of a table's writes (create, update, delete, truncate) that an `items` pattern covers, on any of its tables. */
+export function tableActionsOf(pattern: EventPattern): Array<(typeof TABLE_ACTIONS)[number]> {
+  const anyTable = { ...pattern, collection: null } as EventPattern;
+  return TABLE_ACTIONS.filter((action) => matchesEvent(anyTable, { scope: 'items', action }));
+}
+
 /**
  * The `event` a handler sees in its meta, as Directus emits it: the collection-scoped name when the
  * handler was registered for a collection, the generic one otherwise.

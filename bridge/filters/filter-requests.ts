@@ -9,6 +9,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { describeHookError } from '../../hooks/errors.js';
 import { FilterRejection } from '../../hooks/filter-chain.js';
+import type { HookRegistry } from '../../hooks/registry.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
 import { declaredUser, parseClaims, withMappedUser } from '../replication/accountability.js';
@@ -364,7 +365,14 @@ export interface FilterOutcome {
  * failed to load there, a reload under way) refuses it too rather than keep the row unfiltered: a
  * trigger exists only where a filter matched or a not-loaded extension guarded.
  */
-export async function answerBody(body: string, options: Omit<FilterCallOptions, 'onTimeout'> & { logger: Logger }): Promise<FilterOutcome> {
+export async function answerBody(
+  body: string,
+  options: Omit<FilterCallOptions, 'onTimeout'> & {
+    logger: Logger;
+    /** The filters to answer with, if not the runtime's (an empty registry: none run here). */
+    registry?: Pick<HookRegistry, 'has'>;
+  },
+): Promise<FilterOutcome> {
   let request: FilterRequest;
   try {
     request = await typeRequest(parseRequest(body), options.catalog);
@@ -374,7 +382,7 @@ export async function answerBody(body: string, options: Omit<FilterCallOptions, 
   }
   const collection = collectionOf({ schema: request.schema, name: request.table });
   const action = filterActionOf(request.op);
-  const registry = options.runtime.registry;
+  const registry = options.registry ?? options.runtime.registry;
   // A TRUNCATE no truncate filter decides is refused where delete filters guard the table (loaded or not).
   const undecidedTruncate = action === 'truncate' && !registry.has('filter', 'truncate', collection);
   const notLoaded =

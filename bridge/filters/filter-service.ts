@@ -15,7 +15,10 @@ import type { Knex } from 'knex';
 import type { Kysely } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { setTimeout as delay } from 'node:timers/promises';
 import { HookbridgeError } from '../../hooks/errors.js';
+import { tableActionsOf } from '../../hooks/event-name.js';
+import { HookRegistry } from '../../hooks/registry.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Config, FilterTransport } from '../config.js';
 import type { ExtensionGuards } from '../extension-guards.js';
@@ -100,6 +103,9 @@ export class FilterService {
   readonly #board: TicketBoard;
   #server: WireServer | undefined;
   #workers: FilterWorkers | undefined;
+  /** The load of workers started after start(), until the first trigger sync waited for it. */
+  #firstLoad: Promise<void> | undefined;
+  readonly #stopping = new AbortController();
   #unsubscribe: (() => void) | undefined;
   #listener: pg.Client | undefined;
   #listenerRetry: NodeJS.Timeout | undefined;
@@ -249,6 +255,7 @@ export class FilterService {
       // brings write filters starts them.
       this.#unsubscribe = runtime.registry.onChange(() => (this.#workers ? this.#workers.reload() : this.#startWorkersIfWanted()));
       await this.#startWorkersIfWanted()?.ready();
+      this.#firstLoad = undefined;
     }
     if (dblink) {
       this.#problem = (dblink as Error).message;
@@ -265,39 +272,49 @@ export class FilterService {
   }
 
   /**
-   * Worker threads only while some extension has write filters: each loads every extension (about half
-   * a second of CPU and tens of MB), which an action-only bridge never needs. Until then a call (a
-   * table a not-loaded extension guards, a trigger left from an earlier run) is answered here, where no
-   * filter hook runs. Once started, calls go to the workers and wait for one to be ready within their
-   * deadline; a trigger is put in place only after they are (#syncNow).
+   * Worker threads only while some extension has filters on writes: each loads every extension (about
+   * half a second of CPU and tens of MB), which an action-only bridge never needs; once started they stay.
+   * Until then a call (a table a not-loaded extension guards, a trigger left from an earlier run) is
+   * answered here against no hooks at all (#verdictHere), and so is refused; once started, calls go to
+   * the workers and wait for one to be ready within their deadline. The first trigger put in place after
+   * they started waits for them to load, up to FILTER_TIMEOUT_MS (#syncNow). Called at start, at every
+   * registry change and every sync (a failed start is tried again).
    */
   #startWorkersIfWanted(): FilterWorkers | undefined {
     const { config, runtime } = this.#options;
-    if (this.#stopped || this.#workers || runtime.registry.itemPatterns('filter').length === 0) return undefined;
-    this.#workers = new FilterWorkers(
-      {
-        extensionsPath: config.extensionsPath,
-        env: config.env,
-        schema: config.schema,
-        hooksConnection: this.#options.hooksConnection ?? this.#options.connection,
-        internalConnection: this.#options.connection,
-        timeoutMs: config.filterTimeoutMs,
-        actionTimeoutMs: config.actionTimeoutMs,
-        failureMode: config.filterFailureMode,
-        userMap: config.userMap,
-        logLevel: config.logLevel,
-      },
-      config.filterWorkers,
-      this.#logger,
-    );
+    if (config.filterWorkers === 0 || this.#stopped || this.#workers) return undefined;
+    if (!runtime.registry.itemPatterns('filter').some((pattern) => tableActionsOf(pattern).length > 0)) return undefined;
+    try {
+      this.#workers = new FilterWorkers(
+        {
+          extensionsPath: config.extensionsPath,
+          env: config.env,
+          schema: config.schema,
+          hooksConnection: this.#options.hooksConnection ?? this.#options.connection,
+          internalConnection: this.#options.connection,
+          timeoutMs: config.filterTimeoutMs,
+          actionTimeoutMs: config.actionTimeoutMs,
+          failureMode: config.filterFailureMode,
+          userMap: config.userMap,
+          logLevel: config.logLevel,
+        },
+        config.filterWorkers,
+        this.#logger,
+      );
+    } catch (error) {
+      this.#logger.error({ err: error }, 'filter workers could not start: writes with filters are refused until they do');
+      return undefined;
+    }
     this.#workers.setPrimaryKeys(this.#primaryKeys);
     if (this.#options.guards) this.#workers.setNotLoadedFilters(this.#options.guards.failedFilters());
     this.#logger.info({ workers: config.filterWorkers }, 'filter workers starting (an extension has write filters)');
+    this.#firstLoad = this.#workers.ready().catch((error: unknown) => this.#logger.error({ err: error }, 'filter workers are not ready'));
     return this.#workers;
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stopping.abort();
     this.#unsubscribe?.();
     clearInterval(this.#probeTimer);
     clearTimeout(this.#listenerRetry);
@@ -368,6 +385,7 @@ export class FilterService {
 
   async #syncNow(tables: UserTable[]): Promise<void> {
     const { config, pool } = this.#options;
+    this.#startWorkersIfWanted();
     this.#primaryKeys = new Map(tables.map((t) => [t.collection, t.primaryKey]));
     // The catalog may have changed (a column's type, say): read column types afresh.
     this.#catalog.forget();
@@ -412,9 +430,12 @@ export class FilterService {
       return;
     }
     if (wanted.size > 0) {
-      // Workers started by a reload load the extensions before their first trigger goes in. One that
-      // cannot does not keep the trigger out: its writers wait for a worker, then are refused (HB504).
-      await this.#workers?.ready().catch((error: unknown) => this.#logger.error({ err: error }, 'filter workers are not ready'));
+      // Workers started by a reload load the extensions before the trigger goes in, so that writers do not
+      // wait for them; once, and not past FILTER_TIMEOUT_MS (writers would wait as long, then be refused).
+      const loading = this.#firstLoad;
+      this.#firstLoad = undefined;
+      if (loading)
+        await Promise.race([loading, delay(config.filterTimeoutMs, undefined, { signal: this.#stopping.signal, ref: false }).catch(() => undefined)]);
       // Never put a trigger in place that a writer could get around (dblink within its reach).
       await this.#prepareDblink();
     }
@@ -962,11 +983,16 @@ export class FilterService {
     return outcome.verdict;
   }
 
-  /** FILTER_WORKERS=0: the hooks run here, on the main thread. */
+  /**
+   * FILTER_WORKERS=0: the hooks run here, on the main thread. Otherwise, before the workers started, the
+   * call is answered against no hooks (refused, naming a not-loaded extension where one guarded the write):
+   * a reload that brings filters meanwhile never runs them on this thread.
+   */
   #verdictHere(body: string): Promise<FilterOutcome> {
     const { config, runtime, database, kysely } = this.#options;
     return answerBody(body, {
       runtime,
+      ...(config.filterWorkers > 0 ? { registry: NO_HOOKS } : {}),
       timeoutMs: config.filterTimeoutMs,
       failureMode: config.filterFailureMode,
       primaryKeyOf: (name) => this.#primaryKeys.get(name),
@@ -980,6 +1006,9 @@ export class FilterService {
     });
   }
 }
+
+/** What #verdictHere answers against while filters belong to workers that have not started. */
+const NO_HOOKS = new HookRegistry();
 
 /** The body of filter_probe()'s request: answered by the main thread, without hooks. */
 const PROBE = '{"op":"PROBE"}';

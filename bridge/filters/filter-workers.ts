@@ -90,7 +90,14 @@ export class FilterWorkers {
   constructor(setup: Omit<WorkerSetup, 'index'>, size: number, logger: Logger) {
     this.#setup = setup;
     this.#logger = logger.child({ component: 'filter-workers' });
-    for (let index = 0; index < size; index++) this.#slots.push(this.#spawn(index, 0));
+    try {
+      for (let index = 0; index < size; index++) this.#slots.push(this.#spawn(index, 0));
+    } catch (error) {
+      // None is left running that nobody would stop.
+      this.#stopped = true;
+      for (const slot of this.#slots) void slot.worker.terminate();
+      throw error;
+    }
   }
 
   /** Resolves once every worker has loaded the extensions. */

@@ -138,7 +138,7 @@ it('starts no worker for a bridge without write filters, and starts them when a 
     );
     await rename(staging, join(tb.extensionsPath, 'hooks/late'));
     // Writes go on meanwhile: none is filtered on the main thread; one that meets the reload half done is
-    // refused (HB503, as on any reload), never let through by a trigger without its filter.
+    // refused (HB503, or HB504 while a worker is busy loading), never let through by a trigger without its filter.
     const outcomes: string[] = [];
     let seen: string[] = [];
     await waitFor(
@@ -149,12 +149,45 @@ it('starts no worker for a bridge without write filters, and starts them when a 
       },
       { timeoutMs: 20_000, message: () => `the reloaded filter never ran: ${JSON.stringify(seen)}` },
     );
-    expect(outcomes.filter((o) => o !== 'written' && o !== 'HB503')).toEqual([]);
+    expect(outcomes.filter((o) => o !== 'written' && o !== 'HB503' && o !== 'HB504')).toEqual([]);
     expect(seen.filter((t) => t.endsWith(' on main'))).toEqual([]);
     expect(starting()).toHaveLength(1);
     expect(starting()[0]).toMatchObject({ workers: 2 });
   } finally {
     await tb.dispose();
     await rm(`${tb.extensionsPath}-late`, { recursive: true, force: true });
+  }
+});
+
+it('puts the trigger in place when workers a reload started never finish loading: writers are refused, and the bridge stops', async () => {
+  await withClient(db.url, (c) => c.query(`create table stuck_jobs (id serial primary key, title text)`));
+  const tb = await startTestBridge(db.url, {}, { filterWorkers: 1, filterTimeoutMs: 1_000, extensionsAutoReload: true });
+  const staging = `${tb.extensionsPath}-stuck`;
+  try {
+    await mkdir(staging);
+    // Loads on the main thread (which decides the trigger); never on a worker.
+    await writeFile(
+      join(staging, 'index.js'),
+      `const { isMainThread } = require('node:worker_threads');
+       module.exports = async ({ filter }) => {
+         if (!isMainThread) await new Promise(() => {});
+         filter('stuck_jobs.items.create', (p) => p);
+       };`,
+    );
+    await mkdir(join(tb.extensionsPath, 'hooks'), { recursive: true });
+    await rename(staging, join(tb.extensionsPath, 'hooks/stuck'));
+    const outcomes: string[] = [];
+    await waitFor(
+      async () => {
+        outcomes.push(await insert('stuck_jobs', `row ${outcomes.length + 1}`));
+        return outcomes.at(-1) === 'HB504';
+      },
+      { timeoutMs: 20_000, message: () => `the trigger never went in: ${JSON.stringify(outcomes)}` },
+    );
+    // Whatever was written went in before the trigger; nothing since.
+    expect(outcomes.slice(outcomes.indexOf('HB504')).filter((o) => o === 'written')).toEqual([]);
+  } finally {
+    await tb.dispose();
+    await rm(staging, { recursive: true, force: true });
   }
 });
