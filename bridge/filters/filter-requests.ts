@@ -9,7 +9,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { describeHookError } from '../../hooks/errors.js';
 import { FilterRejection } from '../../hooks/filter-chain.js';
-import type { HookRegistry } from '../../hooks/registry.js';
+import { HookRegistry } from '../../hooks/registry.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Accountability } from '../../hooks/types.js';
 import { declaredUser, parseClaims, withMappedUser } from '../replication/accountability.js';
@@ -357,6 +357,9 @@ export interface FilterOutcome {
   timedOut?: boolean;
 }
 
+/** What answerBody answers against `withoutHooks`. */
+const NO_HOOKS = new HookRegistry();
+
 /**
  * From a request body to its verdict, wherever the hooks run (a worker thread, or the main thread with
  * FILTER_WORKERS=0). Never throws. A write that an extension guarded which is not loaded now is
@@ -369,8 +372,8 @@ export async function answerBody(
   body: string,
   options: Omit<FilterCallOptions, 'onTimeout'> & {
     logger: Logger;
-    /** The filters to answer with, if not the runtime's (an empty registry: none run here). */
-    registry?: Pick<HookRegistry, 'has'>;
+    /** No hook runs here (their workers have not started): every write is refused, saying why. */
+    withoutHooks?: boolean;
   },
 ): Promise<FilterOutcome> {
   let request: FilterRequest;
@@ -382,7 +385,7 @@ export async function answerBody(
   }
   const collection = collectionOf({ schema: request.schema, name: request.table });
   const action = filterActionOf(request.op);
-  const registry = options.registry ?? options.runtime.registry;
+  const registry = options.withoutHooks ? NO_HOOKS : options.runtime.registry;
   // A TRUNCATE no truncate filter decides is refused where delete filters guard the table (loaded or not).
   const undecidedTruncate = action === 'truncate' && !registry.has('filter', 'truncate', collection);
   const notLoaded =
@@ -403,6 +406,18 @@ export async function answerBody(
   }
   if (undecidedTruncate && registry.has('filter', 'delete', collection)) {
     return { verdict: truncateRefusal(collection), collection, op: request.op };
+  }
+  if (request.op !== 'PROBE' && !registry.has('filter', action, collection) && options.runtime.registry.has('filter', action, collection)) {
+    return {
+      verdict: rejectionVerdict({
+        sqlstate: 'HB503',
+        message: `hookbridge: the filter workers that run the hooks for ${collection} (${action}) are not running`,
+        detail: 'code: SERVICE_UNAVAILABLE',
+        hint: 'see the bridge log for why the filter workers did not start',
+      }),
+      collection,
+      op: request.op,
+    };
   }
   if (request.op !== 'PROBE' && !registry.has('filter', action, collection)) {
     const failed = (options.runtime.report?.failed ?? []).map((f) => `"${f.name ?? f.path}"`);

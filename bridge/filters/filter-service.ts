@@ -18,7 +18,6 @@ import type { Logger } from 'pino';
 import { setTimeout as delay } from 'node:timers/promises';
 import { HookbridgeError } from '../../hooks/errors.js';
 import { tableActionsOf } from '../../hooks/event-name.js';
-import { HookRegistry } from '../../hooks/registry.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
 import type { Config, FilterTransport } from '../config.js';
 import type { ExtensionGuards } from '../extension-guards.js';
@@ -103,6 +102,7 @@ export class FilterService {
   readonly #board: TicketBoard;
   #server: WireServer | undefined;
   #workers: FilterWorkers | undefined;
+  #workersFailed = false;
   /** The load of workers started after start(), until the first trigger sync waited for it. */
   #firstLoad: Promise<void> | undefined;
   readonly #stopping = new AbortController();
@@ -302,9 +302,12 @@ export class FilterService {
         this.#logger,
       );
     } catch (error) {
-      this.#logger.error({ err: error }, 'filter workers could not start: writes with filters are refused until they do');
+      // Tried again at each sync (every 2 s): said once until they start.
+      if (!this.#workersFailed) this.#logger.error({ err: error }, 'filter workers could not start: writes with filters are refused until they do');
+      this.#workersFailed = true;
       return undefined;
     }
+    this.#workersFailed = false;
     this.#workers.setPrimaryKeys(this.#primaryKeys);
     if (this.#options.guards) this.#workers.setNotLoadedFilters(this.#options.guards.failedFilters());
     this.#logger.info({ workers: config.filterWorkers }, 'filter workers starting (an extension has write filters)');
@@ -992,7 +995,7 @@ export class FilterService {
     const { config, runtime, database, kysely } = this.#options;
     return answerBody(body, {
       runtime,
-      ...(config.filterWorkers > 0 ? { registry: NO_HOOKS } : {}),
+      withoutHooks: config.filterWorkers > 0,
       timeoutMs: config.filterTimeoutMs,
       failureMode: config.filterFailureMode,
       primaryKeyOf: (name) => this.#primaryKeys.get(name),
@@ -1006,9 +1009,6 @@ export class FilterService {
     });
   }
 }
-
-/** What #verdictHere answers against while filters belong to workers that have not started. */
-const NO_HOOKS = new HookRegistry();
 
 /** The body of filter_probe()'s request: answered by the main thread, without hooks. */
 const PROBE = '{"op":"PROBE"}';

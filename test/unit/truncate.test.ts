@@ -1,7 +1,8 @@
 /**
  * TRUNCATE through the hooks (issue 12, finding 3), the pure parts: which filters decide a TRUNCATE
  * and what they see (filter-requests.ts), what an extension that is not loaded keeps refused
- * (extension-guards.ts), and the per-table ids of truncate action events (change-events.ts).
+ * (extension-guards.ts), and the per-table ids of truncate action events (change-events.ts). Also a
+ * call answered where no hook may run (the filter workers have not started).
  */
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -37,9 +38,10 @@ function truncateBody(schema: string, table: string, partition?: { schema: strin
   });
 }
 
-function answer(runtime: HookRuntime, body: string, notLoaded: Record<string, NotLoadedFilter> = {}) {
+function answer(runtime: HookRuntime, body: string, notLoaded: Record<string, NotLoadedFilter> = {}, withoutHooks = false) {
   return answerBody(body, {
     runtime,
+    withoutHooks,
     timeoutMs: 1000,
     failureMode: 'closed',
     primaryKeyOf: () => ['id'],
@@ -214,5 +216,38 @@ describe('truncate action events', () => {
     const fresh = new TransactionAssembler(() => undefined);
     expect(again).toEqual(once);
     expect(ids(transaction.map((m, i) => fresh.next(m, BigInt(i + 1))))).toEqual(once);
+  });
+});
+
+describe('a call answered without hooks (FILTER_WORKERS > 0, the workers not started)', () => {
+  const insertBody = JSON.stringify({
+    op: 'INSERT',
+    schema: 'public',
+    table: 'notes',
+    relid: '16400',
+    new: { id: 1 },
+    old: null,
+    who: { role: 'app', admin: false, application_name: 'psql', client_addr: null, user: null, claims: null },
+  });
+
+  it('runs no filter and refuses the write, saying the workers are not running', async () => {
+    const ran: string[] = [];
+    const runtime = runtimeWith([
+      ['notes.items.create', (payload) => (ran.push('create'), payload)],
+      ['notes.items.truncate', (payload) => (ran.push('truncate'), payload)],
+    ]);
+    for (const body of [insertBody, truncateBody('public', 'notes')]) {
+      const { verdict } = await answer(runtime, body, {}, true);
+      expect(refusal(verdict)).toMatchObject({ sqlstate: 'HB503', message: expect.stringMatching(/the filter workers .* are not running/) });
+    }
+    expect(ran).toEqual([]);
+    // The same runtime, with hooks: they run.
+    expect((await answer(runtime, insertBody)).verdict).toBe('K');
+    expect(ran).toEqual(['create']);
+  });
+
+  it('still names the not-loaded extension that guarded the write', async () => {
+    const { verdict } = await answer(runtimeWith([]), insertBody, { 'notes create': { extension: 'audit', reason: 'it threw' } }, true);
+    expect(refusal(verdict)).toMatchObject({ sqlstate: 'HB503', message: expect.stringMatching(/extension "audit" guards notes/) });
   });
 });
