@@ -3,11 +3,9 @@
  * only its own writers, and a hook's stray rejection ends nothing. A real bridge process, so that a busy
  * loop blocks nobody but the bridge.
  */
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { dropTestSlot, startTestBridge } from '../support/bridge.js';
+import { dropTestSlot } from '../support/bridge.js';
 import { startCli, type RunningCli } from '../support/cli.js';
 import { useTestDatabase } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
@@ -113,81 +111,4 @@ it('gives filters on a worker thread the same database (Knex) and kysely', async
   expect(await insert('fast_jobs', 'knex')).toBe('written');
   const { rows } = await withClient(db.url, (c) => c.query(`select title from fast_jobs where title like 'knex %'`));
   expect(rows).toEqual([{ title: 'knex 0 kysely 0' }]);
-});
-
-it('starts no worker for a bridge without write filters, and starts them when a reload brings one', async () => {
-  await withClient(db.url, (c) => c.query(`create table late_jobs (id serial primary key, title text)`));
-  const tb = await startTestBridge(
-    db.url,
-    { 'hooks/acts/index.js': `module.exports = ({ action }) => { action('late_jobs.items.create', () => {}); };` },
-    { filterWorkers: 2, extensionsAutoReload: true },
-  );
-  const starting = () => tb.log.lines().filter((l) => l['msg'] === 'filter workers starting (an extension has write filters)');
-  const titles = () => withClient(db.url, async (c) => (await c.query(`select title from late_jobs order by id`)).rows.map((r) => r.title));
-  try {
-    expect(starting()).toEqual([]);
-    expect(await insert('late_jobs', 'before')).toBe('written');
-    // A filter arrives: the workers load it, then the trigger goes in; the hook runs on a worker thread.
-    // Moved in whole (written in place, a reload may see the folder before its file).
-    const staging = `${tb.extensionsPath}-late`;
-    await mkdir(staging);
-    await writeFile(
-      join(staging, 'index.js'),
-      `const { isMainThread } = require('node:worker_threads');
-       module.exports = ({ filter }) => { filter('late_jobs.items.create', (p) => ({ ...p, title: p.title + (isMainThread ? ' on main' : ' on a worker') })); };`,
-    );
-    await rename(staging, join(tb.extensionsPath, 'hooks/late'));
-    // Writes go on meanwhile: none is filtered on the main thread; one that meets the reload half done is
-    // refused (HB503, or HB504 while a worker is busy loading), never let through by a trigger without its filter.
-    const outcomes: string[] = [];
-    let seen: string[] = [];
-    await waitFor(
-      async () => {
-        outcomes.push(await insert('late_jobs', `after ${outcomes.length + 1}`));
-        seen = await titles();
-        return seen.at(-1)?.endsWith(' on a worker');
-      },
-      { timeoutMs: 20_000, message: () => `the reloaded filter never ran: ${JSON.stringify(seen)}` },
-    );
-    expect(outcomes.filter((o) => o !== 'written' && o !== 'HB503' && o !== 'HB504')).toEqual([]);
-    expect(seen.filter((t) => t.endsWith(' on main'))).toEqual([]);
-    expect(starting()).toHaveLength(1);
-    expect(starting()[0]).toMatchObject({ workers: 2 });
-  } finally {
-    await tb.dispose();
-    await rm(`${tb.extensionsPath}-late`, { recursive: true, force: true });
-  }
-});
-
-it('puts the trigger in place when workers a reload started never finish loading: writers are refused, never let through', async () => {
-  await withClient(db.url, (c) => c.query(`create table stuck_jobs (id serial primary key, title text)`));
-  const tb = await startTestBridge(db.url, {}, { filterWorkers: 1, filterTimeoutMs: 1_000, extensionsAutoReload: true });
-  const staging = `${tb.extensionsPath}-stuck`;
-  try {
-    await mkdir(staging);
-    // Loads on the main thread (which decides the trigger); never on a worker.
-    await writeFile(
-      join(staging, 'index.js'),
-      `const { isMainThread } = require('node:worker_threads');
-       module.exports = async ({ filter }) => {
-         if (!isMainThread) await new Promise(() => {});
-         filter('stuck_jobs.items.create', (p) => p);
-       };`,
-    );
-    await mkdir(join(tb.extensionsPath, 'hooks'), { recursive: true });
-    await rename(staging, join(tb.extensionsPath, 'hooks/stuck'));
-    const outcomes: string[] = [];
-    await waitFor(
-      async () => {
-        outcomes.push(await insert('stuck_jobs', `row ${outcomes.length + 1}`));
-        return outcomes.at(-1) === 'HB504';
-      },
-      { timeoutMs: 20_000, message: () => `the trigger never went in: ${JSON.stringify(outcomes)}` },
-    );
-    // Whatever was written went in before the trigger; nothing since.
-    for (let i = 0; i < 2; i++) expect(await insert('stuck_jobs', `later ${i}`)).toBe('HB504');
-  } finally {
-    await tb.dispose();
-    await rm(staging, { recursive: true, force: true });
-  }
 });
