@@ -11,11 +11,11 @@
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { hostname } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { Kysely } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { setTimeout as delay } from 'node:timers/promises';
 import { HookbridgeError } from '../../hooks/errors.js';
 import { tableActionsOf } from '../../hooks/event-name.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
