@@ -407,19 +407,19 @@ export async function answerBody(
   if (undecidedTruncate && registry.has('filter', 'delete', collection)) {
     return { verdict: truncateRefusal(collection), collection, op: request.op };
   }
-  if (request.op !== 'PROBE' && !registry.has('filter', action, collection) && options.runtime.registry.has('filter', action, collection)) {
-    return {
-      verdict: rejectionVerdict({
-        sqlstate: 'HB503',
-        message: `hookbridge: the filter workers that run the hooks for ${collection} (${action}) are not running`,
-        detail: 'code: SERVICE_UNAVAILABLE',
-        hint: 'see the bridge log for why the filter workers did not start',
-      }),
-      collection,
-      op: request.op,
-    };
-  }
   if (request.op !== 'PROBE' && !registry.has('filter', action, collection)) {
+    if (options.withoutHooks && options.runtime.registry.has('filter', action, collection)) {
+      return {
+        verdict: rejectionVerdict({
+          sqlstate: 'HB503',
+          message: `hookbridge: the filter workers that run the hooks for ${collection} (${action}) are not running`,
+          detail: 'code: SERVICE_UNAVAILABLE',
+          hint: 'see the bridge log for why the filter workers did not start',
+        }),
+        collection,
+        op: request.op,
+      };
+    }
     const failed = (options.runtime.report?.failed ?? []).map((f) => `"${f.name ?? f.path}"`);
     return {
       verdict: rejectionVerdict({

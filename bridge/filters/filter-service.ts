@@ -106,6 +106,10 @@ export class FilterService {
   /** The load of workers started after start(), until the first trigger sync waited for it. */
   #firstLoad: Promise<void> | undefined;
   readonly #stopping = new AbortController();
+  /** stop() was called (it aborts #stopping, which also ends a wait for the workers' first load). */
+  get #stopped(): boolean {
+    return this.#stopping.signal.aborted;
+  }
   #unsubscribe: (() => void) | undefined;
   #listener: pg.Client | undefined;
   #listenerRetry: NodeJS.Timeout | undefined;
@@ -125,7 +129,6 @@ export class FilterService {
   /** Tables that get the TRUNCATE trigger. */
   #wantedTruncate = 0;
   #requests = 0;
-  #stopped = false;
   #draining = false;
   #http: string | undefined;
   /** The published connection string, kept for a republish after the instance session came back in another slot. */
@@ -316,7 +319,6 @@ export class FilterService {
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
     this.#stopping.abort();
     this.#unsubscribe?.();
     clearInterval(this.#probeTimer);
