@@ -19,6 +19,8 @@ import {
   slotProblem,
   type SlotState,
 } from './replication/setup.js';
+import { REPLICATION_APPLICATION_NAME } from './replication/stream.js';
+import { standbyNamesMatch } from './replication/visibility.js';
 
 export interface Check {
   name: string;
@@ -60,6 +62,7 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   const slot = await readSlotState(pool, config.slotName);
   checks.push(slotCheck(config.slotName, slot));
   if (config.slotFailover && num >= 170000) checks.push(await failoverCheck(pool, config.slotName, slot));
+  checks.push(await synchronousStandbyCheck(pool));
 
   // The bridge installs its schema at its first start: it needs CREATE on the database, or a schema made for it.
   const { rows: install } = await pool.query<{ exists: boolean; may_create: boolean; db: string }>(
@@ -130,6 +133,25 @@ export async function doctor(pool: pg.Pool, config: Readonly<Config>): Promise<C
   });
   checks.push(clusterCheck(await readCluster(pool, config.schema)));
   return checks;
+}
+
+/** A synchronous_standby_names that names the bridge's replication connection makes every commit wait for the bridge. */
+async function synchronousStandbyCheck(pool: pg.Pool): Promise<Check> {
+  const { rows } = await pool.query<{ names: string }>(`select current_setting('synchronous_standby_names') as names`);
+  const names = rows[0]?.names ?? '';
+  const waitsForBridge = standbyNamesMatch(names);
+  return {
+    name: 'synchronous replication',
+    ok: !waitsForBridge,
+    detail:
+      names.trim() === ''
+        ? 'off (synchronous_standby_names is empty)'
+        : `synchronous_standby_names = '${names}'${waitsForBridge ? `: names the bridge's replication connection (${REPLICATION_APPLICATION_NAME})` : ''}`,
+    fix: waitsForBridge
+      ? 'name the standbys in synchronous_standby_names instead (as a superuser: ALTER SYSTEM SET synchronous_standby_names = ...; SELECT pg_reload_conf();): ' +
+        'as a synchronous standby the bridge makes every commit wait until its action hooks ran (they run before the write is visible), and every write wait while it is down'
+      : undefined,
+  };
 }
 
 /** Our slot: usable (not another's, not invalidated), and how much WAL it holds back and may still hold. */

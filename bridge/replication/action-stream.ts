@@ -39,6 +39,7 @@ import { listUserTables, unmanagedReason, type UserTable } from '../catalog.js';
 import { syncPublications } from './publication.js';
 import { checkSlotStillUsable, ensureSlot, FAILOVER_SETUP_FIX, preflight, readSynchronizedStandbySlots } from './setup.js';
 import { ReplicationStream, type StreamOptions } from './stream.js';
+import { CommitVisibility } from './visibility.js';
 
 export interface ActionStreamOptions {
   config: Readonly<Config>;
@@ -200,6 +201,13 @@ export class ActionStream {
     const senderTimeoutMs = rows[0]?.ms ?? 60_000;
     const statusIntervalMs = senderTimeoutMs > 0 ? Math.max(100, Math.min(10_000, Math.floor(senderTimeoutMs / 3))) : 10_000;
 
+    const visibility = new CommitVisibility({
+      pool,
+      walsenderPid: () => this.#stream?.walsenderPid,
+      signal: this.#abort.signal,
+      logger: this.#logger,
+    });
+
     this.#stream = new ReplicationStream({
       statusIntervalMs,
       liveness: this.#options.liveness,
@@ -215,28 +223,33 @@ export class ActionStream {
       logger: this.#logger,
       onData: (payload, walLsn) => {
         const message = decoder.decode(payload);
+        const current = assembler;
+        const take = (): Promise<void> | undefined => {
+          // The connection was lost while this waited: the next one sends it again, to a new assembler.
+          if (assembler !== current) return;
+          const event = current.next(message, walLsn);
+          if (!event) return;
+          changes.next(event);
+          return pipeline.waitForCapacity();
+        };
+        if (message.tag === 'begin') {
+          // Hooks see what they are told about: a transaction waits until other sessions see it (visibility.ts).
+          const visible = visibility.wait(message.xid);
+          // Stopped while it waited: nothing more is read (the stream is closing).
+          if (visible) return visible.then((ok) => (ok ? take() : new Promise<void>(() => {})));
+        }
         if (message.tag === 'relation') {
           // Before any of its rows: reading stops until the catalog has answered.
           // Sent again after the table (or a type of it) changed: read its user-defined types afresh.
           const userTypes = message.relation.columns.map((c) => c.typeOid).filter((oid) => builtinShape(oid) === undefined);
-          if (userTypes.length) return catalog.load(userTypes, true).then(() => void assembler.next(message, walLsn));
+          if (userTypes.length) return catalog.load(userTypes, true).then(take);
         }
         if (message.tag === 'message' && message.prefix === CATCH_UP_PREFIX) {
           // A row a new table held when it joined: its user-defined types first, as for a relation.
           const userTypes = catchUpTypes(message.content, secret).filter((oid) => builtinShape(oid) === undefined);
-          if (userTypes.length) {
-            return catalog.load(userTypes).then(() => {
-              const caughtUp = assembler.next(message, walLsn);
-              if (!caughtUp) return;
-              changes.next(caughtUp);
-              return pipeline.waitForCapacity();
-            });
-          }
+          if (userTypes.length) return catalog.load(userTypes).then(take);
         }
-        const event = assembler.next(message, walLsn);
-        if (!event) return;
-        changes.next(event);
-        return pipeline.waitForCapacity();
+        return take();
       },
       isSettled: () => pipeline.settled,
       onDisconnect: async () => {

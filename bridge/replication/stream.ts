@@ -99,6 +99,9 @@ interface Link {
   dead: (reason: Error) => void;
 }
 
+/** What the replication connection calls itself: what synchronous_standby_names would have to name. */
+export const REPLICATION_APPLICATION_NAME = 'hookbridge:replication';
+
 /** The plugin only frames START_REPLICATION; decoding is ours (see pgoutput-decoder.ts). */
 function rawPgoutput(publications: string[]): Plugin {
   return {
@@ -146,6 +149,11 @@ export class ReplicationStream {
 
   get confirmed(): bigint {
     return this.#confirmed;
+  }
+
+  /** The backend pid of the walsender the current connection reads from. */
+  get walsenderPid(): number | undefined {
+    return (this.#link?.service as unknown as { _client?: { processID?: number } } | undefined)?._client?.processID;
   }
 
   /** Why the stream gave up for good (onDisconnect threw), if it did. */
@@ -224,7 +232,7 @@ export class ReplicationStream {
     let everStarted = false;
     while (!this.#stopped) {
       const service = new LogicalReplicationService(
-        { ...this.#options.connection, application_name: 'hookbridge:replication' },
+        { ...this.#options.connection, application_name: REPLICATION_APPLICATION_NAME },
         { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
       );
       this.#service = service;
@@ -355,7 +363,7 @@ export class ReplicationStream {
     const silentFor = now - link.lastHeardAt;
     if (silentFor >= this.#silentLimitMs) {
       const busyLimit = this.#options.busyLimitMs ?? 65_000;
-      const pid = (link.service as unknown as { _client?: { processID?: number } })._client?.processID;
+      const pid = this.walsenderPid;
       const judge = this.#options.walsenderBusy;
       if (judge && pid && silentFor < busyLimit) {
         // Dead, or busy decoding what it does not send? Ask the server on another connection.

@@ -99,7 +99,9 @@ describe('hook context', () => {
         await c.query(`insert into authors (name) values ('Bob')`);
         await c.query('commit');
       });
-      await waitFor(() => seen['readBack']['Bob'] === 'Bob:2:Bob', { message: () => `the action for Bob never ran ${warnings()}` });
+      await waitFor(() => seen['readBack']['Bob'] === 'Bob:2:Bob', {
+        message: () => `the action for Bob never read its row back: ${String(seen['readBack']['Bob'])} ${warnings()}`,
+      });
       for (const who of [seen['filterWho']['Bob'], seen['actionWho']['Bob']]) {
         expect(who).toMatchObject({ role, admin: false, user: 'bob', claims: { sub: 'bob', role: 'web' } });
       }
@@ -108,7 +110,9 @@ describe('hook context', () => {
         await c.query(`set hookbridge."user" = 'carol'`);
         await c.query(`insert into authors (name) values ('Carol')`);
       });
-      await waitFor(() => seen['readBack']['Carol'] === 'Carol:3:Carol', { message: () => `the action for Carol never ran ${warnings()}` });
+      await waitFor(() => seen['readBack']['Carol'] === 'Carol:3:Carol', {
+        message: () => `the action for Carol never read its row back: ${String(seen['readBack']['Carol'])} ${warnings()}`,
+      });
       for (const who of [seen['filterWho']['Carol'], seen['actionWho']['Carol']]) {
         expect(who).toMatchObject({ role, admin: false, user: 'carol', claims: null });
       }
