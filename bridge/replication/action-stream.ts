@@ -74,6 +74,9 @@ export class ActionStream {
   readonly #abort = new AbortController();
   #stream: ReplicationStream | undefined;
   #pipeline: ChangePipeline | undefined;
+  #visibility: CommitVisibility | undefined;
+  /** Aborted when the replication connection is lost (and at stop): what waited for it is not taken. */
+  #connectionScope = new AbortController();
   #heartbeat: NodeJS.Timeout | undefined;
   readonly #syncs = new SerialQueue();
   #publishedKey = '';
@@ -201,12 +204,8 @@ export class ActionStream {
     const senderTimeoutMs = rows[0]?.ms ?? 60_000;
     const statusIntervalMs = senderTimeoutMs > 0 ? Math.max(100, Math.min(10_000, Math.floor(senderTimeoutMs / 3))) : 10_000;
 
-    const visibility = new CommitVisibility({
-      pool,
-      walsenderPid: () => this.#stream?.walsenderPid,
-      signal: this.#abort.signal,
-      logger: this.#logger,
-    });
+    const visibility = new CommitVisibility({ connection: this.#options.connection, logger: this.#logger });
+    this.#visibility = visibility;
 
     this.#stream = new ReplicationStream({
       statusIntervalMs,
@@ -234,7 +233,7 @@ export class ActionStream {
         };
         if (message.tag === 'begin') {
           // Hooks see what they are told about: a transaction waits until other sessions see it (visibility.ts).
-          const visible = visibility.wait(message.xid);
+          const visible = visibility.wait(message.xid, this.#connectionScope.signal);
           // Stopped while it waited: nothing more is read (the stream is closing).
           if (visible) return visible.then((ok) => (ok ? take() : new Promise<void>(() => {})));
         }
@@ -266,6 +265,9 @@ export class ActionStream {
           if (done) break;
         }
         pipeline.resetOpenTransactions();
+        // A Begin the lost connection still waits on will not be taken (see take): stop asking for it.
+        this.#connectionScope.abort();
+        this.#connectionScope = new AbortController();
         decoder = newDecoder();
         assembler = newAssembler();
       },
@@ -300,7 +302,9 @@ export class ActionStream {
       }
     }
     this.#abort.abort();
+    this.#connectionScope.abort();
     await this.#stream?.stop();
+    await this.#visibility?.close();
     pipeline?.close();
     await this.#syncs.idle();
   }

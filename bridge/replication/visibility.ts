@@ -8,15 +8,17 @@
  * a write the writer has not been told about — one a failover to the standby could still lose.
  *
  * So the stream holds each transaction at its Begin until a snapshot sees its xid. One snapshot
- * (`pg_current_snapshot()`) answers for every transaction that committed before it, so a backlog costs
- * one query, and a live stream one round trip per transaction at most.
+ * (`pg_current_snapshot()`) answers for every transaction that committed before it: a backlog costs
+ * one query, a live stream about one per transaction (a round trip on a connection of its own), more
+ * while a commit waits for a standby. Transactions are handed on in commit order, so one that waits
+ * holds the later ones too, as the standby holds its writer.
  *
- * One case cannot be waited for: a synchronous_standby_names that matches the bridge's own replication
- * connection (`*`, or 'hookbridge:replication'). Then the commit waits for the bridge to confirm it,
- * which it does once the hooks ran. The stream lets such transactions through and says so once.
+ * One case cannot be waited for: a synchronous_standby_names that names the bridge's own replication
+ * connection (`*`, or '"hookbridge:replication"'). Then the commit waits for the bridge to confirm it,
+ * which it does once the hooks ran. Such transactions pass unseen, with one warning (doctor fails on it).
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import type pg from 'pg';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import { REPLICATION_APPLICATION_NAME } from './stream.js';
 
@@ -71,65 +73,70 @@ export function standbyNamesMatch(setting: string, applicationName = REPLICATION
 }
 
 export interface CommitVisibilityOptions {
-  pool: pg.Pool;
-  /** The backend pid of the walsender the stream reads from now, to ask whether it is a synchronous standby. */
-  walsenderPid: () => number | undefined;
-  /** Stops every wait (the stream is stopping). */
-  signal: AbortSignal;
+  /**
+   * Where to ask, on a connection of its own: under a synchronous_standby_names that names the bridge,
+   * the bridge's own writes wait for it, and a pool they fill could not even ask.
+   */
+  connection: pg.ClientConfig;
   logger: Logger;
   /** How long a transaction stays unseen before the wait is logged as a warning. */
   warnAfterMs?: number;
 }
 
-/** How long a finding that our walsender is a synchronous standby is trusted before it is asked again. */
-const SYNCHRONOUS_RECHECK_MS = 10_000;
+/**
+ * How long the latest snapshot answers for transactions without asking again. Only the low 32 bits of
+ * an xid arrive: against a snapshot 2^31 transactions old, a new xid would be widened into the past
+ * (and taken as seen). No server assigns that many in a minute.
+ */
+const SNAPSHOT_TRUSTED_MS = 60_000;
 const LONGEST_PAUSE_MS = 100;
+const ASK_TIMEOUT_MS = 5_000;
 
 export class CommitVisibility {
   readonly #options: CommitVisibilityOptions;
   /** The latest snapshot taken: it sees every transaction it says it sees, for good. */
   #snapshot: Snapshot | undefined;
-  /** Until when transactions pass unchecked: our walsender was found to be a synchronous standby. */
-  #synchronousUntil = 0;
-  #synchronousPid: number | undefined;
-  #warnedSynchronous = false;
+  #snapshotAt = 0;
+  #client: Promise<pg.Client> | undefined;
+  #closed = false;
+  #warnedNamed = false;
 
   constructor(options: CommitVisibilityOptions) {
     this.#options = options;
   }
 
   /**
-   * Undefined when transaction `xid` may be handed to hooks now (an earlier snapshot sees it);
-   * otherwise a promise that resolves true once it may, or false if the wait was stopped.
+   * Undefined when transaction `xid` may be handed to hooks now (a recent snapshot sees it);
+   * otherwise a promise that resolves true once it may, or false if `signal` stopped the wait.
    */
-  wait(xid: number): Promise<boolean> | undefined {
-    if (this.#snapshot && snapshotSees(this.#snapshot, xid)) return undefined;
-    if (this.#passesUnchecked()) return undefined;
-    return this.#wait(xid);
+  wait(xid: number, signal: AbortSignal): Promise<boolean> | undefined {
+    if (this.#snapshot && Date.now() - this.#snapshotAt < SNAPSHOT_TRUSTED_MS && snapshotSees(this.#snapshot, xid)) return undefined;
+    return this.#wait(xid, signal);
   }
 
-  #passesUnchecked(): boolean {
-    return Date.now() < this.#synchronousUntil && this.#synchronousPid === this.#options.walsenderPid();
+  /** Ends the connection; waits in progress end with the signals they were given. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#drop(1_000);
   }
 
-  async #wait(xid: number): Promise<boolean> {
-    const { pool, signal, logger } = this.#options;
+  async #wait(xid: number, signal: AbortSignal): Promise<boolean> {
+    const { logger } = this.#options;
     const warnAfterMs = this.#options.warnAfterMs ?? 5_000;
     const startedAt = Date.now();
     let warned = false;
     let pauseMs = 1;
-    for (let attempt = 0; !signal.aborted; attempt++) {
+    for (let attempt = 0; !signal.aborted && !this.#closed; attempt++) {
       let failure: unknown;
       try {
-        const { rows } = await pool.query<{ snapshot: string }>(`select pg_current_snapshot()::text as snapshot`);
-        this.#snapshot = parseSnapshot(rows[0]!.snapshot);
-        if (snapshotSees(this.#snapshot, xid)) {
+        const { snapshot, standbyNames } = await this.#ask();
+        if (snapshotSees(snapshot, xid)) {
           if (warned) logger.info({ xid, waitedMs: Date.now() - startedAt }, 'the transaction action hooks waited for is visible now');
           return true;
         }
+        // The commit may be waiting for this very bridge: waiting for it would never end.
+        if (standbyNamesMatch(standbyNames)) return this.#passNamed(standbyNames);
         if (attempt === 0) logger.debug({ xid }, 'action hooks wait until other sessions see a transaction');
-        // Unseen after a first look: is the commit waiting for us, as a synchronous standby?
-        else if (await this.#weAreSynchronous()) return true;
       } catch (error) {
         failure = error;
       }
@@ -138,7 +145,7 @@ export class CommitVisibility {
         logger.warn(
           { xid, waitedMs: Date.now() - startedAt, err: failure },
           failure === undefined
-            ? 'action hooks wait: a transaction is in the WAL but not yet visible to other sessions (a synchronous standby that has not acknowledged it?)'
+            ? 'action hooks wait: a transaction is in the WAL but not yet visible to other sessions (its commit waits for a synchronous standby?); later transactions wait behind it'
             : 'action hooks wait: cannot ask the database whether a transaction is visible yet',
         );
       }
@@ -152,20 +159,64 @@ export class CommitVisibility {
     return false;
   }
 
-  async #weAreSynchronous(): Promise<boolean> {
-    const pid = this.#options.walsenderPid();
-    if (pid === undefined) return false;
-    const { rows } = await this.#options.pool.query<{ sync_state: string }>(`select sync_state from pg_stat_replication where pid = $1`, [pid]);
-    const state = rows[0]?.sync_state;
-    if (state !== 'sync' && state !== 'quorum') return false;
-    this.#synchronousPid = pid;
-    this.#synchronousUntil = Date.now() + SYNCHRONOUS_RECHECK_MS;
-    if (!this.#warnedSynchronous) {
-      this.#warnedSynchronous = true;
+  /** The server's current snapshot (kept for later transactions) and its synchronous_standby_names. */
+  async #ask(): Promise<{ snapshot: Snapshot; standbyNames: string }> {
+    const client = await (this.#client ??= this.#connect());
+    try {
+      const { rows } = await client.query<{ snapshot: string; names: string }>(
+        `select pg_current_snapshot()::text as snapshot, current_setting('synchronous_standby_names') as names`,
+      );
+      const takenAt = Date.now();
+      const snapshot = parseSnapshot(rows[0]!.snapshot);
+      this.#snapshot = snapshot;
+      this.#snapshotAt = takenAt;
+      return { snapshot, standbyNames: rows[0]!.names };
+    } catch (error) {
+      await this.#drop();
+      throw error;
+    }
+  }
+
+  async #connect(): Promise<pg.Client> {
+    // Bounded both ways: a connection gone silent (a network partition) must not hold the stream.
+    const client = new pg.Client({
+      ...this.#options.connection,
+      application_name: 'hookbridge:visibility',
+      connectionTimeoutMillis: ASK_TIMEOUT_MS,
+      query_timeout: ASK_TIMEOUT_MS,
+    });
+    // A connection lost between questions fails the next one, which connects again.
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+    } catch (error) {
+      this.#client = undefined;
+      throw error;
+    }
+    if (this.#closed) {
+      await client.end().catch(() => undefined);
+      throw new Error('closed');
+    }
+    return client;
+  }
+
+  /** Forgets the connection and ends it, waiting at most `waitMs` for a peer that may not answer. */
+  async #drop(waitMs = 0): Promise<void> {
+    const pending = this.#client;
+    this.#client = undefined;
+    const client = await pending?.catch(() => undefined);
+    if (!client) return;
+    const ended = client.end().catch(() => undefined);
+    if (waitMs > 0) await Promise.race([ended, delay(waitMs, undefined, { ref: false })]);
+  }
+
+  #passNamed(standbyNames: string): true {
+    if (!this.#warnedNamed) {
+      this.#warnedNamed = true;
       this.#options.logger.warn(
-        { syncState: state, fix: "name the standbys in synchronous_standby_names instead of '*'" },
-        `this bridge's replication connection is a synchronous standby (synchronous_standby_names matches '${REPLICATION_APPLICATION_NAME}'): ` +
-          'every commit waits until the bridge ran its action hooks, and they run before other sessions see the write',
+        { synchronousStandbyNames: standbyNames, fix: "name the standbys in synchronous_standby_names instead of '*'" },
+        `synchronous_standby_names names this bridge's replication connection (${REPLICATION_APPLICATION_NAME}): every commit waits until the bridge ran its ` +
+          'action hooks, so they run before other sessions see the write, and a hook that writes (or a failed event parked) waits for the bridge itself',
       );
     }
     return true;

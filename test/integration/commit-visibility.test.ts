@@ -75,7 +75,13 @@ it('runs an action hook only once its write is visible: a commit held by synchro
           .rowCount === 1,
       { message: 'the commit never waited for the standby' },
     );
-    const waitLogged = () => tb.log.lines().some((l) => l['msg'] === 'action hooks wait until other sessions see a transaction');
+    const heldXid = (
+      await withClient(server.url, (c) =>
+        c.query<{ xid: string }>(`select backend_xid::text as xid from pg_stat_activity where application_name = 'held-writer'`),
+      )
+    ).rows[0]?.xid;
+    const waitLogged = () =>
+      tb.log.lines().some((l) => l['msg'] === 'action hooks wait until other sessions see a transaction' && String(l['xid']) === heldXid);
     await waitFor(() => waitLogged() || seen.length > 0, { message: 'the bridge never received the held transaction' });
     expect(seen, 'the hook ran while the write was invisible to other sessions').toEqual([]);
 
@@ -90,7 +96,7 @@ it('runs an action hook only once its write is visible: a commit held by synchro
   }
 }, 60_000);
 
-it("does not deadlock when synchronous_standby_names matches the bridge's own connection: commits go through, once warned", async () => {
+it("does not deadlock when synchronous_standby_names names the bridge's own connection, also across a reconnect: commits go through, once warned", async () => {
   seen.length = 0;
   await setSynchronousStandbys('*');
   try {
@@ -107,25 +113,28 @@ it("does not deadlock when synchronous_standby_names matches the bridge's own co
     await withClient(server.url, async (c) => {
       c.on('notice', (notice) => notices.push(notice.message ?? ''));
       // A deadlock would hold a commit forever (statement_timeout ends before the commit): it is
-      // cancelled after 15 s, which Postgres reports as a warning the test fails on.
+      // cancelled after 30 s, which Postgres reports as a warning the test fails on.
       const pid = (await c.query<{ pid: number }>(`select pg_backend_pid() as pid`)).rows[0]!.pid;
       const canceller = setInterval(
         () => void withClient(server.url, (admin) => admin.query(`select pg_cancel_backend($1)`, [pid])).catch(() => undefined),
-        15_000,
+        30_000,
       );
       try {
         await c.query(`insert into notes (name) values ('first')`);
         await c.query(`insert into notes (name) values ('second')`);
+        // The walsender gone, the next commit waits until the bridge is back and has caught up.
+        await c.query(`select pg_terminate_backend(pid) from pg_stat_replication where application_name = 'hookbridge:replication'`);
+        await c.query(`insert into notes (name) values ('after a reconnect')`);
       } finally {
         clearInterval(canceller);
       }
     });
     expect(notices).toEqual([]);
-    await waitFor(() => seen.length === 2, { message: () => `the actions did not run: ${JSON.stringify(seen)}` });
-    const warnings = tb.log.lines().filter((l) => String(l['msg']).includes('is a synchronous standby'));
+    await waitFor(() => seen.length === 3, { message: () => `the actions did not run: ${JSON.stringify(seen)}` });
+    const warnings = tb.log.lines().filter((l) => String(l['msg']).startsWith("synchronous_standby_names names this bridge's replication connection"));
     expect(warnings).toHaveLength(1);
     expect(await synchronousCheck()).toMatchObject({ ok: false, fix: expect.stringMatching(/^name the standbys in synchronous_standby_names/) });
   } finally {
     await setSynchronousStandbys(undefined);
   }
-}, 60_000);
+}, 120_000);
