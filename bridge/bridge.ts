@@ -193,6 +193,7 @@ export class Bridge {
     if (!actions) problems.push('the action stream is not running');
     else if (!actions.streaming) problems.push('replication is not streaming: action events wait');
     else if (!actions.publicationsInSync) problems.push('the publications are not in sync with the hooks yet');
+    else if (actions.visibilityProblem) problems.push(actions.visibilityProblem);
     else if (!actions.healthy) problems.push('the action pipeline failed');
     return problems;
   }

@@ -120,6 +120,11 @@ export class ActionStream {
     return this.#stream?.streaming ?? false;
   }
 
+  /** Why action hooks wait for a transaction to become visible, once that has lasted (visibility.ts). */
+  get visibilityProblem(): string | undefined {
+    return this.#visibility?.problem;
+  }
+
   get publicationsInSync(): boolean {
     return this.#inSync;
   }
@@ -204,7 +209,11 @@ export class ActionStream {
     const senderTimeoutMs = rows[0]?.ms ?? 60_000;
     const statusIntervalMs = senderTimeoutMs > 0 ? Math.max(100, Math.min(10_000, Math.floor(senderTimeoutMs / 3))) : 10_000;
 
-    const visibility = new CommitVisibility({ connection: this.#options.connection, logger: this.#logger });
+    const visibility = new CommitVisibility({
+      connection: this.#options.connection,
+      walsenderPid: () => this.#stream?.walsenderPid,
+      logger: this.#logger,
+    });
     this.#visibility = visibility;
 
     this.#stream = new ReplicationStream({

@@ -17,6 +17,7 @@
  * connection (`*`, or '"hookbridge:replication"'). Then the commit waits for the bridge to confirm it,
  * which it does once the hooks ran. Such transactions pass unseen, with one warning (doctor fails on it).
  */
+import type { Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -60,16 +61,41 @@ export function snapshotSees(snapshot: Snapshot, xid: number): boolean {
 }
 
 /**
- * Whether a synchronous_standby_names setting (`a, b`, `FIRST 1 (a, b)`, `ANY 2 (*)`) names a
- * walsender called `applicationName`: `*`, or the name itself (Postgres compares names without case,
- * quoted or not).
+ * A synchronous_standby_names setting (`a, b`, `FIRST 2 (a, b)`, `ANY 2 (*)`, `2 (a, b)`): how many
+ * standbys a commit waits for, and their names (quotes removed). Empty: none.
  */
-export function standbyNamesMatch(setting: string, applicationName = REPLICATION_APPLICATION_NAME): boolean {
-  const list = setting.trim().replace(/^(?:(?:first|any)\s+)?\d+\s*\(([\s\S]*)\)$/i, '$1');
+export function parseStandbyNames(setting: string): { count: number; names: string[] } {
+  const trimmed = setting.trim();
+  if (trimmed === '') return { count: 0, names: [] };
+  const counted = /^(?:(?:first|any)\s+)?(\d+)\s*\(([\s\S]*)\)$/i.exec(trimmed);
+  const list = counted ? counted[2]! : trimmed;
   const names = [...list.matchAll(/\s*("(?:[^"]|"")*"|[^,]+?)\s*(?:,|$)/g)].map(([, name]) =>
     name!.startsWith('"') ? name!.slice(1, -1).replaceAll('""', '"') : name!,
   );
-  return names.some((name) => name === '*' || name.toLowerCase() === applicationName.toLowerCase());
+  return { count: counted ? Number(counted[1]) : 1, names };
+}
+
+/**
+ * Whether a synchronous_standby_names setting names a walsender called `applicationName`: `*`, or the
+ * name itself (Postgres compares names without case, quoted or not).
+ */
+export function standbyNamesMatch(setting: string, applicationName = REPLICATION_APPLICATION_NAME): boolean {
+  return parseStandbyNames(setting).names.some((name) => name === '*' || name.toLowerCase() === applicationName.toLowerCase());
+}
+
+/**
+ * With the bridge named in synchronous_standby_names: whether a commit may be waiting for it, given
+ * the walsenders pg_stat_replication shows as synchronous (`sync`, or `quorum` under ANY). Not when
+ * the bridge's is not one of those chosen and enough others are there to release the commit. A
+ * standby of another role shows no sync_state without pg_read_all_stats: then the bridge may be needed.
+ */
+export function commitMayWaitForBridge(
+  standbyNames: string,
+  synchronous: ReadonlyArray<{ pid: number; state: string }>,
+  bridgePid: number | undefined,
+): boolean {
+  if (synchronous.some((w) => w.pid === bridgePid && w.state === 'sync')) return true;
+  return synchronous.filter((w) => w.pid !== bridgePid).length < parseStandbyNames(standbyNames).count;
 }
 
 export interface CommitVisibilityOptions {
@@ -78,8 +104,10 @@ export interface CommitVisibilityOptions {
    * the bridge's own writes wait for it, and a pool they fill could not even ask.
    */
   connection: pg.ClientConfig;
+  /** The backend pid of the walsender the stream reads from now. */
+  walsenderPid: () => number | undefined;
   logger: Logger;
-  /** How long a transaction stays unseen before the wait is logged as a warning. */
+  /** How long a transaction stays unseen before the wait is logged as a warning (and again every minute). */
   warnAfterMs?: number;
 }
 
@@ -91,6 +119,14 @@ export interface CommitVisibilityOptions {
 const SNAPSHOT_TRUSTED_MS = 60_000;
 const LONGEST_PAUSE_MS = 100;
 const ASK_TIMEOUT_MS = 5_000;
+const WARN_AGAIN_MS = 60_000;
+
+interface Answer {
+  snapshot: Snapshot;
+  standbyNames: string;
+  /** The walsenders in sync or quorum state (asked only under synchronous replication). */
+  synchronous: Array<{ pid: number; state: string }>;
+}
 
 export class CommitVisibility {
   readonly #options: CommitVisibilityOptions;
@@ -98,11 +134,20 @@ export class CommitVisibility {
   #snapshot: Snapshot | undefined;
   #snapshotAt = 0;
   #client: Promise<pg.Client> | undefined;
+  /** The question on its way: waits that overlap share it (one query on the connection at a time). */
+  #asking: Promise<Answer> | undefined;
   #closed = false;
   #warnedNamed = false;
+  /** Since when a wait has lasted longer than `warnAfterMs`, and why: for /health. */
+  #stuck: { since: number; reason: string } | undefined;
 
   constructor(options: CommitVisibilityOptions) {
     this.#options = options;
+  }
+
+  /** Why action hooks wait here, once a wait has lasted longer than `warnAfterMs`. */
+  get problem(): string | undefined {
+    return this.#stuck?.reason;
   }
 
   /**
@@ -117,62 +162,80 @@ export class CommitVisibility {
   /** Ends the connection; waits in progress end with the signals they were given. */
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#drop(1_000);
+    await this.#drop(undefined, 1_000);
   }
 
   async #wait(xid: number, signal: AbortSignal): Promise<boolean> {
     const { logger } = this.#options;
     const warnAfterMs = this.#options.warnAfterMs ?? 5_000;
     const startedAt = Date.now();
-    let warned = false;
+    let warnedAt: number | undefined;
     let pauseMs = 1;
-    for (let attempt = 0; !signal.aborted && !this.#closed; attempt++) {
-      let failure: unknown;
-      try {
-        const { snapshot, standbyNames } = await this.#ask();
-        if (snapshotSees(snapshot, xid)) {
-          if (warned) logger.info({ xid, waitedMs: Date.now() - startedAt }, 'the transaction action hooks waited for is visible now');
-          return true;
+    try {
+      for (let attempt = 0; !signal.aborted && !this.#closed; attempt++) {
+        let failure: unknown;
+        try {
+          const { snapshot, standbyNames, synchronous } = await this.#ask();
+          if (signal.aborted) break;
+          if (snapshotSees(snapshot, xid)) {
+            if (warnedAt !== undefined) logger.info({ xid, waitedMs: Date.now() - startedAt }, 'the transaction action hooks waited for is visible now');
+            return true;
+          }
+          // The commit may be waiting for this very bridge: waiting for it would never end.
+          if (standbyNamesMatch(standbyNames) && commitMayWaitForBridge(standbyNames, synchronous, this.#options.walsenderPid())) {
+            return this.#passNamed(standbyNames);
+          }
+          if (attempt === 0) logger.debug({ xid }, 'action hooks wait until other sessions see a transaction');
+        } catch (error) {
+          failure = error;
         }
-        // The commit may be waiting for this very bridge: waiting for it would never end.
-        if (standbyNamesMatch(standbyNames)) return this.#passNamed(standbyNames);
-        if (attempt === 0) logger.debug({ xid }, 'action hooks wait until other sessions see a transaction');
-      } catch (error) {
-        failure = error;
+        const waitedMs = Date.now() - startedAt;
+        if (waitedMs >= warnAfterMs && (warnedAt === undefined || Date.now() - warnedAt >= WARN_AGAIN_MS)) {
+          warnedAt = Date.now();
+          const reason =
+            failure === undefined
+              ? 'a committed transaction is not visible to other sessions yet (its commit waits for a synchronous standby?): action events wait'
+              : `cannot ask the database whether a transaction is visible (${(failure as Error).message}): action events wait`;
+          this.#stuck = { since: this.#stuck?.since ?? startedAt, reason };
+          logger.warn({ xid, waitedMs, err: failure }, reason);
+        }
+        try {
+          await delay(pauseMs, undefined, { signal });
+        } catch {
+          break;
+        }
+        pauseMs = Math.min(pauseMs * 2, LONGEST_PAUSE_MS);
       }
-      if (!warned && Date.now() - startedAt >= warnAfterMs) {
-        warned = true;
-        logger.warn(
-          { xid, waitedMs: Date.now() - startedAt, err: failure },
-          failure === undefined
-            ? 'action hooks wait: a transaction is in the WAL but not yet visible to other sessions (its commit waits for a synchronous standby?); later transactions wait behind it'
-            : 'action hooks wait: cannot ask the database whether a transaction is visible yet',
-        );
-      }
-      try {
-        await delay(pauseMs, undefined, { signal });
-      } catch {
-        break;
-      }
-      pauseMs = Math.min(pauseMs * 2, LONGEST_PAUSE_MS);
+      return false;
+    } finally {
+      this.#stuck = undefined;
     }
-    return false;
   }
 
   /** The server's current snapshot (kept for later transactions) and its synchronous_standby_names. */
-  async #ask(): Promise<{ snapshot: Snapshot; standbyNames: string }> {
-    const client = await (this.#client ??= this.#connect());
+  #ask(): Promise<Answer> {
+    this.#asking ??= this.#askNow().finally(() => (this.#asking = undefined));
+    return this.#asking;
+  }
+
+  async #askNow(): Promise<Answer> {
+    const pending = (this.#client ??= this.#connect());
     try {
-      const { rows } = await client.query<{ snapshot: string; names: string }>(
-        `select pg_current_snapshot()::text as snapshot, current_setting('synchronous_standby_names') as names`,
+      const client = await pending;
+      // CASE evaluates the walsenders only under synchronous replication (reading them is not free).
+      const { rows } = await client.query<{ snapshot: string; names: string; synchronous: Answer['synchronous'] | null }>(
+        `select pg_current_snapshot()::text as snapshot, current_setting('synchronous_standby_names') as names,
+                case when current_setting('synchronous_standby_names') <> '' then
+                  (select json_agg(json_build_object('pid', pid, 'state', sync_state)) from pg_stat_replication where sync_state in ('sync', 'quorum'))
+                end as synchronous`,
       );
-      const takenAt = Date.now();
-      const snapshot = parseSnapshot(rows[0]!.snapshot);
+      const row = rows[0]!;
+      const snapshot = parseSnapshot(row.snapshot);
       this.#snapshot = snapshot;
-      this.#snapshotAt = takenAt;
-      return { snapshot, standbyNames: rows[0]!.names };
+      this.#snapshotAt = Date.now();
+      return { snapshot, standbyNames: row.names, synchronous: row.synchronous ?? [] };
     } catch (error) {
-      await this.#drop();
+      await this.#drop(pending);
       throw error;
     }
   }
@@ -187,38 +250,42 @@ export class CommitVisibility {
     });
     // A connection lost between questions fails the next one, which connects again.
     client.on('error', () => undefined);
-    try {
-      await client.connect();
-    } catch (error) {
-      this.#client = undefined;
-      throw error;
-    }
+    await client.connect();
     if (this.#closed) {
-      await client.end().catch(() => undefined);
+      cut(client);
       throw new Error('closed');
     }
     return client;
   }
 
-  /** Forgets the connection and ends it, waiting at most `waitMs` for a peer that may not answer. */
-  async #drop(waitMs = 0): Promise<void> {
-    const pending = this.#client;
-    this.#client = undefined;
-    const client = await pending?.catch(() => undefined);
+  /**
+   * Forgets a connection (`which`, only if it is still the current one; by default the current one)
+   * and ends it: politely for up to `waitMs`, then its socket is cut (a peer that does not answer).
+   */
+  async #drop(which = this.#client, waitMs = 0): Promise<void> {
+    if (which === undefined) return;
+    if (this.#client === which) this.#client = undefined;
+    const client = await which.catch(() => undefined);
     if (!client) return;
     const ended = client.end().catch(() => undefined);
     if (waitMs > 0) await Promise.race([ended, delay(waitMs, undefined, { ref: false })]);
+    cut(client);
   }
 
   #passNamed(standbyNames: string): true {
     if (!this.#warnedNamed) {
       this.#warnedNamed = true;
       this.#options.logger.warn(
-        { synchronousStandbyNames: standbyNames, fix: "name the standbys in synchronous_standby_names instead of '*'" },
-        `synchronous_standby_names names this bridge's replication connection (${REPLICATION_APPLICATION_NAME}): every commit waits until the bridge ran its ` +
-          'action hooks, so they run before other sessions see the write, and a hook that writes (or a failed event parked) waits for the bridge itself',
+        { synchronousStandbyNames: standbyNames, fix: 'name the standbys in synchronous_standby_names, not the bridge' },
+        `synchronous_standby_names names this bridge's replication connection (${REPLICATION_APPLICATION_NAME}) and commits wait for it: ` +
+          'action hooks run before other sessions see the write, and a hook that writes (or a failed event parked) waits for the bridge itself',
       );
     }
     return true;
   }
+}
+
+/** Destroys a client's socket (after `end()`, a no-op once it closed). */
+function cut(client: pg.Client): void {
+  (client as unknown as { connection?: { stream?: Socket } }).connection?.stream?.destroy();
 }

@@ -3,9 +3,11 @@
  * sends a commit as soon as it is flushed; under synchronous replication the writer's session makes it
  * visible only once a standby acknowledged it. With synchronous_standby_names naming a standby that is
  * not there, every commit stops in that window for as long as the test likes: the hook must not run
- * until the write is released, and then it reads its row back. A synchronous_standby_names that matches
- * the bridge's own replication connection ('*') makes commits wait for the bridge itself: that must not
- * deadlock. A server of its own: the setting is server-wide and would stop every other test's commits.
+ * until the write is released (past 5 s, /health says why action events wait), and then it reads its
+ * row back. A synchronous_standby_names that names the bridge's own replication connection ('*')
+ * makes commits wait for the bridge itself: that must not deadlock, also while the bridge catches up
+ * after a reconnect. A server of its own: the setting is server-wide and would stop every other test's
+ * commits.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -84,11 +86,17 @@ it('runs an action hook only once its write is visible: a commit held by synchro
       tb.log.lines().some((l) => l['msg'] === 'action hooks wait until other sessions see a transaction' && String(l['xid']) === heldXid);
     await waitFor(() => waitLogged() || seen.length > 0, { message: 'the bridge never received the held transaction' });
     expect(seen, 'the hook ran while the write was invisible to other sessions').toEqual([]);
+    // Held past 5 s: a warning, and /health says why action events wait.
+    await waitFor(() => String(tb.bridge.health()['reason']).includes('a committed transaction is not visible to other sessions yet'), {
+      message: () => `health never named the wait: ${JSON.stringify(tb.bridge.health()['reason'])}`,
+    });
+    expect(seen).toEqual([]);
 
     await setSynchronousStandbys(undefined);
     await written;
     await waitFor(() => seen.length > 0, { message: 'the action never ran after the commit was released' });
     expect(seen).toEqual([{ name: 'held', readBack: 'held' }]);
+    await waitFor(() => tb.bridge.health().status === 'ok', { message: () => `health stayed unavailable: ${JSON.stringify(tb.bridge.health()['reason'])}` });
     expect(await synchronousCheck()).toMatchObject({ ok: true, detail: 'off (synchronous_standby_names is empty)' });
   } finally {
     await setSynchronousStandbys(undefined);

@@ -1,6 +1,13 @@
 /** Whether a snapshot sees a committed transaction pgoutput names by the low 32 bits of its id. */
 import { describe, expect, it } from 'vitest';
-import { fullTransactionId, parseSnapshot, snapshotSees, standbyNamesMatch } from '../../bridge/replication/visibility.js';
+import {
+  commitMayWaitForBridge,
+  fullTransactionId,
+  parseSnapshot,
+  parseStandbyNames,
+  snapshotSees,
+  standbyNamesMatch,
+} from '../../bridge/replication/visibility.js';
 
 const EPOCH = 2n ** 32n;
 
@@ -70,5 +77,58 @@ describe('standbyNamesMatch', () => {
     for (const setting of ['', '   ', 'standby1', 'FIRST 1 (s1, s2)', 'ANY 1 ("a,*", b)', '"hookbridge:replication2"', 'hookbridge']) {
       expect(standbyNamesMatch(setting), setting).toBe(false);
     }
+  });
+});
+
+describe('parseStandbyNames', () => {
+  it('reads how many standbys a commit waits for', () => {
+    expect(parseStandbyNames('')).toEqual({ count: 0, names: [] });
+    expect(parseStandbyNames('s1, s2')).toEqual({ count: 1, names: ['s1', 's2'] });
+    expect(parseStandbyNames('FIRST 2 (s1, s2, s3)')).toEqual({ count: 2, names: ['s1', 's2', 's3'] });
+    expect(parseStandbyNames('any 3(*)')).toEqual({ count: 3, names: ['*'] });
+    expect(parseStandbyNames('2 ("a,b", c)')).toEqual({ count: 2, names: ['a,b', 'c'] });
+  });
+});
+
+describe('commitMayWaitForBridge', () => {
+  const BRIDGE = 100;
+  it('yes when the bridge is a chosen synchronous standby, or too few others are there to release a commit', () => {
+    expect(commitMayWaitForBridge('*', [{ pid: BRIDGE, state: 'sync' }], BRIDGE)).toBe(true);
+    // Catching up after a reconnect: not listed as synchronous, yet commits wait for it.
+    expect(commitMayWaitForBridge('*', [], BRIDGE)).toBe(true);
+    expect(
+      commitMayWaitForBridge(
+        'FIRST 2 (s1, *)',
+        [
+          { pid: 7, state: 'sync' },
+          { pid: BRIDGE, state: 'sync' },
+        ],
+        BRIDGE,
+      ),
+    ).toBe(true);
+    expect(
+      commitMayWaitForBridge(
+        'ANY 2 (s1, *)',
+        [
+          { pid: 7, state: 'quorum' },
+          { pid: BRIDGE, state: 'quorum' },
+        ],
+        BRIDGE,
+      ),
+    ).toBe(true);
+  });
+
+  it('no when enough other standbys release commits without it', () => {
+    expect(commitMayWaitForBridge('FIRST 1 (s1, *)', [{ pid: 7, state: 'sync' }], BRIDGE)).toBe(false);
+    expect(
+      commitMayWaitForBridge(
+        'ANY 1 (s1, *)',
+        [
+          { pid: 7, state: 'quorum' },
+          { pid: BRIDGE, state: 'quorum' },
+        ],
+        BRIDGE,
+      ),
+    ).toBe(false);
   });
 });
