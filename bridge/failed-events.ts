@@ -65,12 +65,13 @@ export async function listFailedEvents(
     params.push(options.ids);
     conditions.push(`id = any($${params.length}::bigint[])`);
   }
+  // ORDER BY a bare name takes the output column first: `f.id`, not the text `id::text` is named.
   const { rows } = await pool.query(
-    `select id::text, event_id, extension, event, collection, action, reason, commit_lsn::text, attempts, error, meta,
+    `select f.id::text, event_id, extension, event, collection, action, reason, commit_lsn::text, attempts, error, meta,
             ${options.exact ? 'meta_exact' : 'null as meta_exact'}, accountability, failed_at, replayed_at, replay_error
-       from ${table(schema)}
+       from ${table(schema)} f
       ${conditions.length ? `where ${conditions.join(' and ')}` : ''}
-      order by id`,
+      order by f.id`,
     params,
   );
   return rows.map((r) => ({
@@ -172,10 +173,12 @@ export async function replayHeldEvents(options: {
       meta_exact: Buffer | null;
       accountability: Accountability | null;
     }>(
-      `select id::text, event_id, extension, event, collection, action, commit_lsn::text, xid::text, meta, meta_exact, accountability
-         from ${table(schema)}
+      // In commit order: by the pg_lsn column (`f.`), not the text output column of the same name
+      // ('0/1100ADF8' sorts before '0/E589828' as text).
+      `select f.id::text, event_id, extension, event, collection, action, f.commit_lsn::text, xid::text, meta, meta_exact, accountability
+         from ${table(schema)} f
         where reason = $1 and replayed_at is null and extension = any ($2::text[])
-        order by commit_lsn, id
+        order by f.commit_lsn, f.id
         limit 500`,
       [HELD_REASON, loaded],
     );

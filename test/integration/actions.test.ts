@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { listFailedEvents, replayFailedEvents } from '../../bridge/failed-events.js';
+import { listFailedEvents, replayFailedEvents, replayHeldEvents } from '../../bridge/failed-events.js';
 import { startTestBridge, type TestBridge } from '../support/bridge.js';
 import { useTestDatabase } from '../support/database.js';
 import { findPsql, waitFor, withClient } from '../support/helpers.js';
@@ -205,6 +205,37 @@ describe('action hooks from logical replication', () => {
       await pool.end();
     }
     expect(events('flaky', 'flaky')[0]?.meta).toMatchObject({ key: 1, payload: { v: 'first' } });
+  });
+
+  it('replays held changes in commit order and lists failed events in id order, where their text order differs', async () => {
+    // pg_lsn and bigint sort as numbers; as text, '0/10000000' < '0/FFFFFFF' and '1000000' < '999999'
+    // (a query that orders by the name of its `::text` output column sorts the text).
+    const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+    try {
+      await pool.query(
+        `insert into hookbridge.failed_events (id, event_id, extension, event, collection, action, commit_lsn, xid, meta, error, attempts, reason)
+         values (1000000, '0/FFFFFFF:0', 'recorder', 'held_order.items.create', 'held_order', 'create', '0/FFFFFFF', 1,
+                 '{"event": "held_order.items.create", "collection": "held_order", "key": "older", "payload": {}}', '{}', 0, 'extension_not_loaded'),
+                (999999, '0/10000000:0', 'recorder', 'held_order.items.create', 'held_order', 'create', '0/10000000', 2,
+                 '{"event": "held_order.items.create", "collection": "held_order", "key": "newer", "payload": {}}', '{}', 0, 'extension_not_loaded')`,
+      );
+      const listed = (await listFailedEvents(pool, 'hookbridge')).filter((e) => e.collection === 'held_order').map((e) => e.id);
+      expect(listed).toEqual(['999999', '1000000']);
+      const policy = { attempts: 1, timeoutMs: 10_000, signal: new AbortController().signal };
+      const delivered = await replayHeldEvents({
+        pool,
+        schema: 'hookbridge',
+        runtime: tb.bridge.runtime,
+        logger: tb.log.logger,
+        delivery: { runtime: tb.bridge.runtime, pool, schema: 'hookbridge', logger: tb.log.logger, policy },
+        context: {},
+      });
+      expect(delivered).toBe(2);
+      expect(events('held_order').map((s) => s.meta['key'])).toEqual(['older', 'newer']);
+    } finally {
+      await pool.query(`delete from hookbridge.failed_events where collection = 'held_order'`);
+      await pool.end();
+    }
   });
 
   it('picks up a table created while running', async () => {
