@@ -261,8 +261,9 @@ export class Bridge {
       logger,
     });
     // A filter runs while the writer holds its row's lock: a filter that touches that row would wait
-    // for a transaction that waits for the filter. A short lock timeout turns that into a clear error.
-    const lockTimeoutMs = Math.max(100, Math.min(2_000, Math.floor(this.config.filterTimeoutMs / 2)));
+    // for a transaction that waits for the filter. A short lock timeout turns that into a clear error,
+    // well within the filter's own timeout (a third: on a loaded machine, half left too little room).
+    const lockTimeoutMs = Math.max(100, Math.min(2_000, Math.floor(this.config.filterTimeoutMs / 3)));
     const filterConnection = withSessionSettings(this.#opened.connection, { lock_timeout: String(lockTimeoutMs) });
     this.#filterDatabase = openHookDatabase(filterConnection, { applicationName: 'hookbridge:filters', max: 10, servicesMax: 2, logger });
     // What would stop the action path is found before hookbridge installs anything: such a start leaves the database as it was.

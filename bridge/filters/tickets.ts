@@ -47,6 +47,11 @@ export const TICKETS_PER_SLOT = 10_000;
 /** The "leader" lock's second key, in the class of the "alive" locks (slots are below it). */
 export const LEADER_KEY = 65_536;
 
+/** How long one try to take "serving" waits for writers testing it to let go (see #takeServing). */
+const SERVE_WAIT_MS = 50;
+/** Pauses after failed tries to take "serving"; past the last, one a second, logged as an error. */
+const SERVE_RETRY_MS = [50, 100, 200, 400];
+
 /** Advisory lock class ids for one hookbridge schema: claim = base, armed = base + 1, alive = base + 2. */
 export function lockClassFor(schema: string): number {
   // Multiples of 4 in [4, 2^30): apart from each other's classes, and clear of int4 overflow at + 2.
@@ -74,6 +79,8 @@ export class TicketBoard {
   /** serve() was asked for: "serving" is taken (again) whenever this session can. */
   #wantServing = false;
   #serveTimer: NodeJS.Timeout | undefined;
+  /** Failed tries to take "serving" since it was last taken. */
+  #serveTries = 0;
   #leading = false;
   #draining = false;
   #rearmTimer: NodeJS.Timeout | undefined;
@@ -203,33 +210,58 @@ export class TicketBoard {
   }
 
   /**
-   * Takes "serving" without waiting: any role may hold an advisory lock, and a blocking lock request
-   * would stall this session's queue (every answer's wake-up) behind whoever holds it. Held by someone
-   * else, it is logged with the holder and tried again every second.
+   * Takes "serving", waiting at most SERVE_WAIT_MS each time: writers take it shared for a moment to
+   * test it, and a request that waits makes their tests fail (they take this instance as serving), so
+   * such a moment never costs a second. Bounded, because any role may hold an advisory lock and a
+   * request that waits stalls this session's queue (every answer's wake-up). Held longer, it is tried
+   * again after SERVE_RETRY_MS, then every second, logged with the holder.
    */
   async #takeServing(): Promise<void> {
     clearTimeout(this.#serveTimer);
     const client = this.#client;
     if (!client || this.#serving || this.#draining || this.#closed || !this.#wantServing) return;
-    const { rows } = await this.#query<{ ok: boolean }>(client, 'select pg_catalog.pg_try_advisory_lock($1, $2) as ok', [this.lockClass + 3, this.slot]);
+    const took = await this.#waitForServing(client);
     if (client !== this.#client) return;
-    if (rows[0]?.ok) {
+    if (took) {
       this.#serving = true;
+      this.#serveTries = 0;
       return;
     }
-    const { rows: holders } = await this.#query<{ pid: number }>(
-      client,
-      `select l.pid from pg_catalog.pg_locks l
-        where l.locktype = 'advisory' and l.granted and l.classid = $1::oid and l.objid = $2::oid and l.objsubid = 2
-          and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())`,
-      [this.lockClass + 3, this.slot],
-    ).catch(() => ({ rows: [] as Array<{ pid: number }> }));
-    this.#options.logger.error(
-      { slot: this.slot, holders: holders.map((h) => h.pid) },
-      "another session holds this instance's serving lock: writers do not choose it until that session lets go (pg_terminate_backend on its pid)",
-    );
-    this.#serveTimer = setTimeout(() => void this.#takeServing().catch(() => undefined), 1_000);
+    const pauseMs = SERVE_RETRY_MS[this.#serveTries];
+    this.#serveTries += 1;
+    if (pauseMs !== undefined) {
+      this.#options.logger.debug({ slot: this.slot, tries: this.#serveTries }, "this instance's serving lock is held by another session: trying again");
+    } else {
+      const { rows: holders } = await this.#query<{ pid: number }>(
+        client,
+        `select l.pid from pg_catalog.pg_locks l
+          where l.locktype = 'advisory' and l.granted and l.classid = $1::oid and l.objid = $2::oid and l.objsubid = 2
+            and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())`,
+        [this.lockClass + 3, this.slot],
+      ).catch(() => ({ rows: [] as Array<{ pid: number }> }));
+      this.#options.logger.error(
+        { slot: this.slot, holders: holders.map((h) => h.pid) },
+        "another session holds this instance's serving lock: writers do not choose it until that session lets go (pg_terminate_backend on its pid)",
+      );
+    }
+    this.#serveTimer = setTimeout(() => void this.#takeServing().catch(() => undefined), pauseMs ?? 1_000);
     this.#serveTimer.unref();
+  }
+
+  /** One bounded wait for "serving" (a session lock, kept past the transaction); false if it stayed held. */
+  async #waitForServing(client: pg.Client): Promise<boolean> {
+    try {
+      // Numbers of our own making, in one round trip (a simple query takes no parameters).
+      await this.#query(
+        client,
+        `begin; set local lock_timeout = ${SERVE_WAIT_MS}; select pg_catalog.pg_advisory_lock(${this.lockClass + 3}, ${this.slot}); commit`,
+      );
+      return true;
+    } catch (error) {
+      await this.#query(client, 'rollback').catch(() => undefined);
+      if ((error as { code?: unknown }).code === '55P03') return false;
+      throw error;
+    }
   }
 
   /** Takes the leader lock if no instance holds it; whether this instance leads now. */
