@@ -154,7 +154,6 @@ async function synchronousStandbyCheck(pool: pg.Pool): Promise<Check> {
   };
 }
 
-/** Our slot: usable (not another's, not invalidated), and how much WAL it holds back and may still hold. */
 /**
  * HOOKBRIDGE_SLOT_FAILOVER: the primary must hold logical decoding back until the standby has the WAL
  * (synchronized_standby_slots), naming physical slots that exist: a name without a slot makes logical
@@ -186,6 +185,7 @@ async function failoverCheck(pool: pg.Pool, slotName: string, slot: SlotState | 
   return { name: 'failover slot', ok: true, detail };
 }
 
+/** Our slot: usable (not another's, not invalidated), and how much WAL it holds back and may still hold. */
 function slotCheck(name: string, state: SlotState | undefined): Check {
   const check = `replication slot "${name}"`;
   if (!state) return { name: check, ok: true, detail: 'does not exist yet: the bridge creates it at start' };

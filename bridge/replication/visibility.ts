@@ -138,8 +138,8 @@ export class CommitVisibility {
   #asking: Promise<Answer> | undefined;
   #closed = false;
   #warnedNamed = false;
-  /** Since when a wait has lasted longer than `warnAfterMs`, and why: for /health. */
-  #stuck: { since: number; reason: string } | undefined;
+  /** Why a wait has lasted longer than `warnAfterMs` (for /health); undefined once it ended. */
+  #problem: string | undefined;
 
   constructor(options: CommitVisibilityOptions) {
     this.#options = options;
@@ -147,7 +147,7 @@ export class CommitVisibility {
 
   /** Why action hooks wait here, once a wait has lasted longer than `warnAfterMs`. */
   get problem(): string | undefined {
-    return this.#stuck?.reason;
+    return this.#problem;
   }
 
   /**
@@ -196,7 +196,7 @@ export class CommitVisibility {
             failure === undefined
               ? 'a committed transaction is not visible to other sessions yet (its commit waits for a synchronous standby?): action events wait'
               : `cannot ask the database whether a transaction is visible (${(failure as Error).message}): action events wait`;
-          this.#stuck = { since: this.#stuck?.since ?? startedAt, reason };
+          this.#problem = reason;
           logger.warn({ xid, waitedMs, err: failure }, reason);
         }
         try {
@@ -208,7 +208,7 @@ export class CommitVisibility {
       }
       return false;
     } finally {
-      this.#stuck = undefined;
+      this.#problem = undefined;
     }
   }
 

@@ -92,43 +92,18 @@ describe('parseStandbyNames', () => {
 
 describe('commitMayWaitForBridge', () => {
   const BRIDGE = 100;
-  it('yes when the bridge is a chosen synchronous standby, or too few others are there to release a commit', () => {
-    expect(commitMayWaitForBridge('*', [{ pid: BRIDGE, state: 'sync' }], BRIDGE)).toBe(true);
+  const sync = (pid: number) => ({ pid, state: 'sync' });
+  const quorum = (pid: number) => ({ pid, state: 'quorum' });
+  const cases: Array<[string, string, Array<{ pid: number; state: string }>, boolean]> = [
+    ['the bridge is the chosen standby', '*', [sync(BRIDGE)], true],
     // Catching up after a reconnect: not listed as synchronous, yet commits wait for it.
-    expect(commitMayWaitForBridge('*', [], BRIDGE)).toBe(true);
-    expect(
-      commitMayWaitForBridge(
-        'FIRST 2 (s1, *)',
-        [
-          { pid: 7, state: 'sync' },
-          { pid: BRIDGE, state: 'sync' },
-        ],
-        BRIDGE,
-      ),
-    ).toBe(true);
-    expect(
-      commitMayWaitForBridge(
-        'ANY 2 (s1, *)',
-        [
-          { pid: 7, state: 'quorum' },
-          { pid: BRIDGE, state: 'quorum' },
-        ],
-        BRIDGE,
-      ),
-    ).toBe(true);
-  });
-
-  it('no when enough other standbys release commits without it', () => {
-    expect(commitMayWaitForBridge('FIRST 1 (s1, *)', [{ pid: 7, state: 'sync' }], BRIDGE)).toBe(false);
-    expect(
-      commitMayWaitForBridge(
-        'ANY 1 (s1, *)',
-        [
-          { pid: 7, state: 'quorum' },
-          { pid: BRIDGE, state: 'quorum' },
-        ],
-        BRIDGE,
-      ),
-    ).toBe(false);
+    ['no standby streams, the bridge catches up', '*', [], true],
+    ['the bridge is one of two chosen', 'FIRST 2 (s1, *)', [sync(7), sync(BRIDGE)], true],
+    ['a quorum of two needs the bridge', 'ANY 2 (s1, *)', [quorum(7), quorum(BRIDGE)], true],
+    ['another standby is the chosen one', 'FIRST 1 (s1, *)', [sync(7)], false],
+    ['another standby alone makes the quorum', 'ANY 1 (s1, *)', [quorum(7), quorum(BRIDGE)], false],
+  ];
+  it.each(cases)('%s (%s)', (_, setting, walsenders, expected) => {
+    expect(commitMayWaitForBridge(setting, walsenders, BRIDGE)).toBe(expected);
   });
 });
