@@ -79,8 +79,10 @@ export class TicketBoard {
   /** serve() was asked for: "serving" is taken (again) whenever this session can. */
   #wantServing = false;
   #serveTimer: NodeJS.Timeout | undefined;
-  /** Failed tries to take "serving" since it was last taken. */
+  /** Failed tries to take "serving" since it was last taken (or the session opened). */
   #serveTries = 0;
+  /** The take of "serving" under way (see #takeServing). */
+  #taking: Promise<void> | undefined;
   #leading = false;
   #draining = false;
   #rearmTimer: NodeJS.Timeout | undefined;
@@ -187,10 +189,10 @@ export class TicketBoard {
     this.#states.fill('unarmed');
     await this.#rearm();
     await this.#beat(client);
-    this.#serving = false;
+    this.#serveTries = 0;
     // Back in its slot, it serves again at once (its row still says how to reach it); in another slot,
     // only once the row there is published (onReopen, then serve()).
-    if (this.#wantServing && slot === previous) await this.#takeServing();
+    if (this.#wantServing && slot === previous) await this.#takeServing().catch((error: unknown) => this.#servingFailed(error));
     clearInterval(this.#heartbeat);
     this.#heartbeat = setInterval(() => {
       if (this.#client) void this.#beat(this.#client).catch(() => undefined);
@@ -214,14 +216,27 @@ export class TicketBoard {
    * test it, and a request that waits makes their tests fail (they take this instance as serving), so
    * such a moment never costs a second. Bounded, because any role may hold an advisory lock and a
    * request that waits stalls this session's queue (every answer's wake-up). Held longer, it is tried
-   * again after SERVE_RETRY_MS, then every second, logged with the holder.
+   * again after SERVE_RETRY_MS, then every second, logged with the holder. One take at a time (a
+   * timer's, serve()'s, a reopen's): two would hold it twice, and a drain lets go once.
    */
   async #takeServing(): Promise<void> {
+    while (this.#taking) await this.#taking.catch(() => undefined);
+    this.#taking = this.#takeServingNow().finally(() => (this.#taking = undefined));
+    return this.#taking;
+  }
+
+  async #takeServingNow(): Promise<void> {
     clearTimeout(this.#serveTimer);
     const client = this.#client;
     if (!client || this.#serving || this.#draining || this.#closed || !this.#wantServing) return;
     const took = await this.#waitForServing(client);
+    // Its session went meanwhile, and the lock with it (a reopen takes it again).
     if (client !== this.#client) return;
+    if (took && (this.#draining || this.#closed || !this.#wantServing)) {
+      // A drain began meanwhile: it found nothing to let go of, so this take does.
+      await this.#query(client, 'select pg_catalog.pg_advisory_unlock($1, $2)', [this.lockClass + 3, this.slot]).catch(() => undefined);
+      return;
+    }
     if (took) {
       this.#serving = true;
       this.#serveTries = 0;
@@ -244,24 +259,48 @@ export class TicketBoard {
         "another session holds this instance's serving lock: writers do not choose it until that session lets go (pg_terminate_backend on its pid)",
       );
     }
-    this.#serveTimer = setTimeout(() => void this.#takeServing().catch(() => undefined), pauseMs ?? 1_000);
+    this.#retryServing(pauseMs ?? 1_000);
+  }
+
+  #retryServing(pauseMs: number): void {
+    clearTimeout(this.#serveTimer);
+    this.#serveTimer = setTimeout(() => void this.#takeServing().catch((error: unknown) => this.#servingFailed(error)), pauseMs);
     this.#serveTimer.unref();
   }
 
-  /** One bounded wait for "serving" (a session lock, kept past the transaction); false if it stayed held. */
+  /** A try that failed otherwise than by waiting too long (a cancel, say): said, and tried again while this session lasts. */
+  #servingFailed(error: unknown): void {
+    if (!this.#client || this.#closed || this.#draining || !this.#wantServing) return;
+    this.#options.logger.warn({ err: error, slot: this.slot }, "taking this instance's serving lock failed: trying again");
+    this.#retryServing(1_000);
+  }
+
+  /**
+   * One bounded wait for "serving" (a session lock: it outlives the statement's implicit transaction,
+   * which a timeout ends, leaving nothing to roll back); false if it stayed held by others.
+   */
   async #waitForServing(client: pg.Client): Promise<boolean> {
     try {
       // Numbers of our own making, in one round trip (a simple query takes no parameters).
-      await this.#query(
-        client,
-        `begin; set local lock_timeout = ${SERVE_WAIT_MS}; select pg_catalog.pg_advisory_lock(${this.lockClass + 3}, ${this.slot}); commit`,
-      );
+      await this.#query(client, `set local lock_timeout = ${SERVE_WAIT_MS}; select pg_catalog.pg_advisory_lock(${this.lockClass + 3}, ${this.slot})`);
       return true;
     } catch (error) {
-      await this.#query(client, 'rollback').catch(() => undefined);
-      if ((error as { code?: unknown }).code === '55P03') return false;
-      throw error;
+      if ((error as { code?: unknown }).code !== '55P03') throw error;
+      // Granted just as the wait timed out, Postgres keeps the lock and still fails the statement.
+      return this.#holdsServing(client);
     }
+  }
+
+  /** Whether this session holds "serving". */
+  async #holdsServing(client: pg.Client): Promise<boolean> {
+    const { rows } = await this.#query<{ held: boolean }>(
+      client,
+      `select exists (select 1 from pg_catalog.pg_locks
+                       where pid = pg_catalog.pg_backend_pid() and locktype = 'advisory' and granted and mode = 'ExclusiveLock'
+                         and classid = $1::oid and objid = $2::oid and objsubid = 2) as held`,
+      [this.lockClass + 3, this.slot],
+    );
+    return rows[0]?.held === true;
   }
 
   /** Takes the leader lock if no instance holds it; whether this instance leads now. */
@@ -296,7 +335,11 @@ export class TicketBoard {
     if (!client) return 0;
     if (this.#serving) {
       this.#serving = false;
-      await this.#query(client, 'select pg_catalog.pg_advisory_unlock($1, $2)', [this.lockClass + 3, this.slot]).catch(() => undefined);
+      // Until this session holds it no more: held twice (never meant to be), one unlock would leave it held.
+      for (let times = 0; times < 8; times += 1) {
+        await this.#query(client, 'select pg_catalog.pg_advisory_unlock($1, $2)', [this.lockClass + 3, this.slot]).catch(() => undefined);
+        if (!(await this.#holdsServing(client).catch(() => false))) break;
+      }
     }
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -474,6 +517,9 @@ export class TicketBoard {
     if (client !== this.#client) return;
     this.#client = undefined;
     this.#states.fill('unarmed');
+    // "Serving" went with the session; a try pending for it would take it on the next one, twice.
+    this.#serving = false;
+    clearTimeout(this.#serveTimer);
     // Its locks went with the session: the leader lock too.
     if (this.#leading) {
       this.#leading = false;

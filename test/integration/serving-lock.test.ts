@@ -26,10 +26,11 @@ it('takes its serving lock once a writer testing it lets go, without an error', 
   await watcher.connect();
   const serving = lockClassFor('hookbridge') + 3;
   let released = false;
+  let starting: Promise<TestBridge> | undefined;
   try {
     // The first instance on a database takes slot 0.
     await holder.query(`select pg_advisory_lock_shared($1, 0)`, [serving]);
-    const starting = startTestBridge(db.url, {});
+    starting = startTestBridge(db.url, {});
     // Let go while the instance's request waits (a writer's moment, stretched).
     await waitFor(
       async () => {
@@ -51,6 +52,8 @@ it('takes its serving lock once a writer testing it lets go, without an error', 
     expect(errors).toEqual([]);
   } finally {
     if (!released) await holder.query(`select pg_advisory_unlock_all()`).catch(() => undefined);
+    // A failed wait above leaves the start running: stopped here, not leaked.
+    tb ??= await starting?.catch(() => undefined);
     await holder.end();
     await watcher.end();
   }
