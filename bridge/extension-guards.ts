@@ -22,7 +22,7 @@
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { matchesEvent, type EventPattern } from '../hooks/event-name.js';
+import { matchesEvent, TABLE_ACTIONS, type EventPattern } from '../hooks/event-name.js';
 import type { ExtensionHooks } from '../hooks/register.js';
 import type { HookRuntime, LoadReport } from '../hooks/runtime.js';
 import { inLockedTransaction } from './database.js';
@@ -32,8 +32,8 @@ import type { UserTable } from './catalog.js';
 import { SerialQueue } from './serial-queue.js';
 
 /** `truncate` only for filters that name it (see hooks/event-name.ts): a not-loaded one keeps TRUNCATE refused. */
-export const GUARDED_FILTERS = ['create', 'update', 'delete', 'truncate'] as const;
-export const GUARDED_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
+export const GUARDED_FILTERS = TABLE_ACTIONS;
+export const GUARDED_ACTIONS = TABLE_ACTIONS;
 
 export interface GuardRow {
   extension: string;

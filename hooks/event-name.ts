@@ -257,7 +257,7 @@ export function matchesEvent(pattern: EventPattern, event: EventRef): boolean {
 }
 
 /** What a write to some table can fire: the write actions and hookbridge's own `truncate`. */
-const TABLE_ACTIONS = [...WRITE_ACTIONS, 'truncate'] as const satisfies readonly ItemAction[];
+export const TABLE_ACTIONS = [...WRITE_ACTIONS, 'truncate'] as const satisfies readonly ItemAction[];
 
 /** The actions of a table's writes (create, update, delete, truncate) that an `items` pattern covers, on any of its tables. */
 export function tableActionsOf(pattern: EventPattern): Array<(typeof TABLE_ACTIONS)[number]> {

@@ -247,15 +247,9 @@ export class TicketBoard {
     if (pauseMs !== undefined) {
       this.#options.logger.debug({ slot: this.slot, tries: this.#serveTries }, "this instance's serving lock is held by another session: trying again");
     } else {
-      const { rows: holders } = await this.#query<{ pid: number }>(
-        client,
-        `select l.pid from pg_catalog.pg_locks l
-          where l.locktype = 'advisory' and l.granted and l.classid = $1::oid and l.objid = $2::oid and l.objsubid = 2
-            and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())`,
-        [this.lockClass + 3, this.slot],
-      ).catch(() => ({ rows: [] as Array<{ pid: number }> }));
+      const { pids: holders } = await this.#servingHolders(client).catch(() => ({ pids: [] as number[] }));
       this.#options.logger.error(
-        { slot: this.slot, holders: holders.map((h) => h.pid) },
+        { slot: this.slot, holders },
         "another session holds this instance's serving lock: writers do not choose it until that session lets go (pg_terminate_backend on its pid)",
       );
     }
@@ -287,20 +281,20 @@ export class TicketBoard {
     } catch (error) {
       if ((error as { code?: unknown }).code !== '55P03') throw error;
       // Granted just as the wait timed out, Postgres keeps the lock and still fails the statement.
-      return this.#holdsServing(client);
+      return (await this.#servingHolders(client)).mine;
     }
   }
 
-  /** Whether this session holds "serving". */
-  async #holdsServing(client: pg.Client): Promise<boolean> {
-    const { rows } = await this.#query<{ held: boolean }>(
+  /** The sessions that hold "serving" (writers testing it, one that keeps it), and whether this one is among them. */
+  async #servingHolders(client: pg.Client): Promise<{ pids: number[]; mine: boolean }> {
+    const { rows } = await this.#query<{ pid: number; mine: boolean }>(
       client,
-      `select exists (select 1 from pg_catalog.pg_locks
-                       where pid = pg_catalog.pg_backend_pid() and locktype = 'advisory' and granted and mode = 'ExclusiveLock'
-                         and classid = $1::oid and objid = $2::oid and objsubid = 2) as held`,
+      `select l.pid, l.pid = pg_catalog.pg_backend_pid() as mine from pg_catalog.pg_locks l
+        where l.locktype = 'advisory' and l.granted and l.classid = $1::oid and l.objid = $2::oid and l.objsubid = 2
+          and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())`,
       [this.lockClass + 3, this.slot],
     );
-    return rows[0]?.held === true;
+    return { pids: rows.map((r) => r.pid), mine: rows.some((r) => r.mine) };
   }
 
   /** Takes the leader lock if no instance holds it; whether this instance leads now. */
@@ -338,7 +332,7 @@ export class TicketBoard {
       // Until this session holds it no more: held twice (never meant to be), one unlock would leave it held.
       for (let times = 0; times < 8; times += 1) {
         await this.#query(client, 'select pg_catalog.pg_advisory_unlock($1, $2)', [this.lockClass + 3, this.slot]).catch(() => undefined);
-        if (!(await this.#holdsServing(client).catch(() => false))) break;
+        if (!(await this.#servingHolders(client).catch(() => undefined))?.mine) break;
       }
     }
     const deadline = Date.now() + timeoutMs;

@@ -13,7 +13,7 @@ import type { ExtensionGuards } from '../extension-guards.js';
 import { replayHeldEvents } from '../failed-events.js';
 import type { BridgeMetrics } from '../metrics.js';
 import type { HookRuntime } from '../../hooks/runtime.js';
-import type { EventRef } from '../../hooks/event-name.js';
+import { TABLE_ACTIONS, type EventRef } from '../../hooks/event-name.js';
 import type { HookContext } from '../../hooks/types.js';
 import { parseIdentityMessage, parseSignedMessage, withMappedUser, readAccountabilitySecret, readLegacyIdentityCutoff } from './accountability.js';
 import { catchUpTypes, NewTableCatchUp, readCatchUpMessage } from './catch-up.js';
@@ -64,7 +64,6 @@ export interface ActionStreamOptions {
   liveness?: StreamOptions['liveness'];
 }
 
-const WRITE_ACTIONS = ['create', 'update', 'delete', 'truncate'] as const;
 /** How often the slot is looked at while a lost connection waits for handlers to finish. */
 const SLOT_CHECK_MS = 1_000;
 
@@ -349,7 +348,7 @@ export class ActionStream {
     // A table an extension that is not loaded heard stays published: its changes are held for it.
     const guards = this.#options.guards;
     const matching = tables.filter(
-      (t) => guards?.holdsActions(t.collection) || WRITE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)),
+      (t) => guards?.holdsActions(t.collection) || TABLE_ACTIONS.some((action) => runtime.registry.has('action', action, t.collection)),
     );
     // A table the bridge may not publish is listed (health, status) and never stops the others.
     const wanted = matching.filter((t) => t.mayPublish !== false);
