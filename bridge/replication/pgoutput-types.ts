@@ -36,7 +36,8 @@ export interface RelationInfo {
 /**
  * `finalLsn` (Begin) and `commitLsn` (Commit) are where the commit record starts, `endLsn` where it
  * ends. A message's `lsn` is where *its* record ends, which is also what pg_logical_emit_message
- * returns, so a transactional message written last in its transaction has the commit's LSN.
+ * returns, so a transactional message written last in its transaction has the commit's LSN (unless it
+ * ends at a WAL page boundary: the commit record then starts after the next page's header).
  */
 export type PgoutputMessage =
   | { tag: 'begin'; finalLsn: bigint; commitTime: Date; commitTimeMicros: bigint; xid: number }
