@@ -98,10 +98,11 @@ const TAKES_OVER = 'this bridge leads the database now: streaming action events 
 /**
  * A writer's pause between its inserts. Without one, 4 writers took whatever CPU the bridges left
  * (~17,000 filtered rows a run, most while a test waited for a bridge to start or take over), and
- * ran the other test files short of it. With it, ~400 rows a second at most; each writer has a
- * statement in flight about a third of the time, and every kill waits until one does (writing()).
+ * ran the other test files short of it. With it, ~150 rows a second at most (10 ms let through ~2,000
+ * rows a test, the file took ~120 s of CPU); each writer has a statement in flight part of the time,
+ * and every kill waits until one does (writing()).
  */
-const WRITER_PAUSE_MS = 10;
+const WRITER_PAUSE_MS = 25;
 
 /** 4 writers inserting one row per statement until stopped; every committed key, and every failure. */
 function startWriters(url: string, count = 4) {

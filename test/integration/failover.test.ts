@@ -47,6 +47,14 @@ async function recorded(file: string): Promise<Set<string>> {
   return new Set(text.split('\n').filter(Boolean));
 }
 
+/**
+ * A writer's pause between its inserts. Unpaced, the writer committed ~7,600 rows a run while the test
+ * waited for the standby to synchronise the slot (its worker naps up to 30 s), each one filtered and
+ * waited for by the synchronous standby: ~140 s of CPU for this file, the suite's most. Paced, a few
+ * hundred rows still stream, from a few hundred commits, before and across the failover.
+ */
+const WRITER_PAUSE_MS = 20;
+
 /** Inserts one row at a time until stopped; returns the keys of the committed ones. */
 function startWriter(url: string, from: number) {
   const committed: string[] = [];
@@ -59,6 +67,7 @@ function startWriter(url: string, from: number) {
       for (let id = from; running; id++) {
         const { rows } = await client.query<{ id: number }>(`insert into orders (id, note) values ($1, 'row') returning id`, [id]);
         committed.push(String(rows[0]?.id));
+        await new Promise((resolve) => setTimeout(resolve, WRITER_PAUSE_MS));
       }
     } catch {
       // The primary went away under it: what committed is in `committed`.
