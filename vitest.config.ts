@@ -12,6 +12,10 @@ export default defineConfig({
     // Integration tests spawn Postgres, replication streams and the CLI;
     // separate processes keep a crashing native child from taking others down.
     pool: 'forks',
+    // Each test file's fork loads the bridge's dependencies anew. Those made of many modules are
+    // pre-bundled once by Vite instead (kysely alone is ~280 ESM files, ~0.3 s of CPU to load one by
+    // one): a test file that runs a bridge in-process collected in 2.0 s instead of 3.0 s.
+    deps: { optimizer: { ssr: { enabled: true, include: ['kysely', 'rxjs', 'express', 'prom-client'] } } },
     maxWorkers: files,
     minWorkers: 1,
     teardownTimeout: 60_000,

@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     const tpDone = join(work, 'tp-done');
     const latDone = join(work, 'lat-done');
     const startBridge = (transport: 'direct' | 'notify') =>
-      spawn(process.execPath, [join(root, 'dist', 'bridge', 'cli.js'), 'start', '-e', extensions], {
+      spawn(process.execPath, [join(root, 'dist', 'cli', 'cli.js'), 'start', '-e', extensions], {
         env: {
           ...process.env,
           FILTER_TRANSPORT: transport,

@@ -15,7 +15,9 @@
  * ours, and the callback it broke may have left state half changed (a ticket never released, a
  * listener gone) while the process keeps its locks: writers would keep choosing it and no standby
  * could take its place. It is logged at `fatal` and `onOwnBug` is called: the CLI drains the bridge
- * and exits, so that other instances (or a restart) take over.
+ * and exits, so that other instances (or a restart) take over. The CLI runs from a bundle (dist/cli/,
+ * scripts/build.mjs): the dependencies bundled into it are hookbridge's own code there, so a throw
+ * on their frames alone counts as ours; the ones it leaves to Node (pg, knex, jiti, pino) do not.
  */
 import { isAbsolute, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';

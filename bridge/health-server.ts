@@ -138,7 +138,8 @@ export class HealthServer {
   /** Starts the worker on `port`; resolves with the port it listens on, rejects as `listen` would. */
   #spawn(port: number): Promise<number> {
     const here = import.meta.url;
-    // From source (tests), the worker is TypeScript too: jiti loads it, as it loads extensions.
+    // From source (tests), the worker is TypeScript too: jiti loads it, as it loads extensions. In the
+    // CLI's bundle this file is a chunk in dist/cli/, beside health-worker.js (scripts/build.mjs).
     const source = here.endsWith('.ts');
     const url = new URL(source ? './health-worker.ts' : './health-worker.js', here);
     const execArgv = source ? ['--import', jitiRegister(here)] : [];

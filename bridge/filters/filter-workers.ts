@@ -194,7 +194,8 @@ export class FilterWorkers {
 
   #spawn(index: number, failures: number): Slot {
     const here = import.meta.url;
-    // From source (tests), the worker is TypeScript too: jiti loads it, as it loads extensions.
+    // From source (tests), the worker is TypeScript too: jiti loads it, as it loads extensions. In the
+    // CLI's bundle this file is a chunk in dist/cli/, beside filter-worker.js (scripts/build.mjs).
     const source = here.endsWith('.ts');
     const url = new URL(source ? './filter-worker.ts' : './filter-worker.js', here);
     const execArgv = source ? ['--import', jitiRegister(here)] : [];

@@ -1,5 +1,5 @@
 /**
- * Runs the built CLI (`dist/bridge/cli.js`, what `npx hookbridge` runs) as a child process.
+ * Runs the built CLI (`dist/cli/cli.js`, the bundle `npx hookbridge` runs) as a child process.
  * `npm test` builds first, so dist/ is never stale here.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { testPgBin } from './database.js';
 import { waitFor } from './helpers.js';
 
-export const CLI = fileURLToPath(new URL('../../dist/bridge/cli.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../dist/cli/cli.js', import.meta.url));
 
 export interface CliOptions {
   env?: Record<string, string | undefined>;
