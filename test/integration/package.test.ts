@@ -70,6 +70,7 @@ describe('hookbridge installed from its tarball into an empty project', () => {
         'dist/cli/cli.js',
         'dist/cli/filter-worker.js',
         'dist/cli/health-worker.js',
+        'dist/cli/bundle-sources.json',
         'dist/bridge/testing.js',
         'sql/000001.sql',
       ]),

@@ -183,6 +183,37 @@ describe('attributeError', () => {
   });
 });
 
+describe("attributeError in the CLI's bundle, where hookbridge and its bundled dependencies share files", () => {
+  const frameAt = (file: string, line: number) => Object.assign(new Error('x'), { stack: `Error: x\n    at f (${file}:${line}:7)` });
+
+  it("counts a frame on a dependency's lines as a dependency's, and one on hookbridge's lines as hookbridge's", async () => {
+    const own = await tempDir();
+    try {
+      // Lines 1-9: esbuild's helpers; 10-49: a bundled dependency; 50 on: hookbridge's code.
+      await writeTree(own.path, {
+        'dist/cli/bundle-sources.json': JSON.stringify({
+          'chunk-A.js': [
+            [10, 1],
+            [50, 0],
+          ],
+        }),
+        'dist/cli/chunk-A.js': '',
+      });
+      const chunk = `${own.path}/dist/cli/chunk-A.js`;
+      const at = (line: number) => attributeError(frameAt(chunk, line), { extensionOf: () => undefined, ownRoot: own.path });
+      expect(at(20)).toEqual({ source: 'unknown' });
+      expect(at(10)).toEqual({ source: 'unknown' });
+      expect(at(49)).toEqual({ source: 'unknown' });
+      expect(at(50)).toEqual({ source: 'hookbridge', file: chunk });
+      expect(at(5)).toEqual({ source: 'hookbridge', file: chunk });
+      // A file the table does not name (another chunk) is all hookbridge's.
+      expect(attributeError(frameAt(`${own.path}/dist/cli/cli.js`, 20), { extensionOf: () => undefined, ownRoot: own.path }).source).toBe('hookbridge');
+    } finally {
+      await own.remove();
+    }
+  });
+});
+
 describe('real stacks of loaded extensions', () => {
   let dir: { path: string; remove(): Promise<void> };
   const made = globalThis as { __containmentErrors?: Record<string, () => unknown> };
