@@ -184,7 +184,7 @@ function stackFrames(stack: string): Frame[] {
  * Written by scripts/build.mjs beside the CLI's bundle: for each bundled file, the lines where code of
  * another source begins, and whether that source is a dependency (1) or hookbridge's own (0).
  */
-export const BUNDLE_SOURCES = 'bundle-sources.json';
+const BUNDLE_SOURCES = 'bundle-sources.json';
 type BundleSources = Record<string, Array<[line: number, dependency: 0 | 1]>>;
 const bundleSources = new Map<string, BundleSources | undefined>();
 

@@ -61,18 +61,19 @@ async function bundleCli() {
     banner: { js: "import { createRequire as __hookbridgeRequire } from 'node:module'; const require = __hookbridgeRequire(import.meta.url);" },
     logLevel: 'warning',
   });
-  await writeFile(path.join(building, 'bundle-sources.json'), `${JSON.stringify(await bundleSources(building, metafile))}\n`);
+  await writeFile(path.join(building, 'bundle-sources.json'), `${JSON.stringify(await bundleSources(metafile))}\n`);
   await rm(outdir, { recursive: true, force: true });
   await rename(building, outdir);
 }
 
 /**
- * Which lines of each bundled file are a dependency's (bridge/containment.ts reads it: an error thrown
- * in a dependency's code is not hookbridge's). Unminified, esbuild starts each source's code with a
- * comment naming it (`// node_modules/kysely/dist/esm/index.js`, `// bridge/cli.ts`); the lines from
- * there to the next such comment are that source's. Per file: [first line, 1 if a dependency's].
+ * Which lines of each bundled file are a dependency's (bridge/containment.ts reads the file, its
+ * BUNDLE_SOURCES: an error thrown in a dependency's code is not hookbridge's). Unminified, esbuild starts
+ * each source's code with a comment naming it (`// node_modules/kysely/dist/esm/index.js`,
+ * `// bridge/cli.ts`); the lines from there to the next such comment are that source's. Per file:
+ * [first line, 1 if a dependency's].
  */
-async function bundleSources(dir, metafile) {
+async function bundleSources(metafile) {
   const inputs = new Set(Object.keys(metafile.inputs));
   const sources = {};
   for (const output of Object.keys(metafile.outputs)) {
